@@ -1,0 +1,34 @@
+"""`abacus ingest`: the beacon endpoints alone, against a Redis server."""
+
+from __future__ import annotations
+
+from litestar import Litestar
+
+from ingest.service import IngestService
+from shared.bots import BotDetector
+from shared.cors import CORS
+from shared.health import health_handlers
+from shared.app_config import app_config
+from shared.redis_conn import async_client
+from shared.registry.cache import RegistryCache
+from shared.settings import Settings
+
+
+def create_app(settings: Settings) -> CORS:
+    if not settings.redis_url:
+        raise ValueError("abacus ingest needs ABACUS_REDIS_URL")
+    redis_client = async_client(settings.redis_url)
+    registry = RegistryCache(redis_client, settings.registry_poll_ms / 1000)
+    service = IngestService(redis_client, settings.stream, registry, BotDetector().is_bot)
+    app = Litestar(
+        route_handlers=[*service.route_handlers(), *health_handlers({"ingest": service.readiness})],
+        on_startup=[registry.start],
+        on_shutdown=[registry.stop, redis_client.aclose],
+        **app_config("Abacus ingest"),  # type: ignore[arg-type]
+    )
+    return CORS(app, settings.cors_origins)
+
+
+def app_from_env() -> CORS:
+    """Granian's factory target: each server worker process builds its own app from the environment."""
+    return create_app(Settings.from_env())

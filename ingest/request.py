@@ -1,0 +1,142 @@
+"""First stage of the hot path: turn an HTTP request into validated beacons, or a 4xx naming why.
+
+Decoders are built once per endpoint; msgspec validates while it parses, so a valid beacon
+costs one pass over the body.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+from shared.wire import (
+    MAX_BATCH_ITEMS,
+    Beacon,
+    BeaconRuleError,
+    EventId,
+    ExperimentKey,
+    MetadataValue,
+    PagePath,
+    SessionId,
+    check_beacon_rules,
+)
+
+SINGLE_BODY_LIMIT = 64 * 1024
+BATCH_BODY_LIMIT = 1024 * 1024
+_ACCEPTED_MEDIA_TYPES = (b"application/json", b"text/plain")
+_FIELD_IN_MESSAGE = re.compile(r" - at `([^`]*)`$")
+
+
+class ImpressionBeacon(msgspec.Struct, frozen=True):
+    """The impression endpoint's beacon: event_name may be left out, and may only be "impression"."""
+
+    experiment_key: ExperimentKey
+    variant_key: ExperimentKey
+    session_id: SessionId
+    path: PagePath
+    event_name: Literal["impression"] = "impression"
+    timestamp: datetime | None = None
+    metadata: Annotated[dict[str, MetadataValue], Meta(max_length=32)] | None = None
+    value: Annotated[float, Meta(ge=0)] | None = None
+    event_id: EventId | None = None
+
+
+class BadRequest(Exception):
+    """A request ingest refuses; ``status`` is the HTTP status, ``field`` the JSON path if known."""
+
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.field = field
+
+
+class Endpoint:
+    """One ingest route: how big its body may be and how it decodes into beacons."""
+
+    def __init__(self, name: str, body_limit: int, decode: Callable[[bytes], list[Beacon]]) -> None:
+        self.name = name
+        self.body_limit = body_limit
+        self.decode = decode
+
+
+def _decode_event(body: bytes, _decoder: msgspec.json.Decoder = msgspec.json.Decoder(Beacon)) -> list[Beacon]:
+    return [_decoder.decode(body)]
+
+
+def _decode_impression(
+    body: bytes,
+    _decoder: msgspec.json.Decoder = msgspec.json.Decoder(ImpressionBeacon),
+) -> list[Beacon]:
+    # Same field types and constraints as Beacon, so the copy needs no second validation.
+    return [Beacon(**msgspec.structs.asdict(_decoder.decode(body)))]
+
+
+def _decode_batch(
+    body: bytes,
+    _decoder: msgspec.json.Decoder = msgspec.json.Decoder(Annotated[list[Beacon], Meta(max_length=MAX_BATCH_ITEMS)]),
+) -> list[Beacon]:
+    return _decoder.decode(body)
+
+
+EVENT = Endpoint("event", SINGLE_BODY_LIMIT, _decode_event)
+IMPRESSION = Endpoint("impression", SINGLE_BODY_LIMIT, _decode_impression)
+BATCH = Endpoint("batch", BATCH_BODY_LIMIT, _decode_batch)
+
+
+def check_media_type(content_type: bytes | None) -> None:
+    # sendBeacon posts text/plain so the browser skips a CORS preflight; a missing type is
+    # taken as JSON because the body is parsed as JSON either way.
+    if content_type is None:
+        return
+    media_type = content_type.split(b";", 1)[0].strip().lower()
+    if media_type not in _ACCEPTED_MEDIA_TYPES:
+        raise BadRequest(415, "Content-Type must be application/json or text/plain")
+
+
+async def read_body(receive: Callable[[], Awaitable[dict]], content_length: int | None, limit: int) -> bytes:
+    if content_length is not None and content_length > limit:
+        raise BadRequest(413, f"Body larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise BadRequest(400, "Client disconnected before the body was complete")
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise BadRequest(413, f"Body larger than {limit} bytes")
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def parse_beacons(endpoint: Endpoint, body: bytes) -> list[Beacon]:
+    if not body.strip():
+        raise BadRequest(400, "Empty body: expected a JSON beacon")
+    try:
+        beacons = endpoint.decode(body)
+    except msgspec.ValidationError as exc:
+        raise _bad(str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise BadRequest(400, f"Malformed JSON: {exc}") from None
+    single = endpoint is not BATCH
+    for index, beacon in enumerate(beacons):
+        try:
+            check_beacon_rules(beacon, "$" if single else f"$[{index}]")
+        except BeaconRuleError as exc:
+            raise BadRequest(400, str(exc), exc.field) from None
+    return beacons
+
+
+def _bad(message: str) -> BadRequest:
+    match = _FIELD_IN_MESSAGE.search(message)
+    return BadRequest(400, message, match.group(1) if match else None)

@@ -1,0 +1,74 @@
+"""The ingest service's routes and what they share; used alone by `abacus ingest` and
+together with the query API by `abacus serve`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import redis.asyncio as aioredis
+from litestar import MediaType, asgi, get
+
+from litestar.types import Receive, Scope, Send
+
+from ingest.handler import BeaconEndpoint
+from ingest.publisher import StreamPublisher
+from ingest.request import BATCH, EVENT, IMPRESSION
+from ingest.steps import DropCounter, DropReason
+from shared.registry.cache import RegistryCache
+
+BEACON_PATHS = {
+    "/api/experiments/event": EVENT,
+    "/api/experiments/impression": IMPRESSION,
+    "/api/experiments/batch": BATCH,
+}
+
+
+class IngestService:
+    def __init__(
+        self,
+        redis_client: aioredis.Redis,
+        stream: str,
+        registry: RegistryCache,
+        is_bot: Callable[[str | None], bool],
+    ) -> None:
+        self.redis = redis_client
+        self.registry = registry
+        self.counter = DropCounter()
+        self.publisher = StreamPublisher(redis_client, stream)
+        self._is_bot = is_bot
+
+    def route_handlers(self) -> list:
+        handlers = []
+        for path, endpoint in BEACON_PATHS.items():
+            beacon_endpoint = BeaconEndpoint(endpoint, self.publisher, self.registry, self._is_bot, self.counter)
+            handlers.append(_as_route(path, beacon_endpoint))
+
+        counter = self.counter
+
+        @get("/metrics", media_type=MediaType.TEXT, tags=["health"], sync_to_thread=False)
+        def metrics() -> str:
+            lines = [
+                "# HELP abacus_ingest_accepted_total Beacons appended to the stream by this process.",
+                "# TYPE abacus_ingest_accepted_total counter",
+                f"abacus_ingest_accepted_total {counter.accepted}",
+                "# HELP abacus_ingest_dropped_total Beacons answered 202 but dropped, by reason.",
+                "# TYPE abacus_ingest_dropped_total counter",
+            ]
+            lines += [f'abacus_ingest_dropped_total{{reason="{r.value}"}} {counter.counts[r]}' for r in DropReason]
+            return "\n".join(lines) + "\n"
+
+        return [*handlers, metrics]
+
+    async def readiness(self) -> str | None:
+        await self.redis.ping()
+        if self.registry.view is None:
+            return "experiment registry not loaded"
+        return None
+
+
+def _as_route(path: str, endpoint: BeaconEndpoint):
+    async def beacon_route(scope: Scope, receive: Receive, send: Send) -> None:
+        await endpoint(scope, receive, send)
+
+    beacon_route.__name__ = f"ingest_{endpoint.endpoint.name}"
+    return asgi(path, is_mount=False, copy_scope=False, name=beacon_route.__name__)(beacon_route)

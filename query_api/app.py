@@ -1,0 +1,77 @@
+"""`abacus query-api`: public registry, admin definitions and settings, and results."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from litestar import Litestar
+from litestar.datastructures import State
+
+from query_api.auth import TokenVerifier
+from query_api.errors import EXCEPTION_HANDLERS
+from query_api.registry_routes import REGISTRY_ROUTES
+from query_api.results_routes import RESULTS_ROUTES
+from query_api.service import QueryService
+from shared.clickhouse import ClickHouse, is_chdb
+from shared.cors import CORS
+from shared.health import health_handlers
+from shared.app_config import app_config
+from shared.redis_conn import async_client, sync_client
+from shared.registry.cache import RegistryCache
+from shared.registry.seed import load_seed
+from shared.registry.store import RegistryStore
+from shared.settings import Settings
+
+
+@dataclass
+class QueryParts:
+    service: QueryService
+    route_handlers: list
+    state: dict = field(default_factory=dict)
+
+    async def readiness(self) -> str | None:
+        import anyio
+
+        await self.service.registry._redis.ping()
+        await anyio.to_thread.run_sync(self.service.readiness_clickhouse)
+        if self.service.registry.snapshot is None:
+            return "experiment registry not loaded"
+        return None
+
+
+def build_query(settings: Settings, clickhouse: ClickHouse, registry: RegistryCache) -> QueryParts:
+    """Routes and state of the query API; loads (and on first start seeds) the registry."""
+    verifier = TokenVerifier(settings)
+    store = RegistryStore(clickhouse, sync_client(settings.redis_url or ""))
+    seed = load_seed(settings.registry_seed) if settings.registry_seed.exists() else None
+    registry.install(store.load(seed))
+    service = QueryService(store, registry, clickhouse)
+    return QueryParts(
+        service=service,
+        route_handlers=[*REGISTRY_ROUTES, *RESULTS_ROUTES],
+        state={"query_service": service, "token_verifier": verifier},
+    )
+
+
+def create_app(settings: Settings) -> CORS:
+    if not settings.redis_url:
+        raise ValueError("abacus query-api needs ABACUS_REDIS_URL")
+    if not settings.clickhouse_url or is_chdb(settings.clickhouse_url):
+        raise ValueError("abacus query-api needs an http(s):// ABACUS_CLICKHOUSE_URL")
+    clickhouse = ClickHouse(settings.clickhouse_url)
+    redis_client = async_client(settings.redis_url)
+    registry = RegistryCache(redis_client, settings.registry_poll_ms / 1000)
+    parts = build_query(settings, clickhouse, registry)
+    app = Litestar(
+        route_handlers=[*parts.route_handlers, *health_handlers({"query": parts.readiness})],
+        state=State(parts.state),
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        on_startup=[registry.start],
+        on_shutdown=[registry.stop, redis_client.aclose, clickhouse.close],
+        **app_config("Abacus query API"),  # type: ignore[arg-type]
+    )
+    return CORS(app, settings.cors_origins)
+
+
+def app_from_env() -> CORS:
+    return create_app(Settings.from_env())

@@ -1,0 +1,41 @@
+"""One mapping from Abacus's own errors to HTTP responses, for every query-API route."""
+
+from __future__ import annotations
+
+from litestar import Request, Response
+
+from shared.registry.models import DefinitionError
+from shared.registry.store import Busy, Conflict, NotFound, RegistryError, VersionMismatch
+
+_STATUS = {NotFound: 404, Conflict: 409, VersionMismatch: 412, Busy: 503}
+_DETAIL = {
+    NotFound: "No experiment {}",
+    Conflict: "Experiment {} already exists (archived experiments keep their key)",
+    VersionMismatch: "{}",
+    Busy: "{}",
+}
+
+
+class BadQuery(ValueError):
+    """A query parameter or header the API cannot use; ``field`` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def _registry_error(_: Request, exc: RegistryError) -> Response:
+    status = _STATUS.get(type(exc), 500)
+    detail = _DETAIL.get(type(exc), "{}").format(exc)
+    headers = {"Retry-After": "1"} if status == 503 else None
+    return Response({"status_code": status, "detail": detail}, status_code=status, headers=headers)
+
+
+def _field_error(_: Request, exc: DefinitionError | BadQuery) -> Response:
+    return Response(
+        {"status_code": 400, "detail": str(exc), "field": exc.field, "extra": [{"key": exc.field, "message": str(exc)}]},
+        status_code=400,
+    )
+
+
+EXCEPTION_HANDLERS = {RegistryError: _registry_error, DefinitionError: _field_error, BadQuery: _field_error}

@@ -1,0 +1,40 @@
+"""What the query API's routes share: the registry (durable store and in-memory cache) and ClickHouse."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from litestar.exceptions import ServiceUnavailableException
+
+from shared.clickhouse import ClickHouse
+from shared.registry.cache import RegistryCache
+from shared.registry.models import RegistrySnapshot
+from shared.registry.store import RegistryStore
+
+T = TypeVar("T")
+
+
+class QueryService:
+    def __init__(self, store: RegistryStore, registry: RegistryCache, clickhouse: ClickHouse) -> None:
+        self.store = store
+        self.registry = registry
+        self.clickhouse = clickhouse
+
+    def apply(self, change: Callable[[RegistryStore], T]) -> T:
+        """Run a registry change and serve its result from this process at once, without waiting
+        for the next poll (other processes pick it up from Redis within one poll interval)."""
+        result = change(self.store)
+        if self.store.last_published is not None:
+            self.registry.install(self.store.last_published)
+        return result
+
+    def require_snapshot(self) -> RegistrySnapshot:
+        snapshot = self.registry.snapshot
+        if snapshot is None:
+            raise ServiceUnavailableException("Experiment registry not loaded yet", headers={"Retry-After": "1"})
+        return snapshot
+
+    def readiness_clickhouse(self) -> str | None:
+        self.clickhouse.client().query("SELECT 1")
+        return None

@@ -1,0 +1,237 @@
+"""The `abacus` command. Each sub-command imports only what its role needs, so `abacus worker`
+never loads Litestar and `abacus token` starts instantly."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import fcntl
+import logging
+import os
+import re
+import secrets
+import sys
+from pathlib import Path
+
+from shared.settings import Settings, SettingsError
+
+log = logging.getLogger("abacus")
+
+
+class CliError(Exception):
+    """A problem the user can fix; printed without a traceback, exit status 2."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env(data_dir=getattr(args, "data_dir", None))
+        logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        return args.run(args, settings)
+    except (CliError, SettingsError) as exc:
+        print(f"abacus: {exc}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="abacus", description="Abacus experiment pipeline")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="everything in one process, on embedded Valkey and chDB by default")
+    _listen_args(serve, port=8000)
+    serve.add_argument("--data-dir", type=Path, default=None, help="data directory (default ./.abacus)")
+    serve.set_defaults(run=run_serve)
+
+    ingest = commands.add_parser("ingest", help="the beacon endpoints (needs ABACUS_REDIS_URL)")
+    _listen_args(ingest, port=8001)
+    ingest.add_argument("--workers", type=int, default=1, help="server worker processes")
+    ingest.set_defaults(run=run_ingest)
+
+    query = commands.add_parser("query-api", help="registry, admin and results API")
+    _listen_args(query, port=8002)
+    query.add_argument("--workers", type=int, default=1, help="server worker processes")
+    query.set_defaults(run=run_query_api)
+
+    worker = commands.add_parser("worker", help="move beacons from the stream into ClickHouse")
+    worker.add_argument("--burst", action="store_true", help="drain the stream, then exit")
+    worker.set_defaults(run=run_worker)
+
+    migrate = commands.add_parser("migrate", help="apply ClickHouse migrations")
+    migrate.add_argument("--data-dir", type=Path, default=None, help="with no ABACUS_CLICKHOUSE_URL: serve's data dir")
+    migrate.set_defaults(run=run_migrate)
+
+    token = commands.add_parser("token", help="print a signed admin/analyst token")
+    token.add_argument("--sub", required=True, help="who the token is for (recorded as changed_by)")
+    token.add_argument("--role", required=True, choices=["admin", "analyst"])
+    token.add_argument("--ttl", default="1h", help="lifetime such as 30m, 1h, 7d (default 1h)")
+    token.add_argument("--data-dir", type=Path, default=None, help="with no ABACUS_JWT_SECRET: serve's data dir")
+    token.set_defaults(run=run_token)
+    return parser
+
+
+def _listen_args(parser: argparse.ArgumentParser, port: int) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=port, help=f"port (default {port})")
+
+
+# ----- production roles ------------------------------------------------------------------
+def _require_servers(settings: Settings, role: str, clickhouse: bool) -> None:
+    if not settings.redis_url:
+        raise CliError(f"{role} needs ABACUS_REDIS_URL (e.g. redis://localhost:6379/0)")
+    if clickhouse:
+        url = settings.clickhouse_url or ""
+        if not url:
+            raise CliError(f"{role} needs ABACUS_CLICKHOUSE_URL (e.g. http://default:@localhost:8123)")
+        if url.startswith("chdb:"):
+            raise CliError(
+                f"{role} cannot use chdb:// - chDB lives inside one process and cannot be shared; "
+                "use a ClickHouse server URL, or run everything in one process with `abacus serve`"
+            )
+
+
+def _serve_granian(target: str, host: str, port: int, workers: int) -> int:
+    from granian import Granian
+    from granian.constants import Interfaces
+
+    Granian(target, address=host, port=port, interface=Interfaces.ASGI, workers=workers, factory=True).serve()
+    return 0
+
+
+def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    _require_servers(settings, "abacus ingest", clickhouse=False)
+    return _serve_granian("ingest.app:app_from_env", args.host, args.port, args.workers)
+
+
+def run_query_api(args: argparse.Namespace, settings: Settings) -> int:
+    _require_servers(settings, "abacus query-api", clickhouse=True)
+    from query_api.auth import AuthConfigError, TokenVerifier
+
+    try:
+        TokenVerifier(settings)  # refuse to start without a usable secret, before forking workers
+    except AuthConfigError as exc:
+        raise CliError(str(exc)) from None
+    return _serve_granian("query_api.app:app_from_env", args.host, args.port, args.workers)
+
+
+def run_worker(args: argparse.Namespace, settings: Settings) -> int:
+    _require_servers(settings, "abacus worker", clickhouse=True)
+    from worker.main import run_worker_process
+
+    return run_worker_process(settings, burst=args.burst)
+
+
+def run_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from shared.clickhouse import ClickHouse, chdb_url, migrate
+
+    url = settings.clickhouse_url or chdb_url(settings.data_dir)
+    clickhouse = ClickHouse(url)
+    applied = migrate(clickhouse.client())
+    print("applied: " + ", ".join(applied) if applied else "schema is up to date")
+    clickhouse.close()
+    return 0
+
+
+def run_token(args: argparse.Namespace, settings: Settings) -> int:
+    from query_api.auth import AuthConfigError, mint_token
+
+    secret = settings.jwt_secret or _read_secret(settings.data_dir)
+    if not secret:
+        raise CliError("no ABACUS_JWT_SECRET set and no secret in the data dir (start `abacus serve` once)")
+    try:
+        print(mint_token(secret, args.sub, args.role, parse_ttl(args.ttl)))
+    except (AuthConfigError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    return 0
+
+
+def parse_ttl(text: str) -> dt.timedelta:
+    match = re.fullmatch(r"(\d+)([smhd])", text.strip())
+    if not match or int(match.group(1)) == 0:
+        raise CliError(f"--ttl must look like 30m, 1h or 7d, got {text!r}")
+    unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
+    return dt.timedelta(**{unit: int(match.group(1))})
+
+
+# ----- serve -----------------------------------------------------------------------------
+def _secret_path(data_dir: Path) -> Path:
+    return data_dir / "jwt-secret"
+
+
+def _read_secret(data_dir: Path) -> str | None:
+    try:
+        return _secret_path(data_dir).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _ensure_secret(data_dir: Path) -> str:
+    existing = _read_secret(data_dir)
+    if existing:
+        return existing
+    path = _secret_path(data_dir)
+    secret = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret + "\n")
+    return secret
+
+
+def run_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+    import dataclasses
+    import signal
+
+    data_dir = settings.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    lock = open(data_dir / "serve.lock", "w")  # held for the process's life; the OS drops it on any exit
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise CliError(f"another `abacus serve` is running on {data_dir}") from None
+
+    valkey = None
+    overrides: dict[str, object] = {}
+    if not settings.redis_url:
+        from shared.embedded import EmbeddedValkey
+
+        valkey = EmbeddedValkey(data_dir)
+        overrides["redis_url"] = valkey.start()
+    if not settings.clickhouse_url:
+        from shared.clickhouse import chdb_url
+
+        overrides["clickhouse_url"] = chdb_url(data_dir)
+    if not settings.jwt_secret:
+        overrides["jwt_secret"] = _ensure_secret(data_dir)
+        print(
+            f"JWT secret kept in {_secret_path(data_dir)}; mint a token with:\n"
+            f"  abacus token --data-dir {data_dir} --sub you@example.com --role admin",
+            flush=True,
+        )
+    settings = dataclasses.replace(settings, **overrides)  # type: ignore[arg-type]
+    try:
+        from granian.constants import Interfaces
+        from granian.server.embed import Server
+
+        from shared.serve import create_serve_app
+
+        app = create_serve_app(settings)
+        server = Server(app, address=args.host, port=args.port, interface=Interfaces.ASGI)
+
+        async def serve() -> None:
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, server.stop)
+            print(f"Abacus serving on http://{args.host}:{args.port} (data in {data_dir})", flush=True)
+            await server.serve()
+
+        asyncio.run(serve())
+    finally:
+        if valkey is not None:
+            valkey.stop()
+        lock.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

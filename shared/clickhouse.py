@@ -1,0 +1,105 @@
+"""ClickHouse connections and schema migrations.
+
+``chdb://PATH`` runs ClickHouse inside this process (clickhouse-connect's chDB interface); any
+other URL is a ClickHouse server over HTTP(S). chDB hosts one engine per process, so only
+``abacus serve`` may use it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from pathlib import Path
+from urllib.parse import urlparse
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "deploy" / "clickhouse"
+_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+def is_chdb(url: str) -> bool:
+    return url.startswith("chdb:")
+
+
+def chdb_url(data_dir: Path) -> str:
+    return "chdb://" + str((data_dir / "clickhouse").resolve())
+
+
+def connect(url: str) -> Client:
+    if is_chdb(url):
+        # Take the whole remainder as the path: chdb://relative/dir would otherwise be parsed as
+        # host "relative" and database "dir".
+        path = url.split("://", 1)[1] or ":memory:"
+        return clickhouse_connect.get_client(interface="chdb", path=path)
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https"):
+        raise ValueError(f"ClickHouse URL must be http(s):// or chdb://, got {url!r}")
+    return clickhouse_connect.get_client(dsn=url, autogenerate_session_id=False)
+
+
+class ClickHouse:
+    """Hands each thread its own client: a chDB client serializes its calls behind a lock, and
+    the HTTP client is cheapest with one connection pool per thread."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._local = threading.local()
+        self._all: list[Client] = []
+        self._lock = threading.Lock()
+
+    def client(self) -> Client:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = connect(self.url)
+            self._local.client = client
+            with self._lock:
+                self._all.append(client)
+        return client
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._all = self._all, []
+        for client in clients:
+            client.close()
+
+
+def migrations() -> list[tuple[int, str, list[str]]]:
+    found = []
+    for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
+        match = _MIGRATION_NAME.match(path.name)
+        if not match:
+            continue
+        statements = [s.strip() for s in _strip_comments(path.read_text()).split(";") if s.strip()]
+        found.append((int(match.group(1)), path.name, statements))
+    return found
+
+
+def _strip_comments(sql: str) -> str:
+    return "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
+
+
+def migrate(client: Client) -> list[str]:
+    """Apply the migrations not yet recorded; every statement is idempotent, so two processes
+    migrating at once, or a crash between a statement and its record, do no harm."""
+    client.command("CREATE DATABASE IF NOT EXISTS abacus")
+    client.command(
+        "CREATE TABLE IF NOT EXISTS abacus.schema_migrations "
+        "(version UInt32, name String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
+        "ENGINE = ReplacingMergeTree ORDER BY version"
+    )
+    applied = {row[0] for row in client.query("SELECT version FROM abacus.schema_migrations").result_rows}
+    done = []
+    for version, name, statements in migrations():
+        if version in applied:
+            continue
+        for statement in statements:
+            client.command(statement)
+        client.insert("abacus.schema_migrations", [[version, name]], column_names=["version", "name"])
+        log.info("applied ClickHouse migration %s", name)
+        done.append(name)
+    return done

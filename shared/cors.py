@@ -1,0 +1,70 @@
+"""A small CORS layer for the whole ASGI app: beacons come from the site's pages, on other origins.
+
+Only origins in the allow-list (or every origin with "*") get CORS headers; preflights from
+other origins are refused with 403 so a misconfiguration is visible in the browser console.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
+
+
+class CORS:
+    def __init__(self, app: ASGIApp, origins: tuple[str, ...]) -> None:
+        self.app = app
+        self._any = "*" in origins
+        self._origins = frozenset(o.encode() for o in origins)
+
+    def _allowed(self, origin: bytes) -> bool:
+        return self._any or origin in self._origins
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        origin = preflight_method = None
+        for name, value in scope["headers"]:
+            if name == b"origin":
+                origin = value
+            elif name == b"access-control-request-method":
+                preflight_method = value
+        if origin is None:
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] == "OPTIONS" and preflight_method is not None:
+            await self._preflight(origin, send)
+            return
+        if not self._allowed(origin):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_cors(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"access-control-allow-origin", origin),
+                    (b"access-control-expose-headers", b"x-abacus-reason, etag"),
+                    (b"vary", b"origin"),
+                ]
+            await send(message)
+
+        await self.app(scope, receive, send_with_cors)
+
+    async def _preflight(self, origin: bytes, send: Any) -> None:
+        if not self._allowed(origin):
+            await send({"type": "http.response.start", "status": 403, "headers": [(b"content-length", b"0")]})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        headers = [
+            (b"access-control-allow-origin", origin),
+            (b"access-control-allow-methods", b"GET, POST, OPTIONS"),
+            (b"access-control-allow-headers", b"content-type, authorization, if-match, if-none-match"),
+            (b"access-control-max-age", b"86400"),
+            (b"vary", b"origin"),
+            (b"content-length", b"0"),
+        ]
+        await send({"type": "http.response.start", "status": 204, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})

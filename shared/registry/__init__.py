@@ -1,0 +1,1 @@
+"""The experiment registry: definitions and site settings, durable in ClickHouse, cached in Redis."""

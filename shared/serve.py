@@ -1,0 +1,69 @@
+"""`abacus serve`: ingest and the query API on one port, with the worker in the same process.
+
+chDB runs inside this process, so everything that touches ClickHouse must live here too: the
+worker runs as a thread beside the ASGI app instead of as its own process.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from litestar import Litestar
+from litestar.datastructures import State
+
+from ingest.service import IngestService
+from query_api.app import build_query
+from query_api.errors import EXCEPTION_HANDLERS
+from shared.bots import BotDetector
+from shared.clickhouse import ClickHouse, migrate
+from shared.cors import CORS
+from shared.health import health_handlers
+from shared.app_config import app_config
+from shared.redis_conn import async_client
+from shared.registry.cache import RegistryCache
+from shared.settings import Settings
+from worker.main import build_worker
+
+log = logging.getLogger(__name__)
+SERVE_CONSUMER = "serve"
+
+
+def create_serve_app(settings: Settings) -> CORS:
+    """``settings`` must carry resolved Redis and ClickHouse URLs (the CLI starts the embedded ones)."""
+    clickhouse = ClickHouse(settings.clickhouse_url or "")
+    migrate(clickhouse.client())
+    redis_client = async_client(settings.redis_url or "")
+    registry = RegistryCache(redis_client, settings.registry_poll_ms / 1000)
+    query = build_query(settings, clickhouse, registry)
+    ingest = IngestService(redis_client, settings.stream, registry, BotDetector().is_bot)
+    # One data dir has one serve process, so a fixed consumer name lets a restart finish the
+    # batch the previous run had in hand, with the same deduplication token.
+    worker = build_worker(settings, clickhouse, consumer_name=SERVE_CONSUMER)
+    worker_thread = threading.Thread(target=worker.run, name="abacus-worker", daemon=True)
+
+    async def start_worker() -> None:
+        worker_thread.start()
+
+    async def stop_worker() -> None:
+        import anyio
+
+        worker.request_stop()
+        await anyio.to_thread.run_sync(worker_thread.join, 30)
+
+    async def worker_alive() -> str | None:
+        return None if worker_thread.is_alive() else "worker thread is not running"
+
+    app = Litestar(
+        route_handlers=[
+            *ingest.route_handlers(),
+            *query.route_handlers,
+            *health_handlers({"ingest": ingest.readiness, "query": query.readiness, "worker": worker_alive}),
+        ],
+        state=State(query.state),
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        on_startup=[registry.start, start_worker],
+        on_shutdown=[stop_worker, registry.stop, redis_client.aclose, clickhouse.close],
+        **app_config("Abacus"),  # type: ignore[arg-type]
+    )
+    return CORS(app, settings.cors_origins)

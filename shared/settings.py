@@ -1,0 +1,120 @@
+"""Settings for every Abacus role, read from ``ABACUS_*`` environment variables.
+
+Nothing here runs at import time: callers build a ``Settings`` with ``Settings.from_env()`` (the
+CLI does) or construct one directly (tests do), so importing a module never depends on the
+environment. The README's settings table is checked against ``SETTINGS_DOC`` by a test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+
+
+class SettingsError(ValueError):
+    """A setting has a value Abacus cannot use; the message names the variable."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Settings:
+    redis_url: str | None = None
+    """ABACUS_REDIS_URL: Redis/Valkey server (redis:// or rediss://). Unset under `abacus serve`: an embedded Valkey is started."""
+    clickhouse_url: str | None = None
+    """ABACUS_CLICKHOUSE_URL: ClickHouse server (http(s)://user:pass@host:8123). Unset under `abacus serve`: chdb://DATA_DIR/clickhouse."""
+    data_dir: Path = Path(".abacus")
+    """ABACUS_DATA_DIR: where `abacus serve` keeps Valkey and chDB data and the generated JWT secret (also --data-dir)."""
+    stream: str = "abacus:events"
+    """ABACUS_STREAM: Redis stream that ingest appends beacons to and workers read."""
+    dead_letter_stream: str = "abacus:events:dead"
+    """ABACUS_DEAD_LETTER_STREAM: stream that receives entries that cannot be inserted."""
+    consumer_group: str = "abacus-workers"
+    """ABACUS_CONSUMER_GROUP: consumer group shared by all workers."""
+    consumer_name: str = ""
+    """ABACUS_CONSUMER_NAME: this worker's consumer name; keep it stable across restarts of one replica (default host-pid)."""
+    batch_size: int = 5000
+    """ABACUS_BATCH_SIZE: stream entries per ClickHouse insert, at most."""
+    batch_wait_ms: int = 500
+    """ABACUS_BATCH_WAIT_MS: longest a worker holds a partial batch before inserting it."""
+    max_deliveries: int = 5
+    """ABACUS_MAX_DELIVERIES: deliveries after which a failing entry goes to the dead-letter stream."""
+    claim_idle_ms: int = 60000
+    """ABACUS_CLAIM_IDLE_MS: a pending entry idle this long belongs to a dead consumer and is claimed (XAUTOCLAIM)."""
+    cors_origins: tuple[str, ...] = ()
+    """ABACUS_CORS_ORIGINS: comma-separated origins allowed to send beacons from browsers ("*" for any)."""
+    registry_seed: Path = Path("deploy/registry.example.json")
+    """ABACUS_REGISTRY_SEED: JSON file that seeds the experiment registry when it has never been written."""
+    registry_poll_ms: int = 500
+    """ABACUS_REGISTRY_POLL_MS: how often each process checks Redis for a newer registry snapshot."""
+    jwt_secret: str | None = None
+    """ABACUS_JWT_SECRET: HS256 secret (at least 32 bytes) for admin/analyst tokens."""
+    jwt_algorithm: str = "HS256"
+    """ABACUS_JWT_ALGORITHM: HS256, RS256 or ES256; pinned, tokens with another alg are refused."""
+    jwt_public_key: str | None = None
+    """ABACUS_JWT_PUBLIC_KEY: PEM public key (or a path to one) for RS256/ES256."""
+    jwt_jwks_url: str | None = None
+    """ABACUS_JWT_JWKS_URL: JWKS endpoint for RS256/ES256 keys, instead of a fixed public key."""
+    jwt_issuer: str | None = None
+    """ABACUS_JWT_ISSUER: when set, tokens must carry this `iss`."""
+    jwt_audience: str | None = None
+    """ABACUS_JWT_AUDIENCE: when set, tokens must carry this `aud`."""
+    jwt_leeway_s: int = 30
+    """ABACUS_JWT_LEEWAY_S: clock skew tolerated on `exp`/`nbf`/`iat`, in seconds."""
+    log_level: str = "INFO"
+    """ABACUS_LOG_LEVEL: Python logging level."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for field in dataclasses.fields(cls):
+            raw = env.get(env_name(field.name))
+            if raw is None or raw == "":
+                continue
+            values[field.name] = _parse(field.name, field.type, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    @property
+    def worker_name(self) -> str:
+        return self.consumer_name or f"{socket.gethostname()}-{os.getpid()}"
+
+
+def env_name(field_name: str) -> str:
+    return "ABACUS_" + field_name.upper()
+
+
+def _parse(name: str, type_name: object, raw: str) -> object:
+    type_text = str(type_name)
+    try:
+        if type_text == "int":
+            value = int(raw)
+            if value < 0:
+                raise ValueError
+            return value
+        if type_text == "Path":
+            return Path(raw)
+        if type_text.startswith("tuple"):
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+        return raw
+    except ValueError as exc:
+        raise SettingsError(f"{env_name(name)}={raw!r} is not a valid {type_text}") from exc
+
+
+def settings_doc() -> list[tuple[str, str, str]]:
+    """(variable, default, description) for every setting, in declaration order, for the README."""
+    import inspect
+
+    source = inspect.getsource(Settings)
+    rows = []
+    for field in dataclasses.fields(Settings):
+        marker = f"\"\"\"{env_name(field.name)}: "
+        start = source.index(marker) + len(marker)
+        description = source[start : source.index('"""', start)]
+        default = field.default
+        if isinstance(default, tuple):
+            default = ",".join(default)
+        rows.append((env_name(field.name), "" if default is None else str(default), description))
+    return rows

@@ -1,0 +1,149 @@
+"""Beta-binomial comparison of conversion rates.
+
+With a uniform Beta(1, 1) prior each group's conversion rate has the posterior
+Beta(1 + converted, 1 + n - converted). For integer Beta parameters P(p_B > p_A) has an exact finite
+sum (Evan Miller, "Formulas for Bayesian A/B Testing", 2015):
+
+    P(p_B > p_A) = sum_{i=0}^{alpha_B - 1} B(alpha_A + i, beta_A + beta_B)
+                                           / ((beta_B + i) B(1 + i, beta_B) B(alpha_A, beta_A))
+
+The terms are unimodal in i, so we sum outward from the largest term and stop once the untouched
+remainder provably cannot matter (each remaining term is smaller than the last one added); that makes
+the cost O(sqrt(conversions)) instead of O(conversions) for big experiments. Of the four equivalent
+forms (sum over alpha_B, alpha_A, beta_A or beta_B) the one with the fewest terms is used.
+
+Expected loss uses the identity E[p_A 1{p_A > p_B}] = E[p_A] P(A+ > B) with A+ ~ Beta(alpha_A + 1,
+beta_A), so it is exact too.
+
+The credible interval of the absolute lift p_B - p_A is a normal approximation refined by the
+Cornish-Fisher expansion with the exact first four cumulants of the difference of the two Beta
+posteriors. The plain normal approximation is visibly off for low conversion counts, where the
+posteriors are skewed; with the skewness/kurtosis terms the quantiles are within ~1% of a posterior
+standard deviation once each group has 100 sessions and 5 conversions (the "enough data" bar), and
+within ~5% even for a handful of sessions (checked against Monte Carlo in the tests).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .distributions import log_beta, normal_ppf
+from .models import ProportionStats
+
+PRIOR_ALPHA = 1
+PRIOR_BETA = 1
+_RELATIVE_TOLERANCE = 1e-17  # stop summing once the remainder is below this fraction of the sum
+
+
+@dataclass(frozen=True)
+class BayesianResult:
+    chance_to_beat_control: float | None
+    expected_loss: float | None  # E[max(p_control - p_variant, 0)]: what shipping the variant risks
+    expected_loss_control: float | None  # E[max(p_variant - p_control, 0)]: what keeping control risks
+    credible_low: float | None
+    credible_high: float | None
+    message: str | None = None
+
+
+def _log_term(alpha_a: int, beta_a: int, beta_b: int, i: int) -> float:
+    return (
+        log_beta(alpha_a + i, beta_a + beta_b)
+        - math.log(beta_b + i)
+        - log_beta(1 + i, beta_b)
+        - log_beta(alpha_a, beta_a)
+    )
+
+
+def _miller_sum(alpha_a: int, beta_a: int, alpha_b: int, beta_b: int) -> float:
+    """P(B > A) for A ~ Beta(alpha_a, beta_a), B ~ Beta(alpha_b, beta_b), summing over i < alpha_b."""
+    n_terms = alpha_b
+    s = alpha_a + beta_a + beta_b
+
+    def ratio(i: int) -> float:  # term(i + 1) / term(i)
+        return (alpha_a + i) * (beta_b + i) / ((s + i) * (i + 1))
+
+    # ratio(i) >= 1 exactly when i <= (alpha_a * beta_b - s) / (beta_a + 1): the terms rise, then fall.
+    peak = math.floor((alpha_a * beta_b - s) / (beta_a + 1)) + 1
+    peak = min(max(peak, 0), n_terms - 1)
+    # Sum relative to the peak term (scaled to 1), so nothing overflows; underflow to 0 is harmless.
+    total = 1.0
+    term = 1.0
+    for i in range(peak, n_terms - 1):  # forward: the rest is at most term * (terms left)
+        term *= ratio(i)
+        total += term
+        if term * (n_terms - 2 - i) < _RELATIVE_TOLERANCE * total:
+            break
+    term = 1.0
+    for i in range(peak - 1, -1, -1):  # backward: the rest is at most term * i
+        term /= ratio(i)
+        total += term
+        if term * i < _RELATIVE_TOLERANCE * total:
+            break
+    return math.exp(_log_term(alpha_a, beta_a, beta_b, peak) + math.log(total))
+
+
+def prob_beta_greater(alpha_a: int, beta_a: int, alpha_b: int, beta_b: int) -> float:
+    """P(B > A) for independent A ~ Beta(alpha_a, beta_a) and B ~ Beta(alpha_b, beta_b), integer parameters."""
+    # The four forms, keyed by how many terms each needs. q = 1 - p is Beta(beta, alpha) distributed.
+    forms = (
+        (alpha_b, lambda: _miller_sum(alpha_a, beta_a, alpha_b, beta_b)),
+        (alpha_a, lambda: 1.0 - _miller_sum(alpha_b, beta_b, alpha_a, beta_a)),
+        (beta_a, lambda: _miller_sum(beta_b, alpha_b, beta_a, alpha_a)),  # P(q_A > q_B)
+        (beta_b, lambda: 1.0 - _miller_sum(beta_a, alpha_a, beta_b, alpha_b)),  # 1 - P(q_B > q_A)
+    )
+    _, compute = min(forms, key=lambda form: form[0])
+    return min(1.0, max(0.0, compute()))
+
+
+def _beta_cumulants(alpha: int, beta: int) -> tuple[float, float, float, float]:
+    """Mean, variance, third and fourth cumulant of Beta(alpha, beta)."""
+    s = alpha + beta
+    mean = alpha / s
+    variance = alpha * beta / (s * s * (s + 1))
+    skewness = 2.0 * (beta - alpha) * math.sqrt(s + 1) / ((s + 2) * math.sqrt(alpha * beta))
+    excess_kurtosis = 6.0 * ((alpha - beta) ** 2 * (s + 1) - alpha * beta * (s + 2)) / (alpha * beta * (s + 2) * (s + 3))
+    return mean, variance, skewness * variance**1.5, excess_kurtosis * variance * variance
+
+
+def _difference_quantiles(control: tuple, variant: tuple, confidence: float) -> tuple[float, float]:
+    """Central interval of p_B - p_A by the Cornish-Fisher expansion (cumulants of a difference of
+    independent variables: odd ones subtract, even ones add)."""
+    mean = variant[0] - control[0]
+    variance = variant[1] + control[1]
+    sd = math.sqrt(variance)
+    g1 = (variant[2] - control[2]) / sd**3
+    g2 = (variant[3] + control[3]) / variance**2
+    bounds = []
+    for p in (0.5 - confidence / 2.0, 0.5 + confidence / 2.0):
+        z = normal_ppf(p)
+        w = z + (z * z - 1) * g1 / 6 + (z**3 - 3 * z) * g2 / 24 - (2 * z**3 - 5 * z) * g1 * g1 / 36
+        bounds.append(min(1.0, max(-1.0, mean + sd * w)))
+    if not bounds[0] <= mean <= bounds[1]:
+        # The expansion is not monotone for extreme skew (a few sessions); fall back to plain normal.
+        z = normal_ppf(0.5 + confidence / 2.0)
+        bounds = [max(-1.0, mean - z * sd), min(1.0, mean + z * sd)]
+    return bounds[0], bounds[1]
+
+
+def beta_binomial_comparison(control: ProportionStats, variant: ProportionStats, confidence: float) -> BayesianResult:
+    if control.n <= 0 or variant.n <= 0:
+        return BayesianResult(None, None, None, None, None, "A group has no exposed sessions yet.")
+    alpha_a = PRIOR_ALPHA + control.converted
+    beta_a = PRIOR_BETA + control.n - control.converted
+    alpha_b = PRIOR_ALPHA + variant.converted
+    beta_b = PRIOR_BETA + variant.n - variant.converted
+    cumulants_a = _beta_cumulants(alpha_a, beta_a)
+    cumulants_b = _beta_cumulants(alpha_b, beta_b)
+    mean_a, mean_b = cumulants_a[0], cumulants_b[0]
+
+    chance = prob_beta_greater(alpha_a, beta_a, alpha_b, beta_b)
+    # E[max(p_A - p_B, 0)] = E[p_A 1{A > B}] - E[p_B 1{A > B}]
+    #                      = mean_A P(A+ > B) - mean_B P(A > B+), with X+ ~ Beta(alpha_X + 1, beta_X).
+    a_plus_wins = 1.0 - prob_beta_greater(alpha_a + 1, beta_a, alpha_b, beta_b)
+    a_wins_over_b_plus = 1.0 - prob_beta_greater(alpha_a, beta_a, alpha_b + 1, beta_b)
+    loss_variant = max(0.0, mean_a * a_plus_wins - mean_b * a_wins_over_b_plus)
+    loss_control = max(0.0, (mean_b - mean_a) + loss_variant)  # E[max(x, 0)] = E[x] + E[max(-x, 0)]
+
+    low, high = _difference_quantiles(cumulants_a, cumulants_b, confidence)
+    return BayesianResult(chance, loss_variant, loss_control, low, high)

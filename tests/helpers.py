@@ -1,0 +1,45 @@
+"""Building blocks shared by the HTTP tests."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from litestar.testing import TestClient
+
+from query_api.auth import mint_token
+from shared.serve import create_serve_app
+from shared.settings import Settings
+
+BROWSER_UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+
+
+def beacon(**overrides: object) -> dict[str, object]:
+    body: dict[str, object] = {
+        "experiment_key": "homepage_hero_test",
+        "variant_key": "control",
+        "session_id": "session_abcd1234",
+        "path": "/",
+        "event_name": "cta_click",
+        "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(),
+    }
+    body.update(overrides)
+    return {k: v for k, v in body.items() if v is not None}
+
+
+def token(settings: Settings, role: str = "admin", sub: str = "alice@example.com") -> str:
+    return mint_token(settings.jwt_secret or "", sub, role, dt.timedelta(hours=1))
+
+
+def auth(settings: Settings, role: str = "admin", sub: str = "alice@example.com") -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(settings, role, sub)}"}
+
+
+@contextmanager
+def serve_client(settings: Settings) -> Iterator[TestClient]:
+    """The whole `abacus serve` app (ingest, query API, worker thread) over HTTP, in-process."""
+    app = create_serve_app(settings)
+    with TestClient(app=app, raise_server_exceptions=False) as client:  # type: ignore[arg-type]
+        client.headers["user-agent"] = BROWSER_UA
+        yield client

@@ -1,0 +1,199 @@
+"""The worker loop: read a batch, insert it once, acknowledge it, repeat.
+
+Guarantees: an entry is acknowledged only after ClickHouse confirmed its rows; a retried insert
+carries the same deduplication token; an entry that cannot be inserted goes to the dead-letter
+stream and the rest keep flowing; a stop request finishes the batch in hand.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from redis.exceptions import RedisError
+
+from shared import redis_keys
+from worker.rows import Decoded, decode_entries, subset
+from worker.sink import ClickHouseSink, RejectedBatch, RetryableSinkError
+from worker.stream import Entry, StreamConsumer
+
+log = logging.getLogger(__name__)
+
+_MAX_BACKOFF_S = 30.0
+_TRIM_EVERY_S = 1.0
+
+
+class Worker:
+    def __init__(
+        self,
+        consumer: StreamConsumer,
+        sink: ClickHouseSink,
+        batch_size: int,
+        batch_wait_ms: int,
+        max_deliveries: int,
+        claim_idle_ms: int,
+    ) -> None:
+        self.consumer = consumer
+        self.sink = sink
+        self.batch_size = batch_size
+        self.batch_wait_ms = batch_wait_ms
+        self.max_deliveries = max_deliveries
+        self.claim_idle_ms = claim_idle_ms
+        self.stopping = threading.Event()
+        self.inserted_rows = 0
+        self._last_trim = self._last_claim = 0.0
+        self._marker = redis_keys.inflight_batch(consumer.consumer)
+
+    def request_stop(self) -> None:
+        self.stopping.set()
+
+    def run(self, burst: bool = False) -> None:
+        """Work until asked to stop (or, with ``burst``, until the stream is drained)."""
+        backoff = 0.5
+        recovered = False
+        while not self.stopping.is_set():
+            try:
+                if not recovered:
+                    self.consumer.ensure_group()
+                    self._recover_own_pending()
+                    recovered = True
+                worked = self._claim_stale() or self._step(block=not burst)
+                self._trim()
+                backoff = 0.5
+                if burst and not worked:
+                    return
+            except (RedisError, OSError) as exc:
+                log.warning("Redis unavailable (%s); retrying in %.1fs", exc, backoff)
+                self.stopping.wait(backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF_S)
+
+    # ----- one batch -----------------------------------------------------------------------
+    def _step(self, block: bool) -> bool:
+        entries = self._collect(block)
+        if entries:
+            self._process(entries)
+        return bool(entries)
+
+    def _collect(self, block: bool) -> list[Entry]:
+        entries: list[Entry] = []
+        deadline = None
+        while len(entries) < self.batch_size and not self.stopping.is_set():
+            if deadline is None:
+                wait_ms = self.batch_wait_ms if block else None
+            else:
+                wait_ms = int((deadline - time.monotonic()) * 1000)
+                if wait_ms <= 0:
+                    break
+            got = self.consumer.read_new(self.batch_size - len(entries), wait_ms)
+            if not got:
+                break
+            entries.extend(got)
+            if deadline is None:
+                # The first entry starts the clock: at low load a beacon waits at most one batch_wait.
+                deadline = time.monotonic() + self.batch_wait_ms / 1000
+        return entries
+
+    def _process(self, entries: list[Entry], redelivered: bool = False) -> None:
+        if redelivered:
+            entries = self._dead_letter_exhausted(entries)
+        decoded = decode_entries(entries)
+        for entry_id, fields, reason in decoded.poison:
+            log.error("dead-lettering entry %s: %s", entry_id, reason)
+            self.consumer.dead_letter(entry_id, fields, reason)
+        self.consumer.ack(decoded.empty)
+        if not decoded.ids:
+            return
+        raw_fields = dict(entries)
+        self.consumer.redis.set(self._marker, len(entries))
+        if not self._insert_isolating(decoded, raw_fields):
+            return  # stopping during an outage: entries stay pending for the next start
+        self.consumer.ack(decoded.ids)
+        self.consumer.redis.delete(self._marker)
+
+    def _insert_isolating(self, decoded: Decoded, raw_fields: dict) -> bool:
+        """Insert everything; if ClickHouse rejects the data, bisect down to the bad entries and
+        dead-letter those after ``max_deliveries`` attempts. False only when stopping mid-outage."""
+        try:
+            return self._insert_with_retry(decoded)
+        except RejectedBatch as exc:
+            if len(decoded.ids) == 1:
+                return self._retry_lone_entry(decoded, raw_fields, str(exc))
+        middle = len(decoded.ids) // 2
+        first = self._insert_isolating(subset(decoded, 0, middle), raw_fields)
+        second = self._insert_isolating(subset(decoded, middle, len(decoded.ids)), raw_fields)
+        return first and second
+
+    def _retry_lone_entry(self, decoded: Decoded, raw_fields: dict, error: str) -> bool:
+        entry_id = decoded.ids[0]
+        for attempt in range(2, self.max_deliveries + 1):
+            self.stopping.wait(0.1 * attempt)
+            try:
+                return self._insert_with_retry(decoded)
+            except RejectedBatch as exc:
+                error = str(exc)
+        log.error("dead-lettering entry %s after %d attempts: %s", entry_id, self.max_deliveries, error)
+        self.consumer.dead_letter(entry_id, raw_fields.get(entry_id), f"insert rejected: {error}")
+        decoded.ids.clear()  # acknowledged by dead_letter; nothing left to ack for this part
+        return True
+
+    def _insert_with_retry(self, decoded: Decoded) -> bool:
+        backoff = 0.5
+        while True:
+            try:
+                self.sink.insert(decoded)
+                self.inserted_rows += decoded.row_count
+                return True
+            except RetryableSinkError as exc:
+                if self.stopping.is_set():
+                    log.warning("stopping while ClickHouse is unavailable; batch left pending")
+                    return False
+                log.warning("ClickHouse unavailable (%s); retrying in %.1fs", exc, backoff)
+                self.stopping.wait(backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF_S)
+
+    # ----- recovery ------------------------------------------------------------------------
+    def _recover_own_pending(self) -> None:
+        """Finish what this consumer had read but not acknowledged before it last stopped.
+
+        The first batch is re-formed with the size recorded before its insert, so it carries the
+        same deduplication token and a batch that reached ClickHouse is not stored twice."""
+        marker = self.consumer.redis.get(self._marker)
+        count = int(marker) if marker else self.batch_size
+        after = b"0"
+        while not self.stopping.is_set():
+            entries = self.consumer.read_own_pending(after, count)
+            if not entries:
+                return
+            after = entries[-1][0]
+            self._process(entries, redelivered=True)
+            count = self.batch_size
+
+    def _claim_stale(self) -> bool:
+        now = time.monotonic()
+        if now - self._last_claim < max(self.claim_idle_ms / 4000, 1.0):
+            return False
+        self._last_claim = now
+        entries = self.consumer.claim_stale(self.claim_idle_ms, self.batch_size)
+        if entries:
+            log.info("claimed %d stale entries from other consumers", len(entries))
+            self._process(entries, redelivered=True)
+        return bool(entries)
+
+    def _dead_letter_exhausted(self, entries: list[Entry]) -> list[Entry]:
+        """An entry delivered too often (e.g. it crashes the worker) is parked, not retried forever."""
+        counts = self.consumer.delivery_counts([entry_id for entry_id, _ in entries])
+        keep = []
+        for entry_id, fields in entries:
+            if counts.get(entry_id, 0) > self.max_deliveries:
+                log.error("dead-lettering entry %s after %d deliveries", entry_id, counts[entry_id])
+                self.consumer.dead_letter(entry_id, fields, f"delivered {counts[entry_id]} times")
+            else:
+                keep.append((entry_id, fields))
+        return keep
+
+    def _trim(self) -> None:
+        now = time.monotonic()
+        if now - self._last_trim >= _TRIM_EVERY_S:
+            self._last_trim = now
+            self.consumer.trim_acknowledged()

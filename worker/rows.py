@@ -1,0 +1,85 @@
+"""Stream entries to ClickHouse columns. An entry that cannot be decoded is poison: retrying it
+can never succeed, so it goes straight to the dead-letter stream."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import msgspec
+
+from shared.wire import StreamEnvelope
+
+ENVELOPE_FIELD = b"e"
+COLUMNS = [
+    "event_id",
+    "experiment_key",
+    "variant_key",
+    "session_id",
+    "event_type",
+    "path",
+    "conversion_value",
+    "metadata",
+    "client_ts",
+    "received_at",
+]
+
+_decoder = msgspec.msgpack.Decoder(StreamEnvelope)
+
+
+@dataclass
+class Decoded:
+    ids: list[bytes] = field(default_factory=list)
+    """Entries whose events are in ``columns``, in stream order."""
+    columns: list[list] = field(default_factory=lambda: [[] for _ in COLUMNS])
+    rows_by_entry: list[int] = field(default_factory=list)
+    poison: list[tuple[bytes, dict, str]] = field(default_factory=list)
+    """(entry id, raw fields, why) for entries that can never be inserted."""
+    empty: list[bytes] = field(default_factory=list)
+    """Entries whose data was trimmed away before they were read; nothing to insert."""
+
+    @property
+    def row_count(self) -> int:
+        return len(self.columns[0])
+
+
+def decode_entries(entries: list[tuple[bytes, dict | None]]) -> Decoded:
+    out = Decoded()
+    cols = out.columns
+    for entry_id, fields in entries:
+        if not fields:
+            out.empty.append(entry_id)
+            continue
+        raw = fields.get(ENVELOPE_FIELD)
+        if raw is None:
+            out.poison.append((entry_id, fields, "entry has no envelope field"))
+            continue
+        try:
+            envelope = _decoder.decode(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            out.poison.append((entry_id, fields, f"undecodable envelope: {exc}"))
+            continue
+        out.ids.append(entry_id)
+        out.rows_by_entry.append(len(envelope.events))
+        for event in envelope.events:
+            cols[0].append(event.event_id)
+            cols[1].append(event.experiment_key)
+            cols[2].append(event.variant_key)
+            cols[3].append(event.session_id)
+            cols[4].append(event.event_type)
+            cols[5].append(event.path)
+            cols[6].append(event.conversion_value)
+            cols[7].append(event.metadata_json)
+            cols[8].append(event.client_ts_ms)
+            cols[9].append(event.received_at_ms)
+    return out
+
+
+def subset(decoded: Decoded, start: int, stop: int) -> Decoded:
+    """The entries ``ids[start:stop]`` with their rows: used to isolate a bad entry by bisection."""
+    first_row = sum(decoded.rows_by_entry[:start])
+    last_row = first_row + sum(decoded.rows_by_entry[start:stop])
+    part = Decoded()
+    part.ids = decoded.ids[start:stop]
+    part.rows_by_entry = decoded.rows_by_entry[start:stop]
+    part.columns = [column[first_row:last_row] for column in decoded.columns]
+    return part

@@ -1,0 +1,87 @@
+"""The Redis side of the worker: the consumer group, reading, claiming, acking, dead-lettering
+and trimming. Blocking redis-py calls; the worker is a plain process (or thread) per consumer."""
+
+from __future__ import annotations
+
+import time
+
+import redis
+from redis.exceptions import ResponseError
+
+Entry = tuple[bytes, dict | None]
+
+
+class StreamConsumer:
+    def __init__(self, client: redis.Redis, stream: str, group: str, consumer: str, dead_letter: str) -> None:
+        self.redis = client
+        self.stream = stream
+        self.group = group
+        self.consumer = consumer
+        self.dead_letter_stream = dead_letter
+
+    def ensure_group(self) -> None:
+        try:
+            # "0": a group created after ingest started still gets everything already queued.
+            self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def read_new(self, count: int, block_ms: int | None) -> list[Entry]:
+        reply = self.redis.xreadgroup(self.group, self.consumer, {self.stream: ">"}, count=count, block=block_ms)
+        return reply[0][1] if reply else []
+
+    def read_own_pending(self, after: bytes, count: int) -> list[Entry]:
+        """Entries delivered to this consumer and not acknowledged (after a crash or a failed batch)."""
+        reply = self.redis.xreadgroup(self.group, self.consumer, {self.stream: after}, count=count)
+        return reply[0][1] if reply else []
+
+    def claim_stale(self, min_idle_ms: int, count: int) -> list[Entry]:
+        """Take over entries a dead consumer left pending for longer than ``min_idle_ms``."""
+        reply = self.redis.xautoclaim(self.stream, self.group, self.consumer, min_idle_ms, "0-0", count=count)
+        claimed = reply[1] if len(reply) > 1 else []
+        return [(entry_id, fields) for entry_id, fields in claimed]
+
+    def delivery_counts(self, ids: list[bytes]) -> dict[bytes, int]:
+        if not ids:
+            return {}
+        rows = self.redis.xpending_range(
+            self.stream, self.group, min=ids[0], max=ids[-1], count=len(ids) + 100, consumername=self.consumer
+        )
+        return {row["message_id"]: row["times_delivered"] for row in rows}
+
+    def ack(self, ids: list[bytes]) -> None:
+        if ids:
+            self.redis.xack(self.stream, self.group, *ids)
+
+    def dead_letter(self, entry_id: bytes, fields: dict | None, reason: str) -> None:
+        """Park an entry for inspection and replay, then ack it so the rest keep flowing."""
+        payload = dict(fields or {})
+        payload.update({b"source_id": entry_id, b"reason": reason.encode()[:2000], b"dead_at_ms": int(time.time() * 1000)})
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.xadd(self.dead_letter_stream, payload)
+        pipe.xack(self.stream, self.group, entry_id)
+        pipe.execute()
+
+    def trim_acknowledged(self) -> None:
+        """Delete only entries every group has acknowledged: below each group's oldest pending entry
+        and at or below what it has been delivered."""
+        bounds = []
+        for group in self.redis.xinfo_groups(self.stream):
+            if group["pending"]:
+                summary = self.redis.xpending(self.stream, group["name"])
+                bounds.append(_parse_id(summary["min"]))
+            else:
+                ms, seq = _parse_id(group["last-delivered-id"])
+                bounds.append((ms, seq + 1))
+        if not bounds:
+            return
+        ms, seq = min(bounds)
+        if (ms, seq) > (0, 0):
+            self.redis.xtrim(self.stream, minid=f"{ms}-{seq}", approximate=False)
+
+
+def _parse_id(entry_id: bytes | str) -> tuple[int, int]:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
