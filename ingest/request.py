@@ -30,6 +30,7 @@ SINGLE_BODY_LIMIT = 64 * 1024
 BATCH_BODY_LIMIT = 1024 * 1024
 _ACCEPTED_MEDIA_TYPES = (b"application/json", b"text/plain")
 _FIELD_IN_MESSAGE = re.compile(r" - at `([^`]*)`$")
+_MISSING_FIELD = re.compile(r"missing required field `([^`]*)`")
 
 
 class ImpressionBeacon(msgspec.Struct, frozen=True):
@@ -138,5 +139,11 @@ def parse_beacons(endpoint: Endpoint, body: bytes) -> list[Beacon]:
 
 
 def _bad(message: str) -> BadRequest:
-    match = _FIELD_IN_MESSAGE.search(message)
-    return BadRequest(400, message, match.group(1) if match else None)
+    """msgspec says where a value is wrong ("- at `$.path`"); for a missing field it names the
+    field and, when nested, the object that lacks it."""
+    located = _FIELD_IN_MESSAGE.search(message)
+    where = located.group(1) if located else "$"
+    missing = _MISSING_FIELD.search(message)
+    if missing:
+        return BadRequest(400, message, f"{where}.{missing.group(1)}")
+    return BadRequest(400, message, where if located else None)

@@ -11,7 +11,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from query_api.auth import principal, requires_admin
 from query_api.errors import BadQuery
-from query_api.service import QueryService
+from query_api.service import QueryService, in_thread
 from shared.registry.models import (
     Experiment,
     ExperimentFields,
@@ -47,8 +47,8 @@ def _etag(experiment: Experiment) -> dict[str, str]:
     return {"ETag": f'"{experiment.version}"'}
 
 
-@get("/api/experiments", tags=["public"], sync_to_thread=False, summary="Experiment registry for pages")
-def list_public(request: Request) -> Response[list[PublicExperiment]]:
+@get("/api/experiments", tags=["public"], summary="Experiment registry for pages")
+async def list_public(request: Request) -> Response[list[PublicExperiment]]:
     service: QueryService = request.app.state.query_service
     snapshot = service.require_snapshot()
     etag = f'"g{snapshot.generation}"'
@@ -62,59 +62,59 @@ def list_public(request: Request) -> Response[list[PublicExperiment]]:
 admin_experiment_guards = [requires_admin, requires_experiments_enabled]
 
 
-@get("/api/admin/experiments", guards=admin_experiment_guards, tags=["admin"], sync_to_thread=True)
-def list_admin(request: Request, include_archived: FromQuery[bool] = False) -> list[Experiment]:
-    snapshot = request.app.state.query_service.store.snapshot()
+@get("/api/admin/experiments", guards=admin_experiment_guards, tags=["admin"])
+async def list_admin(request: Request, include_archived: FromQuery[bool] = False) -> list[Experiment]:
+    snapshot = await in_thread(request.app.state.query_service.store.snapshot)
     return snapshot.experiments if include_archived else snapshot.active()
 
 
-@post("/api/admin/experiments", guards=admin_experiment_guards, tags=["admin"], sync_to_thread=True, status_code=HTTP_201_CREATED)
-def create_experiment(request: Request, data: JSONBody[NewExperiment]) -> Response[Experiment]:
+@post("/api/admin/experiments", guards=admin_experiment_guards, tags=["admin"], status_code=HTTP_201_CREATED)
+async def create_experiment(request: Request, data: JSONBody[NewExperiment]) -> Response[Experiment]:
     service: QueryService = request.app.state.query_service
-    created = service.apply(lambda store: store.create(data, principal(request).sub))
+    sub = principal(request).sub
+    created = await in_thread(service.apply, lambda store: store.create(data, sub))
     return Response(created, status_code=HTTP_201_CREATED, headers=_etag(created))
 
 
-@get("/api/admin/experiments/{key:str}", guards=admin_experiment_guards, tags=["admin"], sync_to_thread=True)
-def get_experiment(request: Request, key: FromPath[str]) -> Response[Experiment]:
-    experiment = request.app.state.query_service.store.snapshot().find(key)
+@get("/api/admin/experiments/{key:str}", guards=admin_experiment_guards, tags=["admin"])
+async def get_experiment(request: Request, key: FromPath[str]) -> Response[Experiment]:
+    experiment = (await in_thread(request.app.state.query_service.store.snapshot)).find(key)
     if experiment is None or experiment.archived:
         raise NotFoundException(f"No experiment {key}")
     return Response(experiment, headers=_etag(experiment))
 
 
-@put("/api/admin/experiments/{key:str}", guards=admin_experiment_guards, tags=["admin"], sync_to_thread=True)
-def update_experiment(request: Request, key: FromPath[str], data: JSONBody[ExperimentFields]) -> Response[Experiment]:
+@put("/api/admin/experiments/{key:str}", guards=admin_experiment_guards, tags=["admin"])
+async def update_experiment(request: Request, key: FromPath[str], data: JSONBody[ExperimentFields]) -> Response[Experiment]:
     service: QueryService = request.app.state.query_service
-    version = if_match_version(request)
-    updated = service.apply(lambda store: store.update(key, data, principal(request).sub, version))
+    version, sub = if_match_version(request), principal(request).sub
+    updated = await in_thread(service.apply, lambda store: store.update(key, data, sub, version))
     return Response(updated, status_code=HTTP_200_OK, headers=_etag(updated))
 
 
-@delete("/api/admin/experiments/{key:str}", guards=admin_experiment_guards, tags=["admin"], sync_to_thread=True, status_code=HTTP_200_OK)
-def archive_experiment(request: Request, key: FromPath[str]) -> Experiment:
+@delete("/api/admin/experiments/{key:str}", guards=admin_experiment_guards, tags=["admin"], status_code=HTTP_200_OK)
+async def archive_experiment(request: Request, key: FromPath[str]) -> Experiment:
     """Archive: the definition leaves the registry and ingest; its events and history are kept."""
     service: QueryService = request.app.state.query_service
-    version = if_match_version(request)
-    return service.apply(lambda store: store.archive(key, principal(request).sub, version))
+    version, sub = if_match_version(request), principal(request).sub
+    return await in_thread(service.apply, lambda store: store.archive(key, sub, version))
 
 
-@get("/api/admin/experiments/{key:str}/history", guards=admin_experiment_guards, tags=["admin"], sync_to_thread=True)
-def experiment_history(request: Request, key: FromPath[str]) -> list[HistoryEntry]:
-    return request.app.state.query_service.store.history(key)
+@get("/api/admin/experiments/{key:str}/history", guards=admin_experiment_guards, tags=["admin"])
+async def experiment_history(request: Request, key: FromPath[str]) -> list[HistoryEntry]:
+    return await in_thread(request.app.state.query_service.store.history, key)
 
 
-@get("/api/admin/settings", guards=[requires_admin], tags=["admin"], sync_to_thread=True)
-def get_settings(request: Request) -> SiteSettings:
-    return request.app.state.query_service.store.snapshot().settings
+@get("/api/admin/settings", guards=[requires_admin], tags=["admin"])
+async def get_settings(request: Request) -> SiteSettings:
+    return (await in_thread(request.app.state.query_service.store.snapshot)).settings
 
 
-@put("/api/admin/settings", guards=[requires_admin], tags=["admin"], sync_to_thread=True)
-def put_settings(request: Request, data: JSONBody[SiteSettingsBody]) -> SiteSettings:
+@put("/api/admin/settings", guards=[requires_admin], tags=["admin"])
+async def put_settings(request: Request, data: JSONBody[SiteSettingsBody]) -> SiteSettings:
     service: QueryService = request.app.state.query_service
     sub = principal(request).sub
-    service.apply(lambda store: store.set_settings(data.experiments_enabled, sub))
-    return service.registry.snapshot.settings  # type: ignore[union-attr]
+    return await in_thread(service.apply, lambda store: store.set_settings(data.experiments_enabled, sub))
 
 
 REGISTRY_ROUTES = [

@@ -12,7 +12,7 @@ from litestar.params import FromQuery, QueryParameter
 from query_api.auth import requires_analyst
 from query_api.errors import BadQuery
 from query_api.results_query import VariantRollup, fetch_rollups
-from query_api.service import QueryService
+from query_api.service import QueryService, in_thread
 from shared.registry.models import Experiment
 
 VARIANT_KEYS = (
@@ -62,8 +62,8 @@ def experiments_for(service: QueryService, key: str | None) -> list[Experiment]:
     return [experiment]
 
 
-@get("/api/v1/experiments/results", guards=[requires_analyst], tags=["results"], sync_to_thread=True)
-def experiment_results(
+@get("/api/v1/experiments/results", guards=[requires_analyst], tags=["results"])
+async def experiment_results(
     request: Request,
     experiment_key: FromQuery[str | None] = None,
     from_: Annotated[str | None, QueryParameter(name="from")] = None,
@@ -73,6 +73,12 @@ def experiment_results(
     start, end = parse_instant("from", from_), parse_instant("to", to)
     if start is not None and end is not None and start >= end:
         raise BadQuery("from", "from must be earlier than to")
+    return await in_thread(build_results, service, experiment_key, start, end)
+
+
+def build_results(
+    service: QueryService, experiment_key: str | None, start: datetime | None, end: datetime | None
+) -> list[dict[str, object]]:
     experiments = experiments_for(service, experiment_key)
     rollups = fetch_rollups(service.clickhouse.client(), [e.experiment_key for e in experiments], start, end)
     empty = VariantRollup()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
+
+import anyio
 
 from litestar.exceptions import ServiceUnavailableException
 
@@ -38,3 +40,8 @@ class QueryService:
     def readiness_clickhouse(self) -> str | None:
         self.clickhouse.client().query("SELECT 1")
         return None
+
+
+async def in_thread(function: Callable[..., T], *args: Any) -> T:
+    """Run blocking Redis/ClickHouse work off the event loop, so ingest keeps answering meanwhile."""
+    return await anyio.to_thread.run_sync(function, *args)

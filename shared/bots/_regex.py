@@ -48,12 +48,12 @@ class Unsupported(ValueError):
 
 def parse(pattern: str) -> _parser.SubPattern:
     tree = _parser.parse(pattern, re.IGNORECASE)
-    if tree.state.groups > 1:  # group 0 is the whole match
-        # Groups are harmless, but a pattern with them may also refer back to them, and our
-        # rewrites renumber groups when they join patterns into one alternation.
-        for op, _ in _walk(tree):
-            if op in (C.GROUPREF, C.GROUPREF_EXISTS):
-                raise Unsupported(f"backreference in {pattern!r}")
+    if tree.state.flags & ~(re.IGNORECASE | re.UNICODE):  # e.g. a leading (?s) or (?m)
+        raise Unsupported(f"inline flags in {pattern!r}")
+    # The rewrites drop and renumber groups, which would break a reference back to one.
+    for op, _ in _walk(tree):
+        if op in (C.GROUPREF, C.GROUPREF_EXISTS):
+            raise Unsupported(f"backreference in {pattern!r}")
     return tree
 
 
@@ -134,12 +134,14 @@ def _emit_class(items) -> str:
         else:
             raise Unsupported(f"class item {op}")
     body = "[" + "".join(parts) + "]"
-    # A class holding only uncased characters ([\d\.], [0-9_]) needs no case folding, and
-    # leaving it case-sensitive keeps it on re's faster opcodes.
+    # re.IGNORECASE adds the other case of each letter in a class, so a class with letters
+    # keeps that flag. One without ([\d\.], [0-9_]) is left case-sensitive: re runs it faster.
     return body if _uncased(items) else f"(?i:{body})"
 
 
 def _uncased(items) -> bool:
+    """True if no item of the class has a case variant (categories are tested on the lowercased
+    character either way)."""
     for op, av in items:
         if op is C.LITERAL and chr(av).lower() != chr(av).upper():
             return False
@@ -216,15 +218,20 @@ def literal_trie_regex(words: list[str]) -> str:
     leaves it one short branch per character. No word may be a prefix of another.
     """
     trie: dict = {}
-    for word in words:
+    for word in sorted(words, key=len):
         node = trie
         for char in word:
+            if "" in node:
+                raise ValueError(f"a word is a prefix of {word!r}")
             node = node.setdefault(char, {})
+        if node:
+            raise ValueError(f"{word!r} is a prefix of another word, or repeated")
+        node[""] = None  # marks the end of a word; _emit_trie skips it
     return _emit_trie(trie)
 
 
 def _emit_trie(node: dict) -> str:
-    branches = [re.escape(char) + _emit_trie(child) for char, child in sorted(node.items())]
+    branches = [re.escape(char) + _emit_trie(child) for char, child in sorted(node.items()) if char]
     if len(branches) <= 1:
         return "".join(branches)
     return "(?:" + "|".join(branches) + ")"

@@ -127,61 +127,52 @@ class _FastRule:
                 filed.setdefault(_trim(literal), []).append(pattern)
         # Keep only literals that contain no other literal: text that holds "googlebot" holds
         # "bot", so a pattern filed under "googlebot" can be filed under "bot". Then no two
-        # literals start at the same place, and one regex match per place finds them all.
+        # literals start at the same place, so searching again one character after each
+        # literal found finds every literal there is.
         groups: dict[str, list[str]] = {"": filed.pop("", [])}
         for literal in sorted(filed, key=len):
             groups.setdefault(_contained_literal(literal, groups) or literal, []).extend(filed[literal])
-        keyless = groups.pop("")
-        trie = _regex.literal_trie_regex(list(groups))
-        self._any_literal = re.compile(trie)
-        self._each_literal = re.compile(f"(?=({trie}))")
-        self._groups = groups
-        self._lower_groups = {literal: _lower_alternation(patterns) for literal, patterns in groups.items()}
-        self._keyless = keyless
-        self._keyless_lower = _lower_alternation(keyless) if keyless else None
+        if not groups[""]:
+            del groups[""]
+        self._patterns = groups
+        self._literal = re.compile(_regex.literal_trie_regex([literal for literal in groups if literal]))
+        self._lower_groups = {
+            literal: re.compile("|".join(map(_regex.lowercase_regex, patterns))) for literal, patterns in groups.items()
+        }
         self._ignorecase_groups: dict[str, re.Pattern[str]] = {}  # for non-Latin-1 text, on demand
 
     def matches(self, user_agent: str) -> bool:
         if _is_latin1(user_agent):
-            # Lowercasing is exact here (see _regex.lowercase_regex), so everything below runs on
+            # Lowercasing is exact here (see _regex.lowercase_regex), so everything runs on
             # lowercased text with case-sensitive regexes, which re runs much faster.
-            agent = self._exclusions_lower.sub("", user_agent.lower())
-            if not agent:
-                return False
-            found = self._any_literal.search(agent)
-            if found is not None:
-                # The literal found first usually settles it; the overlapping scan, which is
-                # slower, only runs when it does not.
-                if self._lower_groups[found.group()].search(agent):
-                    return True
-                checked = {found.group()}
-                for literal in self._each_literal.findall(agent, found.start() + 1):
-                    if literal not in checked:
-                        checked.add(literal)
-                        if self._lower_groups[literal].search(agent):
-                            return True
-            return self._keyless_lower is not None and self._keyless_lower.search(agent) is not None
-        # Rare: the ingest decodes headers as Latin-1. Run the original regexes, and fold the
-        # text for the literal scan so it finds every literal that re.IGNORECASE would.
-        agent = self._reference_exclusions.sub("", user_agent)
+            agent = scan = self._exclusions_lower.sub("", user_agent.lower())
+            group = self._lower_groups.__getitem__
+        else:
+            # Rare (the ingest decodes headers as Latin-1): run crawlerdetect's regexes, and fold
+            # the text for the literal scan so that it finds every literal re.IGNORECASE would.
+            agent = self._reference_exclusions.sub("", user_agent)
+            scan = agent.translate(self._fold).lower()
+            group = self._ignorecase_group
         if not agent:
             return False
-        folded = agent.translate(self._fold).lower()
-        literals = set(self._each_literal.findall(folded))
-        if self._keyless:
-            literals.add("")
-        return any(self._ignorecase_group(literal).search(agent) for literal in literals)
+        found = self._literal.search(scan)
+        if found is not None:
+            checked = set()
+            while found is not None:
+                literal = found.group()
+                if literal not in checked:
+                    if group(literal).search(agent):
+                        return True
+                    checked.add(literal)
+                found = self._literal.search(scan, found.start() + 1)
+        return "" in self._patterns and group("").search(agent) is not None
 
     def _ignorecase_group(self, literal: str) -> re.Pattern[str]:
         group = self._ignorecase_groups.get(literal)
         if group is None:
-            patterns = self._keyless if literal == "" else self._groups[literal]
-            group = self._ignorecase_groups[literal] = re.compile("|".join(patterns), re.IGNORECASE)
+            group = re.compile("|".join(self._patterns[literal]), re.IGNORECASE)
+            self._ignorecase_groups[literal] = group
         return group
-
-
-def _lower_alternation(patterns: list[str]) -> re.Pattern[str]:
-    return re.compile("|".join(map(_regex.lowercase_regex, patterns)))
 
 
 def _trim(literal: str) -> str:

@@ -26,6 +26,9 @@ from .srm import sample_ratio_mismatch
 # reported when they are defined.
 MIN_SESSIONS = 100
 MIN_CONVERSIONS = 5
+# Sessions seen in several variants are dropped upstream; above this share of all sessions that is a
+# sign of broken (non-sticky) assignment worth an experiment-level message.
+MULTI_VARIANT_WARNING_SHARE = 0.01
 
 STATUS_CONTROL = "control"
 STATUS_NOT_ENOUGH_DATA = "not enough data"
@@ -57,7 +60,9 @@ METHODS = {
 }
 
 
-def rate_interval(converted: int | None, n: int | None, confidence: float = 0.95) -> tuple[float | None, float | None, float | None]:
+def rate_interval(
+    converted: int | None, n: int | None, confidence: float = 0.95
+) -> tuple[float | None, float | None, float | None]:
     """(rate, low, high) with the Wilson score interval, for time series points.
 
     Wilson rather than Wald because time series buckets are often small: it stays inside [0, 1] and
@@ -81,6 +86,26 @@ def analyze_experiment(
     sequential_planned_sessions: int = DEFAULT_PLANNED_SESSIONS,
 ) -> dict[str, Any]:
     """Analyze one experiment; returns a JSON-ready dict (no NaN or infinity anywhere).
+
+    Shape (None wherever a number is undefined, with a `message` saying why):
+        confidence, sequential, sequential_planned_sessions, control_variant_key,
+        multiple_comparison_correction ("holm" | None), thresholds, methods, messages [str],
+        srm {p_value, chi_square, df, flagged, threshold, min_sessions, observed, expected,
+             excluded_variants, message},
+        multi_variant_sessions {count, message},
+        variants [{variant_key, is_control, allocation, sessions, conversions, conversion_rate,
+                   conversion_rate_interval {low, high}, value_sum, value_per_session,
+                   status, status_message,
+                   comparison: None for the control, else {
+                       conversion_rate: {control, variant, absolute_lift {estimate, ci_low, ci_high},
+                           relative_lift {...}, statistic, df, p_value, p_value_raw, p_value_adjusted,
+                           significant, message,
+                           bayesian {chance_to_beat_control, expected_loss, expected_loss_control,
+                                     credible_interval {low, high}, message}},
+                       value_per_session: {same keys as conversion_rate, without bayesian}}}]
+
+    `p_value` is the one `significant` uses: Holm-adjusted when there are 2+ treatments (then equal
+    to `p_value_adjusted`), else raw. Intervals are not multiplicity-adjusted.
 
     `sequential_planned_sessions` tunes the sequential boundary (gbstats' `sequential_tuning_parameter`):
     the expected exposed sessions of control + one treatment when the experiment is read; the
@@ -136,9 +161,9 @@ def analyze_experiment(
             status, status_message = _status(control, v, comparison["conversion_rate"])
         variant_rows.append(_variant_row(v, confidence, status, status_message, comparison, problems[id(v)]))
 
-    multi = max(0, int(multi_variant_sessions or 0))
-    total_sessions = sum(max(0, v.sessions) for v in variants if not problems[id(v)])
-    if multi and multi > 0.01 * (total_sessions + multi):
+    multi = _count(multi_variant_sessions)
+    total_sessions = sum(v.sessions for v in variants if not problems[id(v)])
+    if multi > MULTI_VARIANT_WARNING_SHARE * (total_sessions + multi):
         messages.append(
             f"{multi} sessions saw more than one variant ({multi / (total_sessions + multi):.1%} of all); "
             "check that assignment is sticky."
@@ -168,6 +193,13 @@ def analyze_experiment(
 
 
 # --- helpers ---------------------------------------------------------------------------------------
+
+
+def _count(value: Any) -> int:
+    """A non-negative session count from whatever the caller passed (None, numpy ints, junk -> 0)."""
+    if isinstance(value, numbers.Real) and math.isfinite(value) and value > 0:
+        return int(value)
+    return 0
 
 
 def _find_control(variants: list[VariantInput]) -> tuple[VariantInput | None, str | None]:

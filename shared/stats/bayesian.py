@@ -102,7 +102,9 @@ def _beta_cumulants(alpha: int, beta: int) -> tuple[float, float, float, float]:
     mean = alpha / s
     variance = alpha * beta / (s * s * (s + 1))
     skewness = 2.0 * (beta - alpha) * math.sqrt(s + 1) / ((s + 2) * math.sqrt(alpha * beta))
-    excess_kurtosis = 6.0 * ((alpha - beta) ** 2 * (s + 1) - alpha * beta * (s + 2)) / (alpha * beta * (s + 2) * (s + 3))
+    excess_kurtosis = (
+        6.0 * ((alpha - beta) ** 2 * (s + 1) - alpha * beta * (s + 2)) / (alpha * beta * (s + 2) * (s + 3))
+    )
     return mean, variance, skewness * variance**1.5, excess_kurtosis * variance * variance
 
 

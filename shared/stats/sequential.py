@@ -50,7 +50,9 @@ def sequential_p_value(estimate: float, variance: float, total_n: int, rho: floa
     return math.exp(-log_e_value) if log_e_value > 0 else 1.0
 
 
-def sequential_test(control, variant, confidence: float, planned_sessions: float = DEFAULT_PLANNED_SESSIONS) -> LiftTest:
+def sequential_test(
+    control, variant, confidence: float, planned_sessions: float = DEFAULT_PLANNED_SESSIONS
+) -> LiftTest:
     """Always-valid comparison of two groups given ProportionStats or SampleMeanStats.
 
     For conversion rates the variance is the unpooled p(1 - p)/n per group, for values the sample

@@ -20,13 +20,18 @@ from shared.stats.sequential import sequential_test
 def variant(key, n, converted, value_sum=None, value_sum_squares=None, *, control=False, allocation=50):
     value_sum = converted * 20.0 if value_sum is None else value_sum
     value_sum_squares = converted * 900.0 if value_sum_squares is None else value_sum_squares
-    return VariantInput(key, control, allocation, ProportionStats(n, converted), SampleMeanStats(n, value_sum, value_sum_squares))
+    return VariantInput(
+        key, control, allocation, ProportionStats(n, converted), SampleMeanStats(n, value_sum, value_sum_squares)
+    )
 
 
 def dumps(result):
     return json.dumps(result, allow_nan=False)  # raises on NaN / inf / non-JSON types
 
 
+STATUSES = {
+    "control", "not enough data", "significant win", "significant loss", "no detectable difference", "not analyzed",
+}
 VARIANT_KEYS = {
     "variant_key", "is_control", "allocation", "sessions", "conversions", "conversion_rate",
     "conversion_rate_interval", "value_sum", "value_per_session", "status", "status_message", "comparison",
@@ -56,7 +61,9 @@ def test_output_shape_and_values_for_a_simple_experiment():
     assert set(rows[1]["comparison"]["value_per_session"]) == BLOCK_KEYS
     ref = two_proportion_z_test(control.conversions, treatment.conversions, 0.95)
     assert conversion["p_value"] == ref.p_value == conversion["p_value_raw"]
-    assert conversion["absolute_lift"] == {"estimate": ref.absolute.estimate, "ci_low": ref.absolute.ci_low, "ci_high": ref.absolute.ci_high}
+    assert conversion["absolute_lift"] == {
+        "estimate": ref.absolute.estimate, "ci_low": ref.absolute.ci_low, "ci_high": ref.absolute.ci_high
+    }
     assert conversion["relative_lift"]["estimate"] == pytest.approx(0.1)
     assert conversion["significant"] is True and rows[1]["status"] == "significant win"
     assert 0.98 < conversion["bayesian"]["chance_to_beat_control"] < 1
@@ -158,8 +165,14 @@ DEGENERATE = {
     ],
     "huge experiment": [variant("a", 50_000_000, 2_500_000, control=True), variant("b", 50_000_000, 2_510_000)],
     "numpy integers": [
-        VariantInput("a", True, np.int64(50), ProportionStats(np.int64(1000), np.int64(100)), SampleMeanStats(np.int64(1000), np.float64(2000.0), np.float64(90000.0))),
-        VariantInput("b", False, np.int64(50), ProportionStats(np.int64(1000), np.int64(130)), SampleMeanStats(np.int64(1000), np.float64(2600.0), np.float64(120000.0))),
+        VariantInput(
+            "a", True, np.int64(50), ProportionStats(np.int64(1000), np.int64(100)),
+            SampleMeanStats(np.int64(1000), np.float64(2000.0), np.float64(90000.0)),
+        ),
+        VariantInput(
+            "b", False, np.int64(50), ProportionStats(np.int64(1000), np.int64(130)),
+            SampleMeanStats(np.int64(1000), np.float64(2600.0), np.float64(120000.0)),
+        ),
     ],
 }
 
@@ -183,7 +196,7 @@ def test_degenerate_inputs_never_raise_and_stay_json(name, sequential):
     assert all(math.isfinite(x) for x in _walk_numbers(result))
     assert len(result["variants"]) == len(DEGENERATE[name])
     for row in result["variants"]:
-        assert row["status"] in {"control", "not enough data", "significant win", "significant loss", "no detectable difference", "not analyzed"}
+        assert row["status"] in STATUSES
         assert row["status_message"]
         for block in (row["comparison"] or {}).values():
             # every missing test result comes with an explanation
@@ -238,3 +251,28 @@ def test_rate_interval():
     rate, low, high = rate_interval(0, 20)
     assert rate == 0.0 and low == 0.0 and 0 < high < 0.2
     assert rate_interval(25, 20, 0.9)[0] == 1.0  # clamped, not an error
+
+
+@pytest.mark.parametrize("junk", [None, -5, math.nan, math.inf, "x"])
+def test_multi_variant_sessions_junk_counts_as_zero(junk):
+    result = analyze_experiment([variant("a", 100, 10, control=True)], multi_variant_sessions=junk)
+    assert result["multi_variant_sessions"] == {"count": 0, "message": "No session saw more than one variant."}
+
+
+def test_package_is_stdlib_only():
+    import ast
+    import pathlib
+    import sys
+
+    import shared.stats
+
+    allowed = set(sys.stdlib_module_names) | {"shared"}
+    for path in pathlib.Path(shared.stats.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module]
+            else:
+                continue
+            assert all(name.split(".")[0] in allowed for name in names), (path.name, names)

@@ -19,7 +19,10 @@ ALPHA = 0.05
 
 
 def _z_p_values(counts_a, counts_b, n):
-    return [two_proportion_z_test(ProportionStats(n, int(a)), ProportionStats(n, int(b)), 0.95).p_value for a, b in zip(counts_a, counts_b)]
+    return [
+        two_proportion_z_test(ProportionStats(n, int(a)), ProportionStats(n, int(b)), 0.95).p_value
+        for a, b in zip(counts_a, counts_b)
+    ]
 
 
 def test_aa_false_positive_rate_fixed_horizon_conversion():
