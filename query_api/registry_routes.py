@@ -54,7 +54,7 @@ async def list_public(request: Request) -> Response[list[PublicExperiment]]:
     etag = f'"g{snapshot.generation}"'
     headers = {"ETag": etag, "Cache-Control": f"public, max-age={PUBLIC_MAX_AGE_S}"}
     if request.headers.get("if-none-match") == etag:
-        return Response([], status_code=304, headers=headers)
+        return Response(None, status_code=304, headers=headers)  # type: ignore[arg-type]
     body = [e.public() for e in snapshot.active()] if snapshot.settings.experiments_enabled else []
     return Response(body, headers=headers)
 

@@ -1,15 +1,16 @@
 """Rewrites of crawlerdetect's regexes that keep their verdicts but run much faster.
 
-crawlerdetect runs every pattern case-insensitively. CPython's ``re`` is slow at that for big
-alternations: its BRANCH opcode can skip an alternative after one compare only when the
-alternative starts with a case-sensitive literal. So we parse each pattern (``re._parser``, the
-stdlib's own parser) and
+crawlerdetect runs every pattern case-insensitively, in two big alternations. CPython's ``re``
+is slow at that: at each position of the text its BRANCH opcode tries the alternatives one by
+one, and it skips one after a single compare only when the alternative starts with a
+case-sensitive literal. So we parse each pattern (``re._parser``, the stdlib's own parser) and
 
 * emit it again for text that has already been lowercased, with literals lowercased and
   case-sensitive, and with classes and non-ASCII literals wrapped in ``(?i:...)`` so they keep
-  their exact case-insensitive meaning (:func:`lowercase_regex`);
-* find literals that every match must contain (:func:`required_literals`), which lets us skip a
-  pattern unless one of its literals is in the text.
+  their exact case-insensitive meaning (:func:`lowercase_regex`, :func:`search_regex`);
+* group an alternation by first character (:func:`first_char_alternation`);
+* find literals that every match must contain (:func:`required_literals`), and look for many
+  of them at once with a trie-shaped regex (:func:`literal_trie_regex`).
 
 Anything these functions do not understand raises :class:`Unsupported`; the detector then
 falls back to the original regexes, so a new crawlerdetect release can make us slower but never
@@ -47,6 +48,7 @@ class Unsupported(ValueError):
 
 
 def parse(pattern: str) -> _parser.SubPattern:
+    """The parse tree of ``pattern``, if the rewrites below can use it."""
     tree = _parser.parse(pattern, re.IGNORECASE)
     if tree.state.flags & ~(re.IGNORECASE | re.UNICODE):  # e.g. a leading (?s) or (?m)
         raise Unsupported(f"inline flags in {pattern!r}")
@@ -74,14 +76,34 @@ def _walk(items):
 # --- lowercase rewrite ---------------------------------------------------------------------
 
 
-def lowercase_regex(pattern: str) -> str:
+def lowercase_regex(pattern: str | _parser.SubPattern) -> str:
     """``pattern`` (meant for re.IGNORECASE) as a case-sensitive regex over lowercased text.
 
     Exact for any text whose characters lowercase one-to-one the way ``re`` folds them (all of
     Latin-1 does): under IGNORECASE every comparison ``re`` makes uses the lowercased character,
-    so it cannot tell a text from its ``str.lower()``.
+    so it cannot tell a text from its ``str.lower()``. Takes a pattern or its :func:`parse`.
     """
-    return _emit(parse(pattern))
+    return _emit(parse(pattern) if isinstance(pattern, str) else pattern)
+
+
+def search_regex(pattern: str | _parser.SubPattern) -> str:
+    """:func:`lowercase_regex`, for telling only whether the pattern is found somewhere.
+
+    A leading or trailing part that may match nothing (``[a-z]*`` in ``[a-z]*(bot|crawl)``)
+    cannot change that answer, and dropping it spares ``re`` from trying it at every position.
+    """
+    items = list(parse(pattern) if isinstance(pattern, str) else pattern)
+    while items and _optional(items[0]):
+        items.pop(0)
+    while items and _optional(items[-1]):
+        items.pop()
+    return _emit(items)
+
+
+def _optional(item) -> bool:
+    op, av = item
+    # Not a possessive repeat: it cannot give back what it took, so it is not optional in front.
+    return op in (C.MAX_REPEAT, C.MIN_REPEAT) and av[0] == 0
 
 
 def _emit(items) -> str:
@@ -145,7 +167,7 @@ def _uncased(items) -> bool:
     for op, av in items:
         if op is C.LITERAL and chr(av).lower() != chr(av).upper():
             return False
-        if op is C.RANGE and (av[1] - av[0] > 256 or any(chr(c).lower() != chr(c).upper() for c in range(av[0], av[1] + 1))):
+        if op is C.RANGE and (av[1] - av[0] > 256 or not _uncased([(C.LITERAL, c) for c in range(av[0], av[1] + 1)])):
             return False
         if op is C.CATEGORY and av not in _CATEGORIES:
             return False
@@ -155,13 +177,14 @@ def _uncased(items) -> bool:
 # --- required literals ---------------------------------------------------------------------
 
 
-def required_literals(pattern: str) -> frozenset[str] | None:
+def required_literals(pattern: str | _parser.SubPattern) -> frozenset[str] | None:
     """Lowercase ASCII strings, at least one of which is in (the lowercase of) every match.
 
     None when no such set was found. The set is picked to make the longest shortest string,
-    since short strings such as "go" would flag half the browsers as candidates.
+    since short strings such as "go" would flag half the browsers as candidates. Takes a
+    pattern or its :func:`parse`.
     """
-    return _required(parse(pattern))
+    return _required(parse(pattern) if isinstance(pattern, str) else pattern)
 
 
 def _required(items) -> frozenset[str] | None:
@@ -268,6 +291,8 @@ def _split_first(items: list) -> list[tuple[str, list]]:
     (op, av), rest = items[0], items[1:]
     if op is C.LITERAL and av < 128:
         return [(chr(av).lower(), rest)]
+    if op is C.IN:  # a small class of ASCII characters, e.g. [Qq]: one pair per character
+        return [(char, rest) for char in _class_chars(av)]
     if op is C.SUBPATTERN and not (av[1] or av[2]):
         return _split_first(list(av[3]) + rest)
     if op is C.BRANCH:
@@ -285,3 +310,15 @@ def _split_first(items: list) -> list[tuple[str, list]]:
         order = [once_more, rest] if op is C.MAX_REPEAT else [rest, once_more]
         return [pair for option in order for pair in _split_first(option)]
     raise Unsupported(f"cannot tell the first character of opcode {op}")
+
+
+def _class_chars(items) -> list[str]:
+    chars: dict[str, None] = {}
+    for op, av in items:
+        if op is C.LITERAL and av < 128:
+            chars[chr(av).lower()] = None
+        elif op is C.RANGE and av[1] < 128 and av[1] - av[0] < 16:
+            chars.update(dict.fromkeys(chr(code).lower() for code in range(av[0], av[1] + 1)))
+        else:
+            raise Unsupported(f"class item {op} as a first character")
+    return list(chars)

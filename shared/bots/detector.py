@@ -60,16 +60,17 @@ class BotDetector:
         exclusion_patterns: Sequence[str] | None = None,
         extra_markers: Iterable[str] = HEADLESS_MARKERS,
     ) -> None:
-        if crawler_patterns is None:
-            # Imported here rather than at module level: loading the lists is startup work.
-            from crawlerdetect.providers.crawlers import data as crawler_patterns
-        if exclusion_patterns is None:
-            from crawlerdetect.providers.exclusions import data as exclusion_patterns
-        crawlers = [*crawler_patterns, *map(re.escape, extra_markers)]
+        if crawler_patterns is None or exclusion_patterns is None:
+            # Imported here, not at module level: loading the lists is start-up work.
+            from crawlerdetect.providers import crawlers, exclusions
+
+            crawler_patterns = crawlers.data if crawler_patterns is None else crawler_patterns
+            exclusion_patterns = exclusions.data if exclusion_patterns is None else exclusion_patterns
+        patterns = [*crawler_patterns, *map(re.escape, extra_markers)]
         try:
-            self._rule: _FastRule | _ReferenceRule = _FastRule(crawlers, exclusion_patterns)
+            self._rule: _FastRule | _ReferenceRule = _FastRule(patterns, exclusion_patterns)
         except _regex.Unsupported:
-            self._rule = _ReferenceRule(crawlers, exclusion_patterns)
+            self._rule = _ReferenceRule(patterns, exclusion_patterns)
         self.fast = isinstance(self._rule, _FastRule)
         # Bounded: repeats (most traffic) cost a dict lookup, and a client that rotates
         # User-Agents only causes misses, which the fast rule keeps cheap.
@@ -118,12 +119,15 @@ class _FastRule:
         self._fold = str.maketrans(NON_LATIN1_ASCII_FOLDS)
 
         filed: dict[str, list[str]] = {}
+        self._lowercase: dict[str, str] = {}  # pattern -> its _regex.search_regex
         for pattern in dict.fromkeys(crawlers):
-            if _regex.parse(pattern).getwidth()[0] == 0:
+            tree = _regex.parse(pattern)
+            if tree.getwidth()[0] == 0:
                 # crawlerdetect ignores an empty match found first, which per-literal filing cannot
                 # reproduce.
                 raise _regex.Unsupported(f"{pattern!r} can match the empty string")
-            for literal in _regex.required_literals(pattern) or ("",):  # "": run it always
+            self._lowercase[pattern] = _regex.search_regex(tree)
+            for literal in _regex.required_literals(tree) or ("",):  # "": run it always
                 filed.setdefault(_trim(literal), []).append(pattern)
         # Keep only literals that contain no other literal: text that holds "googlebot" holds
         # "bot", so a pattern filed under "googlebot" can be filed under "bot". Then no two
@@ -136,17 +140,17 @@ class _FastRule:
             del groups[""]
         self._patterns = groups
         self._literal = re.compile(_regex.literal_trie_regex([literal for literal in groups if literal]))
-        self._lower_groups = {
-            literal: re.compile("|".join(map(_regex.lowercase_regex, patterns))) for literal, patterns in groups.items()
-        }
-        self._ignorecase_groups: dict[str, re.Pattern[str]] = {}  # for non-Latin-1 text, on demand
+        # Each literal's patterns, joined into one regex when the literal is first found: compiling
+        # them all up front would double the start-up time for groups most processes never use.
+        self._lower_groups: dict[str, re.Pattern[str]] = {}
+        self._ignorecase_groups: dict[str, re.Pattern[str]] = {}  # for non-Latin-1 text
 
     def matches(self, user_agent: str) -> bool:
         if _is_latin1(user_agent):
             # Lowercasing is exact here (see _regex.lowercase_regex), so everything runs on
             # lowercased text with case-sensitive regexes, which re runs much faster.
             agent = scan = self._exclusions_lower.sub("", user_agent.lower())
-            group = self._lower_groups.__getitem__
+            group = self._lower_group
         else:
             # Rare (the ingest decodes headers as Latin-1): run crawlerdetect's regexes, and fold
             # the text for the literal scan so that it finds every literal re.IGNORECASE would.
@@ -167,11 +171,17 @@ class _FastRule:
                 found = self._literal.search(scan, found.start() + 1)
         return "" in self._patterns and group("").search(agent) is not None
 
+    def _lower_group(self, literal: str) -> re.Pattern[str]:
+        group = self._lower_groups.get(literal)
+        if group is None:  # a race only compiles the same regex twice
+            patterns = self._patterns[literal]
+            group = self._lower_groups[literal] = re.compile("|".join(self._lowercase[p] for p in patterns))
+        return group
+
     def _ignorecase_group(self, literal: str) -> re.Pattern[str]:
         group = self._ignorecase_groups.get(literal)
         if group is None:
-            group = re.compile("|".join(self._patterns[literal]), re.IGNORECASE)
-            self._ignorecase_groups[literal] = group
+            group = self._ignorecase_groups[literal] = re.compile("|".join(self._patterns[literal]), re.IGNORECASE)
         return group
 
 

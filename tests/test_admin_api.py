@@ -1,0 +1,180 @@
+"""Admin definitions, history, settings and validation over HTTP, against Valkey and chDB."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from tests.helpers import auth, serve_client
+
+NEW = {
+    "experiment_key": "checkout_copy_test",
+    "name": "Checkout copy",
+    "description": "Shorter copy on the checkout button",
+    "cookie_name": "exp_checkout_copy",
+    "enabled": True,
+    "eligible_routes": ["/checkout"],
+    "variants": [
+        {"variant_key": "control", "label": "Original", "allocation": 34, "is_control": True},
+        {"variant_key": "short", "label": "Short", "allocation": 33},
+        {"variant_key": "shorter", "label": "Shorter", "allocation": 33},
+    ],
+}
+
+
+@pytest.fixture()
+def client(settings):
+    with serve_client(settings) as test_client:
+        yield test_client
+
+
+@pytest.fixture()
+def admin(settings):
+    return auth(settings, "admin", "alice@example.com")
+
+
+def fields_of(body: dict) -> dict:
+    return {k: body[k] for k in ("name", "description", "cookie_name", "enabled", "eligible_routes", "variants")}
+
+
+def test_create_get_list_and_conflict(client, admin):
+    created = client.post("/api/admin/experiments", json=NEW, headers=admin)
+    assert created.status_code == 201, created.text
+    body = created.json()
+    assert body["version"] == 1 and body["updated_by"] == "alice@example.com"
+    assert created.headers["etag"] == '"1"'
+    assert [v["variant_key"] for v in body["variants"]] == ["control", "short", "shorter"]
+    assert client.post("/api/admin/experiments", json=NEW, headers=admin).status_code == 409
+    listed = client.get("/api/admin/experiments", headers=admin).json()
+    assert [e["experiment_key"] for e in listed] == ["checkout_copy_test", "homepage_hero_test", "pricing_cta_test"]
+    assert all({"version", "updated_at", "updated_by"} <= set(e) for e in listed)
+    public = client.get("/api/experiments").json()
+    assert "checkout_copy_test" in [e["experiment_key"] for e in public]
+    assert set(public[0]) == {"experiment_key", "name", "description", "cookie_name", "enabled", "eligible_routes", "variants"}
+
+
+def test_update_keeps_history_with_who_and_when(client, settings):
+    first, second = auth(settings, "admin", "alice"), auth(settings, "admin", "bob")
+    assert client.post("/api/admin/experiments", json=NEW, headers=first).status_code == 201
+    changed = fields_of(NEW) | {"description": "v2"}
+    assert client.put("/api/admin/experiments/checkout_copy_test", json=changed, headers=second).json()["version"] == 2
+    history = client.get("/api/admin/experiments/checkout_copy_test/history", headers=first).json()
+    assert [(h["version"], h["action"], h["changed_by"]) for h in history] == [(1, "create", "alice"), (2, "update", "bob")]
+    assert history[0]["definition"]["description"] == NEW["description"]
+    assert history[1]["definition"]["description"] == "v2"
+    assert history[0]["changed_at"] <= history[1]["changed_at"]
+
+
+def test_delete_archives_and_keeps_history(client, admin):
+    client.post("/api/admin/experiments", json=NEW, headers=admin)
+    deleted = client.delete("/api/admin/experiments/checkout_copy_test", headers=admin)
+    assert deleted.status_code == 200 and deleted.json()["archived"] is True
+    assert client.get("/api/admin/experiments/checkout_copy_test", headers=admin).status_code == 404
+    assert "checkout_copy_test" not in [e["experiment_key"] for e in client.get("/api/experiments").json()]
+    assert "checkout_copy_test" not in [e["experiment_key"] for e in client.get("/api/admin/experiments", headers=admin).json()]
+    archived = client.get("/api/admin/experiments?include_archived=true", headers=admin).json()
+    assert any(e["experiment_key"] == "checkout_copy_test" and e["archived"] for e in archived)
+    history = client.get("/api/admin/experiments/checkout_copy_test/history", headers=admin).json()
+    assert [h["action"] for h in history] == ["create", "archive"]
+    assert client.post("/api/admin/experiments", json=NEW, headers=admin).status_code == 409
+    assert client.delete("/api/admin/experiments/checkout_copy_test", headers=admin).status_code == 404
+
+
+def test_unknown_experiment_is_404(client, admin):
+    assert client.get("/api/admin/experiments/nope", headers=admin).status_code == 404
+    assert client.put("/api/admin/experiments/nope", json=fields_of(NEW), headers=admin).status_code == 404
+    assert client.delete("/api/admin/experiments/nope", headers=admin).status_code == 404
+    assert client.get("/api/admin/experiments/nope/history", headers=admin).status_code == 404
+
+
+def test_if_match_detects_concurrent_edits(client, admin):
+    client.post("/api/admin/experiments", json=NEW, headers=admin)
+    url = "/api/admin/experiments/checkout_copy_test"
+    ok = client.put(url, json=fields_of(NEW) | {"description": "a"}, headers={**admin, "If-Match": '"1"'})
+    assert ok.status_code == 200 and ok.json()["version"] == 2
+    stale = client.put(url, json=fields_of(NEW) | {"description": "b"}, headers={**admin, "If-Match": '"1"'})
+    assert stale.status_code == 412
+    assert client.get(url, headers=admin).json()["description"] == "a"
+    assert client.put(url, json=fields_of(NEW), headers={**admin, "If-Match": "soon"}).status_code == 400
+    assert client.delete(url, headers={**admin, "If-Match": '"1"'}).status_code == 412
+
+
+def _variants(*allocations_and_controls):
+    return [
+        {"variant_key": f"v{i}", "label": f"V{i}", "allocation": allocation, "is_control": control}
+        for i, (allocation, control) in enumerate(allocations_and_controls)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"experiment_key": "Bad-Key"}, "experiment_key"),
+        ({"experiment_key": "k" * 65}, "experiment_key"),
+        ({"cookie_name": "has space"}, "cookie_name"),
+        ({"cookie_name": "semi;colon"}, "cookie_name"),
+        ({"eligible_routes": ["no-slash"]}, "eligible_routes"),
+        ({"name": ""}, "name"),
+        ({"variants": _variants((50, True), (50, True))}, "variants"),
+        ({"variants": _variants((50, False), (50, False))}, "variants"),
+        ({"variants": _variants((50, True), (40, False))}, "variants"),
+        ({"variants": _variants((50, True), (50.5, False))}, "variants"),
+        ({"variants": _variants((150, True), (-50, False))}, "variants"),
+        ({"variants": _variants((100, True))}, "variants"),
+        ({"variants": [{"variant_key": "a", "label": "A", "allocation": 50, "is_control": True}, {"variant_key": "a", "label": "B", "allocation": 50}]}, "variants"),
+        ({"variants": [{"variant_key": "Bad Key", "label": "A", "allocation": 50, "is_control": True}, {"variant_key": "b", "label": "B", "allocation": 50}]}, "variants"),
+        ({"unexpected": 1}, "unexpected"),
+    ],
+)
+def test_invalid_definitions_are_400_naming_the_field_and_change_nothing(client, admin, change, field):
+    before = client.get("/api/admin/experiments", headers=admin).json()
+    body = copy.deepcopy(NEW) | change
+    response = client.post("/api/admin/experiments", json=body, headers=admin)
+    assert response.status_code == 400, response.text
+    assert field in response.text
+    put_body = {k: v for k, v in body.items() if k != "experiment_key"}
+    if "experiment_key" not in change:
+        put = client.put("/api/admin/experiments/homepage_hero_test", json=put_body, headers=admin)
+        assert put.status_code == 400, put.text
+    assert client.get("/api/admin/experiments", headers=admin).json() == before
+
+
+def test_malformed_admin_json_is_400(client, admin):
+    response = client.post("/api/admin/experiments", content=b"{oops", headers={**admin, "content-type": "application/json"})
+    assert response.status_code == 400
+
+
+def test_settings_toggle_restores_the_same_public_registry(client, admin):
+    before = client.get("/api/experiments").json()
+    assert client.get("/api/admin/settings", headers=admin).json()["experiments_enabled"] is True
+    assert client.put("/api/admin/settings", json={"experiments_enabled": False}, headers=admin).status_code == 200
+    assert client.get("/api/experiments").json() == []
+    for path in ("/api/admin/experiments", "/api/admin/experiments/homepage_hero_test", "/api/admin/experiments/homepage_hero_test/history"):
+        assert client.get(path, headers=admin).status_code == 404
+    assert client.post("/api/admin/experiments", json=NEW, headers=admin).status_code == 404
+    assert client.get("/api/admin/settings", headers=admin).json()["experiments_enabled"] is False
+    restored = client.put("/api/admin/settings", json={"experiments_enabled": True}, headers=admin)
+    assert restored.json()["experiments_enabled"] is True
+    assert client.get("/api/experiments").json() == before
+    assert client.put("/api/admin/settings", json={"experiments_enabled": "no"}, headers=admin).status_code == 400
+
+
+def test_public_registry_is_cacheable(client, admin):
+    first = client.get("/api/experiments")
+    assert "max-age" in first.headers["cache-control"]
+    etag = first.headers["etag"]
+    assert client.get("/api/experiments", headers={"If-None-Match": etag}).status_code == 304
+    client.put("/api/admin/settings", json={"experiments_enabled": False}, headers=admin)
+    changed = client.get("/api/experiments", headers={"If-None-Match": etag})
+    assert changed.status_code == 200 and changed.headers["etag"] != etag
+
+
+def test_openapi_and_health(client):
+    schema = client.get("/schema/openapi.json")
+    assert schema.status_code == 200
+    assert "/api/admin/experiments" in schema.json()["paths"]
+    assert client.get("/schema").status_code == 200
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200, ready.text
