@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from litestar import Litestar
@@ -18,9 +19,11 @@ from shared.health import health_handlers
 from shared.app_config import app_config
 from shared.redis_conn import async_client, sync_client
 from shared.registry.cache import RegistryCache
-from shared.registry.seed import load_seed
+from shared.registry.seed import find_seed, load_seed
 from shared.registry.store import RegistryStore
 from shared.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -43,7 +46,10 @@ def build_query(settings: Settings, clickhouse: ClickHouse, registry: RegistryCa
     """Routes and state of the query API; loads (and on first start seeds) the registry."""
     verifier = TokenVerifier(settings)
     store = RegistryStore(clickhouse, sync_client(settings.redis_url or ""))
-    seed = load_seed(settings.registry_seed) if settings.registry_seed.exists() else None
+    seed_path = find_seed(settings.registry_seed)
+    if seed_path is None:
+        log.warning("registry seed %s not found; an empty registry starts empty", settings.registry_seed)
+    seed = load_seed(seed_path) if seed_path is not None else None
     registry.install(store.load(seed))
     service = QueryService(store, registry, clickhouse)
     return QueryParts(

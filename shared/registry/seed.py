@@ -14,6 +14,19 @@ class SeedFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     settings: SiteSettingsBody = SiteSettingsBody(experiments_enabled=True)
 
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def find_seed(path: Path) -> Path | None:
+    """The seed file to use: as given, else (for the relative default) beside the code, so
+    `abacus serve` seeds the registry from any working directory."""
+    if path.exists():
+        return path
+    if not path.is_absolute() and (REPO_ROOT / path).exists():
+        return REPO_ROOT / path
+    return None
+
+
 def load_seed(path: Path) -> SeedFile:
     try:
         seed = msgspec.json.decode(path.read_bytes(), type=SeedFile)

@@ -1,0 +1,96 @@
+"""The `abacus` command: clear refusals, tokens, migrations; and the README kept true."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import jwt
+import pytest
+
+from shared.settings import Settings, settings_doc
+from tests.conftest import REPO, TEST_SECRET
+
+
+def abacus(*args: str, **env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("ABACUS_")}
+    return subprocess.run(
+        [sys.executable, "-m", "shared.cli", *args], cwd=REPO, env=clean | env, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize("role", ["worker", "query-api"])
+def test_roles_refuse_chdb_with_a_clear_message(role):
+    result = abacus(role, ABACUS_REDIS_URL="redis://127.0.0.1:6379/0", ABACUS_CLICKHOUSE_URL="chdb:///tmp/x", ABACUS_JWT_SECRET=TEST_SECRET)
+    assert result.returncode == 2
+    assert "chDB lives inside one process" in result.stderr
+
+
+@pytest.mark.parametrize("role", ["worker", "query-api", "ingest"])
+def test_roles_need_redis(role):
+    result = abacus(role)
+    assert result.returncode == 2
+    assert "ABACUS_REDIS_URL" in result.stderr
+
+
+def test_query_api_refuses_to_start_without_a_strong_secret():
+    base = {"ABACUS_REDIS_URL": "redis://127.0.0.1:6379/0", "ABACUS_CLICKHOUSE_URL": "http://127.0.0.1:8123"}
+    assert "ABACUS_JWT_SECRET is not set" in abacus("query-api", **base).stderr
+    short = abacus("query-api", ABACUS_JWT_SECRET="short", **base)
+    assert short.returncode == 2 and "at least 32 bytes" in short.stderr
+
+
+def test_token_command_mints_a_verifiable_token():
+    result = abacus("token", "--sub", "dana", "--role", "analyst", "--ttl", "30m", ABACUS_JWT_SECRET=TEST_SECRET)
+    assert result.returncode == 0, result.stderr
+    claims = jwt.decode(result.stdout.strip(), TEST_SECRET, algorithms=["HS256"])
+    assert claims["sub"] == "dana" and claims["role"] == "analyst"
+    assert 1790 <= claims["exp"] - claims["iat"] <= 1800
+    assert abacus("token", "--sub", "x", "--role", "analyst", "--ttl", "soon", ABACUS_JWT_SECRET=TEST_SECRET).returncode == 2
+
+
+def test_bad_setting_values_are_reported_by_name():
+    result = abacus("worker", ABACUS_BATCH_SIZE="lots")
+    assert result.returncode == 2
+    assert "ABACUS_BATCH_SIZE" in result.stderr
+
+
+def test_migrate_is_idempotent_on_chdb(tmp_path):
+    first = abacus("migrate", "--data-dir", str(tmp_path))
+    assert first.returncode == 0, first.stderr
+    assert "0001_events.sql" in first.stdout
+    second = abacus("migrate", "--data-dir", str(tmp_path))
+    assert second.returncode == 0 and "up to date" in second.stdout
+
+
+def test_worker_never_imports_litestar():
+    code = "import sys, worker.main, worker.loop; assert 'litestar' not in sys.modules, 'litestar imported'"
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+
+
+def test_importing_modules_has_no_side_effects():
+    code = (
+        "import os, sys; os.environ.clear();"
+        "import shared.cli, shared.serve, ingest.app, query_api.app, worker.main, shared.bots, shared.stats"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_settings_come_from_the_environment():
+    settings = Settings.from_env({"ABACUS_BATCH_SIZE": "10", "ABACUS_CORS_ORIGINS": "https://a.example, https://b.example"})
+    assert settings.batch_size == 10
+    assert settings.cors_origins == ("https://a.example", "https://b.example")
+
+
+def test_readme_documents_every_setting_with_its_default():
+    readme = (REPO / "README.md").read_text()
+    for variable, default, _ in settings_doc():
+        row = re.search(rf"^\| `{variable}` \| ([^|]*) \|", readme, re.MULTILINE)
+        assert row, f"{variable} missing from the README settings table"
+        shown = row.group(1).strip().strip("`")
+        assert shown == (default or "(unset)"), f"{variable}: README says {shown!r}, code says {default!r}"
+    documented = set(re.findall(r"^\| `(ABACUS_[A-Z_]+)` \|", readme, re.MULTILINE))
+    assert documented == {variable for variable, _, _ in settings_doc()}

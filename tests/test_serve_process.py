@@ -1,0 +1,151 @@
+"""`abacus serve` as a real process: SIGKILL and restart keep every beacon that got a 202, the
+embedded Valkey is reused rather than duplicated, and SIGTERM stops everything cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import REPO
+from tests.helpers import BROWSER_UA, beacon
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_serve(data_dir: Path, port: int) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ABACUS_")}
+    env["ABACUS_BATCH_WAIT_MS"] = "100"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "shared.cli", "serve", "--port", str(port), "--data-dir", str(data_dir)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"serve exited: {process.stdout.read().decode()}")  # type: ignore[union-attr]
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise AssertionError("serve did not become ready in 60 s")
+
+
+def valkey_pid(data_dir: Path) -> int:
+    return json.loads((data_dir / "valkey" / "abacus-valkey.json").read_text())["pid"]
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split(")", 1)[1].split()[0] == "Z")
+
+
+def admin_token(data_dir: Path) -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "token", "--data-dir", str(data_dir), "--sub", "t", "--role", "admin"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    )
+    return out.stdout.strip()
+
+
+def impressions(port: int, token: str) -> int:
+    response = httpx.get(
+        f"http://127.0.0.1:{port}/api/v1/experiments/results?experiment_key=homepage_hero_test",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    response.raise_for_status()
+    return sum(v["impressions"] for v in response.json()[0]["variants"])
+
+
+def test_sigkill_and_restart_keep_every_accepted_beacon(tmp_path):
+    data_dir, port = tmp_path / "data", free_port()
+    first = start_serve(data_dir, port)
+    original_valkey = valkey_pid(data_dir)
+    accepted: list[str] = []
+    stop = threading.Event()
+
+    def send() -> None:
+        with httpx.Client(headers={"user-agent": BROWSER_UA}, timeout=5) as client:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                event_id = f"kill-{threading.get_ident()}-{n}"
+                body = [beacon(event_name="impression", session_id=f"{event_id}-{i}", event_id=f"{event_id}-{i}") for i in range(5)]
+                try:
+                    response = client.post(f"http://127.0.0.1:{port}/api/experiments/batch", json=body)
+                except httpx.HTTPError:
+                    continue
+                if response.status_code == 202:
+                    accepted.extend(b["event_id"] for b in body)
+
+    senders = [threading.Thread(target=send) for _ in range(4)]
+    for sender in senders:
+        sender.start()
+    time.sleep(2.0)
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    time.sleep(0.3)
+    stop.set()
+    for sender in senders:
+        sender.join()
+    assert len(accepted) > 50, "the load did not get going before the kill"
+    assert pid_alive(original_valkey), "the embedded Valkey should outlive a SIGKILLed serve"
+
+    second = start_serve(data_dir, port)
+    try:
+        assert valkey_pid(data_dir) == original_valkey, "restart must reuse the running Valkey"
+        token = admin_token(data_dir)
+        deadline = time.monotonic() + 30
+        while impressions(port, token) < len(accepted) and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert impressions(port, token) == len(accepted)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(30) == 0
+    assert not pid_alive(original_valkey), "SIGTERM of serve must stop the embedded Valkey"
+
+
+def test_second_serve_on_same_data_dir_is_refused_and_sigterm_stops_cleanly(tmp_path):
+    data_dir, port = tmp_path / "data", free_port()
+    first = start_serve(data_dir, port)
+    try:
+        valkey = valkey_pid(data_dir)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ABACUS_")}
+        second = subprocess.run(
+            [sys.executable, "-m", "shared.cli", "serve", "--port", str(free_port()), "--data-dir", str(data_dir)],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+        )
+        assert second.returncode == 2
+        assert "another `abacus serve`" in second.stderr
+        assert valkey_pid(data_dir) == valkey
+    finally:
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(30) == 0
+    assert not pid_alive(valkey)
+    assert not (data_dir / "valkey" / "abacus-valkey.json").exists()
