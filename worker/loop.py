@@ -58,7 +58,8 @@ class Worker:
                     self.consumer.ensure_group()
                     self._recover_own_pending()
                     recovered = True
-                worked = self._claim_stale() or self._step(block=not burst)
+                # A burst drains stale entries too, so it claims without waiting between claims.
+                worked = self._claim_stale(force=burst) or self._step(block=not burst)
                 self._trim()
                 backoff = 0.5
                 if burst and not worked:
@@ -169,9 +170,9 @@ class Worker:
             self._process(entries, redelivered=True)
             count = self.batch_size
 
-    def _claim_stale(self) -> bool:
+    def _claim_stale(self, force: bool = False) -> bool:
         now = time.monotonic()
-        if now - self._last_claim < max(self.claim_idle_ms / 4000, 1.0):
+        if not force and now - self._last_claim < max(self.claim_idle_ms / 4000, 1.0):
             return False
         self._last_claim = now
         entries = self.consumer.claim_stale(self.claim_idle_ms, self.batch_size)

@@ -70,10 +70,13 @@ class StreamConsumer:
         for group in self.redis.xinfo_groups(self.stream):
             if group["pending"]:
                 summary = self.redis.xpending(self.stream, group["name"])
-                bounds.append(_parse_id(summary["min"]))
-            else:
-                ms, seq = _parse_id(group["last-delivered-id"])
-                bounds.append((ms, seq + 1))
+                # Another consumer may have acked the last pending entries since XINFO: then
+                # everything up to the last-delivered id read by XINFO is acknowledged.
+                if summary["min"] is not None:
+                    bounds.append(_parse_id(summary["min"]))
+                    continue
+            ms, seq = _parse_id(group["last-delivered-id"])
+            bounds.append((ms, seq + 1))
         if not bounds:
             return
         ms, seq = min(bounds)
