@@ -16,7 +16,6 @@ from ingest.publisher import SinkUnavailable, StreamPublisher
 from ingest.request import BATCH, BadRequest, Endpoint, check_media_type, parse_beacons, read_body
 from ingest.steps import DropCounter, DropReason, now_ms, registry_drop_reason, to_stream_event
 from shared.registry.cache import RegistryCache
-from shared.wire import StreamEnvelope
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict]]
@@ -25,7 +24,6 @@ Send = Callable[[dict], Awaitable[None]]
 _JSON = (b"content-type", b"application/json")
 ACCEPTED_BODY = b'{"ok":true,"accepted":true}'
 DROPPED_BODY = b'{"ok":true,"accepted":false}'
-_envelope_encoder = msgspec.msgpack.Encoder()
 _json_encoder = msgspec.json.Encoder()
 
 
@@ -95,7 +93,7 @@ class BeaconEndpoint:
                 else:
                     reasons.append(reason)
         if accepted:
-            await self._publisher.publish(_envelope_encoder.encode(StreamEnvelope(events=accepted)))
+            await self._publisher.publish(accepted)
             self._counter.accepted += len(accepted)
         for reason in reasons:
             self._counter.drop(reason)

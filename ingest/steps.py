@@ -7,8 +7,9 @@ a counter per reason, so operators can see what is being filtered and why.
 from __future__ import annotations
 
 import enum
+import itertools
+import secrets
 import time
-import uuid
 from collections import Counter
 
 import msgspec
@@ -56,10 +57,25 @@ def registry_drop_reason(beacon: Beacon, view: IngestView) -> DropReason | None:
 _metadata_encoder = msgspec.json.Encoder()
 
 
+class EventIds:
+    """Ids for beacons that came without one: a random per-process prefix and a counter, unique
+    like a UUID across processes but about ten times cheaper to make on the hot path."""
+
+    def __init__(self) -> None:
+        self._prefix = secrets.token_hex(8)
+        self._counter = itertools.count()
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._counter):016x}"
+
+
+_event_ids = EventIds()
+
+
 def to_stream_event(beacon: Beacon, received_at_ms: int) -> StreamEvent:
     return StreamEvent(
         # Generated ids are unique, so only a client-supplied id makes a retry count once.
-        event_id=beacon.event_id or uuid.uuid4().hex,
+        event_id=beacon.event_id or _event_ids.next(),
         experiment_key=beacon.experiment_key,
         variant_key=beacon.variant_key,
         session_id=beacon.session_id,
