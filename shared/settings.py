@@ -35,7 +35,7 @@ class Settings:
     consumer_name: str = ""
     """ABACUS_CONSUMER_NAME: this worker's consumer name; keep it stable across restarts of one replica (default host-pid)."""
     batch_size: int = 5000
-    """ABACUS_BATCH_SIZE: stream entries per ClickHouse insert, at most."""
+    """ABACUS_BATCH_SIZE: events (rows) per ClickHouse insert; a batch closes once it holds this many."""
     batch_wait_ms: int = 500
     """ABACUS_BATCH_WAIT_MS: longest a worker holds a partial batch before inserting it."""
     max_deliveries: int = 5

@@ -14,7 +14,7 @@ import time
 from redis.exceptions import RedisError
 
 from shared import redis_keys
-from worker.rows import Decoded, decode_entries, subset
+from worker.rows import Decoded, count_events, decode_entries, subset
 from worker.sink import ClickHouseSink, RejectedBatch, RetryableSinkError
 from worker.stream import Entry, StreamConsumer
 
@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 
 _MAX_BACKOFF_S = 30.0
 _TRIM_EVERY_S = 1.0
+# Entries per read, at most: an entry holds up to 500 events (ingest packs concurrent requests),
+# so this bounds the rows one read can add beyond the batch size, and with it the memory.
+_MAX_ENTRIES_PER_READ = 500
 
 
 class Worker:
@@ -43,6 +46,7 @@ class Worker:
         self.stopping = threading.Event()
         self.inserted_rows = 0
         self._last_trim = self._last_claim = 0.0
+        self._rows_per_entry = 1.0
         self._marker = redis_keys.inflight_batch(consumer.consumer)
 
     def request_stop(self) -> None:
@@ -60,11 +64,14 @@ class Worker:
                     recovered = True
                 # A burst drains stale entries too, so it claims without waiting between claims.
                 worked = self._claim_stale(force=burst) or self._step(block=not burst)
-                self._trim()
+                self._trim(force=burst and not worked)
                 backoff = 0.5
                 if burst and not worked:
                     return
             except (RedisError, OSError) as exc:
+                # An outage may strike between insert and XACK: recover our pending entries
+                # first when Redis is back, so that batch is re-inserted with the same token.
+                recovered = False
                 log.warning("Redis unavailable (%s); retrying in %.1fs", exc, backoff)
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF_S)
@@ -76,23 +83,32 @@ class Worker:
             self._process(entries)
         return bool(entries)
 
+    def _read_count(self, rows_wanted: int) -> int:
+        """Entries to ask for so that they hold about ``rows_wanted`` rows."""
+        return max(1, min(_MAX_ENTRIES_PER_READ, int(rows_wanted / self._rows_per_entry)))
+
     def _collect(self, block: bool) -> list[Entry]:
+        """Read until the entries hold ``batch_size`` rows or ``batch_wait_ms`` passed since the first."""
         entries: list[Entry] = []
+        rows = 0
         deadline = None
-        while len(entries) < self.batch_size and not self.stopping.is_set():
+        while rows < self.batch_size and not self.stopping.is_set():
             if deadline is None:
-                wait_ms = self.batch_wait_ms if block else None
+                wait_ms = max(1, self.batch_wait_ms) if block else None
             else:
                 wait_ms = int((deadline - time.monotonic()) * 1000)
                 if wait_ms <= 0:
                     break
-            got = self.consumer.read_new(self.batch_size - len(entries), wait_ms)
+            got = self.consumer.read_new(self._read_count(self.batch_size - rows), wait_ms)
             if not got:
                 break
             entries.extend(got)
+            rows += sum(count_events(fields) for _, fields in got)
             if deadline is None:
                 # The first entry starts the clock: at low load a beacon waits at most one batch_wait.
                 deadline = time.monotonic() + self.batch_wait_ms / 1000
+        if entries:
+            self._rows_per_entry = max(1.0, rows / len(entries))
         return entries
 
     def _process(self, entries: list[Entry], redelivered: bool = False) -> None:
@@ -160,7 +176,7 @@ class Worker:
         The first batch is re-formed with the size recorded before its insert, so it carries the
         same deduplication token and a batch that reached ClickHouse is not stored twice."""
         marker = self.consumer.redis.get(self._marker)
-        count = int(marker) if marker else self.batch_size
+        count = int(marker) if marker else self._read_count(self.batch_size)
         after = b"0"
         while not self.stopping.is_set():
             entries = self.consumer.read_own_pending(after, count)
@@ -168,14 +184,14 @@ class Worker:
                 return
             after = entries[-1][0]
             self._process(entries, redelivered=True)
-            count = self.batch_size
+            count = self._read_count(self.batch_size)
 
     def _claim_stale(self, force: bool = False) -> bool:
         now = time.monotonic()
         if not force and now - self._last_claim < max(self.claim_idle_ms / 4000, 1.0):
             return False
         self._last_claim = now
-        entries = self.consumer.claim_stale(self.claim_idle_ms, self.batch_size)
+        entries = self.consumer.claim_stale(self.claim_idle_ms, self._read_count(self.batch_size))
         if entries:
             log.info("claimed %d stale entries from other consumers", len(entries))
             self._process(entries, redelivered=True)
@@ -193,8 +209,8 @@ class Worker:
                 keep.append((entry_id, fields))
         return keep
 
-    def _trim(self) -> None:
+    def _trim(self, force: bool = False) -> None:
         now = time.monotonic()
-        if now - self._last_trim >= _TRIM_EVERY_S:
+        if force or now - self._last_trim >= _TRIM_EVERY_S:
             self._last_trim = now
             self.consumer.trim_acknowledged()

@@ -26,6 +26,24 @@ COLUMNS = [
 _decoder = msgspec.msgpack.Decoder(StreamEnvelope)
 
 
+class _EventCount(msgspec.Struct):
+    events: list[msgspec.Raw]
+
+
+_count_decoder = msgspec.msgpack.Decoder(_EventCount)
+
+
+def count_events(fields: dict | None) -> int:
+    """Rows an entry will become, without decoding its events (poison counts as one)."""
+    raw = (fields or {}).get(ENVELOPE_FIELD)
+    if raw is None:
+        return 1
+    try:
+        return max(1, len(_count_decoder.decode(raw).events))
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return 1
+
+
 @dataclass
 class Decoded:
     ids: list[bytes] = field(default_factory=list)

@@ -18,6 +18,7 @@ class StreamConsumer:
         self.group = group
         self.consumer = consumer
         self.dead_letter_stream = dead_letter
+        self._claim_cursor: bytes | str = "0-0"
 
     def ensure_group(self) -> None:
         try:
@@ -37,10 +38,16 @@ class StreamConsumer:
         return reply[0][1] if reply else []
 
     def claim_stale(self, min_idle_ms: int, count: int) -> list[Entry]:
-        """Take over entries a dead consumer left pending for longer than ``min_idle_ms``."""
-        reply = self.redis.xautoclaim(self.stream, self.group, self.consumer, min_idle_ms, "0-0", count=count)
-        claimed = reply[1] if len(reply) > 1 else []
-        return [(entry_id, fields) for entry_id, fields in claimed]
+        """Take over entries a dead consumer left pending for longer than ``min_idle_ms``.
+
+        Continues from Redis's cursor between calls, so stale entries behind many live pending
+        ones are reached; scans on until it finds some or the cursor wraps to "0-0"."""
+        while True:
+            reply = self.redis.xautoclaim(self.stream, self.group, self.consumer, min_idle_ms, self._claim_cursor, count=count)
+            self._claim_cursor = reply[0] or "0-0"
+            claimed = [(entry_id, fields) for entry_id, fields in (reply[1] if len(reply) > 1 else [])]
+            if claimed or self._claim_cursor in ("0-0", b"0-0"):
+                return claimed
 
     def delivery_counts(self, ids: list[bytes]) -> dict[bytes, int]:
         if not ids:
