@@ -5,10 +5,10 @@ from __future__ import annotations
 from litestar import Litestar
 
 from ingest.service import IngestService
+from shared.app_config import app_config, bounded_shutdown
 from shared.bots import BotDetector
 from shared.cors import CORS
 from shared.health import health_handlers
-from shared.app_config import app_config
 from shared.redis_conn import async_client
 from shared.registry.cache import RegistryCache
 from shared.settings import Settings
@@ -23,7 +23,7 @@ def create_app(settings: Settings) -> CORS:
     app = Litestar(
         route_handlers=[*service.route_handlers(), *health_handlers({"ingest": service.readiness})],
         on_startup=[registry.start],
-        on_shutdown=[registry.stop, redis_client.aclose],
+        on_shutdown=bounded_shutdown(registry.stop, redis_client.aclose),
         **app_config("Abacus ingest"),  # type: ignore[arg-type]
     )
     return CORS(app, settings.cors_origins)

@@ -14,9 +14,8 @@ import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from shared.wire import StreamEnvelope, StreamEvent
+from shared.wire import ENVELOPE_FIELD, StreamEnvelope, StreamEvent
 
-ENVELOPE_FIELD = b"e"
 # Bounded entries keep a worker's read of N entries bounded in rows, and the dead-letter unit small.
 MAX_EVENTS_PER_ENTRY = 500
 

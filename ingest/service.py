@@ -7,7 +7,6 @@ from collections.abc import Callable
 
 import redis.asyncio as aioredis
 from litestar import MediaType, asgi, get
-
 from litestar.types import Receive, Scope, Send
 
 from ingest.handler import BeaconEndpoint

@@ -12,11 +12,11 @@ from query_api.auth import TokenVerifier
 from query_api.errors import EXCEPTION_HANDLERS
 from query_api.registry_routes import REGISTRY_ROUTES
 from query_api.results_routes import RESULTS_ROUTES
-from query_api.service import QueryService
+from query_api.service import QueryService, in_thread
+from shared.app_config import app_config, bounded_shutdown
 from shared.clickhouse import ClickHouse, is_chdb
 from shared.cors import CORS
 from shared.health import health_handlers
-from shared.app_config import app_config
 from shared.redis_conn import async_client, sync_client
 from shared.registry.cache import RegistryCache
 from shared.registry.seed import find_seed, load_seed
@@ -33,10 +33,7 @@ class QueryParts:
     state: dict = field(default_factory=dict)
 
     async def readiness(self) -> str | None:
-        import anyio
-
-        await self.service.registry._redis.ping()
-        await anyio.to_thread.run_sync(self.service.readiness_clickhouse)
+        await in_thread(self.service.readiness)
         if self.service.registry.snapshot is None:
             return "experiment registry not loaded"
         return None
@@ -68,12 +65,15 @@ def create_app(settings: Settings) -> CORS:
     redis_client = async_client(settings.redis_url)
     registry = RegistryCache(redis_client, settings.registry_poll_ms / 1000)
     parts = build_query(settings, clickhouse, registry)
+    async def close_clickhouse() -> None:
+        clickhouse.close()
+
     app = Litestar(
         route_handlers=[*parts.route_handlers, *health_handlers({"query": parts.readiness})],
         state=State(parts.state),
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         on_startup=[registry.start],
-        on_shutdown=[registry.stop, redis_client.aclose, clickhouse.close],
+        on_shutdown=bounded_shutdown(registry.stop, redis_client.aclose, close_clickhouse),
         **app_config("Abacus query API"),  # type: ignore[arg-type]
     )
     return CORS(app, settings.cors_origins)

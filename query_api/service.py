@@ -6,7 +6,6 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import anyio
-
 from litestar.exceptions import ServiceUnavailableException
 
 from shared.clickhouse import ClickHouse
@@ -37,9 +36,10 @@ class QueryService:
             raise ServiceUnavailableException("Experiment registry not loaded yet", headers={"Retry-After": "1"})
         return snapshot
 
-    def readiness_clickhouse(self) -> str | None:
+    def readiness(self) -> None:
+        """Raises when Redis or ClickHouse does not answer."""
+        self.store.ping()
         self.clickhouse.client().query("SELECT 1")
-        return None
 
 
 async def in_thread(function: Callable[..., T], *args: Any) -> T:

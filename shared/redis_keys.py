@@ -3,7 +3,6 @@
 REGISTRY_SNAPSHOT = "abacus:registry:snapshot"
 REGISTRY_GENERATION = "abacus:registry:generation"
 REGISTRY_LOCK = "abacus:registry:lock"
-DROPPED_COUNTS = "abacus:ingest:dropped"
 
 
 def inflight_batch(consumer: str) -> str:

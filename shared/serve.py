@@ -15,11 +15,11 @@ from litestar.datastructures import State
 from ingest.service import IngestService
 from query_api.app import build_query
 from query_api.errors import EXCEPTION_HANDLERS
+from shared.app_config import app_config, bounded_shutdown
 from shared.bots import BotDetector
 from shared.clickhouse import ClickHouse, migrate
 from shared.cors import CORS
 from shared.health import health_handlers
-from shared.app_config import app_config
 from shared.redis_conn import async_client
 from shared.registry.cache import RegistryCache
 from shared.settings import Settings
@@ -54,6 +54,9 @@ def create_serve_app(settings: Settings) -> CORS:
     async def worker_alive() -> str | None:
         return None if worker_thread.is_alive() else "worker thread is not running"
 
+    async def close_clickhouse() -> None:
+        clickhouse.close()
+
     app = Litestar(
         route_handlers=[
             *ingest.route_handlers(),
@@ -63,7 +66,7 @@ def create_serve_app(settings: Settings) -> CORS:
         state=State(query.state),
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         on_startup=[registry.start, start_worker],
-        on_shutdown=[stop_worker, registry.stop, redis_client.aclose, clickhouse.close],
+        on_shutdown=bounded_shutdown(stop_worker, registry.stop, redis_client.aclose, close_clickhouse, seconds=35),
         **app_config("Abacus"),  # type: ignore[arg-type]
     )
     return CORS(app, settings.cors_origins)

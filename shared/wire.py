@@ -14,6 +14,8 @@ import msgspec
 from msgspec import Meta
 
 KNOWN_EVENT_TYPES = ("impression", "cta_click", "form_start", "form_submit", "conversion")
+ENVELOPE_FIELD = b"e"
+"""The stream entry field that holds a msgpack-encoded ``StreamEnvelope``."""
 MAX_METADATA_BYTES = 4096
 MAX_BATCH_ITEMS = 500
 

@@ -7,9 +7,8 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from shared.wire import StreamEnvelope
+from shared.wire import ENVELOPE_FIELD, StreamEnvelope
 
-ENVELOPE_FIELD = b"e"
 COLUMNS = [
     "event_id",
     "experiment_key",

@@ -61,6 +61,9 @@ class RegistryStore:
         self.last_published: RegistrySnapshot | None = None
 
     # ----- reads -------------------------------------------------------------------------
+    def ping(self) -> None:
+        self._redis.ping()
+
     def snapshot(self) -> RegistrySnapshot:
         raw = self._redis.get(redis_keys.REGISTRY_SNAPSHOT)
         if raw is None:
