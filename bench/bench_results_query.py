@@ -1,0 +1,289 @@
+"""Results API latency on 1M and 10M events, against `SELECT count() FROM abacus.events` on the same data.
+
+    .venv/bin/python -m bench.bench_results_query [--sizes 1000000,10000000] [--calls 20] [--tiny]
+
+For each size, M events over 2 experiments x 3 variants are generated inside ClickHouse
+(INSERT ... SELECT FROM numbers(M)): M/5 sessions, each sticky to one variant (0.5% of beacons
+carry another variant, like a cleared cookie), each within half an hour somewhere in a 14-day
+window; 70% impressions, 15% cta_click, 6% form_start, 4% form_submit, 5% conversions with a
+value. The whole `abacus serve` app answers over HTTP in-process (litestar TestClient, admin
+token): the results of both experiments with the analysis, one experiment, and its daily time
+series, after a warm-up. The baseline is `SELECT count() FROM abacus.events` on the same chDB
+(answered from part metadata, so it stays ~1 ms at any size: the ratio is mostly the results
+latency itself). Background merges are left to settle after generating, then stopped while
+timing, so every series sees the same part layout and no merge competes for the CPU.
+
+Then the SQL alone, without HTTP and the analysis, and variants of it (no FINAL, no window
+function, the inner GROUP BY only), to show where the time goes. The last line is the ratio
+of the p50s, results/baseline, at the largest size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import math
+import os
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from bench.common import REPO, machine, start_valkey
+
+VARIANTS = {
+    "homepage_hero_test": ["control", "tiny_gang_social_proof", "video_testimonial"],
+    "pricing_cta_test": ["control", "meet_greet_emphasis", "price_anchor"],
+}
+KEYS = list(VARIANTS)
+
+GENERATE_SQL = """
+INSERT INTO abacus.events
+    (event_id, experiment_key, variant_key, session_id, event_type, path, conversion_value, metadata, client_ts, received_at)
+SELECT
+    lower(hex(sipHash128(number, {salt:UInt64}))) AS event_id,
+    ['homepage_hero_test', 'pricing_cta_test'][e + 1] AS experiment_key,
+    [['control', 'tiny_gang_social_proof', 'video_testimonial'], ['control', 'meet_greet_emphasis', 'price_anchor']][e + 1][v + 1] AS variant_key,
+    concat('sess_', lower(hex(sipHash64(s, {salt:UInt64})))) AS session_id,
+    multiIf(r < 700, 'impression', r < 850, 'cta_click', r < 910, 'form_start', r < 950, 'form_submit', 'conversion') AS event_type,
+    ['/', '/our-pricing'][e + 1] AS path,
+    if(r >= 950, round(10 + (intDiv(intHash64(number), 1048576) % 19000) / 100, 2), NULL) AS conversion_value,
+    if(r >= 700 AND r < 850, '{"element":"Explore Pack Walks","slot":"primary"}', '{}') AS metadata,
+    received_at - toIntervalMillisecond(150) AS client_ts,
+    addMilliseconds(toDateTime64('2026-01-05 00:00:00', 3, 'UTC'), (intHash32(s) % 1209600) * 1000 + (intHash64(number) % 1800000)) AS received_at
+FROM
+(
+    SELECT
+        number,
+        intHash64(number) % {sessions:UInt64} AS s,
+        intHash32(number) % 1000 AS r,
+        s % 2 AS e,
+        if(intHash32(number + 1) % 200 = 0, (intHash32(s) + 1) % 3, intHash32(s) % 3) AS v
+    FROM numbers({rows:UInt64})
+)
+"""
+
+
+def seed_file(directory: Path) -> Path:
+    """The example registry with a third variant in each experiment."""
+    seed = json.loads((REPO / "deploy" / "registry.example.json").read_text())
+    extra = {"homepage_hero_test": ("video_testimonial", "Video testimonial"), "pricing_cta_test": ("price_anchor", "Price anchor")}
+    for experiment in seed["experiments"]:
+        key, label = extra[experiment["experiment_key"]]
+        experiment["variants"].append({"variant_key": key, "label": label, "allocation": 0, "is_control": False})
+        for variant, allocation in zip(experiment["variants"], (34, 33, 33)):
+            variant["allocation"] = allocation
+    path = directory / "registry.bench.json"
+    path.write_text(json.dumps(seed))
+    return path
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+def timed(call: Callable[[], object], calls: int, warmup: int) -> list[float]:
+    """Milliseconds per call, after `warmup` untimed calls."""
+    for _ in range(warmup):
+        call()
+    out = []
+    for _ in range(calls):
+        started = time.perf_counter()
+        call()
+        out.append((time.perf_counter() - started) * 1000)
+    return out
+
+
+def line(name: str, ms: list[float]) -> tuple[float, float]:
+    p50, p95 = statistics.median(ms), percentile(ms, 0.95)
+    print(f"  {name:<50} p50 {p50:9.1f} ms   p95 {p95:9.1f} ms   ({len(ms)} calls)")
+    return p50, p95
+
+
+def merges_running(client) -> int:  # type: ignore[no-untyped-def]
+    return client.query("SELECT count() FROM system.merges WHERE database = 'abacus' AND table = 'events'").result_rows[0][0]
+
+
+def wait_for_merges(client, timeout_s: float, quiet_s: float = 5.0) -> float:  # type: ignore[no-untyped-def]
+    """Let the parts the INSERT made settle: until no merge ran for `quiet_s` (the merge scheduler
+    picks new parts up only after a moment), at most `timeout_s`. Returns the seconds waited."""
+    started = time.monotonic()
+    quiet_since = time.monotonic()
+    while time.monotonic() - started < timeout_s and time.monotonic() - quiet_since < quiet_s:
+        if merges_running(client):
+            quiet_since = time.monotonic()
+        time.sleep(0.2)
+    return time.monotonic() - started
+
+
+def http_get(client, path: str, headers: dict[str, str]) -> Callable[[], object]:  # type: ignore[no-untyped-def]
+    def call() -> object:
+        response = client.get(path, headers=headers)
+        if response.status_code != 200:
+            raise RuntimeError(f"GET {path}: {response.status_code} {response.text[:300]}")
+        return response.content
+
+    return call
+
+
+def sql(client, text: str, parameters: dict | None = None) -> Callable[[], object]:  # type: ignore[no-untyped-def]
+    return lambda: client.query(text, parameters=parameters or {}).result_rows
+
+
+def explain(client, text: str, parameters: dict) -> str:  # type: ignore[no-untyped-def]
+    rows = client.query("EXPLAIN indexes = 1 " + text, parameters=parameters).result_rows
+    return "\n".join("    " + (row[0] if len(row[0]) <= 150 else row[0][:147] + "...") for row in rows if row[0].strip())
+
+
+def measure_size(client_http, headers: dict[str, str], service, rows: int, args: argparse.Namespace) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    ch = service.clickhouse.client()
+    ch.command("TRUNCATE TABLE abacus.events")
+    started = time.perf_counter()
+    ch.command(
+        GENERATE_SQL.replace("{salt:UInt64}", "42").replace("{sessions:UInt64}", str(max(1, rows // 5))).replace("{rows:UInt64}", str(rows)),
+        settings={"max_insert_threads": 2},
+    )
+    generated_s = time.perf_counter() - started
+    waited_s = wait_for_merges(ch, args.merge_wait, quiet_s=1.0 if args.tiny else 5.0)
+    still_running = merges_running(ch)
+    # Freeze the part layout while timing: a merge starting mid-series would compete for the two
+    # cores and change what FINAL has to merge at read time.
+    ch.command("SYSTEM STOP MERGES abacus.events")
+    try:
+        return timings(client_http, headers, service, ch, rows, generated_s, waited_s, still_running, args)
+    finally:
+        ch.command("SYSTEM START MERGES abacus.events")
+
+
+def timings(client_http, headers, service, ch, rows, generated_s, waited_s, still_running, args) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    from query_api.results_query import RESULTS_SQL
+    from query_api.results_routes import build_results
+
+    parts, on_disk = ch.query(
+        "SELECT count(), sum(bytes_on_disk) FROM system.parts WHERE database = 'abacus' AND table = 'events' AND active"
+    ).result_rows[0]
+    sessions = ch.query("SELECT uniqExact(session_id) FROM abacus.events").result_rows[0][0]
+    print(
+        f"\n{rows:,} events ({sessions:,} sessions) generated in {generated_s:.1f} s; "
+        f"waited {waited_s:.0f} s for merges to settle ({still_running} still running; merges stopped for the timing); "
+        f"{parts} active parts, {on_disk / 1e6:.0f} MB on disk"
+    )
+
+    calls, warmup = args.calls, args.warmup
+    one = KEYS[0]
+    api = "/api/v1/experiments/results"
+    out: dict[str, float] = {}
+    print(" HTTP, whole app in-process (auth, registry, SQL, analysis, JSON):")
+    for key, label, path in (
+        ("results", "GET /results (2 experiments, analysis)", api),
+        ("results_one", f"GET /results?experiment_key={one}", f"{api}?experiment_key={one}"),
+        ("timeseries", f"GET /results/timeseries ({one}, day)", f"{api}/timeseries?experiment_key={one}&interval=day"),
+    ):
+        out[key], out[key + "_p95"] = line(label, timed(http_get(client_http, path, headers), calls, warmup))
+    print(" baseline:")
+    out["baseline"], out["baseline_p95"] = line("SELECT count() FROM abacus.events", timed(sql(ch, "SELECT count() FROM abacus.events"), calls, warmup))
+
+    # Where the time goes: the same SQL without HTTP, then with one feature taken out at a time.
+    split_calls = max(3, calls // 4)
+    params = {"keys": KEYS}
+    full = RESULTS_SQL.replace("{time_filter}", "")
+    window = "sum(s_impressions > 0) OVER (PARTITION BY experiment_key, session_id) AS s_exposed_variants"
+    no_window = full.replace(window, "1 AS s_exposed_variants")
+    inner = no_window[no_window.index("(\n    SELECT") + 1 : no_window.rindex(")")]
+    scan = (
+        "SELECT experiment_key, variant_key, countIf(event_type = 'impression'), countIf(event_type = 'conversion'), "
+        "sum(conversion_value), uniq(session_id) FROM abacus.events GROUP BY experiment_key, variant_key"
+    )
+    print(f" split ({split_calls} calls each):")
+    out["build"], _ = line(
+        "build_results() without HTTP (SQL + analysis)", timed(lambda: build_results(service, None, None, None, 0.95, False), split_calls, 1)
+    )
+    for key, label, text in (
+        ("sql", "results SQL alone (as the API runs it)", full),
+        ("sql_no_final", "  without FINAL", full.replace("FROM abacus.events FINAL", "FROM abacus.events")),
+        ("sql_no_window", "  without the window function", no_window),
+        ("sql_inner", "  inner GROUP BY session only", f"SELECT count() FROM ({inner})"),
+        ("count_final", "SELECT count() FROM abacus.events FINAL", "SELECT count() FROM abacus.events FINAL"),
+        ("scan_group", "plain scan: GROUP BY variant, countIf per type", scan),
+    ):
+        out[key], _ = line(label, timed(sql(ch, text, params), split_calls, 1))
+    if args.explain:
+        print(" EXPLAIN indexes = 1 (results SQL, long lines cut):")
+        print(explain(ch, full, params))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000000,10000000", help="comma-separated event counts (default 1000000,10000000)")
+    parser.add_argument("--calls", type=int, default=20, help="timed calls per endpoint")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed calls before each series")
+    parser.add_argument("--merge-wait", type=float, default=120.0, help="longest wait for background merges after generating (s)")
+    parser.add_argument("--explain", action="store_true", help="print EXPLAIN indexes = 1 of the results SQL")
+    parser.add_argument("--tiny", action="store_true", help="a few seconds, for CI: 20,000 events, 3 calls")
+    args = parser.parse_args()
+    if args.tiny:
+        args.sizes, args.calls, args.warmup, args.merge_wait = "20000", 3, 1, 5.0
+    sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
+
+    from litestar.testing import TestClient
+
+    from query_api.auth import mint_token
+    from shared.clickhouse import chdb_url
+    from shared.serve import create_serve_app
+    from shared.settings import Settings
+
+    print(f"machine: {machine()}; load average {os.getloadavg()[0]:.2f} (shared machine: figures vary with other load)")
+    print(f"sizes {', '.join(f'{s:,}' for s in sizes)}; 2 experiments x 3 variants; {args.calls} timed calls after {args.warmup} warm-up")
+    valkey = start_valkey()
+    tmp = tempfile.TemporaryDirectory(prefix="abacus-bench-results-")
+    data_dir = Path(tmp.name)
+    settings = Settings(
+        redis_url=valkey.connection_url + "/0",
+        clickhouse_url=chdb_url(data_dir),
+        data_dir=data_dir,
+        jwt_secret=secrets.token_urlsafe(48),
+        registry_seed=seed_file(data_dir),
+    )
+    headers = {"Authorization": "Bearer " + mint_token(settings.jwt_secret or "", "bench", "admin", dt.timedelta(hours=2))}
+    results: dict[int, dict[str, float]] = {}
+    try:
+        app = create_serve_app(settings)
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # no line per request
+        with TestClient(app=app, raise_server_exceptions=True) as client:  # type: ignore[arg-type]
+            body = client.get("/api/v1/experiments/results", headers=headers).json()
+            shape = {e["experiment_key"]: [v["variant_key"] for v in e["variants"]] for e in body}
+            if shape != VARIANTS:
+                raise SystemExit(f"registry is not the 2 x 3 bench registry: {shape}")
+            service = app.app.state.query_service  # the app's own ClickHouse and registry
+            for rows in sizes:
+                results[rows] = measure_size(client, headers, service, rows, args)
+    finally:
+        valkey.stop()
+        tmp.cleanup()
+
+    print()
+    for rows, r in results.items():
+        print(
+            f"{rows:>12,} events: results p50 {r['results']:.1f} ms (SQL alone {r['sql']:.1f} ms, with analysis {r['build']:.1f} ms), "
+            f"baseline p50 {r['baseline']:.2f} ms, ratio {r['results'] / r['baseline']:.0f}"
+        )
+    if len(sizes) > 1:
+        small, large = sizes[0], sizes[-1]
+        print(
+            f"scaling {small:,} -> {large:,} events (x{large / small:.0f}): results p50 x{results[large]['results'] / results[small]['results']:.1f}, "
+            f"single experiment x{results[large]['results_one'] / results[small]['results_one']:.1f}, "
+            f"timeseries x{results[large]['timeseries'] / results[small]['timeseries']:.1f}"
+        )
+    largest = sizes[-1]
+    print(f"ratio p50 abacus/baseline at {largest:,} events: {results[largest]['results'] / results[largest]['baseline']:.1f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
