@@ -25,6 +25,9 @@ def parse_instant(field: str, raw: str | None) -> datetime | None:
         moment = datetime.fromisoformat(raw)
     except ValueError:
         raise BadQuery(field, f"{field} must be an ISO-8601 date or time, got {raw!r}") from None
+    if not 1970 <= moment.year <= 2200:
+        # Outside what DateTime64 holds; ClickHouse would refuse the parameter with a 500.
+        raise BadQuery(field, f"{field} must be between the years 1970 and 2200")
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
 
 

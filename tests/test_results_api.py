@@ -120,7 +120,16 @@ def test_time_window_filters_on_receive_time(client, analyst, clean_clickhouse):
 
 @pytest.mark.parametrize(
     "query",
-    ["?from=yesterday", "?to=2026-13-01", "?from=2026-02-01&to=2026-01-01", "?confidence=0.5", "?confidence=abc", "?sequential=maybe"],
+    [
+        "?from=yesterday",
+        "?to=2026-13-01",
+        "?from=2026-02-01&to=2026-01-01",
+        "?from=0001-01-01",
+        "?to=9999-12-31",
+        "?confidence=0.5",
+        "?confidence=abc",
+        "?sequential=maybe",
+    ],
 )
 def test_bad_query_parameters_are_400(client, analyst, query):
     response = client.get(f"/api/v1/experiments/results{query}", headers=analyst)
