@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from litestar import Litestar
 
+from ingest.openapi_docs import document_beacon_routes
 from ingest.service import IngestService
 from shared.app_config import app_config, bounded_shutdown
 from shared.bots import BotDetector
@@ -26,6 +27,7 @@ def create_app(settings: Settings) -> CORS:
         on_shutdown=bounded_shutdown(registry.stop, redis_client.aclose),
         **app_config("Abacus ingest"),  # type: ignore[arg-type]
     )
+    document_beacon_routes(app)
     return CORS(app, settings.cors_origins)
 
 

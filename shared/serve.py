@@ -12,6 +12,7 @@ import threading
 from litestar import Litestar
 from litestar.datastructures import State
 
+from ingest.openapi_docs import document_beacon_routes
 from ingest.service import IngestService
 from query_api.app import build_query
 from query_api.errors import EXCEPTION_HANDLERS
@@ -69,4 +70,5 @@ def create_serve_app(settings: Settings) -> CORS:
         on_shutdown=bounded_shutdown(stop_worker, registry.stop, redis_client.aclose, close_clickhouse, seconds=35),
         **app_config("Abacus"),  # type: ignore[arg-type]
     )
+    document_beacon_routes(app)
     return CORS(app, settings.cors_origins)

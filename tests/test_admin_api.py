@@ -173,7 +173,10 @@ def test_public_registry_is_cacheable(client, admin):
 def test_openapi_and_health(client):
     schema = client.get("/schema/openapi.json")
     assert schema.status_code == 200
-    assert "/api/admin/experiments" in schema.json()["paths"]
+    paths = schema.json()["paths"]
+    assert "/api/admin/experiments" in paths
+    for beacon_path in ("/api/experiments/event", "/api/experiments/impression", "/api/experiments/batch"):
+        assert "202" in paths[beacon_path]["post"]["responses"]
     assert client.get("/schema").status_code == 200
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")

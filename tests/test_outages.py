@@ -48,6 +48,7 @@ def test_ingest_without_a_registry_answers_503(settings, redis_client):
         assert response.status_code == 503
         assert response.headers["retry-after"] == "1"
         assert client.get("/readyz").status_code == 503
+        assert "/api/experiments/batch" in client.get("/schema/openapi.json").json()["paths"]
     assert not redis_client.exists(settings.stream)
 
 
