@@ -124,7 +124,11 @@ def test_sigkill_and_restart_keep_every_accepted_beacon(tmp_path):
         deadline = time.monotonic() + 30
         while impressions(port, token) < len(accepted) and time.monotonic() < deadline:
             time.sleep(0.3)
-        assert impressions(port, token) == len(accepted)
+        time.sleep(1.0)  # let anything still in the stream land before the upper bound is checked
+        counted = impressions(port, token)
+        # Every 202'd beacon is counted. A request cut off by the kill after Redis acknowledged its
+        # entry is counted too (the client just never heard back): at most one request per sender.
+        assert len(accepted) <= counted <= len(accepted) + len(senders) * 5
     finally:
         second.send_signal(signal.SIGTERM)
         assert second.wait(30) == 0

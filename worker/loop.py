@@ -14,7 +14,7 @@ import time
 from redis.exceptions import RedisError
 
 from shared import redis_keys
-from worker.rows import Decoded, count_events, decode_entries, subset
+from worker.rows import Decoded, decode_entries, subset
 from worker.sink import ClickHouseSink, RejectedBatch, RetryableSinkError
 from worker.stream import Entry, StreamConsumer
 
@@ -78,43 +78,45 @@ class Worker:
 
     # ----- one batch -----------------------------------------------------------------------
     def _step(self, block: bool) -> bool:
-        entries = self._collect(block)
+        entries, decoded = self._collect(block)
         if entries:
-            self._process(entries)
+            self._process(entries, decoded=decoded)
         return bool(entries)
 
     def _read_count(self, rows_wanted: int) -> int:
         """Entries to ask for so that they hold about ``rows_wanted`` rows."""
         return max(1, min(_MAX_ENTRIES_PER_READ, int(rows_wanted / self._rows_per_entry)))
 
-    def _collect(self, block: bool) -> list[Entry]:
-        """Read until the entries hold ``batch_size`` rows or ``batch_wait_ms`` passed since the first."""
+    def _collect(self, block: bool) -> tuple[list[Entry], Decoded]:
+        """Read until the entries hold ``batch_size`` rows or ``batch_wait_ms`` passed since the
+        first; entries are decoded as they arrive, once, to know how many rows they hold."""
         entries: list[Entry] = []
-        rows = 0
+        decoded = Decoded()
         deadline = None
-        while rows < self.batch_size and not self.stopping.is_set():
+        while decoded.size < self.batch_size and not self.stopping.is_set():
             if deadline is None:
                 wait_ms = max(1, self.batch_wait_ms) if block else None
             else:
                 wait_ms = int((deadline - time.monotonic()) * 1000)
                 if wait_ms <= 0:
                     break
-            got = self.consumer.read_new(self._read_count(self.batch_size - rows), wait_ms)
+            got = self.consumer.read_new(self._read_count(self.batch_size - decoded.size), wait_ms)
             if not got:
                 break
             entries.extend(got)
-            rows += sum(count_events(fields) for _, fields in got)
+            decode_entries(got, into=decoded)
             if deadline is None:
                 # The first entry starts the clock: at low load a beacon waits at most one batch_wait.
                 deadline = time.monotonic() + self.batch_wait_ms / 1000
         if entries:
-            self._rows_per_entry = max(1.0, rows / len(entries))
-        return entries
+            self._rows_per_entry = max(1.0, decoded.size / len(entries))
+        return entries, decoded
 
-    def _process(self, entries: list[Entry], redelivered: bool = False) -> None:
+    def _process(self, entries: list[Entry], redelivered: bool = False, decoded: Decoded | None = None) -> None:
         if redelivered:
             entries = self._dead_letter_exhausted(entries)
-        decoded = decode_entries(entries)
+        if decoded is None:
+            decoded = decode_entries(entries)
         for entry_id, fields, reason in decoded.poison:
             log.error("dead-lettering entry %s: %s", entry_id, reason)
             self.consumer.dead_letter(entry_id, fields, reason)

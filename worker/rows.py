@@ -25,24 +25,6 @@ COLUMNS = [
 _decoder = msgspec.msgpack.Decoder(StreamEnvelope)
 
 
-class _EventCount(msgspec.Struct):
-    events: list[msgspec.Raw]
-
-
-_count_decoder = msgspec.msgpack.Decoder(_EventCount)
-
-
-def count_events(fields: dict | None) -> int:
-    """Rows an entry will become, without decoding its events (poison counts as one)."""
-    raw = (fields or {}).get(ENVELOPE_FIELD)
-    if raw is None:
-        return 1
-    try:
-        return max(1, len(_count_decoder.decode(raw).events))
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return 1
-
-
 @dataclass
 class Decoded:
     ids: list[bytes] = field(default_factory=list)
@@ -58,9 +40,15 @@ class Decoded:
     def row_count(self) -> int:
         return len(self.columns[0])
 
+    @property
+    def size(self) -> int:
+        """Rows, counting each poison or empty entry as one: what a batch budget is charged."""
+        return self.row_count + len(self.poison) + len(self.empty)
 
-def decode_entries(entries: list[tuple[bytes, dict | None]]) -> Decoded:
-    out = Decoded()
+
+def decode_entries(entries: list[tuple[bytes, dict | None]], into: Decoded | None = None) -> Decoded:
+    """Decode entries into columns, appending to ``into`` when given (a batch read in chunks)."""
+    out = into if into is not None else Decoded()
     cols = out.columns
     for entry_id, fields in entries:
         if not fields:
