@@ -10,6 +10,7 @@ from __future__ import annotations
 import msgspec
 from litestar import Litestar, post
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import JSONBody
 
 from ingest.request import ImpressionBeacon
 from shared.wire import Beacon
@@ -43,15 +44,15 @@ _DROPPED = "202 with accepted false when dropped (bot, kill switch, unknown or d
 
 def document_beacon_routes(app: Litestar) -> None:
     @post("/api/experiments/event", status_code=202, tags=["ingest"], responses=_ERRORS, summary="Record one beacon", description=_DROPPED)
-    async def event(data: Beacon) -> BeaconAnswer:
+    async def event(data: JSONBody[Beacon]) -> BeaconAnswer:
         raise NotImplementedError
 
     @post("/api/experiments/impression", status_code=202, tags=["ingest"], responses=_ERRORS, summary="Record one impression", description=_DROPPED)
-    async def impression(data: ImpressionBeacon) -> BeaconAnswer:
+    async def impression(data: JSONBody[ImpressionBeacon]) -> BeaconAnswer:
         raise NotImplementedError
 
     @post("/api/experiments/batch", status_code=202, tags=["ingest"], responses=_ERRORS, summary="Record up to 500 beacons", description=_DROPPED)
-    async def batch(data: list[Beacon]) -> BatchAnswer:
+    async def batch(data: JSONBody[list[Beacon]]) -> BatchAnswer:
         raise NotImplementedError
 
     docs = Litestar([event, impression, batch], openapi_config=app.openapi_config).openapi_schema
