@@ -14,7 +14,7 @@ import msgspec
 
 from ingest.publisher import SinkUnavailable, StreamPublisher
 from ingest.request import BATCH, BadRequest, Endpoint, check_media_type, parse_beacons, read_body
-from ingest.steps import DropCounter, DropReason, now_ms, registry_drop_reason, to_stream_event
+from ingest.steps import DropCounter, DropReason, EventIds, now_ms, registry_drop_reason, to_stream_event
 from shared.registry.cache import RegistryCache
 
 Scope = dict[str, Any]
@@ -47,6 +47,9 @@ class BeaconEndpoint:
         self._registry = registry
         self._is_bot = is_bot
         self._counter = counter
+        # Made per endpoint when the app is built, never at import: forked server workers then
+        # each draw their own random prefix instead of sharing one and generating equal ids.
+        self._event_ids = EventIds()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] != "POST":
@@ -86,10 +89,10 @@ class BeaconEndpoint:
             reasons = [DropReason.BOT] * len(beacons)
         else:
             received_at = now_ms()
-            for beacon in beacons:
+            for beacon, metadata_json in beacons:
                 reason = registry_drop_reason(beacon, view)
                 if reason is None:
-                    accepted.append(to_stream_event(beacon, received_at))
+                    accepted.append(to_stream_event(beacon, metadata_json, received_at, self._event_ids))
                 else:
                     reasons.append(reason)
         if accepted:

@@ -120,7 +120,8 @@ async def read_body(receive: Callable[[], Awaitable[dict]], content_length: int 
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def parse_beacons(endpoint: Endpoint, body: bytes) -> list[Beacon]:
+def parse_beacons(endpoint: Endpoint, body: bytes) -> list[tuple[Beacon, str]]:
+    """Each valid beacon with its metadata already encoded as JSON."""
     if not body.strip():
         raise BadRequest(400, "Empty body: expected a JSON beacon")
     try:
@@ -130,12 +131,13 @@ def parse_beacons(endpoint: Endpoint, body: bytes) -> list[Beacon]:
     except msgspec.DecodeError as exc:
         raise BadRequest(400, f"Malformed JSON: {exc}") from None
     single = endpoint is not BATCH
+    parsed = []
     for index, beacon in enumerate(beacons):
         try:
-            check_beacon_rules(beacon, "$" if single else f"$[{index}]")
+            parsed.append((beacon, check_beacon_rules(beacon, "$" if single else f"$[{index}]")))
         except BeaconRuleError as exc:
             raise BadRequest(400, str(exc), exc.field) from None
-    return beacons
+    return parsed
 
 
 def _bad(message: str) -> BadRequest:

@@ -12,8 +12,6 @@ import secrets
 import time
 from collections import Counter
 
-import msgspec
-
 from shared.registry.cache import IngestView
 from shared.wire import Beacon, StreamEvent, client_ts_ms
 
@@ -54,9 +52,6 @@ def registry_drop_reason(beacon: Beacon, view: IngestView) -> DropReason | None:
     return None
 
 
-_metadata_encoder = msgspec.json.Encoder()
-
-
 class EventIds:
     """Ids for beacons that came without one: a random per-process prefix and a counter, unique
     like a UUID across processes but about ten times cheaper to make on the hot path."""
@@ -69,20 +64,17 @@ class EventIds:
         return f"{self._prefix}{next(self._counter):016x}"
 
 
-_event_ids = EventIds()
-
-
-def to_stream_event(beacon: Beacon, received_at_ms: int) -> StreamEvent:
+def to_stream_event(beacon: Beacon, metadata_json: str, received_at_ms: int, event_ids: EventIds) -> StreamEvent:
     return StreamEvent(
         # Generated ids are unique, so only a client-supplied id makes a retry count once.
-        event_id=beacon.event_id or _event_ids.next(),
+        event_id=beacon.event_id or event_ids.next(),
         experiment_key=beacon.experiment_key,
         variant_key=beacon.variant_key,
         session_id=beacon.session_id,
         event_type=beacon.event_name,
         path=beacon.path,
         conversion_value=beacon.value,
-        metadata_json=_metadata_encoder.encode(beacon.metadata).decode() if beacon.metadata else "{}",
+        metadata_json=metadata_json,
         client_ts_ms=client_ts_ms(beacon),
         received_at_ms=received_at_ms,
     )

@@ -79,19 +79,24 @@ _MIN_TS = datetime(1971, 1, 1).timestamp()
 _MAX_TS = datetime(2200, 1, 1).timestamp()
 
 
-def check_beacon_rules(beacon: Beacon, where: str = "$") -> None:
+def check_beacon_rules(beacon: Beacon, where: str = "$") -> str:
+    """Raise on a broken rule; return the metadata as JSON, which measuring its size needs anyway
+    and the stream entry stores, so the hot path encodes it once."""
     if beacon.value is not None and not math.isfinite(beacon.value):
         raise BeaconRuleError(f"{where}.value", "Expected a finite number")
-    if beacon.metadata:
-        for key, item in beacon.metadata.items():
-            if isinstance(item, float) and not math.isfinite(item):
-                raise BeaconRuleError(f"{where}.metadata.{key}", "Expected a finite number")
-        if len(msgspec.json.encode(beacon.metadata)) > MAX_METADATA_BYTES:
-            raise BeaconRuleError(f"{where}.metadata", f"Object larger than {MAX_METADATA_BYTES} bytes")
     if beacon.timestamp is not None:
         ts = _epoch_seconds(beacon.timestamp)
         if not _MIN_TS <= ts <= _MAX_TS:
             raise BeaconRuleError(f"{where}.timestamp", "Timestamp out of range")
+    if not beacon.metadata:
+        return "{}"
+    for key, item in beacon.metadata.items():
+        if isinstance(item, float) and not math.isfinite(item):
+            raise BeaconRuleError(f"{where}.metadata.{key}", "Expected a finite number")
+    encoded = msgspec.json.encode(beacon.metadata)
+    if len(encoded) > MAX_METADATA_BYTES:
+        raise BeaconRuleError(f"{where}.metadata", f"Object larger than {MAX_METADATA_BYTES} bytes")
+    return encoded.decode()
 
 
 def _epoch_seconds(moment: datetime) -> float:

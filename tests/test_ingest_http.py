@@ -291,3 +291,12 @@ def test_metrics_count_accepted_and_dropped(client):
     metrics = client.get("/metrics").text
     assert "abacus_ingest_accepted_total 1" in metrics
     assert 'abacus_ingest_dropped_total{reason="bot"} 1' in metrics
+
+
+def test_generated_event_ids_differ_between_endpoints_and_processes():
+    from ingest.steps import EventIds
+
+    first, second = EventIds(), EventIds()
+    ids = {first.next() for _ in range(1000)} | {second.next() for _ in range(1000)}
+    assert len(ids) == 2000
+    assert first.next()[:16] != second.next()[:16]
