@@ -1,79 +1,33 @@
-"""Per-variant rollups computed in ClickHouse, one row per (experiment, variant).
+"""Per-variant totals, one row per (experiment, variant), from the rollup or from raw events.
 
-The inner query folds events into one row per session (FINAL makes a beacon that arrived twice
-count once); the outer one folds sessions into variants. Besides the nine counts of the API,
-it returns the sufficient statistics the analysis needs over *exposed* sessions (with an
-impression), leaving out sessions exposed to more than one variant of the experiment.
+The rollup (``abacus.rollup_totals``, kept by the roller) answers in milliseconds whatever the
+data size, but only for all time. A ``from``/``to`` window, or a deployment without a running
+roller, is answered from ``abacus.events``: the inner query folds events into one row per session
+(FINAL makes a beacon that arrived twice count once), the outer one folds sessions into variants.
+Besides the nine counts of the API both return the sufficient statistics the analysis needs over
+*exposed* sessions (with an impression), leaving out sessions exposed to more than one variant.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
 from clickhouse_connect.driver.client import Client
 
-RESULTS_SQL = """
-SELECT
-    experiment_key,
-    variant_key,
-    sum(s_impressions) AS impressions,
-    sum(s_cta_clicks) AS cta_clicks,
-    sum(s_form_starts) AS form_starts,
-    sum(s_form_submits) AS form_submits,
-    sum(s_conversions) AS conversions,
-    count() AS unique_sessions,
-    countIf(s_impressions > 0) AS exposed_sessions,
-    countIf(s_impressions > 0 AND s_conversions > 0) AS exposed_converted,
-    sum(s_value) AS value_total,
-    countIf(s_impressions > 0 AND s_exposed_variants = 1) AS clean_exposed,
-    countIf(s_impressions > 0 AND s_conversions > 0 AND s_exposed_variants = 1) AS clean_converted,
-    sumIf(s_value, s_impressions > 0 AND s_exposed_variants = 1) AS clean_value_sum,
-    sumIf(s_value * s_value, s_impressions > 0 AND s_exposed_variants = 1) AS clean_value_sum_squares,
-    -- A session exposed to k variants appears in k rows: weighting each by 1/k makes the
-    -- experiment-wide sum the number of distinct such sessions.
-    sumIf(1 / s_exposed_variants, s_impressions > 0 AND s_exposed_variants > 1) AS multi_variant_share
-FROM
-(
-    SELECT
-        experiment_key,
-        variant_key,
-        session_id,
-        countIf(event_type = 'impression') AS s_impressions,
-        countIf(event_type = 'cta_click') AS s_cta_clicks,
-        countIf(event_type = 'form_start') AS s_form_starts,
-        countIf(event_type = 'form_submit') AS s_form_submits,
-        countIf(event_type = 'conversion') AS s_conversions,
-        sumIf(ifNull(conversion_value, 0), event_type = 'conversion') AS s_value,
-        sum(s_impressions > 0) OVER (PARTITION BY experiment_key, session_id) AS s_exposed_variants
-    FROM abacus.events FINAL
-    WHERE experiment_key IN {keys:Array(String)} {time_filter}
-    GROUP BY experiment_key, variant_key, session_id
+from shared.rollup.results_sql import EVENTS_SOURCE, variant_totals_sql
+from shared.rollup.totals import TOTAL_FIELDS, VariantRollup
+
+RESULTS_SQL = variant_totals_sql(EVENTS_SOURCE)
+ROLLUP_TOTALS_SQL = (
+    "SELECT experiment_key, variant_key, "
+    + ", ".join(f"sum({name}) AS total_{name}" for name in TOTAL_FIELDS)
+    + " FROM abacus.rollup_totals WHERE experiment_key IN {keys:Array(String)} GROUP BY experiment_key, variant_key"
 )
-GROUP BY experiment_key, variant_key
-"""
 
 
-@dataclass(frozen=True)
-class VariantRollup:
-    impressions: int = 0
-    cta_clicks: int = 0
-    form_starts: int = 0
-    form_submits: int = 0
-    conversions: int = 0
-    unique_sessions: int = 0
-    exposed_sessions: int = 0
-    exposed_converted: int = 0
-    value_total: float = 0.0
-    clean_exposed: int = 0
-    clean_converted: int = 0
-    clean_value_sum: float = 0.0
-    clean_value_sum_squares: float = 0.0
-    multi_variant_share: float = 0.0
-
-    @property
-    def conversion_rate(self) -> float:
-        return self.exposed_converted / self.exposed_sessions if self.exposed_sessions else 0.0
+def fetch_rollup_totals(client: Client, keys: list[str]) -> dict[tuple[str, str], VariantRollup]:
+    """All-time totals from the rollup: a few rows per variant, whatever the number of events."""
+    return _by_variant(client.query(ROLLUP_TOTALS_SQL, parameters={"keys": keys}).result_rows)
 
 
 def fetch_rollups(
@@ -88,9 +42,11 @@ def fetch_rollups(
         conditions.append("AND received_at < {end:DateTime64(3, 'UTC')}")
         parameters["end"] = end
     sql = RESULTS_SQL.replace("{time_filter}", " ".join(conditions))
-    result = client.query(sql, parameters=parameters)
+    return _by_variant(client.query(sql, parameters=parameters).result_rows)
+
+
+def _by_variant(rows: list) -> dict[tuple[str, str], VariantRollup]:
     rollups = {}
-    for row in result.result_rows:
-        experiment_key, variant_key, *numbers = row
+    for experiment_key, variant_key, *numbers in rows:
         rollups[(experiment_key, variant_key)] = VariantRollup(*numbers)
     return rollups

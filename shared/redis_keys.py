@@ -8,3 +8,15 @@ REGISTRY_LOCK = "abacus:registry:lock"
 def inflight_batch(consumer: str) -> str:
     """Size of the batch a consumer was inserting, so after a restart it re-forms the same batch."""
     return f"abacus:worker:inflight:{consumer}"
+
+ROLLUP_GROUP = "abacus-rollup"
+"""Consumer group that only bookmarks how far the roller has folded the stream: its position holds
+back trimming until the roller has read an entry."""
+ROLLUP_LOCK = "abacus:rollup:lock"
+"""Held (with a TTL the roller keeps renewing) by the one process folding the stream into the rollup."""
+ROLLUP_READY = "abacus:rollup:ready"
+"""Set once the rollup tables hold everything up to the roller's bookmark (after a rebuild)."""
+ROLLUP_REBUILD = "abacus:rollup:rebuild"
+"""Set by `abacus rollup --rebuild`: the roller recomputes the rollup from abacus.events."""
+ROLLUP_STEP = "abacus:rollup:step"
+"""The stream range the roller is folding, so after a crash it redoes exactly that range."""

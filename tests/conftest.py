@@ -19,7 +19,13 @@ from shared.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_SECRET = "test-secret-" + "x" * 40
-TABLES = ("abacus.events", "abacus.experiment_versions", "abacus.settings_versions")
+TABLES = (
+    "abacus.events",
+    "abacus.experiment_versions",
+    "abacus.settings_versions",
+    "abacus.rollup_sessions",
+    "abacus.rollup_totals",
+)
 
 
 @pytest.fixture(scope="session")
@@ -75,6 +81,7 @@ def settings(redis_url: str, chdb_dir: Path, redis_client: redis.Redis, clean_cl
         registry_poll_ms=100,
         batch_wait_ms=100,
         claim_idle_ms=1000,
+        rollup_idle_ms=20,
         cors_origins=("https://site.example",),
     )
 

@@ -1,0 +1,256 @@
+"""The roller against a real Valkey and the session's chDB: whatever the traffic, crashes,
+dead letters and rebuilds, the rollup's totals equal the raw query over abacus.events."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+
+import msgspec
+import pytest
+import redis
+
+from query_api.results_query import fetch_rollup_totals, fetch_rollups
+from shared import redis_keys
+from shared.clickhouse import ClickHouse
+from shared.settings import Settings
+from shared.wire import StreamEnvelope, StreamEvent
+from worker import rollup_store
+from worker.main import build_roller, build_worker
+from worker.rollup import Roller
+
+EXPERIMENTS = ("exp_a", "exp_b")
+VARIANTS = ("control", "variant_b", "variant_c")
+TYPES = ("impression", "impression", "cta_click", "form_start", "form_submit", "conversion", "custom_event")
+RECEIVED_MS = 1_780_000_000_000
+
+
+def random_events(rng: random.Random, n: int, sessions: int = 40) -> list[StreamEvent]:
+    """Traffic with what makes counting hard: sessions in several variants, repeated event ids,
+    conversions with values, events without an impression, and types the results ignore."""
+    events = []
+    for i in range(n):
+        session = rng.randrange(sessions)
+        experiment = EXPERIMENTS[session % 2]
+        # Most sessions stay in one variant; some wander into a second one.
+        variant = VARIANTS[session % 3] if rng.random() < 0.85 else rng.choice(VARIANTS)
+        event_type = rng.choice(TYPES)
+        event_id = f"e{i}" if rng.random() < 0.8 or not events else rng.choice(events).event_id
+        value = round(rng.uniform(0, 200), 2) if event_type == "conversion" and rng.random() < 0.8 else None
+        events.append(
+            StreamEvent(
+                event_id=event_id,
+                experiment_key=experiment,
+                variant_key=variant,
+                session_id=f"s{session}",
+                event_type=event_type,
+                path="/",
+                conversion_value=value,
+                metadata_json="{}",
+                client_ts_ms=None,
+                received_at_ms=RECEIVED_MS + i,
+            )
+        )
+    return events
+
+
+def publish(r: redis.Redis, settings: Settings, events: list[StreamEvent], per_entry: int = 3) -> list[bytes]:
+    pipe = r.pipeline(transaction=False)
+    for i in range(0, len(events), per_entry):
+        pipe.xadd(settings.stream, {b"e": msgspec.msgpack.encode(StreamEnvelope(events=events[i : i + per_entry]))})
+    return pipe.execute()
+
+
+def drain_workers(settings: Settings, clickhouse: ClickHouse) -> None:
+    worker = build_worker(settings, clickhouse, consumer_name="w1")
+    worker.run(burst=True)
+    worker.consumer.redis.close()
+
+
+def roll(settings: Settings, clickhouse: ClickHouse, cache_sessions: int = 1000) -> Roller:
+    roller = build_roller(dataclasses.replace(settings, rollup_cache_sessions=cache_sessions), clickhouse)
+    roller.run(until_caught_up=True)
+    return roller
+
+
+def assert_rollup_matches_events(clickhouse: ClickHouse) -> None:
+    client = clickhouse.client()
+    raw = fetch_rollups(client, list(EXPERIMENTS), None, None)
+    rolled = fetch_rollup_totals(client, list(EXPERIMENTS))
+    assert raw, "the raw query found no events: the test would prove nothing"
+    rolled = {key: value for key, value in rolled.items() if any(dataclasses.astuple(value))}
+    assert rolled.keys() == raw.keys()
+    for key, expected in raw.items():
+        got = rolled[key]
+        for field in dataclasses.fields(expected):
+            want, have = getattr(expected, field.name), getattr(got, field.name)
+            if isinstance(want, float) or isinstance(have, float):
+                assert math.isclose(have, want, rel_tol=1e-9, abs_tol=1e-6), (key, field.name, have, want)
+            else:
+                assert have == want, (key, field.name, have, want)
+
+
+def test_rollup_equals_the_raw_query_over_several_steps(settings, redis_client, clean_clickhouse):
+    settings = dataclasses.replace(settings, batch_size=50)
+    rng = random.Random(7)
+    for _ in range(4):
+        publish(redis_client, settings, random_events(rng, 300))
+        drain_workers(settings, clean_clickhouse)
+        roll(settings, clean_clickhouse)
+        assert_rollup_matches_events(clean_clickhouse)
+
+
+def test_a_tiny_session_cache_reads_evicted_sessions_back_from_clickhouse(settings, redis_client, clean_clickhouse):
+    rng = random.Random(11)
+    for _ in range(3):
+        publish(redis_client, settings, random_events(rng, 250), per_entry=1)
+        drain_workers(settings, clean_clickhouse)
+        roller = roll(settings, clean_clickhouse, cache_sessions=2)
+        assert len(roller.cache) <= 2
+    assert_rollup_matches_events(clean_clickhouse)
+
+
+def test_a_repeated_beacon_in_a_later_step_counts_once(settings, redis_client, clean_clickhouse):
+    rng = random.Random(3)
+    events = random_events(rng, 100)
+    publish(redis_client, settings, events)
+    drain_workers(settings, clean_clickhouse)
+    roll(settings, clean_clickhouse)
+    before = fetch_rollup_totals(clean_clickhouse.client(), list(EXPERIMENTS))
+    publish(redis_client, settings, events[:40])  # a client retrying beacons with their event ids
+    drain_workers(settings, clean_clickhouse)
+    roll(settings, clean_clickhouse)
+    assert fetch_rollup_totals(clean_clickhouse.client(), list(EXPERIMENTS)) == before
+    assert_rollup_matches_events(clean_clickhouse)
+
+
+def test_roller_folds_only_what_workers_stored(settings, redis_client, clean_clickhouse):
+    rng = random.Random(5)
+    publish(redis_client, settings, random_events(rng, 60))
+    drain_workers(settings, clean_clickhouse)
+    publish(redis_client, settings, random_events(rng, 60))  # queued, not stored yet
+    roll(settings, clean_clickhouse)
+    assert_rollup_matches_events(clean_clickhouse)
+    drain_workers(settings, clean_clickhouse)
+    roll(settings, clean_clickhouse)
+    assert_rollup_matches_events(clean_clickhouse)
+
+
+def test_dead_lettered_entries_are_left_out_like_abacus_events_leaves_them_out(settings, redis_client, clean_clickhouse):
+    rng = random.Random(9)
+    publish(redis_client, settings, random_events(rng, 30))
+    drain_workers(settings, clean_clickhouse)
+    roll(settings, clean_clickhouse)
+    doomed = publish(redis_client, settings, random_events(rng, 9))
+    # A worker takes the entries, then parks one of them as ClickHouse kept rejecting it.
+    worker = build_worker(settings, clean_clickhouse, consumer_name="w1")
+    worker.consumer.ensure_group()
+    delivered = worker.consumer.read_new(100, None)
+    assert [entry_id for entry_id, _ in delivered] == doomed
+    worker.consumer.dead_letter(doomed[1], delivered[1][1], "insert rejected: test")
+    worker._process([delivered[0], delivered[2]])
+    roll(settings, clean_clickhouse)
+    assert_rollup_matches_events(clean_clickhouse)
+
+
+@pytest.mark.parametrize("landed", ["nothing", "totals only", "totals and sessions"])
+def test_a_step_redone_after_a_crash_counts_nothing_twice(settings, redis_client, clean_clickhouse, landed):
+    rng = random.Random(13)
+    publish(redis_client, settings, random_events(rng, 90))
+    drain_workers(settings, clean_clickhouse)
+    roll(settings, clean_clickhouse)
+    publish(redis_client, settings, random_events(rng, 90))
+    drain_workers(settings, clean_clickhouse)
+
+    # A roller records its step, then dies with some of the step's inserts in ClickHouse.
+    crashed = build_roller(settings, clean_clickhouse)
+    assert crashed._hold()
+    start = crashed.stream.bookmark()
+    until = crashed.stream.stored_until()
+    entries = crashed.stream.read_range(start, until, None)
+    end = entries[-1][0]
+    crashed.stream.begin_step(start, end)
+    token = f"rollup:{start.decode()}:{end.decode()}"
+    if landed != "nothing":
+        real_insert_sessions = rollup_store.insert_sessions
+        if landed == "totals only":
+            rollup_store.insert_sessions = lambda *args, **kwargs: None  # type: ignore[assignment]
+        try:
+            crashed._fold(entries, token, version=1 << 62)
+        finally:
+            rollup_store.insert_sessions = real_insert_sessions  # type: ignore[assignment]
+    redis_client.delete(redis_keys.ROLLUP_LOCK)  # its lock expired
+
+    roll(settings, clean_clickhouse)
+    assert redis_client.get(redis_keys.ROLLUP_STEP) is None
+    assert_rollup_matches_events(clean_clickhouse)
+
+
+def test_rebuild_recomputes_from_abacus_events(settings, redis_client, clean_clickhouse):
+    rng = random.Random(17)
+    publish(redis_client, settings, random_events(rng, 200))
+    drain_workers(settings, clean_clickhouse)
+    roll(settings, clean_clickhouse)
+    # An analyst deletes a session's rows by hand; the rollup no longer matches until rebuilt.
+    clean_clickhouse.client().command("DELETE FROM abacus.events WHERE session_id = 's4'")
+    redis_client.set(redis_keys.ROLLUP_REBUILD, 1)
+    roll(settings, clean_clickhouse)
+    assert not redis_client.exists(redis_keys.ROLLUP_REBUILD)
+    assert redis_client.exists(redis_keys.ROLLUP_READY)
+    assert_rollup_matches_events(clean_clickhouse)
+    # And it keeps folding new traffic on top of the rebuilt state.
+    publish(redis_client, settings, random_events(rng, 200))
+    drain_workers(settings, clean_clickhouse)
+    roll(settings, clean_clickhouse)
+    assert_rollup_matches_events(clean_clickhouse)
+
+
+def test_first_start_on_existing_events_builds_the_rollup(settings, redis_client, clean_clickhouse):
+    rng = random.Random(19)
+    publish(redis_client, settings, random_events(rng, 150))
+    drain_workers(settings, clean_clickhouse)
+    redis_client.xtrim(settings.stream, maxlen=0)  # history long gone from the stream
+    roll(settings, clean_clickhouse)
+    assert_rollup_matches_events(clean_clickhouse)
+
+
+def test_one_roller_at_a_time_and_a_standby_takes_over(settings, redis_client, clean_clickhouse):
+    first = build_roller(settings, clean_clickhouse)
+    second = build_roller(settings, clean_clickhouse)
+    first.run_once()
+    assert first._holding
+    publish(redis_client, settings, random_events(random.Random(23), 30))
+    drain_workers(settings, clean_clickhouse)
+    assert second.run_once() is False and not second._holding
+    first.request_stop()
+    first.run()  # returns at once and releases the lock
+    second.run(until_caught_up=True)
+    assert second._holding is False  # released on return
+    assert_rollup_matches_events(clean_clickhouse)
+
+
+def test_rollup_group_holds_back_trimming_until_folded(settings, redis_client, clean_clickhouse):
+    roll(settings, clean_clickhouse)  # creates the bookmark
+    publish(redis_client, settings, random_events(random.Random(29), 30), per_entry=1)
+    drain_workers(settings, clean_clickhouse)  # its burst trims what every group acknowledged
+    assert redis_client.xlen(settings.stream) == 30
+    roll(settings, clean_clickhouse)
+    drain_workers(settings, clean_clickhouse)
+    assert redis_client.xlen(settings.stream) == 0
+
+
+def test_two_steps_adding_identical_differences_both_count(settings, redis_client, clean_clickhouse):
+    # Each step adds the same difference row (one new exposed session in control): ClickHouse
+    # must not mistake the second insert for a retry of the first.
+    for session in ("s1", "s2", "s3"):
+        impression = random_events(random.Random(1), 1)[0]
+        impression = msgspec.structs.replace(
+            impression, experiment_key="exp_a", variant_key="control", session_id=session, event_type="impression", event_id=session
+        )
+        publish(redis_client, settings, [impression])
+        drain_workers(settings, clean_clickhouse)
+        roll(settings, clean_clickhouse)
+    totals = fetch_rollup_totals(clean_clickhouse.client(), ["exp_a"])
+    assert totals[("exp_a", "control")].exposed_sessions == 3
+    assert_rollup_matches_events(clean_clickhouse)

@@ -1,0 +1,81 @@
+"""A session's contribution to its variants' totals, as pure logic (no servers)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from shared.rollup.session import SessionState, add_difference
+from shared.rollup.totals import TOTAL_FIELDS, VariantRollup
+
+
+def contribution(state: SessionState) -> dict[str, dict[str, float]]:
+    return {variant: dict(zip(TOTAL_FIELDS, vector)) for variant, vector in state.contribution().items()}
+
+
+def test_total_fields_follow_the_rollup_dataclass():
+    assert TOTAL_FIELDS == tuple(f.name for f in dataclasses.fields(VariantRollup))
+    assert TOTAL_FIELDS[:5] == ("impressions", "cta_clicks", "form_starts", "form_submits", "conversions")
+
+
+def test_exposed_converted_session_in_one_variant_is_clean():
+    state = SessionState()
+    state.apply("control", "e1", "impression", None)
+    state.apply("control", "e2", "conversion", 12.5)
+    state.apply("control", "e3", "conversion", 7.5)
+    got = contribution(state)["control"]
+    assert got["impressions"] == 1 and got["conversions"] == 2
+    assert got["unique_sessions"] == 1 and got["exposed_sessions"] == 1 and got["exposed_converted"] == 1
+    assert got["value_total"] == 20.0
+    assert (got["clean_exposed"], got["clean_converted"], got["clean_value_sum"], got["clean_value_sum_squares"]) == (1, 1, 20.0, 400.0)
+    assert got["multi_variant_share"] == 0
+
+
+def test_a_repeated_event_id_replaces_instead_of_counting_twice():
+    state = SessionState()
+    state.apply("control", "e1", "conversion", 5.0)
+    state.apply("control", "e1", "conversion", 5.0)
+    assert contribution(state)["control"]["conversions"] == 1
+    # The same id in another variant is another event, as abacus.events keys rows by variant too.
+    state.apply("variant_b", "e1", "conversion", 5.0)
+    assert contribution(state)["variant_b"]["conversions"] == 1
+
+
+def test_value_counts_only_on_conversions():
+    state = SessionState()
+    state.apply("control", "e1", "cta_click", 99.0)
+    got = contribution(state)["control"]
+    assert got["value_total"] == 0 and got["cta_clicks"] == 1
+
+
+def test_unexposed_session_counts_as_unique_but_not_exposed():
+    state = SessionState()
+    state.apply("control", "e1", "form_start", None)
+    got = contribution(state)["control"]
+    assert got["unique_sessions"] == 1 and got["exposed_sessions"] == 0 and got["clean_exposed"] == 0
+
+
+def test_session_exposed_to_two_variants_leaves_the_clean_statistics():
+    state = SessionState()
+    state.apply("control", "e1", "impression", None)
+    state.apply("control", "e2", "conversion", 3.0)
+    before = state.copy()
+    state.apply("variant_b", "e3", "impression", None)
+    after = contribution(state)
+    for variant in ("control", "variant_b"):
+        assert after[variant]["clean_exposed"] == 0
+        assert after[variant]["multi_variant_share"] == 0.5
+    totals: dict[str, list[float]] = {}
+    add_difference(totals, before.contribution(), state.contribution())
+    control = dict(zip(TOTAL_FIELDS, totals["control"]))
+    assert control["clean_exposed"] == -1 and control["clean_converted"] == -1 and control["clean_value_sum"] == -3.0
+    assert control["unique_sessions"] == 0 and control["multi_variant_share"] == 0.5
+    variant_b = dict(zip(TOTAL_FIELDS, totals["variant_b"]))
+    assert variant_b["unique_sessions"] == 1 and variant_b["exposed_sessions"] == 1 and variant_b["clean_exposed"] == 0
+
+
+def test_copy_is_independent():
+    state = SessionState()
+    state.apply("control", "e1", "impression", None)
+    copy = state.copy()
+    copy.apply("control", "e2", "impression", None)
+    assert len(state.events) == 1 and len(copy.events) == 2

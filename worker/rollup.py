@@ -1,0 +1,293 @@
+"""The roller: folds the stream, in order, into per-variant totals the results endpoint reads.
+
+One roller runs at a time (a Redis lock elects it among the worker processes). It reads only
+entries the workers have already stored in ClickHouse, so the totals never count what
+``abacus.events`` does not hold; it skips dead-lettered entries for the same reason. Per step:
+
+1. record the stream range it is about to fold (so a crash redoes exactly that range);
+2. load the touched sessions' states (a cache, else ``abacus.rollup_sessions``) and apply the events;
+3. insert ``contribution(after) - contribution(before)`` per variant, then the new states, each
+   under a token named after the range: a redone step that already reached ClickHouse is dropped;
+4. move its bookmark past the range.
+
+A redone step sees the prior states again only if step 3's second insert never landed, and then
+its first insert is a duplicate dropped by token; if both landed, the events are already in the
+states and change nothing. Either way nothing is counted twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import msgspec
+import redis
+from clickhouse_connect.driver.exceptions import ClickHouseError
+from redis.exceptions import RedisError
+
+from shared import redis_keys
+from shared.clickhouse import ClickHouse
+from shared.rollup.session import SessionState, add_difference, is_zero
+from shared.wire import ENVELOPE_FIELD, StreamEnvelope
+from worker import rollup_store
+from worker.rollup_stream import Entry, RollupStream, parse_id
+
+log = logging.getLogger(__name__)
+
+_LOCK_TTL_MS = 10_000
+_EVENTS_PER_STEP = 20_000
+_MAX_ENTRIES_PER_STEP = 5_000
+_MAX_BACKOFF_S = 30.0
+_decoder = msgspec.msgpack.Decoder(StreamEnvelope)
+
+# Take the lock when free, keep it when ours; one round trip either way.
+_HOLD_LOCK = """
+local holder = redis.call('GET', KEYS[1])
+if not holder then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
+class SessionCache:
+    """The most recently touched session states, bounded: the rest are looked up in ClickHouse."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._states: OrderedDict[tuple[str, str], SessionState] = OrderedDict()
+
+    def get(self, key: tuple[str, str]) -> SessionState | None:
+        state = self._states.get(key)
+        if state is not None:
+            self._states.move_to_end(key)
+        return state
+
+    def put(self, key: tuple[str, str], state: SessionState) -> None:
+        self._states[key] = state
+        self._states.move_to_end(key)
+        while len(self._states) > self.capacity:
+            self._states.popitem(last=False)
+
+    def clear(self) -> None:
+        self._states.clear()
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+
+class Roller:
+    def __init__(self, stream: RollupStream, clickhouse: ClickHouse, cache_sessions: int, idle_wait_ms: int) -> None:
+        self.stream = stream
+        self.redis: redis.Redis = stream.redis
+        self.clickhouse = clickhouse
+        self.cache = SessionCache(cache_sessions)
+        self.idle_wait_s = idle_wait_ms / 1000
+        self.stopping = threading.Event()
+        self.folded_events = 0
+        self._owner = f"{uuid.uuid4().hex}"
+        self._hold_lock = self.redis.register_script(_HOLD_LOCK)
+        self._holding = False
+        self._bookmark: bytes | None = None
+        self._dead: set[bytes] = set()
+        self._events_per_entry = 1.0
+
+    def request_stop(self) -> None:
+        self.stopping.set()
+
+    def run(self, until_caught_up: bool = False) -> None:
+        """Fold the stream until asked to stop (or, with ``until_caught_up``, until nothing is left
+        that the workers have stored). Waits as a standby while another process holds the lock."""
+        backoff = 0.5
+        try:
+            while not self.stopping.is_set():
+                try:
+                    worked = self.run_once()
+                    backoff = 0.5
+                    if not worked:
+                        if until_caught_up and self._holding:
+                            return
+                        self.stopping.wait(self.idle_wait_s)
+                    continue
+                except (RedisError, OSError, ClickHouseError) as exc:
+                    log.warning("rollup step failed (%s); retrying in %.1fs", exc, backoff)
+                except Exception:
+                    # A bug must not silently end the rollup: results would quietly fall back to
+                    # the slow path. Log it loudly and keep trying, like any other failure.
+                    log.exception("rollup step failed; retrying in %.1fs", backoff)
+                self._forget()  # after a failure, what ClickHouse holds is the truth
+                self.stopping.wait(backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF_S)
+        finally:
+            self._release()
+
+    def run_once(self) -> bool:
+        """One step if this process is (or becomes) the roller; True when it folded something."""
+        if not self._hold():
+            return False
+        if self._bookmark is None or self.redis.exists(redis_keys.ROLLUP_REBUILD):
+            self._bookmark = self.stream.bookmark()
+            if self._bookmark is None or self.redis.exists(redis_keys.ROLLUP_REBUILD):
+                self.rebuild()
+        return self._step()
+
+    # ----- the lock ------------------------------------------------------------------------
+    def _hold(self) -> bool:
+        holding = bool(self._hold_lock(keys=[redis_keys.ROLLUP_LOCK], args=[self._owner, _LOCK_TTL_MS]))
+        if holding and not self._holding:
+            log.info("this process now folds the stream into the results rollup")
+            self._forget()  # another roller may have moved on while we were not holding the lock
+        self._holding = holding
+        return holding
+
+    def _release(self) -> None:
+        if not self._holding:
+            return
+        try:
+            if self.redis.get(redis_keys.ROLLUP_LOCK) == self._owner.encode():
+                self.redis.delete(redis_keys.ROLLUP_LOCK)
+        except RedisError:
+            pass  # it expires on its own
+        self._holding = False
+
+    @contextmanager
+    def _lock_kept(self) -> Iterator[None]:
+        """Keep renewing the lock while a long ClickHouse statement runs (a rebuild)."""
+        done = threading.Event()
+
+        def renew() -> None:
+            while not done.wait(_LOCK_TTL_MS / 3000):
+                try:
+                    self._hold_lock(keys=[redis_keys.ROLLUP_LOCK], args=[self._owner, _LOCK_TTL_MS])
+                except RedisError:
+                    pass
+
+        thread = threading.Thread(target=renew, name="abacus-rollup-lock", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
+
+    def _forget(self) -> None:
+        self.cache.clear()
+        self._bookmark = None
+
+    # ----- rebuild -------------------------------------------------------------------------
+    def rebuild(self) -> None:
+        """Recompute the rollup from abacus.events, then refold whatever is still in the stream.
+
+        The bookmark moves to the stream's start first, so nothing is trimmed that the snapshot
+        might miss; refolded events the snapshot already holds change nothing (same event ids)."""
+        log.info("rebuilding the results rollup from abacus.events")
+        started = time.monotonic()
+        self.redis.delete(redis_keys.ROLLUP_READY)
+        self.stream.restart_bookmark()
+        self.redis.delete(redis_keys.ROLLUP_STEP)
+        with self._lock_kept():
+            rollup_store.rebuild_from_events(self.clickhouse.client())
+        self.cache.clear()
+        self._bookmark = b"0-0"
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(redis_keys.ROLLUP_READY, int(time.time() * 1000))
+        pipe.delete(redis_keys.ROLLUP_REBUILD)
+        pipe.execute()
+        log.info("rollup rebuilt in %.1fs", time.monotonic() - started)
+
+    # ----- one step ------------------------------------------------------------------------
+    def _step(self) -> bool:
+        assert self._bookmark is not None
+        in_hand = self.stream.step_in_hand()
+        if in_hand is not None:
+            start, end = in_hand
+            entries = self.stream.read_range(start, end.decode(), None)
+        else:
+            until = self.stream.stored_until()
+            if until is None:
+                return False
+            start = self._bookmark
+            count = max(1, min(_MAX_ENTRIES_PER_STEP, int(_EVENTS_PER_STEP / self._events_per_entry)))
+            entries = self.stream.read_range(start, until, count)
+            if not entries:
+                return False
+            end = entries[-1][0]
+            self.stream.begin_step(start, end)
+        self._dead.update(self.stream.newly_dead_letters())
+        folded = self._fold(entries, token=f"rollup:{start.decode()}:{end.decode()}", version=_version(end))
+        self.stream.finish_step(end)
+        self._bookmark = end
+        end_key = parse_id(end)
+        self._dead = {entry_id for entry_id in self._dead if parse_id(entry_id) > end_key}
+        if entries:
+            self._events_per_entry = max(1.0, folded / len(entries))
+        self.folded_events += folded
+        return True
+
+    def _fold(self, entries: list[Entry], token: str, version: int) -> int:
+        events = list(self._events_of(entries))
+        keys = list(dict.fromkeys((event.experiment_key, event.session_id) for event in events))
+        before: dict[tuple[str, str], SessionState] = {}
+        missing = []
+        for key in keys:
+            state = self.cache.get(key)
+            if state is None:
+                missing.append(key)
+            else:
+                before[key] = state
+        if missing:
+            before.update(rollup_store.load_sessions(self.clickhouse.client(), missing))
+        after = {key: (before[key].copy() if key in before else SessionState()) for key in keys}
+        for event in events:
+            after[(event.experiment_key, event.session_id)].apply(
+                event.variant_key, event.event_id, event.event_type, event.conversion_value
+            )
+        differences: dict[tuple[str, str], list[float]] = {}
+        changed = {}
+        for key, new_state in after.items():
+            old_state = before.get(key)
+            if old_state is not None and old_state.events == new_state.events:
+                continue  # a refolded event this session already holds
+            per_variant: dict[str, list[float]] = {}
+            add_difference(per_variant, old_state.contribution() if old_state else {}, new_state.contribution())
+            for variant_key, vector in per_variant.items():
+                total = differences.setdefault((key[0], variant_key), [0] * len(vector))
+                for i, x in enumerate(vector):
+                    total[i] += x
+            changed[key] = new_state
+        differences = {key: vector for key, vector in differences.items() if not is_zero(vector)}
+        client = self.clickhouse.client()
+        rollup_store.insert_totals(client, differences, token)
+        rollup_store.insert_sessions(client, changed, version, token)
+        for key, state in after.items():
+            self.cache.put(key, state)
+        return len(events)
+
+    def _events_of(self, entries: list[Entry]) -> Iterator:
+        for entry_id, fields in entries:
+            if entry_id in self._dead or not fields:
+                continue
+            raw = fields.get(ENVELOPE_FIELD)
+            if raw is None:
+                continue
+            try:
+                envelope = _decoder.decode(raw)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue  # poison: the workers dead-letter it, so it is not in abacus.events either
+            yield from envelope.events
+
+
+def _version(entry_id: bytes) -> int:
+    """Increases with the stream position, so the latest state of a session wins under FINAL."""
+    ms, seq = parse_id(entry_id)
+    return (ms << 20) | min(seq, (1 << 20) - 1)

@@ -1,0 +1,97 @@
+"""The rollup's Redis side: how far workers have stored the stream, the roller's bookmark (a
+consumer group it never reads through, so trimming waits for it), and the step in hand."""
+
+from __future__ import annotations
+
+import redis
+from redis.exceptions import ResponseError
+
+from shared import redis_keys
+
+Entry = tuple[bytes, dict | None]
+
+
+def parse_id(entry_id: bytes | str) -> tuple[int, int]:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
+class RollupStream:
+    def __init__(self, client: redis.Redis, stream: str, worker_group: str, dead_letter_stream: str) -> None:
+        self.redis = client
+        self.stream = stream
+        self.worker_group = worker_group
+        self.dead_letter_stream = dead_letter_stream
+        self._dead_cursor = b"0-0"
+
+    def stored_until(self) -> str | None:
+        """An XRANGE end bound: every entry up to it was stored in ClickHouse (or dead-lettered) by
+        the workers. Below the workers' oldest pending entry, and up to what they were delivered."""
+        try:
+            groups = self.redis.xinfo_groups(self.stream)
+        except ResponseError:
+            return None  # no stream yet
+        for group in groups:
+            if _text(group["name"]) != self.worker_group:
+                continue
+            if group["pending"]:
+                summary = self.redis.xpending(self.stream, self.worker_group)
+                if summary["min"] is not None:
+                    return "(" + _text(summary["min"])
+            return _text(group["last-delivered-id"])
+        return None
+
+    def bookmark(self) -> bytes | None:
+        """The last entry folded into the rollup; None when the rollup was never built here."""
+        try:
+            groups = self.redis.xinfo_groups(self.stream)
+        except ResponseError:
+            return None
+        for group in groups:
+            if _text(group["name"]) == redis_keys.ROLLUP_GROUP:
+                last = group["last-delivered-id"]
+                return last if isinstance(last, bytes) else last.encode()
+        return None
+
+    def restart_bookmark(self) -> None:
+        """Bookmark the start of the stream: from now on no entry is trimmed before the roller read it."""
+        try:
+            self.redis.xgroup_create(self.stream, redis_keys.ROLLUP_GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+            self.redis.xgroup_setid(self.stream, redis_keys.ROLLUP_GROUP, id="0")
+
+    def read_range(self, after: bytes, until: str, count: int | None) -> list[Entry]:
+        return self.redis.xrange(self.stream, min=b"(" + after, max=until, count=count)
+
+    def step_in_hand(self) -> tuple[bytes, bytes] | None:
+        raw = self.redis.get(redis_keys.ROLLUP_STEP)
+        if not raw:
+            return None
+        start, _, end = raw.partition(b" ")
+        return start, end
+
+    def begin_step(self, start: bytes, end: bytes) -> None:
+        self.redis.set(redis_keys.ROLLUP_STEP, start + b" " + end)
+
+    def finish_step(self, end: bytes) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.xgroup_setid(self.stream, redis_keys.ROLLUP_GROUP, id=end)
+        pipe.delete(redis_keys.ROLLUP_STEP)
+        pipe.execute()
+
+    def newly_dead_letters(self) -> list[bytes]:
+        """Ids of stream entries dead-lettered since the last call: workers never stored them."""
+        found = []
+        while True:
+            batch = self.redis.xrange(self.dead_letter_stream, min=b"(" + self._dead_cursor, count=1000)
+            if not batch:
+                return found
+            self._dead_cursor = batch[-1][0]
+            found.extend(fields[b"source_id"] for _, fields in batch if fields and b"source_id" in fields)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
