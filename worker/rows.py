@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from shared.wire import ENVELOPE_FIELD, StreamEnvelope
+from worker.stream import Entry, Fields, field_dict
 
 COLUMNS = [
     "event_id",
@@ -31,7 +32,7 @@ class Decoded:
     """Entries whose events are in ``columns``, in stream order."""
     columns: list[list] = field(default_factory=lambda: [[] for _ in COLUMNS])
     rows_by_entry: list[int] = field(default_factory=list)
-    poison: list[tuple[bytes, dict, str]] = field(default_factory=list)
+    poison: list[tuple[bytes, Fields, str]] = field(default_factory=list)
     """(entry id, raw fields, why) for entries that can never be inserted."""
     empty: list[bytes] = field(default_factory=list)
     """Entries whose data was trimmed away before they were read; nothing to insert."""
@@ -46,7 +47,7 @@ class Decoded:
         return self.row_count + len(self.poison) + len(self.empty)
 
 
-def decode_entries(entries: list[tuple[bytes, dict | None]], into: Decoded | None = None) -> Decoded:
+def decode_entries(entries: list[Entry], into: Decoded | None = None) -> Decoded:
     """Decode entries into columns, appending to ``into`` when given (a batch read in chunks)."""
     out = into if into is not None else Decoded()
     cols = out.columns
@@ -54,7 +55,7 @@ def decode_entries(entries: list[tuple[bytes, dict | None]], into: Decoded | Non
         if not fields:
             out.empty.append(entry_id)
             continue
-        raw = fields.get(ENVELOPE_FIELD)
+        raw = envelope_bytes(fields)
         if raw is None:
             out.poison.append((entry_id, fields, "entry has no envelope field"))
             continue
@@ -77,6 +78,15 @@ def decode_entries(entries: list[tuple[bytes, dict | None]], into: Decoded | Non
             cols[8].append(event.client_ts_ms)
             cols[9].append(event.received_at_ms)
     return out
+
+
+def envelope_bytes(fields: dict | list) -> bytes | None:
+    if isinstance(fields, list):
+        # Ingest writes the envelope as the entry's only field; look further only if it is not.
+        if fields[0] == ENVELOPE_FIELD:
+            return fields[1]
+        fields = field_dict(fields)
+    return fields.get(ENVELOPE_FIELD)
 
 
 def subset(decoded: Decoded, start: int, stop: int) -> Decoded:

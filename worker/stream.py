@@ -8,7 +8,11 @@ import time
 import redis
 from redis.exceptions import ResponseError
 
-Entry = tuple[bytes, dict | None]
+Fields = list[bytes] | dict[bytes, bytes] | None
+"""An entry's fields: a flat [name, value, ...] list as Redis sent it (reads skip redis-py's
+conversion to a dict, see ``_read_group``), a dict (claimed entries, tests), or None when the
+entry's data was trimmed away after it was delivered."""
+Entry = tuple[bytes, Fields]
 
 
 class StreamConsumer:
@@ -29,13 +33,26 @@ class StreamConsumer:
                 raise
 
     def read_new(self, count: int, block_ms: int | None) -> list[Entry]:
-        reply = self.redis.xreadgroup(self.group, self.consumer, {self.stream: ">"}, count=count, block=block_ms)
-        return reply[0][1] if reply else []
+        return self._read_group(">", count, block_ms)
 
     def read_own_pending(self, after: bytes, count: int) -> list[Entry]:
         """Entries delivered to this consumer and not acknowledged (after a crash or a failed batch)."""
-        reply = self.redis.xreadgroup(self.group, self.consumer, {self.stream: after}, count=count)
-        return reply[0][1] if reply else []
+        return self._read_group(after, count, None)
+
+    def _read_group(self, start: bytes | str, count: int, block_ms: int | None) -> list[Entry]:
+        args: list[bytes | str | int] = [b"GROUP", self.group, self.consumer, b"COUNT", count]
+        if block_ms is not None:
+            args += [b"BLOCK", block_ms]
+        args += [b"STREAMS", self.stream, start]
+        # redis-py finds its reply parser by the command name as a str; named in bytes, the reply
+        # comes back as hiredis built it. Its parser turned every entry's fields into a dict in
+        # pure Python: a fifth of the drain's time, for the one field the worker reads.
+        reply = self.redis.execute_command(b"XREADGROUP", *args)
+        if not reply:
+            return []
+        if isinstance(reply, dict):  # RESP3: {stream: entries}
+            return next(iter(reply.values()))
+        return reply[0][1]  # RESP2: [[stream, entries]]
 
     def claim_stale(self, min_idle_ms: int, count: int) -> list[Entry]:
         """Take over entries a dead consumer left pending for longer than ``min_idle_ms``.
@@ -63,7 +80,7 @@ class StreamConsumer:
 
     def dead_letter(self, entry_id: bytes, fields: dict | None, reason: str) -> None:
         """Park an entry for inspection and replay, then ack it so the rest keep flowing."""
-        payload = dict(fields or {})
+        payload = field_dict(fields)
         payload.update({b"source_id": entry_id, b"reason": reason.encode()[:2000], b"dead_at_ms": int(time.time() * 1000)})
         pipe = self.redis.pipeline(transaction=True)
         pipe.xadd(self.dead_letter_stream, payload)
@@ -89,6 +106,12 @@ class StreamConsumer:
         ms, seq = min(bounds)
         if (ms, seq) > (0, 0):
             self.redis.xtrim(self.stream, minid=f"{ms}-{seq}", approximate=False)
+
+
+def field_dict(fields: Fields) -> dict[bytes, bytes]:
+    if isinstance(fields, list):
+        return dict(zip(fields[::2], fields[1::2]))
+    return dict(fields or {})
 
 
 def _parse_id(entry_id: bytes | str) -> tuple[int, int]:
