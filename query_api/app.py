@@ -12,6 +12,7 @@ from query_api.auth import TokenVerifier
 from query_api.errors import EXCEPTION_HANDLERS
 from query_api.registry_routes import REGISTRY_ROUTES
 from query_api.results_routes import RESULTS_ROUTES
+from query_api.rollup_routes import ROLLUP_ROUTES
 from query_api.service import QueryService, in_thread
 from shared.app_config import app_config, bounded_shutdown
 from shared.clickhouse import ClickHouse, is_chdb
@@ -42,16 +43,17 @@ class QueryParts:
 def build_query(settings: Settings, clickhouse: ClickHouse, registry: RegistryCache) -> QueryParts:
     """Routes and state of the query API; loads (and on first start seeds) the registry."""
     verifier = TokenVerifier(settings)
-    store = RegistryStore(clickhouse, sync_client(settings.redis_url or ""))
+    redis_client = sync_client(settings.redis_url or "")
+    store = RegistryStore(clickhouse, redis_client)
     seed_path = find_seed(settings.registry_seed)
     if seed_path is None:
         log.warning("registry seed %s not found; an empty registry starts empty", settings.registry_seed)
     seed = load_seed(seed_path) if seed_path is not None else None
     registry.install(store.load(seed))
-    service = QueryService(store, registry, clickhouse)
+    service = QueryService(store, registry, clickhouse, redis_client)
     return QueryParts(
         service=service,
-        route_handlers=[*REGISTRY_ROUTES, *RESULTS_ROUTES],
+        route_handlers=[*REGISTRY_ROUTES, *RESULTS_ROUTES, *ROLLUP_ROUTES],
         state={"query_service": service, "token_verifier": verifier},
     )
 

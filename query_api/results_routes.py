@@ -5,16 +5,17 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Annotated, Literal
 
-from litestar import Request, get
+from litestar import Request, Response, get
 from litestar.exceptions import NotFoundException
 from litestar.params import FromQuery, QueryParameter
 
 from query_api.auth import requires_analyst
 from query_api.errors import BadQuery
-from query_api.results_query import VariantRollup, fetch_rollups
+from query_api.results_query import fetch_rollup_totals, fetch_rollups
 from query_api.service import QueryService, in_thread
 from query_api.timeseries_query import fetch_timeseries
 from shared.registry.models import Experiment
+from shared.rollup.totals import VariantRollup
 from shared.stats import ProportionStats, SampleMeanStats, VariantInput, analyze_experiment, rate_interval, validate_confidence
 
 
@@ -81,13 +82,14 @@ async def experiment_results(
     to: FromQuery[str | None] = None,
     confidence: FromQuery[float] = 0.95,
     sequential: FromQuery[bool] = False,
-) -> list[dict[str, object]]:
+) -> Response[list[dict[str, object]]]:
     service: QueryService = request.app.state.query_service
     start, end = parse_instant("from", from_), parse_instant("to", to)
     if start is not None and end is not None and start >= end:
         raise BadQuery("from", "from must be earlier than to")
     level = parse_confidence(confidence)
-    return await in_thread(build_results, service, experiment_key, start, end, level, sequential)
+    body, source = await in_thread(build_results, service, experiment_key, start, end, level, sequential)
+    return Response(body, headers={"X-Abacus-Source": source})
 
 
 def build_results(
@@ -97,9 +99,14 @@ def build_results(
     end: datetime | None,
     confidence: float,
     sequential: bool,
-) -> list[dict[str, object]]:
+) -> tuple[list[dict[str, object]], str]:
+    """The body, and where its totals came from: ``rollup`` or ``events``."""
     experiments = experiments_for(service, experiment_key)
-    rollups = fetch_rollups(service.clickhouse.client(), [e.experiment_key for e in experiments], start, end)
+    keys = [e.experiment_key for e in experiments]
+    if start is None and end is None and service.rollup_is_live():
+        source, rollups = "rollup", fetch_rollup_totals(service.clickhouse.client(), keys)
+    else:
+        source, rollups = "events", fetch_rollups(service.clickhouse.client(), keys, start, end)
     empty = VariantRollup()
     body = []
     for experiment in experiments:
@@ -123,7 +130,7 @@ def build_results(
                 ),
             }
         )
-    return body
+    return body, source
 
 
 @get("/api/v1/experiments/results/timeseries", guards=[requires_analyst], tags=["results"])

@@ -6,8 +6,10 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import anyio
+import redis
 from litestar.exceptions import ServiceUnavailableException
 
+from shared import redis_keys
 from shared.clickhouse import ClickHouse
 from shared.registry.cache import RegistryCache
 from shared.registry.models import RegistrySnapshot
@@ -17,10 +19,20 @@ T = TypeVar("T")
 
 
 class QueryService:
-    def __init__(self, store: RegistryStore, registry: RegistryCache, clickhouse: ClickHouse) -> None:
+    def __init__(self, store: RegistryStore, registry: RegistryCache, clickhouse: ClickHouse, redis_client: redis.Redis) -> None:
         self.store = store
         self.registry = registry
         self.clickhouse = clickhouse
+        self.redis = redis_client
+
+    def rollup_is_live(self) -> bool:
+        """The rollup is complete (built) and a roller is folding new events into it right now;
+        otherwise its totals could be stale and results are computed from the events."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.exists(redis_keys.ROLLUP_READY)
+        pipe.exists(redis_keys.ROLLUP_LOCK)
+        ready, alive = pipe.execute()
+        return bool(ready and alive)
 
     def apply(self, change: Callable[[RegistryStore], T]) -> T:
         """Run a registry change and serve its result from this process at once, without waiting

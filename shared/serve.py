@@ -24,7 +24,7 @@ from shared.health import health_handlers
 from shared.redis_conn import async_client
 from shared.registry.cache import RegistryCache
 from shared.settings import Settings
-from worker.main import build_worker
+from worker.main import build_roller, build_worker
 
 log = logging.getLogger(__name__)
 SERVE_CONSUMER = "serve"
@@ -42,14 +42,22 @@ def create_serve_app(settings: Settings) -> CORS:
     # batch the previous run had in hand, with the same deduplication token.
     worker = build_worker(settings, clickhouse, consumer_name=SERVE_CONSUMER)
     worker_thread = threading.Thread(target=worker.run, name="abacus-worker", daemon=True)
+    roller = build_roller(settings, clickhouse) if settings.rollup else None
+    roller_thread = threading.Thread(target=roller.run, name="abacus-rollup", daemon=True) if roller else None
 
     async def start_worker() -> None:
         worker_thread.start()
+        if roller_thread is not None:
+            roller_thread.start()
 
     async def stop_worker() -> None:
         import anyio
 
         worker.request_stop()
+        if roller is not None and roller_thread is not None:
+            roller.request_stop()
+            await anyio.to_thread.run_sync(roller_thread.join, 30)
+            roller.redis.close()
         await anyio.to_thread.run_sync(worker_thread.join, 30)
 
     async def worker_alive() -> str | None:

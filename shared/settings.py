@@ -42,6 +42,12 @@ class Settings:
     """ABACUS_MAX_DELIVERIES: deliveries after which a failing entry goes to the dead-letter stream."""
     claim_idle_ms: int = 60000
     """ABACUS_CLAIM_IDLE_MS: a pending entry idle this long belongs to a dead consumer and is claimed (XAUTOCLAIM)."""
+    rollup: bool = True
+    """ABACUS_ROLLUP: whether this worker (or serve) may become the roller that keeps the results rollup current (true/false); one runs at a time, elected by a Redis lock."""
+    rollup_cache_sessions: int = 200000
+    """ABACUS_ROLLUP_CACHE_SESSIONS: session states the roller keeps in memory; older ones are read back from ClickHouse when a session returns."""
+    rollup_idle_ms: int = 200
+    """ABACUS_ROLLUP_IDLE_MS: how long the roller waits before looking again when the workers have stored nothing new."""
     cors_origins: tuple[str, ...] = ()
     """ABACUS_CORS_ORIGINS: comma-separated origins allowed to send beacons from browsers ("*" for any)."""
     registry_seed: Path = Path("deploy/registry.example.json")
@@ -94,6 +100,8 @@ def _parse(name: str, type_name: object, raw: str) -> object:
             if value < 0:
                 raise ValueError
             return value
+        if type_text == "bool":
+            return _parse_bool(raw)
         if type_text == "Path":
             return Path(raw)
         if type_text.startswith("tuple"):
@@ -101,6 +109,15 @@ def _parse(name: str, type_name: object, raw: str) -> object:
         return raw
     except ValueError as exc:
         raise SettingsError(f"{env_name(name)}={raw!r} is not a valid {type_text}") from exc
+
+
+def _parse_bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
 
 
 def settings_doc() -> list[tuple[str, str, str]]:
@@ -116,5 +133,7 @@ def settings_doc() -> list[tuple[str, str, str]]:
         default = field.default
         if isinstance(default, tuple):
             default = ",".join(default)
+        elif isinstance(default, bool):
+            default = str(default).lower()
         rows.append((env_name(field.name), "" if default is None else str(default), description))
     return rows

@@ -1,7 +1,13 @@
-"""Results and time series over HTTP, on rows inserted into chDB the way the worker writes them."""
+"""Results and time series over HTTP, on rows inserted into chDB the way the worker writes them.
+
+Every results test runs twice: once computed from abacus.events (no roller), once from the
+rollup (rebuilt from the rows the test inserted, through the admin endpoint), so both ways of
+counting are held to the same expectations.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from datetime import datetime, timedelta, timezone
@@ -35,10 +41,23 @@ def insert(clickhouse, rows) -> None:
     clickhouse.client().insert("abacus.events", data, column_names=COLUMNS)
 
 
-@pytest.fixture()
-def client(settings):
-    with serve_client(settings) as test_client:
+@pytest.fixture(params=["events", "rollup"])
+def client(settings, request):
+    with serve_client(dataclasses.replace(settings, rollup=request.param == "rollup")) as test_client:
+        test_client.source = request.param  # type: ignore[attr-defined]
+        test_client.admin = auth(settings, "admin")  # type: ignore[attr-defined]
         yield test_client
+
+
+def rebuild_rollup(client) -> None:
+    """Rows inserted straight into abacus.events reach the rollup through a rebuild."""
+    assert client.post("/api/v1/admin/rollup/rebuild", headers=client.admin).status_code == 202
+
+    def rebuilt() -> bool:
+        status = client.get("/api/v1/admin/rollup", headers=client.admin).json()
+        return status["live"] and not status["rebuild_requested"]
+
+    wait_for(rebuilt)
 
 
 @pytest.fixture()
@@ -47,8 +66,13 @@ def analyst(settings):
 
 
 def results(client, headers, query: str = ""):
+    all_time = "from=" not in query and "to=" not in query
+    if client.source == "rollup" and all_time:
+        rebuild_rollup(client)
     response = client.get(f"/api/v1/experiments/results{query}", headers=headers)
     assert response.status_code == 200, response.text
+    # A window is always computed from the events: the rollup holds all-time totals only.
+    assert response.headers["x-abacus-source"] == (client.source if all_time else "events")
     return response.json()
 
 

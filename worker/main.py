@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 
 from shared.clickhouse import ClickHouse
 from shared.redis_conn import sync_client
 from shared.settings import Settings
 from worker.loop import Worker
+from worker.rollup import Roller
+from worker.rollup_stream import RollupStream
 from worker.sink import ClickHouseSink
 from worker.stream import StreamConsumer
 
@@ -36,22 +39,46 @@ def build_worker(settings: Settings, clickhouse: ClickHouse, consumer_name: str 
     )
 
 
+def build_roller(settings: Settings, clickhouse: ClickHouse) -> Roller:
+    assert settings.redis_url, "the roller needs a Redis URL"
+    # Its own connection: the roller runs in its own thread beside the worker loop.
+    stream = RollupStream(
+        sync_client(settings.redis_url, socket_timeout=30),
+        settings.stream,
+        settings.consumer_group,
+        settings.dead_letter_stream,
+    )
+    return Roller(stream, clickhouse, settings.rollup_cache_sessions, settings.rollup_idle_ms)
+
+
 def run_worker_process(settings: Settings, burst: bool = False) -> int:
     clickhouse = ClickHouse(settings.clickhouse_url or "")
     worker = build_worker(settings, clickhouse)
+    # Every worker may become the roller; the others wait as standbys in case it dies. A burst
+    # run drains and exits, so it leaves the rollup to the long-running workers.
+    roller = build_roller(settings, clickhouse) if settings.rollup and not burst else None
+    roller_thread = threading.Thread(target=roller.run, name="abacus-rollup", daemon=True) if roller else None
 
     def on_signal(signum: int, _frame: object) -> None:
         if worker.stopping.is_set():
             raise SystemExit(128 + signum)  # second signal: stop now, entries stay pending
         log.info("signal %d: finishing the batch in hand, then stopping", signum)
         worker.request_stop()
+        if roller is not None:
+            roller.request_stop()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     log.info("worker %s reading %s as group %s", worker.consumer.consumer, settings.stream, settings.consumer_group)
+    if roller_thread is not None:
+        roller_thread.start()
     try:
         worker.run(burst=burst)
     finally:
+        if roller is not None and roller_thread is not None:
+            roller.request_stop()
+            roller_thread.join(30)
+            roller.redis.close()
         worker.consumer.redis.close()
         clickhouse.close()
     log.info("worker stopped after inserting %d rows", worker.inserted_rows)

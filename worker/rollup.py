@@ -192,17 +192,18 @@ class Roller:
         might miss; refolded events the snapshot already holds change nothing (same event ids)."""
         log.info("rebuilding the results rollup from abacus.events")
         started = time.monotonic()
-        self.redis.delete(redis_keys.ROLLUP_READY)
+        # Take the request now, not when done: one made while this rebuild runs must start another.
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(redis_keys.ROLLUP_READY)
+        pipe.delete(redis_keys.ROLLUP_REBUILD)
+        pipe.execute()
         self.stream.restart_bookmark()
         self.redis.delete(redis_keys.ROLLUP_STEP)
         with self._lock_kept():
             rollup_store.rebuild_from_events(self.clickhouse.client())
         self.cache.clear()
         self._bookmark = b"0-0"
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.set(redis_keys.ROLLUP_READY, int(time.time() * 1000))
-        pipe.delete(redis_keys.ROLLUP_REBUILD)
-        pipe.execute()
+        self.redis.set(redis_keys.ROLLUP_READY, int(time.time() * 1000))
         log.info("rollup rebuilt in %.1fs", time.monotonic() - started)
 
     # ----- one step ------------------------------------------------------------------------

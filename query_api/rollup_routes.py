@@ -1,0 +1,52 @@
+"""Admin view of the results rollup: is it live, how far has it folded, and a rebuild on request
+(after deleting or correcting rows of abacus.events by hand, say)."""
+
+from __future__ import annotations
+
+from litestar import Request, get, post
+from litestar.status_codes import HTTP_202_ACCEPTED
+
+from query_api.auth import requires_admin
+from query_api.service import QueryService, in_thread
+from shared import redis_keys
+
+
+def rollup_status(service: QueryService) -> dict[str, object]:
+    pipe = service.redis.pipeline(transaction=False)
+    pipe.get(redis_keys.ROLLUP_READY)
+    pipe.exists(redis_keys.ROLLUP_LOCK)
+    pipe.exists(redis_keys.ROLLUP_REBUILD)
+    ready_ms, alive, rebuild_requested = pipe.execute()
+    return {
+        "live": bool(ready_ms and alive),
+        "roller_running": bool(alive),
+        "built_at_ms": int(ready_ms) if ready_ms else None,
+        "rebuild_requested": bool(rebuild_requested),
+    }
+
+
+@get("/api/v1/admin/rollup", guards=[requires_admin], tags=["admin"], summary="Results rollup status")
+async def get_rollup_status(request: Request) -> dict[str, object]:
+    service: QueryService = request.app.state.query_service
+    return await in_thread(rollup_status, service)
+
+
+@post(
+    "/api/v1/admin/rollup/rebuild",
+    guards=[requires_admin],
+    tags=["admin"],
+    status_code=HTTP_202_ACCEPTED,
+    summary="Recompute the results rollup from abacus.events",
+)
+async def request_rollup_rebuild(request: Request) -> dict[str, object]:
+    """The roller rebuilds at its next step; results come from the events until it is done."""
+    service: QueryService = request.app.state.query_service
+
+    def request_rebuild() -> dict[str, object]:
+        service.redis.set(redis_keys.ROLLUP_REBUILD, 1)
+        return rollup_status(service)
+
+    return await in_thread(request_rebuild)
+
+
+ROLLUP_ROUTES = [get_rollup_status, request_rollup_rebuild]

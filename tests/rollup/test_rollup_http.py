@@ -1,0 +1,48 @@
+"""The rollup through `abacus serve` over HTTP: beacons reach the rollup's results, and its admin
+endpoints are for admins only."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from shared import redis_keys
+from tests.conftest import wait_for
+from tests.helpers import auth, beacon, serve_client
+
+
+def test_beacons_are_counted_in_rollup_results(settings, redis_client):
+    with serve_client(settings) as client:
+        analyst = auth(settings, "analyst", "ana")
+        sessions = [f"session_{i:04d}" for i in range(20)]
+        batch = [beacon(session_id=s, event_name="impression", variant_key="control") for s in sessions]
+        batch += [beacon(session_id=s, event_name="conversion", value=5.0, variant_key="control") for s in sessions[:5]]
+        assert client.post("/api/experiments/batch", json=batch).status_code == 202
+
+        def counted():
+            response = client.get("/api/v1/experiments/results?experiment_key=homepage_hero_test", headers=analyst)
+            control = response.json()[0]["variants"][0]
+            return response.headers["x-abacus-source"] == "rollup" and control["unique_sessions"] == 20 and control
+
+        control = wait_for(counted, timeout=15)
+        assert control["impressions"] == 20 and control["conversions"] == 5
+        assert control["conversion_rate"] == 0.25 and control["conversion_value_total"] == 25.0
+
+
+def test_results_come_from_events_when_no_roller_runs(settings, redis_client):
+    with serve_client(dataclasses.replace(settings, rollup=False)) as client:
+        analyst = auth(settings, "analyst", "ana")
+        response = client.get("/api/v1/experiments/results", headers=analyst)
+        assert response.status_code == 200 and response.headers["x-abacus-source"] == "events"
+        status = client.get("/api/v1/admin/rollup", headers=auth(settings, "admin")).json()
+        assert status == {"live": False, "roller_running": False, "built_at_ms": None, "rebuild_requested": False}
+
+
+def test_rollup_admin_endpoints_need_an_admin(settings, redis_client):
+    with serve_client(dataclasses.replace(settings, rollup=False)) as client:
+        for method, path in (("GET", "/api/v1/admin/rollup"), ("POST", "/api/v1/admin/rollup/rebuild")):
+            assert client.request(method, path).status_code == 401
+            assert client.request(method, path, headers=auth(settings, "analyst", "ana")).status_code == 403
+        assert not redis_client.exists(redis_keys.ROLLUP_REBUILD)
+        response = client.post("/api/v1/admin/rollup/rebuild", headers=auth(settings, "admin"))
+        assert response.status_code == 202 and response.json()["rebuild_requested"] is True
+        assert redis_client.exists(redis_keys.ROLLUP_REBUILD)
