@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 
+from typing import Protocol
+
 import msgspec
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from shared.wire import ENVELOPE_FIELD, StreamEnvelope, StreamEvent
+from ingest.resp import RespError
+from shared.wire import StreamEnvelope, StreamEvent
 
 # Bounded entries keep a worker's read of N entries bounded in rows, and the dead-letter unit small.
 MAX_EVENTS_PER_ENTRY = 500
@@ -26,10 +28,20 @@ class SinkUnavailable(Exception):
     """Redis did not confirm the append; the client should retry later (503)."""
 
 
+class Sink(Protocol):
+    async def append(self, entries: list[bytes]) -> None:
+        """Put every entry on the stream, atomically, or raise."""
+
+    async def close(self) -> None: ...
+
+
+# Every way a sink can fail that means "Redis did not take it": the client retries on a 503.
+SINK_ERRORS = (RedisError, RespError, OSError)
+
+
 class StreamPublisher:
-    def __init__(self, redis_client: aioredis.Redis, stream: str) -> None:
-        self._redis = redis_client
-        self._stream = stream
+    def __init__(self, sink: Sink) -> None:
+        self._sink = sink
         self._events: list[StreamEvent] = []
         self._waiters: list[asyncio.Future[None]] = []
         self._flushing = False
@@ -59,15 +71,9 @@ class StreamPublisher:
                 _encoder.encode(StreamEnvelope(events=events[i : i + MAX_EVENTS_PER_ENTRY]))
                 for i in range(0, len(events), MAX_EVENTS_PER_ENTRY)
             ]
-            if len(entries) == 1:
-                await self._redis.xadd(self._stream, {ENVELOPE_FIELD: entries[0]})
-            else:
-                # One MULTI: a request's events either all reach the stream or none do.
-                pipe = self._redis.pipeline(transaction=True)
-                for entry in entries:
-                    pipe.xadd(self._stream, {ENVELOPE_FIELD: entry})
-                await pipe.execute()
-        except (RedisError, OSError) as exc:
+            # More than one entry goes in one MULTI: a request's events all reach the stream or none do.
+            await self._sink.append(entries)
+        except SINK_ERRORS as exc:
             _resolve(waiters, SinkUnavailable(f"Redis unavailable: {exc}"))
             return
         except BaseException as exc:
@@ -75,6 +81,9 @@ class StreamPublisher:
             _resolve(waiters, SinkUnavailable(f"append interrupted: {exc!r}"))
             raise
         _resolve(waiters, None)
+
+    async def close(self) -> None:
+        await self._sink.close()
 
 
 def _resolve(waiters: list[asyncio.Future[None]], error: SinkUnavailable | None) -> None:

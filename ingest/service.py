@@ -12,6 +12,7 @@ from litestar.types import Receive, Scope, Send
 from ingest.handler import BeaconEndpoint
 from ingest.publisher import StreamPublisher
 from ingest.request import BATCH, EVENT, IMPRESSION
+from ingest.sink import sink_for
 from ingest.steps import DropCounter, DropReason
 from shared.registry.cache import RegistryCache
 
@@ -33,14 +34,15 @@ class IngestService:
         self.redis = redis_client
         self.registry = registry
         self.counter = DropCounter()
-        self.publisher = StreamPublisher(redis_client, stream)
-        self._is_bot = is_bot
+        self.publisher = StreamPublisher(sink_for(redis_client, stream))
+        self.beacon_endpoints = {
+            path: BeaconEndpoint(endpoint, self.publisher, registry, is_bot, self.counter) for path, endpoint in BEACON_PATHS.items()
+        }
 
     def route_handlers(self) -> list:
-        handlers = []
-        for path, endpoint in BEACON_PATHS.items():
-            beacon_endpoint = BeaconEndpoint(endpoint, self.publisher, self.registry, self._is_bot, self.counter)
-            handlers.append(_as_route(path, beacon_endpoint))
+        # Litestar routes the beacon paths too: for apps without BeaconDispatcher in front, and
+        # for the path spellings Litestar accepts beyond the exact ones (a trailing slash).
+        handlers = [_as_route(path, beacon_endpoint) for path, beacon_endpoint in self.beacon_endpoints.items()]
 
         counter = self.counter
 
