@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from litestar import Litestar
 
+from ingest.dispatch import BeaconDispatcher
 from ingest.openapi_docs import document_beacon_routes
 from ingest.service import IngestService
 from shared.app_config import app_config, bounded_shutdown
@@ -24,11 +25,11 @@ def create_app(settings: Settings) -> CORS:
     app = Litestar(
         route_handlers=[*service.route_handlers(), *health_handlers({"ingest": service.readiness})],
         on_startup=[registry.start],
-        on_shutdown=bounded_shutdown(registry.stop, redis_client.aclose),
+        on_shutdown=bounded_shutdown(registry.stop, service.publisher.close, redis_client.aclose),
         **app_config("Abacus ingest"),  # type: ignore[arg-type]
     )
     document_beacon_routes(app)
-    return CORS(app, settings.cors_origins)
+    return CORS(BeaconDispatcher(app, service.beacon_endpoints), settings.cors_origins)
 
 
 def app_from_env() -> CORS:
