@@ -14,7 +14,7 @@ import msgspec
 
 from ingest.publisher import SinkUnavailable, StreamPublisher
 from ingest.request import BATCH, BadRequest, Endpoint, check_media_type, parse_beacons, read_body
-from ingest.steps import DropCounter, DropReason, EventIds, now_ms, registry_drop_reason, to_stream_event
+from ingest.steps import DropCounter, DropReason, EventIds, event_id, now_ms, registry_drop_reason, to_stream_event
 from shared.registry.cache import RegistryCache
 
 Scope = dict[str, Any]
@@ -89,10 +89,12 @@ class BeaconEndpoint:
             reasons = [DropReason.BOT] * len(beacons)
         else:
             received_at = now_ms()
-            for beacon, metadata_json in beacons:
+            id_prefix = self._event_ids.for_request()
+            for index, (beacon, metadata_json) in enumerate(beacons):
                 reason = registry_drop_reason(beacon, view)
                 if reason is None:
-                    accepted.append(to_stream_event(beacon, metadata_json, received_at, self._event_ids))
+                    generated_id = event_id(id_prefix, index) if beacon.event_id is None else ""
+                    accepted.append(to_stream_event(beacon, metadata_json, received_at, generated_id))
                 else:
                     reasons.append(reason)
         if accepted:

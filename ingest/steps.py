@@ -13,7 +13,7 @@ import time
 from collections import Counter
 
 from shared.registry.cache import IngestView
-from shared.wire import Beacon, StreamEvent, client_ts_ms
+from shared.wire import MAX_BATCH_ITEMS, Beacon, StreamEvent, client_ts_ms
 
 
 class DropReason(str, enum.Enum):
@@ -53,30 +53,44 @@ def registry_drop_reason(beacon: Beacon, view: IngestView) -> DropReason | None:
 
 
 class EventIds:
-    """Ids for beacons that came without one: a random per-process prefix and a counter, unique
-    like a UUID across processes but about ten times cheaper to make on the hot path."""
+    """Ids for beacons that came without one: a random per-process prefix, a per-request counter
+    and the beacon's index in its request. Unique like a UUID across processes, but a batch of
+    100 formats one number instead of making 100 ids."""
 
     def __init__(self) -> None:
         self._prefix = secrets.token_hex(8)
         self._counter = itertools.count()
 
+    def for_request(self) -> str:
+        """The first 29 of 32 characters, shared by one request's beacons; ``event_id`` adds the index."""
+        return f"{self._prefix}{next(self._counter):013x}"
+
     def next(self) -> str:
-        return f"{self._prefix}{next(self._counter):016x}"
+        return event_id(self.for_request(), 0)
 
 
-def to_stream_event(beacon: Beacon, metadata_json: str, received_at_ms: int, event_ids: EventIds) -> StreamEvent:
+# A request holds at most MAX_BATCH_ITEMS beacons, so three hex digits always fit the index.
+_INDEX_HEX = tuple(f"{i:03x}" for i in range(MAX_BATCH_ITEMS))
+
+
+def event_id(request_prefix: str, index: int) -> str:
+    return request_prefix + _INDEX_HEX[index]
+
+
+def to_stream_event(beacon: Beacon, metadata_json: str, received_at_ms: int, generated_id: str) -> StreamEvent:
+    # Positional: StreamEvent's field order; measurably cheaper than keywords per beacon of a batch.
     return StreamEvent(
         # Generated ids are unique, so only a client-supplied id makes a retry count once.
-        event_id=beacon.event_id or event_ids.next(),
-        experiment_key=beacon.experiment_key,
-        variant_key=beacon.variant_key,
-        session_id=beacon.session_id,
-        event_type=beacon.event_name,
-        path=beacon.path,
-        conversion_value=beacon.value,
-        metadata_json=metadata_json,
-        client_ts_ms=client_ts_ms(beacon),
-        received_at_ms=received_at_ms,
+        beacon.event_id or generated_id,
+        beacon.experiment_key,
+        beacon.variant_key,
+        beacon.session_id,
+        beacon.event_name,
+        beacon.path,
+        beacon.value,
+        metadata_json,
+        client_ts_ms(beacon),
+        received_at_ms,
     )
 
 

@@ -296,7 +296,12 @@ def test_metrics_count_accepted_and_dropped(client):
 def test_generated_event_ids_differ_between_endpoints_and_processes():
     from ingest.steps import EventIds
 
+    from ingest.steps import event_id
+
     first, second = EventIds(), EventIds()
     ids = {first.next() for _ in range(1000)} | {second.next() for _ in range(1000)}
     assert len(ids) == 2000
     assert first.next()[:16] != second.next()[:16]
+    # The beacons of one batch share a request prefix and differ by their index.
+    batch = [event_id(prefix, i) for prefix in (first.for_request(), first.for_request()) for i in range(500)]
+    assert len(set(batch)) == 1000 and {len(i) for i in batch} == {32}
