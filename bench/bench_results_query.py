@@ -6,9 +6,11 @@ For each size, M events over 2 experiments x 3 variants are generated inside Cli
 (INSERT ... SELECT FROM numbers(M)): M/5 sessions, each sticky to one variant (0.5% of beacons
 carry another variant, like a cleared cookie), each within half an hour somewhere in a 14-day
 window; 70% impressions, 15% cta_click, 6% form_start, 4% form_submit, 5% conversions with a
-value. The whole `abacus serve` app answers over HTTP in-process (litestar TestClient, admin
-token): the results of both experiments with the analysis, one experiment, and its daily time
-series, after a warm-up. The baseline is `SELECT count() FROM abacus.events` on the same chDB
+value. The rows bypass the stream, so the results rollup is then rebuilt from them (the admin
+endpoint; its duration is printed). The whole `abacus serve` app answers over HTTP in-process
+(litestar TestClient, admin token): all-time results of both experiments with the analysis (read
+from the rollup), one experiment, both experiments over a window (computed from the events, as
+every window is), and the daily time series, after a warm-up. The baseline is `SELECT count() FROM abacus.events` on the same chDB
 (answered from part metadata, so it stays ~1 ms at any size: the ratio is mostly the results
 latency itself). Background merges are left to settle after generating, then stopped while
 timing, so every series sees the same part layout and no merge competes for the CPU.
@@ -141,6 +143,19 @@ def explain(client, text: str, parameters: dict) -> str:  # type: ignore[no-unty
     return "\n".join("    " + (row[0] if len(row[0]) <= 150 else row[0][:147] + "...") for row in rows if row[0].strip())
 
 
+def rebuild_rollup(client_http, headers: dict[str, str]) -> float:  # type: ignore[no-untyped-def]
+    """Ask for a rollup rebuild and wait until the roller has finished it; seconds taken."""
+    started = time.perf_counter()
+    response = client_http.post("/api/v1/admin/rollup/rebuild", headers=headers)
+    if response.status_code != 202:
+        raise RuntimeError(f"rebuild: {response.status_code} {response.text[:300]}")
+    while True:
+        status = client_http.get("/api/v1/admin/rollup", headers=headers).json()
+        if status["live"] and not status["rebuild_requested"]:
+            return time.perf_counter() - started
+        time.sleep(0.05)
+
+
 def measure_size(client_http, headers: dict[str, str], service, rows: int, args: argparse.Namespace) -> dict[str, float]:  # type: ignore[no-untyped-def]
     ch = service.clickhouse.client()
     ch.command("TRUNCATE TABLE abacus.events")
@@ -150,18 +165,19 @@ def measure_size(client_http, headers: dict[str, str], service, rows: int, args:
         settings={"max_insert_threads": 2},
     )
     generated_s = time.perf_counter() - started
+    rebuilt_s = rebuild_rollup(client_http, headers)
     waited_s = wait_for_merges(ch, args.merge_wait, quiet_s=1.0 if args.tiny else 5.0)
     still_running = merges_running(ch)
     # Freeze the part layout while timing: a merge starting mid-series would compete for the two
     # cores and change what FINAL has to merge at read time.
     ch.command("SYSTEM STOP MERGES abacus.events")
     try:
-        return timings(client_http, headers, service, ch, rows, generated_s, waited_s, still_running, args)
+        return timings(client_http, headers, service, ch, rows, generated_s, waited_s, still_running, args, rebuilt_s) | {"rebuild_s": rebuilt_s}
     finally:
         ch.command("SYSTEM START MERGES abacus.events")
 
 
-def timings(client_http, headers, service, ch, rows, generated_s, waited_s, still_running, args) -> dict[str, float]:  # type: ignore[no-untyped-def]
+def timings(client_http, headers, service, ch, rows, generated_s, waited_s, still_running, args, rebuild_s) -> dict[str, float]:  # type: ignore[no-untyped-def]
     from query_api.results_query import RESULTS_SQL
     from query_api.results_routes import build_results
 
@@ -172,7 +188,7 @@ def timings(client_http, headers, service, ch, rows, generated_s, waited_s, stil
     print(
         f"\n{rows:,} events ({sessions:,} sessions) generated in {generated_s:.1f} s; "
         f"waited {waited_s:.0f} s for merges to settle ({still_running} still running; merges stopped for the timing); "
-        f"{parts} active parts, {on_disk / 1e6:.0f} MB on disk"
+        f"{parts} active parts, {on_disk / 1e6:.0f} MB on disk; rollup rebuilt from them in {rebuild_s:.1f} s"
     )
 
     calls, warmup = args.calls, args.warmup
@@ -180,12 +196,17 @@ def timings(client_http, headers, service, ch, rows, generated_s, waited_s, stil
     api = "/api/v1/experiments/results"
     out: dict[str, float] = {}
     print(" HTTP, whole app in-process (auth, registry, SQL, analysis, JSON):")
+    window = "from=2026-01-01T00:00:00Z&to=2027-01-01T00:00:00Z"
     for key, label, path in (
-        ("results", "GET /results (2 experiments, analysis)", api),
+        ("results", "GET /results (2 experiments, analysis; rollup)", api),
         ("results_one", f"GET /results?experiment_key={one}", f"{api}?experiment_key={one}"),
+        ("results_window", "GET /results?from&to (2 experiments; events)", f"{api}?{window}"),
         ("timeseries", f"GET /results/timeseries ({one}, day)", f"{api}/timeseries?experiment_key={one}&interval=day"),
     ):
         out[key], out[key + "_p95"] = line(label, timed(http_get(client_http, path, headers), calls, warmup))
+    sources = {client_http.get(p, headers=headers).headers["x-abacus-source"] for p in (api, f"{api}?{window}")}
+    if sources != {"rollup", "events"}:
+        raise RuntimeError(f"expected one series from the rollup and one from the events, got {sources}")
     print(" baseline:")
     out["baseline"], out["baseline_p95"] = line("SELECT count() FROM abacus.events", timed(sql(ch, "SELECT count() FROM abacus.events"), calls, warmup))
 
@@ -202,7 +223,7 @@ def timings(client_http, headers, service, ch, rows, generated_s, waited_s, stil
     )
     print(f" split ({split_calls} calls each):")
     out["build"], _ = line(
-        "build_results() without HTTP (SQL + analysis)", timed(lambda: build_results(service, None, None, None, 0.95, False), split_calls, 1)
+        "build_results() without HTTP (rollup + analysis)", timed(lambda: build_results(service, None, None, None, 0.95, False), split_calls, 1)
     )
     for key, label, text in (
         ("sql", "results SQL alone (as the API runs it)", full),
@@ -271,7 +292,8 @@ def main() -> None:
     print()
     for rows, r in results.items():
         print(
-            f"{rows:>12,} events: results p50 {r['results']:.1f} ms (SQL alone {r['sql']:.1f} ms, with analysis {r['build']:.1f} ms), "
+            f"{rows:>12,} events: results p50 {r['results']:.1f} ms from the rollup (rebuild {r['rebuild_s']:.1f} s); "
+            f"with a window {r['results_window']:.1f} ms from the events (SQL alone {r['sql']:.1f} ms), "
             f"baseline p50 {r['baseline']:.2f} ms, ratio {r['results'] / r['baseline']:.0f}"
         )
     if len(sizes) > 1:
@@ -279,6 +301,7 @@ def main() -> None:
         print(
             f"scaling {small:,} -> {large:,} events (x{large / small:.0f}): results p50 x{results[large]['results'] / results[small]['results']:.1f}, "
             f"single experiment x{results[large]['results_one'] / results[small]['results_one']:.1f}, "
+            f"windowed x{results[large]['results_window'] / results[small]['results_window']:.1f}, "
             f"timeseries x{results[large]['timeseries'] / results[small]['timeseries']:.1f}"
         )
     largest = sizes[-1]

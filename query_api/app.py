@@ -50,7 +50,7 @@ def build_query(settings: Settings, clickhouse: ClickHouse, registry: RegistryCa
         log.warning("registry seed %s not found; an empty registry starts empty", settings.registry_seed)
     seed = load_seed(seed_path) if seed_path is not None else None
     registry.install(store.load(seed))
-    service = QueryService(store, registry, clickhouse, redis_client)
+    service = QueryService(store, registry, clickhouse, redis_client, settings.rollup_max_lag_ms)
     return QueryParts(
         service=service,
         route_handlers=[*REGISTRY_ROUTES, *RESULTS_ROUTES, *ROLLUP_ROUTES],

@@ -12,16 +12,14 @@ from shared import redis_keys
 
 
 def rollup_status(service: QueryService) -> dict[str, object]:
-    pipe = service.redis.pipeline(transaction=False)
-    pipe.get(redis_keys.ROLLUP_READY)
-    pipe.exists(redis_keys.ROLLUP_LOCK)
-    pipe.exists(redis_keys.ROLLUP_REBUILD)
-    ready_ms, alive, rebuild_requested = pipe.execute()
+    built, alive, behind_ms, rebuild_requested = service.rollup_state()
     return {
-        "live": bool(ready_ms and alive),
-        "roller_running": bool(alive),
-        "built_at_ms": int(ready_ms) if ready_ms else None,
-        "rebuild_requested": bool(rebuild_requested),
+        "live": service.live(built, alive, behind_ms),
+        "built": built,
+        "roller_running": alive,
+        "behind_ms": behind_ms,
+        "max_lag_ms": service.rollup_max_lag_ms,
+        "rebuild_requested": rebuild_requested,
     }
 
 

@@ -19,20 +19,33 @@ T = TypeVar("T")
 
 
 class QueryService:
-    def __init__(self, store: RegistryStore, registry: RegistryCache, clickhouse: ClickHouse, redis_client: redis.Redis) -> None:
+    def __init__(
+        self, store: RegistryStore, registry: RegistryCache, clickhouse: ClickHouse, redis_client: redis.Redis, rollup_max_lag_ms: int
+    ) -> None:
         self.store = store
         self.registry = registry
         self.clickhouse = clickhouse
         self.redis = redis_client
+        self.rollup_max_lag_ms = rollup_max_lag_ms
 
-    def rollup_is_live(self) -> bool:
-        """The rollup is complete (built) and a roller is folding new events into it right now;
-        otherwise its totals could be stale and results are computed from the events."""
+    def rollup_state(self) -> tuple[bool, bool, int | None, bool]:
+        """(built, a roller is running, how far behind it is in ms, rebuild requested)."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.exists(redis_keys.ROLLUP_READY)
         pipe.exists(redis_keys.ROLLUP_LOCK)
-        ready, alive = pipe.execute()
-        return bool(ready and alive)
+        pipe.get(redis_keys.ROLLUP_BEHIND_MS)
+        pipe.exists(redis_keys.ROLLUP_REBUILD)
+        ready, alive, behind, rebuild = pipe.execute()
+        return bool(ready), bool(alive), int(behind) if behind is not None else None, bool(rebuild)
+
+    def rollup_is_live(self) -> bool:
+        """The rollup is built, a roller is folding new events into it, and it is not far behind;
+        otherwise its totals could be stale and results are computed from the events."""
+        built, alive, behind, _ = self.rollup_state()
+        return self.live(built, alive, behind)
+
+    def live(self, built: bool, alive: bool, behind_ms: int | None) -> bool:
+        return built and alive and (behind_ms or 0) <= self.rollup_max_lag_ms
 
     def apply(self, change: Callable[[RegistryStore], T]) -> T:
         """Run a registry change and serve its result from this process at once, without waiting

@@ -20,3 +20,6 @@ ROLLUP_REBUILD = "abacus:rollup:rebuild"
 """Set by `abacus rollup --rebuild`: the roller recomputes the rollup from abacus.events."""
 ROLLUP_STEP = "abacus:rollup:step"
 """The stream range the roller is folding, so after a crash it redoes exactly that range."""
+ROLLUP_BEHIND_MS = "abacus:rollup:behind_ms"
+"""How far (stream milliseconds) the roller's last step ended behind what the workers had stored;
+past ABACUS_ROLLUP_MAX_LAG_MS results are computed from the events instead."""

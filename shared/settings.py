@@ -48,6 +48,8 @@ class Settings:
     """ABACUS_ROLLUP_CACHE_SESSIONS: session states the roller keeps in memory; older ones are read back from ClickHouse when a session returns."""
     rollup_idle_ms: int = 200
     """ABACUS_ROLLUP_IDLE_MS: how long the roller waits before looking again when the workers have stored nothing new."""
+    rollup_max_lag_ms: int = 10000
+    """ABACUS_ROLLUP_MAX_LAG_MS: when the roller is further behind the stored events than this (a backlog), results are computed from the events instead."""
     cors_origins: tuple[str, ...] = ()
     """ABACUS_CORS_ORIGINS: comma-separated origins allowed to send beacons from browsers ("*" for any)."""
     registry_seed: Path = Path("deploy/registry.example.json")

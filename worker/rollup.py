@@ -32,6 +32,7 @@ from redis.exceptions import RedisError
 
 from shared import redis_keys
 from shared.clickhouse import ClickHouse
+from shared.rollup.known_sessions import KnownSessions
 from shared.rollup.session import SessionState, add_difference, is_zero
 from shared.wire import ENVELOPE_FIELD, StreamEnvelope
 from worker import rollup_store
@@ -40,8 +41,9 @@ from worker.rollup_stream import Entry, RollupStream, parse_id
 log = logging.getLogger(__name__)
 
 _LOCK_TTL_MS = 10_000
-_EVENTS_PER_STEP = 20_000
-_MAX_ENTRIES_PER_STEP = 5_000
+# Larger steps share ClickHouse's per-insert cost among more events; bounded so a step's memory is.
+_EVENTS_PER_STEP = 50_000
+_MAX_ENTRIES_PER_STEP = 20_000
 _MAX_BACKOFF_S = 30.0
 _decoder = msgspec.msgpack.Decoder(StreamEnvelope)
 
@@ -100,6 +102,7 @@ class Roller:
         self._holding = False
         self._bookmark: bytes | None = None
         self._dead: set[bytes] = set()
+        self._known: KnownSessions | None = None
         self._events_per_entry = 1.0
 
     def request_stop(self) -> None:
@@ -183,6 +186,25 @@ class Roller:
     def _forget(self) -> None:
         self.cache.clear()
         self._bookmark = None
+        self._known = None
+
+    def _known_sessions(self) -> KnownSessions:
+        """The filter of stored sessions, built from ClickHouse when missing or overfull."""
+        if self._known is None or self._known.overfull:
+            started = time.monotonic()
+            client = self.clickhouse.client()
+            sessions = client.query(f"SELECT uniqExact(experiment_key, session_id) FROM {rollup_store.SESSIONS_TABLE}").result_rows[0][0]
+            # Room to grow: rebuilt (larger) only once it holds about four times this many.
+            known = KnownSessions(2 * sessions + 100_000)
+
+            def add_block(experiment_keys: list[str], session_ids: list[str]) -> None:
+                for key in zip(experiment_keys, session_ids):
+                    known.add(*key)
+
+            rollup_store.stored_session_keys(client, add_block)
+            log.info("indexed %d stored rollup sessions in %.1fs", sessions, time.monotonic() - started)
+            self._known = known
+        return self._known
 
     # ----- rebuild -------------------------------------------------------------------------
     def rebuild(self) -> None:
@@ -210,9 +232,11 @@ class Roller:
     def _step(self) -> bool:
         assert self._bookmark is not None
         in_hand = self.stream.step_in_hand()
+        until: str | bytes | None
         if in_hand is not None:
             start, end = in_hand
-            entries = self.stream.read_range(start, end.decode(), None)
+            until = end
+            entries = self.stream.read_range(start, end, None)
         else:
             until = self.stream.stored_until()
             if until is None:
@@ -221,12 +245,14 @@ class Roller:
             count = max(1, min(_MAX_ENTRIES_PER_STEP, int(_EVENTS_PER_STEP / self._events_per_entry)))
             entries = self.stream.read_range(start, until, count)
             if not entries:
+                self.stream.report_behind(0)
                 return False
             end = entries[-1][0]
             self.stream.begin_step(start, end)
         self._dead.update(self.stream.newly_dead_letters())
         folded = self._fold(entries, token=f"rollup:{start.decode()}:{end.decode()}", version=_version(end))
         self.stream.finish_step(end)
+        self.stream.report_behind(max(0, _id_ms(until) - _id_ms(end)))
         self._bookmark = end
         end_key = parse_id(end)
         self._dead = {entry_id for entry_id in self._dead if parse_id(entry_id) > end_key}
@@ -238,47 +264,48 @@ class Roller:
     def _fold(self, entries: list[Entry], token: str, version: int) -> int:
         events = list(self._events_of(entries))
         keys = list(dict.fromkeys((event.experiment_key, event.session_id) for event in events))
-        before: dict[tuple[str, str], SessionState] = {}
+        known = self._known_sessions()
+        states: dict[tuple[str, str], SessionState] = {}
         missing = []
         for key in keys:
             state = self.cache.get(key)
-            if state is None:
-                missing.append(key)
-            else:
-                before[key] = state
+            if state is not None:
+                states[key] = state
+            elif known.may_contain(*key):
+                missing.append(key)  # stored once and since evicted (or a rare false positive)
         if missing:
-            before.update(rollup_store.load_sessions(self.clickhouse.client(), missing))
-        after = {key: (before[key].copy() if key in before else SessionState()) for key in keys}
+            states.update(rollup_store.load_sessions(self.clickhouse.client(), missing))
+        # States change in place: if this step fails, run() clears the cache and the states are
+        # read back from ClickHouse, as they were before the step.
+        before = {}
+        changed: dict[tuple[str, str], SessionState] = {}
         for event in events:
-            after[(event.experiment_key, event.session_id)].apply(
-                event.variant_key, event.event_id, event.event_type, event.conversion_value
-            )
+            key = (event.experiment_key, event.session_id)
+            state = states.get(key)
+            if state is None:
+                state = states[key] = SessionState()
+            if key not in before:
+                before[key] = state.contribution() if len(state) else {}
+            if state.apply(event.variant_key, event.event_id, event.event_type, event.conversion_value):
+                changed[key] = state
         differences: dict[tuple[str, str], list[float]] = {}
-        changed = {}
-        for key, new_state in after.items():
-            old_state = before.get(key)
-            if old_state is not None and old_state.events == new_state.events:
-                continue  # a refolded event this session already holds
-            per_variant: dict[str, list[float]] = {}
-            add_difference(per_variant, old_state.contribution() if old_state else {}, new_state.contribution())
-            for variant_key, vector in per_variant.items():
-                total = differences.setdefault((key[0], variant_key), [0] * len(vector))
-                for i, x in enumerate(vector):
-                    total[i] += x
-            changed[key] = new_state
+        for key, state in changed.items():
+            add_difference(differences, key[0], before[key], state.contribution())
         differences = {key: vector for key, vector in differences.items() if not is_zero(vector)}
         client = self.clickhouse.client()
         rollup_store.insert_totals(client, differences, token)
         rollup_store.insert_sessions(client, changed, version, token)
-        for key, state in after.items():
+        for key, state in states.items():
             self.cache.put(key, state)
+        for key in changed:
+            known.add(*key)
         return len(events)
 
     def _events_of(self, entries: list[Entry]) -> Iterator:
         for entry_id, fields in entries:
-            if entry_id in self._dead or not fields:
+            if entry_id in self._dead:
                 continue
-            raw = fields.get(ENVELOPE_FIELD)
+            raw = _envelope_field(fields)
             if raw is None:
                 continue
             try:
@@ -286,6 +313,22 @@ class Roller:
             except (msgspec.DecodeError, msgspec.ValidationError):
                 continue  # poison: the workers dead-letter it, so it is not in abacus.events either
             yield from envelope.events
+
+
+def _envelope_field(fields: list[bytes] | dict[bytes, bytes] | None) -> bytes | None:
+    if not fields:
+        return None  # the entry's data was trimmed away
+    if isinstance(fields, dict):
+        return fields.get(ENVELOPE_FIELD)
+    for i in range(0, len(fields) - 1, 2):
+        if fields[i] == ENVELOPE_FIELD:
+            return fields[i + 1]
+    return None
+
+
+def _id_ms(bound: str | bytes) -> int:
+    text = bound.decode() if isinstance(bound, bytes) else bound
+    return parse_id(text.lstrip("("))[0]
 
 
 def _version(entry_id: bytes) -> int:

@@ -6,6 +6,8 @@ step redone after a crash (same range, same prior state) stores nothing twice.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from clickhouse_connect.driver.client import Client
 
 from shared.rollup.results_sql import ROLLUP_SESSIONS_SOURCE, variant_totals_sql
@@ -37,12 +39,17 @@ def load_sessions(client: Client, keys: list[SessionKey]) -> dict[SessionKey, Se
                 "WHERE experiment_key = %(experiment)s AND session_id IN %(sessions)s",
                 parameters={"experiment": experiment_key, "sessions": tuple(session_ids[start : start + _LOOKUP_CHUNK])},
             ).result_rows
-            for session_id, variant_keys, event_ids, event_types, event_values in rows:
-                state = SessionState()
-                for variant_key, event_id, event_type, value in zip(variant_keys, event_ids, event_types, event_values):
-                    state.events[(variant_key, event_id)] = (event_type, value)
-                found[(experiment_key, session_id)] = state
+            for session_id, *arrays in rows:
+                found[(experiment_key, session_id)] = SessionState.from_arrays(*arrays)
     return found
+
+
+def stored_session_keys(client: Client, block: Callable[[list[str], list[str]], None]) -> None:
+    """Hand every stored (experiment_key, session_id) to ``block``, a block of columns at a time,
+    so memory stays bounded however many sessions there are."""
+    with client.query_column_block_stream(f"SELECT experiment_key, session_id FROM {SESSIONS_TABLE}") as stream:
+        for experiment_keys, session_ids in stream:
+            block(experiment_keys, session_ids)
 
 
 def insert_totals(client: Client, differences: dict[tuple[str, str], list[float]], token: str) -> None:
@@ -55,22 +62,18 @@ def insert_totals(client: Client, differences: dict[tuple[str, str], list[float]
 def insert_sessions(client: Client, states: dict[SessionKey, SessionState], version: int, token: str) -> None:
     if not states:
         return
-    rows = []
+    # Column-oriented, the arrays passed as the states hold them: no per-event Python work here.
+    columns: list[list] = [[] for _ in _SESSION_COLUMNS]
+    experiment_keys, session_ids, versions, variant_keys, event_ids, event_types, event_values = columns
     for (experiment_key, session_id), state in states.items():
-        keys = list(state.events)
-        bodies = list(state.events.values())
-        rows.append(
-            [
-                experiment_key,
-                session_id,
-                version,
-                [variant for variant, _ in keys],
-                [event_id for _, event_id in keys],
-                [event_type for event_type, _ in bodies],
-                [value for _, value in bodies],
-            ]
-        )
-    client.insert(SESSIONS_TABLE, rows, column_names=_SESSION_COLUMNS, settings=_dedup(token))
+        experiment_keys.append(experiment_key)
+        session_ids.append(session_id)
+        variant_keys.append(state.variant_keys)
+        event_ids.append(state.event_ids)
+        event_types.append(state.event_types)
+        event_values.append(state.event_values)
+    versions.extend([version] * len(states))
+    client.insert(SESSIONS_TABLE, columns, column_names=_SESSION_COLUMNS, column_oriented=True, settings=_dedup(token))
 
 
 def rebuild_from_events(client: Client) -> None:

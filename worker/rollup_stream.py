@@ -8,7 +8,7 @@ from redis.exceptions import ResponseError
 
 from shared import redis_keys
 
-Entry = tuple[bytes, dict | None]
+Entry = tuple[bytes, list[bytes] | dict[bytes, bytes] | None]
 
 
 def parse_id(entry_id: bytes | str) -> tuple[int, int]:
@@ -63,8 +63,13 @@ class RollupStream:
                 raise
             self.redis.xgroup_setid(self.stream, redis_keys.ROLLUP_GROUP, id="0")
 
-    def read_range(self, after: bytes, until: str, count: int | None) -> list[Entry]:
-        return self.redis.xrange(self.stream, min=b"(" + after, max=until, count=count)
+    def read_range(self, after: bytes, until: str | bytes, count: int | None) -> list[Entry]:
+        """Entries after ``after`` up to ``until``; fields as the flat list Redis sent (named in
+        bytes, redis-py skips its pure-Python reply parser, which costs more than the fold)."""
+        args: list[bytes | str | int] = [self.stream, b"(" + after, until]
+        if count is not None:
+            args += [b"COUNT", count]
+        return self.redis.execute_command(b"XRANGE", *args) or []
 
     def step_in_hand(self) -> tuple[bytes, bytes] | None:
         raw = self.redis.get(redis_keys.ROLLUP_STEP)
@@ -81,6 +86,10 @@ class RollupStream:
         pipe.xgroup_setid(self.stream, redis_keys.ROLLUP_GROUP, id=end)
         pipe.delete(redis_keys.ROLLUP_STEP)
         pipe.execute()
+
+    def report_behind(self, behind_ms: int) -> None:
+        # Expires with the lock's lifetime in mind: a dead roller's last report must not linger.
+        self.redis.set(redis_keys.ROLLUP_BEHIND_MS, behind_ms, px=30_000)
 
     def newly_dead_letters(self) -> list[bytes]:
         """Ids of stream entries dead-lettered since the last call: workers never stored them."""

@@ -9,18 +9,15 @@ results query exactly, so the two agree:
 - a session counts once per variant it has any event in (``unique_sessions``), as *exposed* where it
   has an impression, and as *clean* where it was exposed to exactly one variant of the experiment;
 - conversion value is the sum of its conversion events' values.
+
+The state keeps its events as the parallel arrays ``abacus.rollup_sessions`` stores, plus running
+counts per variant, so folding an event and computing a contribution cost the same however long
+the session is.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from shared.rollup.totals import TOTAL_FIELDS
-
-EventKey = tuple[str, str]
-"""(variant_key, event_id)"""
-EventBody = tuple[str, float]
-"""(event_type, conversion value or 0)"""
 
 _COUNTED_TYPES = {"impression": 0, "cta_click": 1, "form_start": 2, "form_submit": 3, "conversion": 4}
 _WIDTH = len(TOTAL_FIELDS)
@@ -40,43 +37,80 @@ _WIDTH = len(TOTAL_FIELDS)
     _CLEAN_VALUE_SQUARES,
     _MULTI_VARIANT_SHARE,
 ) = range(_WIDTH)
+_VALUE_SLOT = 5  # in a variant's running counts: five event counts, then the conversion value
 
 Contribution = dict[str, list[float]]
 """variant_key -> a vector in ``TOTAL_FIELDS`` order."""
 
 
-@dataclass
 class SessionState:
-    events: dict[EventKey, EventBody] = field(default_factory=dict)
+    __slots__ = ("variant_keys", "event_ids", "event_types", "event_values", "_position", "_counts")
 
-    def copy(self) -> SessionState:
-        return SessionState(dict(self.events))
+    def __init__(self) -> None:
+        self.variant_keys: list[str] = []
+        self.event_ids: list[str] = []
+        self.event_types: list[str] = []
+        self.event_values: list[float] = []
+        self._position: dict[tuple[str, str], int] = {}
+        self._counts: dict[str, list[float]] = {}
 
-    def apply(self, variant_key: str, event_id: str, event_type: str, value: float | None) -> None:
-        self.events[(variant_key, event_id)] = (event_type, value if value is not None and event_type == "conversion" else 0.0)
+    @classmethod
+    def from_arrays(cls, variant_keys: list[str], event_ids: list[str], event_types: list[str], event_values: list[float]) -> SessionState:
+        state = cls()
+        for event in zip(variant_keys, event_ids, event_types, event_values):
+            state.apply(*event)
+        return state
+
+    def __len__(self) -> int:
+        return len(self.event_ids)
+
+    def events(self) -> dict[tuple[str, str], tuple[str, float]]:
+        """(variant_key, event_id) -> (event_type, value): what the session holds, for comparisons."""
+        return {
+            (variant, event_id): (event_type, value)
+            for variant, event_id, event_type, value in zip(self.variant_keys, self.event_ids, self.event_types, self.event_values)
+        }
+
+    def apply(self, variant_key: str, event_id: str, event_type: str, value: float | None) -> bool:
+        """Fold one event in; False when the session already held exactly this event."""
+        value = value if value is not None and event_type == "conversion" else 0.0
+        key = (variant_key, event_id)
+        position = self._position.get(key)
+        counts = self._counts.get(variant_key)
+        if counts is None:
+            counts = self._counts[variant_key] = [0, 0, 0, 0, 0, 0.0]
+        if position is None:
+            self._position[key] = len(self.event_ids)
+            self.variant_keys.append(variant_key)
+            self.event_ids.append(event_id)
+            self.event_types.append(event_type)
+            self.event_values.append(value)
+        else:
+            old_type, old_value = self.event_types[position], self.event_values[position]
+            if old_type == event_type and old_value == value:
+                return False
+            # A repeat with other contents replaces the earlier copy, as the table's FINAL does.
+            slot = _COUNTED_TYPES.get(old_type)
+            if slot is not None:
+                counts[slot] -= 1
+            counts[_VALUE_SLOT] -= old_value
+            self.event_types[position] = event_type
+            self.event_values[position] = value
+        slot = _COUNTED_TYPES.get(event_type)
+        if slot is not None:
+            counts[slot] += 1
+        counts[_VALUE_SLOT] += value
+        return True
 
     def contribution(self) -> Contribution:
-        per_variant: dict[str, list[float]] = {}
-        for (variant_key, _), (event_type, value) in self.events.items():
-            counts = per_variant.get(variant_key)
-            if counts is None:
-                counts = per_variant[variant_key] = [0] * 6  # five event counts, then the value
-            slot = _COUNTED_TYPES.get(event_type)
-            if slot is not None:
-                counts[slot] += 1
-            counts[5] += value
-        exposed_variants = sum(1 for counts in per_variant.values() if counts[_IMPRESSIONS] > 0)
+        counts_by_variant = self._counts
+        exposed_variants = sum(1 for counts in counts_by_variant.values() if counts[_IMPRESSIONS] > 0)
         out: Contribution = {}
-        for variant_key, counts in per_variant.items():
-            vector = [0] * _WIDTH
-            vector[:5] = counts[:5]
-            value = counts[5]
+        for variant_key, counts in counts_by_variant.items():
+            value = counts[_VALUE_SLOT]
             exposed = counts[_IMPRESSIONS] > 0
             converted = exposed and counts[_CONVERSIONS] > 0
-            vector[_UNIQUE_SESSIONS] = 1
-            vector[_EXPOSED] = int(exposed)
-            vector[_EXPOSED_CONVERTED] = int(converted)
-            vector[_VALUE_TOTAL] = value
+            vector = [counts[0], counts[1], counts[2], counts[3], counts[4], 1, int(exposed), int(converted), value, 0, 0, 0.0, 0.0, 0.0]
             if exposed and exposed_variants == 1:
                 vector[_CLEAN_EXPOSED] = 1
                 vector[_CLEAN_CONVERTED] = int(converted)
@@ -88,16 +122,24 @@ class SessionState:
         return out
 
 
-def add_difference(totals: dict[str, list[float]], before: Contribution, after: Contribution) -> None:
-    """``totals[variant] += after[variant] - before[variant]`` for every variant in either."""
-    for variant_key in before.keys() | after.keys():
-        old = before.get(variant_key)
-        new = after.get(variant_key)
-        target = totals.get(variant_key)
+def add_difference(totals: dict[tuple[str, str], list[float]], experiment_key: str, before: Contribution, after: Contribution) -> None:
+    """``totals[(experiment, variant)] += after[variant] - before[variant]`` for every variant in either."""
+    for variant_key, new in after.items():
+        target = totals.get((experiment_key, variant_key))
         if target is None:
-            target = totals[variant_key] = [0] * _WIDTH
-        for i in range(_WIDTH):
-            target[i] += (new[i] if new is not None else 0) - (old[i] if old is not None else 0)
+            target = totals[(experiment_key, variant_key)] = [0] * _WIDTH
+        old = before.get(variant_key)
+        if old is None:
+            for i in range(_WIDTH):
+                target[i] += new[i]
+        else:
+            for i in range(_WIDTH):
+                target[i] += new[i] - old[i]
+    for variant_key, old in before.items():
+        if variant_key not in after:  # cannot happen (variants are never removed), but stay exact
+            target = totals.setdefault((experiment_key, variant_key), [0] * _WIDTH)
+            for i in range(_WIDTH):
+                target[i] -= old[i]
 
 
 def is_zero(vector: list[float]) -> bool:

@@ -34,7 +34,14 @@ def test_results_come_from_events_when_no_roller_runs(settings, redis_client):
         response = client.get("/api/v1/experiments/results", headers=analyst)
         assert response.status_code == 200 and response.headers["x-abacus-source"] == "events"
         status = client.get("/api/v1/admin/rollup", headers=auth(settings, "admin")).json()
-        assert status == {"live": False, "roller_running": False, "built_at_ms": None, "rebuild_requested": False}
+        assert status == {
+            "live": False,
+            "built": False,
+            "roller_running": False,
+            "behind_ms": None,
+            "max_lag_ms": settings.rollup_max_lag_ms,
+            "rebuild_requested": False,
+        }
 
 
 def test_rollup_admin_endpoints_need_an_admin(settings, redis_client):
@@ -46,3 +53,14 @@ def test_rollup_admin_endpoints_need_an_admin(settings, redis_client):
         response = client.post("/api/v1/admin/rollup/rebuild", headers=auth(settings, "admin"))
         assert response.status_code == 202 and response.json()["rebuild_requested"] is True
         assert redis_client.exists(redis_keys.ROLLUP_REBUILD)
+
+
+def test_a_roller_far_behind_sends_results_to_the_events(settings, redis_client):
+    with serve_client(dataclasses.replace(settings, rollup_max_lag_ms=1000)) as client:
+        analyst, admin = auth(settings, "analyst", "ana"), auth(settings, "admin")
+        wait_for(lambda: client.get("/api/v1/admin/rollup", headers=admin).json()["live"])
+        # What a roller reports while it works through a backlog of a minute of stored events.
+        redis_client.set(redis_keys.ROLLUP_BEHIND_MS, 60_000, px=60_000)
+        status = client.get("/api/v1/admin/rollup", headers=admin).json()
+        assert status["live"] is False and status["roller_running"] is True and status["behind_ms"] == 60_000
+        assert client.get("/api/v1/experiments/results", headers=analyst).headers["x-abacus-source"] == "events"

@@ -58,24 +58,34 @@ def test_session_exposed_to_two_variants_leaves_the_clean_statistics():
     state = SessionState()
     state.apply("control", "e1", "impression", None)
     state.apply("control", "e2", "conversion", 3.0)
-    before = state.copy()
+    before = state.contribution()
     state.apply("variant_b", "e3", "impression", None)
     after = contribution(state)
     for variant in ("control", "variant_b"):
         assert after[variant]["clean_exposed"] == 0
         assert after[variant]["multi_variant_share"] == 0.5
-    totals: dict[str, list[float]] = {}
-    add_difference(totals, before.contribution(), state.contribution())
-    control = dict(zip(TOTAL_FIELDS, totals["control"]))
+    totals: dict[tuple[str, str], list[float]] = {}
+    add_difference(totals, "exp", before, state.contribution())
+    control = dict(zip(TOTAL_FIELDS, totals[("exp", "control")]))
     assert control["clean_exposed"] == -1 and control["clean_converted"] == -1 and control["clean_value_sum"] == -3.0
     assert control["unique_sessions"] == 0 and control["multi_variant_share"] == 0.5
-    variant_b = dict(zip(TOTAL_FIELDS, totals["variant_b"]))
+    variant_b = dict(zip(TOTAL_FIELDS, totals[("exp", "variant_b")]))
     assert variant_b["unique_sessions"] == 1 and variant_b["exposed_sessions"] == 1 and variant_b["clean_exposed"] == 0
 
 
-def test_copy_is_independent():
+def test_apply_says_whether_anything_changed():
+    state = SessionState()
+    assert state.apply("control", "e1", "conversion", 5.0) is True
+    assert state.apply("control", "e1", "conversion", 5.0) is False
+    assert state.apply("control", "e1", "conversion", 7.0) is True  # same id, new contents: replaced
+    got = contribution(state)["control"]
+    assert got["conversions"] == 1 and got["value_total"] == 7.0
+    assert state.events() == {("control", "e1"): ("conversion", 7.0)}
+
+
+def test_from_arrays_rebuilds_the_same_state():
     state = SessionState()
     state.apply("control", "e1", "impression", None)
-    copy = state.copy()
-    copy.apply("control", "e2", "impression", None)
-    assert len(state.events) == 1 and len(copy.events) == 2
+    state.apply("variant_b", "e2", "conversion", 4.0)
+    again = SessionState.from_arrays(state.variant_keys, state.event_ids, state.event_types, state.event_values)
+    assert again.events() == state.events() and again.contribution() == state.contribution()

@@ -1,0 +1,88 @@
+"""How fast the roller folds stored events into the results rollup, against the worker storing them.
+
+    .venv/bin/python -m bench.bench_rollup [--beacons 1000000] [--per-entry 1] [--tiny]
+
+The same beacons as bench_worker_drain (total/5 sessions of about five beacons, sticky to a
+variant) are queued in a fresh Valkey; one worker drains them into chDB (`run(burst=True)`; the
+baseline), then one roller folds them (`run(until_caught_up=True)`). Both run on one core, one
+after the other. A ratio of 1 or more means one roller keeps up with one worker, so the rollup
+trails the stored events by no more than its idle wait. Then the rollup is checked against the
+raw results query on the same data (every count equal). The last line is the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.bench_worker_drain import queue_beacons
+from bench.common import machine, start_valkey
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--beacons", type=int, default=1_000_000)
+    parser.add_argument("--per-entry", type=int, default=1, help="beacons per stream entry (ingest packs concurrent requests)")
+    parser.add_argument("--batch-size", type=int, default=5000, help="worker batch size (ABACUS_BATCH_SIZE)")
+    parser.add_argument("--tiny", action="store_true", help="a few seconds, for CI: 20,000 beacons")
+    args = parser.parse_args()
+    if args.tiny:
+        args.beacons = 20_000
+
+    from query_api.results_query import fetch_rollup_totals, fetch_rollups
+    from shared.clickhouse import ClickHouse, chdb_url, migrate
+    from shared.settings import Settings
+    from worker.main import build_roller, build_worker
+
+    print(f"machine: {machine()}; load average {os.getloadavg()[0]:.2f}")
+    valkey = start_valkey()
+    tmp = tempfile.TemporaryDirectory(prefix="abacus-bench-rollup-")
+    clickhouse = ClickHouse(chdb_url(Path(tmp.name)))
+    try:
+        migrate(clickhouse.client())
+        settings = Settings(redis_url=valkey.connection_url + "/0", clickhouse_url=clickhouse.url, batch_size=args.batch_size)
+        roller = build_roller(settings, clickhouse)
+        roller.run(until_caught_up=True)  # builds the (empty) rollup: its bookmark now holds the stream
+        queued_s = queue_beacons(settings.redis_url or "", args.beacons, args.per_entry)
+        print(f"{args.beacons:,} beacons queued in {queued_s:.1f} s, {args.per_entry} per entry")
+
+        worker = build_worker(settings, clickhouse, consumer_name="bench")
+        started = time.perf_counter()
+        worker.run(burst=True)
+        drain_s = time.perf_counter() - started
+        worker.consumer.redis.close()
+
+        roller = build_roller(settings, clickhouse)
+        started = time.perf_counter()
+        roller.run(until_caught_up=True)
+        fold_s = time.perf_counter() - started
+        roller.redis.close()
+
+        keys = ["homepage_hero_test", "pricing_cta_test"]
+        raw = fetch_rollups(clickhouse.client(), keys, None, None)
+        rolled = fetch_rollup_totals(clickhouse.client(), keys)
+        same = raw.keys() == rolled.keys() and all(
+            math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-6)
+            for key in raw
+            for a, b in zip(dataclasses.astuple(raw[key]), dataclasses.astuple(rolled[key]))
+        )
+        if not same:
+            raise SystemExit(f"rollup differs from the raw query:\n raw    {raw}\n rollup {rolled}")
+        drain_rate, fold_rate = worker.inserted_rows / drain_s, roller.folded_events / fold_s
+        print(f"worker stored {worker.inserted_rows:,} events in {drain_s:.1f} s: {drain_rate:,.0f} events/s")
+        print(f"roller folded {roller.folded_events:,} events in {fold_s:.1f} s: {fold_rate:,.0f} events/s; rollup equals the raw query")
+        print(f"ratio roller/worker events/s: {fold_rate / drain_rate:.2f}")
+    finally:
+        clickhouse.close()
+        valkey.stop()
+        tmp.cleanup()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
