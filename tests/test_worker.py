@@ -181,14 +181,16 @@ class SimulatedKill(BaseException):
 class KilledAfterInsert:
     """A real sink whose process 'dies' right after ClickHouse confirmed the insert."""
 
-    def __init__(self, sink: ClickHouseSink) -> None:
+    def __init__(self, sink: ClickHouseSink, on_insert: int = 1) -> None:
         self.sink = sink
+        self.on_insert = on_insert
         self.inserted: list[list[bytes]] = []
 
     def insert(self, decoded) -> None:  # noqa: ANN001
         self.sink.insert(decoded)
         self.inserted.append(list(decoded.ids))
-        raise SimulatedKill()
+        if len(self.inserted) == self.on_insert:
+            raise SimulatedKill()
 
 
 # ----- 1. happy path ---------------------------------------------------------------------------
@@ -343,6 +345,55 @@ def test_worker_killed_after_insert_recovers_without_duplicates(settings, redis_
     assert count_events(merges_stopped) == 11
     assert pending(redis_client, settings) == []
     assert len(dead_letters(redis_client, settings)) == 1
+
+
+def test_killed_with_next_batch_read_ahead_recovers_exactly_the_batch_in_flight(
+    settings, redis_client, merges_stopped, workers
+):
+    """The loop reads the next batch while one is being stored, so a kill leaves both pending.
+    The marker counts only the entries left pending (not the poison acked before the insert) and
+    bounds them by the last id: the restart re-forms exactly the batch in flight."""
+    ensure_group(redis_client, settings)
+    add_many(redis_client, settings, 3)
+    in_flight = add_many(redis_client, settings, 1, start=3)
+    redis_client.xadd(settings.stream, {b"e": b"\xc1 not msgpack"})
+    in_flight += add_many(redis_client, settings, 1, start=4)
+    add_many(redis_client, settings, 4, start=5)  # read ahead while the second batch is stored
+
+    doomed = workers("w1", batch_size=3)
+    doomed.sink = KilledAfterInsert(doomed.sink, on_insert=2)  # type: ignore[assignment]
+    with pytest.raises(SimulatedKill):
+        doomed.run(burst=True)
+    assert doomed.sink.inserted[-1] == in_flight  # type: ignore[attr-defined]
+    assert raw_count(merges_stopped) == 5
+    assert redis_client.get(redis_keys.inflight_batch("w1")) == b"2 " + in_flight[-1]
+
+    restarted = workers("w1", batch_size=3)
+    restarted.run(burst=True)
+
+    assert raw_count(merges_stopped) == 9, "the batch in flight must deduplicate against its first insert"
+    assert count_events(merges_stopped) == 9
+    assert pending(redis_client, settings) == []
+    assert len(dead_letters(redis_client, settings)) == 1
+
+
+def test_reads_take_fields_as_redis_sent_them(settings, redis_client, workers):
+    """Reads skip redis-py's dict building; entries still decode, and dead letters keep every field."""
+    worker = workers("w1")
+    worker.consumer.ensure_group()
+    good = add(redis_client, settings, event(1), event(2))
+    odd = redis_client.xadd(settings.stream, {b"x": b"1", b"e": envelope(event(3))[b"e"]})
+    bad = redis_client.xadd(settings.stream, {b"y": b"2", b"z": b"3"})
+
+    entries = worker.consumer.read_new(10, None)
+    assert [entry_id for entry_id, _ in entries] == [good, odd, bad]
+    decoded = decode_entries(entries)
+    assert decoded.ids == [good, odd]
+    assert decoded.columns[0] == ["ev-1", "ev-2", "ev-3"]
+    assert [(entry_id, why) for entry_id, _, why in decoded.poison] == [(bad, "entry has no envelope field")]
+    worker.consumer.dead_letter(bad, decoded.poison[0][1], "test")
+    [(_, parked)] = dead_letters(redis_client, settings)
+    assert parked[b"y"] == b"2" and parked[b"z"] == b"3" and parked[b"source_id"] == bad
 
 
 def test_killed_after_insert_claimed_as_different_batch_counts_once_with_final(

@@ -3,6 +3,11 @@
 Guarantees: an entry is acknowledged only after ClickHouse confirmed its rows; a retried insert
 carries the same deduplication token; an entry that cannot be inserted goes to the dead-letter
 stream and the rest keep flowing; a stop request finishes the batch in hand.
+
+Reading and storing overlap: while a second thread inserts and acknowledges one batch, the loop
+reads and decodes the next, so the time Valkey takes to prepare replies and chDB takes to write a
+part is no longer added to the Python work. One batch at most is in flight, and the next one is
+handed over only once it is acknowledged: batches are still stored and acknowledged in order.
 """
 
 from __future__ import annotations
@@ -10,13 +15,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from redis.exceptions import RedisError
 
 from shared import redis_keys
 from worker.rows import Decoded, decode_entries, subset
 from worker.sink import ClickHouseSink, RejectedBatch, RetryableSinkError
-from worker.stream import Entry, StreamConsumer
+from worker.stream import Entry, StreamConsumer, id_key
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +54,23 @@ class Worker:
         self._last_trim = self._last_claim = 0.0
         self._rows_per_entry = 1.0
         self._marker = redis_keys.inflight_batch(consumer.consumer)
+        self._inserter: ThreadPoolExecutor | None = None
+        self._in_flight: Future | None = None
 
     def request_stop(self) -> None:
         self.stopping.set()
 
     def run(self, burst: bool = False) -> None:
         """Work until asked to stop (or, with ``burst``, until the stream is drained)."""
+        self._inserter = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"insert-{self.consumer.consumer}")
+        try:
+            self._work(burst)
+            self._settle_in_flight()  # the batch in hand when the stop request came
+        finally:
+            self._inserter.shutdown(wait=True)
+            self._inserter = None
+
+    def _work(self, burst: bool) -> None:
         backoff = 0.5
         recovered = False
         while not self.stopping.is_set():
@@ -62,8 +79,9 @@ class Worker:
                     self.consumer.ensure_group()
                     self._recover_own_pending()
                     recovered = True
-                # A burst drains stale entries too, so it claims without waiting between claims.
-                worked = self._claim_stale(force=burst) or self._step(block=not burst)
+                worked = self._step(block=not burst)
+                # A burst drains stale entries too: once nothing new is left, it claims at once.
+                worked = self._claim_stale(force=burst and not worked) or worked
                 self._trim(force=burst and not worked)
                 backoff = 0.5
                 if burst and not worked:
@@ -72,6 +90,7 @@ class Worker:
                 # An outage may strike between insert and XACK: recover our pending entries
                 # first when Redis is back, so that batch is re-inserted with the same token.
                 recovered = False
+                self._settle_in_flight()
                 log.warning("Redis unavailable (%s); retrying in %.1fs", exc, backoff)
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF_S)
@@ -79,9 +98,25 @@ class Worker:
     # ----- one batch -----------------------------------------------------------------------
     def _step(self, block: bool) -> bool:
         entries, decoded = self._collect(block)
+        self._finish_in_flight()
         if entries:
-            self._process(entries, decoded=decoded)
+            assert self._inserter is not None, "batches are handed over only inside run()"
+            self._in_flight = self._inserter.submit(self._process, entries, decoded=decoded)
         return bool(entries)
+
+    def _finish_in_flight(self) -> None:
+        """Wait until the batch in flight is stored and acknowledged; its errors surface here."""
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is not None:
+            in_flight.result()
+
+    def _settle_in_flight(self) -> None:
+        """Wait for the batch in flight before recovery reads our pending entries again. A Redis
+        error it met needs nothing beyond that recovery: its entries are still pending."""
+        try:
+            self._finish_in_flight()
+        except (RedisError, OSError) as exc:
+            log.warning("Redis failed while storing a batch (%s); its entries stay pending", exc)
 
     def _read_count(self, rows_wanted: int) -> int:
         """Entries to ask for so that they hold about ``rows_wanted`` rows."""
@@ -124,11 +159,12 @@ class Worker:
         if not decoded.ids:
             return
         raw_fields = dict(entries)
-        self.consumer.redis.set(self._marker, len(entries))
+        # What recovery needs to re-form this very batch: how many entries, up to which id (the
+        # next batch may already be pending behind it, read while this one was in flight).
+        self.consumer.redis.set(self._marker, b"%d %s" % (len(decoded.ids), decoded.ids[-1]))
         if not self._insert_isolating(decoded, raw_fields):
             return  # stopping during an outage: entries stay pending for the next start
-        self.consumer.ack(decoded.ids)
-        self.consumer.redis.delete(self._marker)
+        self.consumer.ack_batch(decoded.ids, self._marker)
 
     def _insert_isolating(self, decoded: Decoded, raw_fields: dict) -> bool:
         """Insert everything; if ClickHouse rejects the data, bisect down to the bad entries and
@@ -178,21 +214,25 @@ class Worker:
         The first batch is re-formed with the size recorded before its insert, so it carries the
         same deduplication token and a batch that reached ClickHouse is not stored twice."""
         marker = self.consumer.redis.get(self._marker)
-        count = int(marker) if marker else self._read_count(self.batch_size)
+        count, last_id = _parse_marker(marker) if marker else (self._read_count(self.batch_size), None)
         after = b"0"
         while not self.stopping.is_set():
-            entries = self.consumer.read_own_pending(after, count)
-            if not entries:
+            got = self.consumer.read_own_pending(after, count)
+            if not got:
                 return
-            after = entries[-1][0]
-            self._process(entries, redelivered=True)
-            count = self._read_count(self.batch_size)
+            entries = got if last_id is None else [entry for entry in got if id_key(entry[0]) <= id_key(last_id)]
+            last_id, count = None, self._read_count(self.batch_size)
+            if entries:
+                after = entries[-1][0]
+                self._process(entries, redelivered=True)
 
     def _claim_stale(self, force: bool = False) -> bool:
         now = time.monotonic()
         if not force and now - self._last_claim < max(self.claim_idle_ms / 4000, 1.0):
             return False
         self._last_claim = now
+        # Our own batch in flight may have been pending long enough to be claimed: finish it first.
+        self._finish_in_flight()
         entries = self.consumer.claim_stale(self.claim_idle_ms, self._read_count(self.batch_size))
         if entries:
             log.info("claimed %d stale entries from other consumers", len(entries))
@@ -216,3 +256,9 @@ class Worker:
         if force or now - self._last_trim >= _TRIM_EVERY_S:
             self._last_trim = now
             self.consumer.trim_acknowledged()
+
+
+def _parse_marker(marker: bytes) -> tuple[int, bytes | None]:
+    """``b"<entries> <last entry id>"``; a worker of an earlier version wrote the count alone."""
+    count, _, last_id = marker.partition(b" ")
+    return int(count), last_id or None

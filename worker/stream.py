@@ -78,6 +78,15 @@ class StreamConsumer:
         if ids:
             self.redis.xack(self.stream, self.group, *ids)
 
+    def ack_batch(self, ids: list[bytes], marker: str) -> None:
+        """Acknowledge a stored batch and drop its in-flight marker in one round trip; MULTI, so a
+        marker never outlives its batch's acknowledgement, nor goes before it."""
+        pipe = self.redis.pipeline(transaction=True)
+        if ids:
+            pipe.xack(self.stream, self.group, *ids)
+        pipe.delete(marker)
+        pipe.execute()
+
     def dead_letter(self, entry_id: bytes, fields: dict | None, reason: str) -> None:
         """Park an entry for inspection and replay, then ack it so the rest keep flowing."""
         payload = field_dict(fields)
@@ -112,6 +121,11 @@ def field_dict(fields: Fields) -> dict[bytes, bytes]:
     if isinstance(fields, list):
         return dict(zip(fields[::2], fields[1::2]))
     return dict(fields or {})
+
+
+def id_key(entry_id: bytes | str) -> tuple[int, int]:
+    """An entry id as a tuple that sorts as Redis orders ids."""
+    return _parse_id(entry_id)
 
 
 def _parse_id(entry_id: bytes | str) -> tuple[int, int]:
