@@ -23,3 +23,7 @@ ROLLUP_STEP = "abacus:rollup:step"
 ROLLUP_BEHIND_MS = "abacus:rollup:behind_ms"
 """How far (stream milliseconds) the roller's last step ended behind what the workers had stored;
 past ABACUS_ROLLUP_MAX_LAG_MS results are computed from the events instead."""
+ROLLUP_ALIVE = "abacus:rollup:alive"
+"""Refreshed by the roller, expiring minutes after it last ran: while it exists, trimming waits for
+the roller's bookmark; once it is gone the rollup counts as abandoned (trimming goes on, and the
+next roller rebuilds)."""

@@ -47,19 +47,23 @@ _MAX_ENTRIES_PER_STEP = 20_000
 _MAX_BACKOFF_S = 30.0
 _decoder = msgspec.msgpack.Decoder(StreamEnvelope)
 
-# Take the lock when free, keep it when ours; one round trip either way.
+# A roller gone this long is taken for abandoned: trimming stops waiting for it (see redis_keys).
+_ALIVE_GRACE_MS = 300_000
+
+# Take the lock when free, keep it when ours, and say the rollup is alive; one round trip.
 _HOLD_LOCK = """
 local holder = redis.call('GET', KEYS[1])
-if not holder then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
+if holder and holder ~= ARGV[1] then
+  return 0
 end
-if holder == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
+return 1
 """
+
+
+class LostLock(RedisError):
+    """Another process holds the roller lock now; this step must not write."""
 
 
 class SessionCache:
@@ -138,20 +142,25 @@ class Roller:
         """One step if this process is (or becomes) the roller; True when it folded something."""
         if not self._hold():
             return False
-        if self._bookmark is None or self.redis.exists(redis_keys.ROLLUP_REBUILD):
-            self._bookmark = self.stream.bookmark()
+        # Renewed all along, so a slow ClickHouse insert does not let the lock lapse mid-step.
+        with self._lock_kept():
             if self._bookmark is None or self.redis.exists(redis_keys.ROLLUP_REBUILD):
-                self.rebuild()
-        return self._step()
+                self._bookmark = self.stream.bookmark()
+                if self._bookmark is None or self.redis.exists(redis_keys.ROLLUP_REBUILD):
+                    self.rebuild()
+            return self._step()
 
     # ----- the lock ------------------------------------------------------------------------
     def _hold(self) -> bool:
-        holding = bool(self._hold_lock(keys=[redis_keys.ROLLUP_LOCK], args=[self._owner, _LOCK_TTL_MS]))
+        holding = bool(self._renew())
         if holding and not self._holding:
             log.info("this process now folds the stream into the results rollup")
             self._forget()  # another roller may have moved on while we were not holding the lock
         self._holding = holding
         return holding
+
+    def _renew(self) -> int:
+        return self._hold_lock(keys=[redis_keys.ROLLUP_LOCK, redis_keys.ROLLUP_ALIVE], args=[self._owner, _LOCK_TTL_MS, _ALIVE_GRACE_MS])
 
     def _release(self) -> None:
         if not self._holding:
@@ -165,13 +174,13 @@ class Roller:
 
     @contextmanager
     def _lock_kept(self) -> Iterator[None]:
-        """Keep renewing the lock while a long ClickHouse statement runs (a rebuild)."""
+        """Keep renewing the lock while a step or a rebuild runs, however long its SQL takes."""
         done = threading.Event()
 
         def renew() -> None:
             while not done.wait(_LOCK_TTL_MS / 3000):
                 try:
-                    self._hold_lock(keys=[redis_keys.ROLLUP_LOCK], args=[self._owner, _LOCK_TTL_MS])
+                    self._renew()
                 except RedisError:
                     pass
 
@@ -221,10 +230,12 @@ class Roller:
         pipe.execute()
         self.stream.restart_bookmark()
         self.redis.delete(redis_keys.ROLLUP_STEP)
-        with self._lock_kept():
-            rollup_store.rebuild_from_events(self.clickhouse.client())
+        rollup_store.rebuild_from_events(self.clickhouse.client())
         self.cache.clear()
+        self._known = None
         self._bookmark = b"0-0"
+        self._dead.clear()
+        self.stream.reread_dead_letters()
         self.redis.set(redis_keys.ROLLUP_READY, int(time.time() * 1000))
         log.info("rollup rebuilt in %.1fs", time.monotonic() - started)
 
@@ -292,6 +303,10 @@ class Roller:
         for key, state in changed.items():
             add_difference(differences, key[0], before[key], state.contribution())
         differences = {key: vector for key, vector in differences.items() if not is_zero(vector)}
+        # Fencing: had this process stalled past the lock's lifetime, another roller may have
+        # folded these entries already (under another range, so another token).
+        if self.redis.get(redis_keys.ROLLUP_LOCK) != self._owner.encode():
+            raise LostLock("the rollup lock passed to another process during this step")
         client = self.clickhouse.client()
         rollup_store.insert_totals(client, differences, token)
         rollup_store.insert_sessions(client, changed, version, token)

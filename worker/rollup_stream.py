@@ -91,6 +91,10 @@ class RollupStream:
         # Expires with the lock's lifetime in mind: a dead roller's last report must not linger.
         self.redis.set(redis_keys.ROLLUP_BEHIND_MS, behind_ms, px=30_000)
 
+    def reread_dead_letters(self) -> None:
+        """Start over from the first dead letter (after the bookmark moved back, on a rebuild)."""
+        self._dead_cursor = b"0-0"
+
     def newly_dead_letters(self) -> list[bytes]:
         """Ids of stream entries dead-lettered since the last call: workers never stored them."""
         found = []

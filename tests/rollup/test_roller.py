@@ -18,7 +18,7 @@ from shared.settings import Settings
 from shared.wire import StreamEnvelope, StreamEvent
 from worker import rollup_store
 from worker.main import build_roller, build_worker
-from worker.rollup import Roller
+from worker.rollup import LostLock, Roller
 
 EXPERIMENTS = ("exp_a", "exp_b")
 VARIANTS = ("control", "variant_b", "variant_c")
@@ -253,4 +253,38 @@ def test_two_steps_adding_identical_differences_both_count(settings, redis_clien
         roll(settings, clean_clickhouse)
     totals = fetch_rollup_totals(clean_clickhouse.client(), ["exp_a"])
     assert totals[("exp_a", "control")].exposed_sessions == 3
+    assert_rollup_matches_events(clean_clickhouse)
+
+
+def test_a_roller_that_lost_its_lock_writes_nothing(settings, redis_client, clean_clickhouse):
+    roll(settings, clean_clickhouse)
+    publish(redis_client, settings, random_events(random.Random(31), 40))
+    drain_workers(settings, clean_clickhouse)
+    stalled = build_roller(settings, clean_clickhouse)
+    assert stalled._hold()
+    start = stalled.stream.bookmark()
+    entries = stalled.stream.read_range(start, stalled.stream.stored_until(), None)
+    redis_client.set(redis_keys.ROLLUP_LOCK, "another-roller")  # its lock lapsed and was taken
+    with pytest.raises(LostLock):
+        stalled._fold(entries, "rollup:test", version=1)
+    assert fetch_rollup_totals(clean_clickhouse.client(), list(EXPERIMENTS)) == {}
+    redis_client.delete(redis_keys.ROLLUP_LOCK)
+    roll(settings, clean_clickhouse)
+    assert_rollup_matches_events(clean_clickhouse)
+
+
+def test_a_rebuild_still_skips_dead_letters_left_in_the_stream(settings, redis_client, clean_clickhouse):
+    roll(settings, clean_clickhouse)
+    doomed = publish(redis_client, settings, random_events(random.Random(37), 6), per_entry=1)
+    worker = build_worker(settings, clean_clickhouse, consumer_name="w1")
+    worker.consumer.ensure_group()
+    delivered = worker.consumer.read_new(100, None)
+    worker.consumer.dead_letter(doomed[0], delivered[0][1], "insert rejected: test")
+    worker._process(delivered[1:])
+    roller = build_roller(settings, clean_clickhouse)
+    roller.run(until_caught_up=True)
+    redis_client.set(redis_keys.ROLLUP_REBUILD, 1)  # the same roller rebuilds and refolds the stream
+    roller.stopping.clear()
+    roller.run(until_caught_up=True)
+    assert redis_client.xlen(settings.stream) == 6, "the refold must have had entries to read"
     assert_rollup_matches_events(clean_clickhouse)
