@@ -53,6 +53,8 @@ class Run:
         self.failed = 0
         self.dropped = 0
         self.late_starts = 0
+        self.sources: dict[str, int] = {}
+        """How many polls were answered from the rollup and how many from the events."""
 
 
 async def load(base: str, rate: float, seconds: float, batch: int, run: Run) -> None:
@@ -109,6 +111,8 @@ async def poll(base: str, token: str, every_s: float, run: Run, stop: asyncio.Ev
             if response.status_code == 200:
                 visible = sum(v["impressions"] for e in response.json() for v in e["variants"])
                 run.polls.append((sent, returned, visible))
+                source = response.headers.get("x-abacus-source", "?")
+                run.sources[source] = run.sources.get(source, 0) + 1
             await asyncio.sleep(max(0.0, every_s - (returned - sent)))
 
 
@@ -203,6 +207,7 @@ def main() -> None:
         f"sent {run.sent} beacons: {acked} accepted (202), {run.dropped} dropped, {run.failed} failed; "
         f"{visible} visible at the end; {run.late_starts} requests started late"
     )
+    print(f"results answered from: {', '.join(f'{source} {n}' for source, n in sorted(run.sources.items()))} polls (X-Abacus-Source)")
     print(f"results API poll latency: p50 {statistics.median(poll_ms):.0f} ms, p99 {percentile(poll_ms, 0.99):.0f} ms ({len(poll_ms)} polls)")
     print(f"baseline: worker batch wait {configured.batch_wait_ms} ms (ABACUS_BATCH_WAIT_MS), batch size {configured.batch_size} rows")
     if not samples:
