@@ -27,7 +27,7 @@ RUNS = {"bench_ingest": [["--mode", "single"], ["--mode", "batch"]]}
 TINY = {"bench_ingest": ["--seconds", "1"], "bench_bot_check": ["--n", "200"]}
 # Scripts that need a program besides Python: skipped (not failed) when it is missing.
 NEEDS = {"bench_ingest": "wrk"}
-ORDER = ["bench_ingest", "bench_bot_check", "bench_worker_drain", "bench_results_query", "bench_freshness"]
+ORDER = ["bench_ingest", "bench_bot_check", "bench_worker_drain", "bench_rollup", "bench_results_query", "bench_freshness"]
 
 
 def scripts() -> list[str]:
