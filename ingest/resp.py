@@ -58,7 +58,7 @@ class RespConnection(asyncio.Protocol):
 
     @property
     def is_open(self) -> bool:
-        return self._transport is not None and self._lost is None
+        return self._transport is not None and self._lost is None and not self._transport.is_closing()
 
     def request(self, payload: bytes, replies: int) -> asyncio.Future[list]:
         """Send ``payload`` (``replies`` commands); the future resolves to their replies, in order,
