@@ -57,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--burst", action="store_true", help="drain the stream, then exit")
     worker.set_defaults(run=run_worker)
 
+    rollup = commands.add_parser("rollup", help="only the roller that keeps the results rollup current (a standby while another runs)")
+    rollup.set_defaults(run=run_rollup)
+
     migrate = commands.add_parser("migrate", help="apply ClickHouse migrations")
     migrate.add_argument("--data-dir", type=Path, default=None, help="with no ABACUS_CLICKHOUSE_URL: serve's data dir")
     migrate.set_defaults(run=run_migrate)
@@ -119,6 +122,13 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
     from worker.main import run_worker_process
 
     return run_worker_process(settings, burst=args.burst)
+
+
+def run_rollup(args: argparse.Namespace, settings: Settings) -> int:
+    _require_servers(settings, "abacus rollup", clickhouse=True)
+    from worker.main import run_roller_process
+
+    return run_roller_process(settings)
 
 
 def run_migrate(args: argparse.Namespace, settings: Settings) -> int:

@@ -21,14 +21,14 @@ def abacus(*args: str, **env: str) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize("role", ["worker", "query-api"])
+@pytest.mark.parametrize("role", ["worker", "query-api", "rollup"])
 def test_roles_refuse_chdb_with_a_clear_message(role):
     result = abacus(role, ABACUS_REDIS_URL="redis://127.0.0.1:6379/0", ABACUS_CLICKHOUSE_URL="chdb:///tmp/x", ABACUS_JWT_SECRET=TEST_SECRET)
     assert result.returncode == 2
     assert "chDB lives inside one process" in result.stderr
 
 
-@pytest.mark.parametrize("role", ["worker", "query-api", "ingest"])
+@pytest.mark.parametrize("role", ["worker", "query-api", "ingest", "rollup"])
 def test_roles_need_redis(role):
     result = abacus(role)
     assert result.returncode == 2
@@ -55,6 +55,9 @@ def test_bad_setting_values_are_reported_by_name():
     result = abacus("worker", ABACUS_BATCH_SIZE="lots")
     assert result.returncode == 2
     assert "ABACUS_BATCH_SIZE" in result.stderr
+    result = abacus("worker", ABACUS_ROLLUP="maybe")
+    assert result.returncode == 2
+    assert "ABACUS_ROLLUP" in result.stderr
 
 
 def test_migrate_is_idempotent_on_chdb(tmp_path):

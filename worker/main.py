@@ -83,3 +83,27 @@ def run_worker_process(settings: Settings, burst: bool = False) -> int:
         clickhouse.close()
     log.info("worker stopped after inserting %d rows", worker.inserted_rows)
     return 0
+
+
+def run_roller_process(settings: Settings) -> int:
+    """`abacus rollup`: the roller alone, for deployments that keep it off the workers' cores
+    (ABACUS_ROLLUP=false on the workers). Several can run: one folds, the others stand by."""
+    clickhouse = ClickHouse(settings.clickhouse_url or "")
+    roller = build_roller(settings, clickhouse)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if roller.stopping.is_set():
+            raise SystemExit(128 + signum)
+        log.info("signal %d: finishing the step in hand, then stopping", signum)
+        roller.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info("roller standing by for the results rollup of %s", settings.stream)
+    try:
+        roller.run()
+    finally:
+        roller.redis.close()
+        clickhouse.close()
+    log.info("roller stopped after folding %d events", roller.folded_events)
+    return 0
