@@ -76,7 +76,9 @@ def main() -> None:
             raise SystemExit(f"rollup differs from the raw query:\n raw    {raw}\n rollup {rolled}")
         drain_rate, fold_rate = worker.inserted_rows / drain_s, roller.folded_events / fold_s
         print(f"worker stored {worker.inserted_rows:,} events in {drain_s:.1f} s: {drain_rate:,.0f} events/s")
-        print(f"roller folded {roller.folded_events:,} events in {fold_s:.1f} s: {fold_rate:,.0f} events/s; rollup equals the raw query")
+        print(
+            f"roller folded {roller.folded_events:,} events in {fold_s:.1f} s: {fold_rate:,.0f} events/s; rollup equals the raw query"
+        )
         print(f"ratio roller/worker events/s: {fold_rate / drain_rate:.2f}")
     finally:
         clickhouse.close()

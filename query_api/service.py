@@ -20,7 +20,12 @@ T = TypeVar("T")
 
 class QueryService:
     def __init__(
-        self, store: RegistryStore, registry: RegistryCache, clickhouse: ClickHouse, redis_client: redis.Redis, rollup_max_lag_ms: int
+        self,
+        store: RegistryStore,
+        registry: RegistryCache,
+        clickhouse: ClickHouse,
+        redis_client: redis.Redis,
+        rollup_max_lag_ms: int,
     ) -> None:
         self.store = store
         self.registry = registry

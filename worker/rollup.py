@@ -160,7 +160,9 @@ class Roller:
         return holding
 
     def _renew(self) -> int:
-        return self._hold_lock(keys=[redis_keys.ROLLUP_LOCK, redis_keys.ROLLUP_ALIVE], args=[self._owner, _LOCK_TTL_MS, _ALIVE_GRACE_MS])
+        return self._hold_lock(
+            keys=[redis_keys.ROLLUP_LOCK, redis_keys.ROLLUP_ALIVE], args=[self._owner, _LOCK_TTL_MS, _ALIVE_GRACE_MS]
+        )
 
     def _release(self) -> None:
         if not self._holding:
@@ -202,7 +204,9 @@ class Roller:
         if self._known is None or self._known.overfull:
             started = time.monotonic()
             client = self.clickhouse.client()
-            sessions = client.query(f"SELECT uniqExact(experiment_key, session_id) FROM {rollup_store.SESSIONS_TABLE}").result_rows[0][0]
+            sessions = client.query(
+                f"SELECT uniqExact(experiment_key, session_id) FROM {rollup_store.SESSIONS_TABLE}"
+            ).result_rows[0][0]
             # Room to grow: rebuilt (larger) only once it holds about four times this many.
             known = KnownSessions(2 * sessions + 100_000)
 

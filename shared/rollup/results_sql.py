@@ -60,4 +60,3 @@ ROLLUP_SESSIONS_SOURCE = """(
 def variant_totals_sql(source: str) -> str:
     """One row per (experiment, variant): the keys, then the ``TOTAL_FIELDS`` in order."""
     return _TOTALS_SELECT.replace("{source}", source)
-

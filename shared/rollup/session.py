@@ -55,7 +55,9 @@ class SessionState:
         self._counts: dict[str, list[float]] = {}
 
     @classmethod
-    def from_arrays(cls, variant_keys: list[str], event_ids: list[str], event_types: list[str], event_values: list[float]) -> SessionState:
+    def from_arrays(
+        cls, variant_keys: list[str], event_ids: list[str], event_types: list[str], event_values: list[float]
+    ) -> SessionState:
         state = cls()
         for event in zip(variant_keys, event_ids, event_types, event_values):
             state.apply(*event)
@@ -68,7 +70,9 @@ class SessionState:
         """(variant_key, event_id) -> (event_type, value): what the session holds, for comparisons."""
         return {
             (variant, event_id): (event_type, value)
-            for variant, event_id, event_type, value in zip(self.variant_keys, self.event_ids, self.event_types, self.event_values)
+            for variant, event_id, event_type, value in zip(
+                self.variant_keys, self.event_ids, self.event_types, self.event_values
+            )
         }
 
     def apply(self, variant_key: str, event_id: str, event_type: str, value: float | None) -> bool:
@@ -110,7 +114,22 @@ class SessionState:
             value = counts[_VALUE_SLOT]
             exposed = counts[_IMPRESSIONS] > 0
             converted = exposed and counts[_CONVERSIONS] > 0
-            vector = [counts[0], counts[1], counts[2], counts[3], counts[4], 1, int(exposed), int(converted), value, 0, 0, 0.0, 0.0, 0.0]
+            vector = [
+                counts[0],
+                counts[1],
+                counts[2],
+                counts[3],
+                counts[4],
+                1,
+                int(exposed),
+                int(converted),
+                value,
+                0,
+                0,
+                0.0,
+                0.0,
+                0.0,
+            ]
             if exposed and exposed_variants == 1:
                 vector[_CLEAN_EXPOSED] = 1
                 vector[_CLEAN_CONVERTED] = int(converted)
@@ -122,7 +141,9 @@ class SessionState:
         return out
 
 
-def add_difference(totals: dict[tuple[str, str], list[float]], experiment_key: str, before: Contribution, after: Contribution) -> None:
+def add_difference(
+    totals: dict[tuple[str, str], list[float]], experiment_key: str, before: Contribution, after: Contribution
+) -> None:
     """``totals[(experiment, variant)] += after[variant] - before[variant]`` for every variant in either."""
     for variant_key, new in after.items():
         target = totals.get((experiment_key, variant_key))

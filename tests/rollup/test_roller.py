@@ -246,7 +246,12 @@ def test_two_steps_adding_identical_differences_both_count(settings, redis_clien
     for session in ("s1", "s2", "s3"):
         impression = random_events(random.Random(1), 1)[0]
         impression = msgspec.structs.replace(
-            impression, experiment_key="exp_a", variant_key="control", session_id=session, event_type="impression", event_id=session
+            impression,
+            experiment_key="exp_a",
+            variant_key="control",
+            session_id=session,
+            event_type="impression",
+            event_id=session,
         )
         publish(redis_client, settings, [impression])
         drain_workers(settings, clean_clickhouse)

@@ -26,7 +26,12 @@ def test_exposed_converted_session_in_one_variant_is_clean():
     assert got["impressions"] == 1 and got["conversions"] == 2
     assert got["unique_sessions"] == 1 and got["exposed_sessions"] == 1 and got["exposed_converted"] == 1
     assert got["value_total"] == 20.0
-    assert (got["clean_exposed"], got["clean_converted"], got["clean_value_sum"], got["clean_value_sum_squares"]) == (1, 1, 20.0, 400.0)
+    assert (got["clean_exposed"], got["clean_converted"], got["clean_value_sum"], got["clean_value_sum_squares"]) == (
+        1,
+        1,
+        20.0,
+        400.0,
+    )
     assert got["multi_variant_share"] == 0
 
 
