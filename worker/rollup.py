@@ -44,6 +44,7 @@ _LOCK_TTL_MS = 10_000
 # Larger steps share ClickHouse's per-insert cost among more events; bounded so a step's memory is.
 _EVENTS_PER_STEP = 50_000
 _MAX_ENTRIES_PER_STEP = 20_000
+_MOST_EVENTS_PER_ENTRY = 500  # ingest's cap on the events it packs into one stream entry
 _MAX_BACKOFF_S = 30.0
 _decoder = msgspec.msgpack.Decoder(StreamEnvelope)
 
@@ -107,7 +108,9 @@ class Roller:
         self._bookmark: bytes | None = None
         self._dead: set[bytes] = set()
         self._known: KnownSessions | None = None
-        self._events_per_entry = 1.0
+        # Assume full entries until a step has shown otherwise: the first step stays small
+        # instead of reading _MAX_ENTRIES_PER_STEP entries that could each be full.
+        self._events_per_entry = float(_MOST_EVENTS_PER_ENTRY)
 
     def request_stop(self) -> None:
         self.stopping.set()
@@ -294,11 +297,13 @@ class Roller:
         # read back from ClickHouse, as they were before the step.
         before = {}
         changed: dict[tuple[str, str], SessionState] = {}
+        created = []
         for event in events:
             key = (event.experiment_key, event.session_id)
             state = states.get(key)
             if state is None:
                 state = states[key] = SessionState()
+                created.append(key)
             if key not in before:
                 before[key] = state.contribution() if len(state) else {}
             if state.apply(event.variant_key, event.event_id, event.event_type, event.conversion_value):
@@ -316,7 +321,7 @@ class Roller:
         rollup_store.insert_sessions(client, changed, version, token)
         for key, state in states.items():
             self.cache.put(key, state)
-        for key in changed:
+        for key in created:
             known.add(*key)
         return len(events)
 
