@@ -31,6 +31,8 @@ BATCH_BODY_LIMIT = 1024 * 1024
 _ACCEPTED_MEDIA_TYPES = (b"application/json", b"text/plain")
 _FIELD_IN_MESSAGE = re.compile(r" - at `([^`]*)`$")
 _MISSING_FIELD = re.compile(r"missing required field `([^`]*)`")
+# Where each item of a batch is, for error messages: made once, not formatted per beacon.
+_BATCH_ITEM_PATHS = tuple(f"$[{index}]" for index in range(MAX_BATCH_ITEMS))
 
 
 class ImpressionBeacon(msgspec.Struct, frozen=True):
@@ -134,7 +136,7 @@ def parse_beacons(endpoint: Endpoint, body: bytes) -> list[tuple[Beacon, str]]:
     parsed = []
     for index, beacon in enumerate(beacons):
         try:
-            parsed.append((beacon, check_beacon_rules(beacon, "$" if single else f"$[{index}]")))
+            parsed.append((beacon, check_beacon_rules(beacon, "$" if single else _BATCH_ITEM_PATHS[index])))
         except BeaconRuleError as exc:
             raise BadRequest(400, str(exc), exc.field) from None
     return parsed
