@@ -70,14 +70,16 @@ def serve(target: str, port: int, env: dict[str, str] | None = None) -> subproce
     return process
 
 
-def events_in_stream(client: redis.Redis, stream: str) -> int:
-    total, last = 0, "-"
+def events_in_stream(client: redis.Redis, stream: str) -> tuple[int, int]:
+    """(events, entries): their ratio shows how many requests the publisher packed into one XADD."""
+    total, count, last = 0, 0, "-"
     while True:
         entries = client.xrange(stream, min=last, count=10_000)
         if last != "-":
             entries = entries[1:]
         if not entries:
-            return total
+            return total, count
+        count += len(entries)
         for _, fields in entries:
             total += len(msgspec.msgpack.decode(fields[b"e"], type=StreamEnvelope).events)
         last = entries[-1][0]
@@ -114,7 +116,7 @@ def main() -> None:
             finally:
                 process.terminate()
                 process.wait(10)
-        landed = events_in_stream(client, "abacus:events")
+        landed, entries = events_in_stream(client, "abacus:events")
     finally:
         client.close()
         valkey.stop()
@@ -127,7 +129,10 @@ def main() -> None:
             f"p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  non-2xx {r['non_2xx']}  {r['socket_errors']}"
         )
     expected = results["abacus"]["requests"] * per_request
-    print(f"abacus beacons in stream: {landed} (202s x beacons per request >= {expected - results['abacus']['non_2xx'] * per_request})")
+    print(
+        f"abacus beacons in stream: {landed} (202s x beacons per request >= {expected - results['abacus']['non_2xx'] * per_request}), "
+        f"in {entries} entries ({landed / per_request / max(entries, 1):.1f} requests per XADD)"
+    )
     print(f"ratio abacus/baseline requests/s: {results['abacus']['rps'] / results['baseline']['rps']:.2f}")
 
 
