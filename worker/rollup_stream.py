@@ -108,3 +108,16 @@ class RollupStream:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def abandon_rollup_if_unattended(client: redis.Redis, stream: str) -> bool:
+    """True when no roller has run for minutes: its bookmark is dropped (so trimming stops waiting
+    for it, and the stream cannot grow without bound) and results stop trusting the rollup until
+    the next roller, finding no bookmark, rebuilds it."""
+    if client.exists(redis_keys.ROLLUP_ALIVE):
+        return False
+    pipe = client.pipeline(transaction=True)
+    pipe.xgroup_destroy(stream, redis_keys.ROLLUP_GROUP)
+    pipe.delete(redis_keys.ROLLUP_READY, redis_keys.ROLLUP_STEP)
+    pipe.execute()
+    return True

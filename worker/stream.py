@@ -3,10 +3,16 @@ and trimming. Blocking redis-py calls; the worker is a plain process (or thread)
 
 from __future__ import annotations
 
+import logging
 import time
 
 import redis
 from redis.exceptions import ResponseError
+
+from shared import redis_keys
+from worker.rollup_stream import abandon_rollup_if_unattended
+
+log = logging.getLogger(__name__)
 
 Fields = list[bytes] | dict[bytes, bytes] | None
 """An entry's fields: a flat [name, value, ...] list as Redis sent it (reads skip redis-py's
@@ -101,6 +107,9 @@ class StreamConsumer:
         and at or below what it has been delivered."""
         bounds = []
         for group in self.redis.xinfo_groups(self.stream):
+            if _name(group["name"]) == redis_keys.ROLLUP_GROUP and abandon_rollup_if_unattended(self.redis, self.stream):
+                log.warning("no roller has run for minutes: trimming no longer waits for the results rollup")
+                continue
             if group["pending"]:
                 summary = self.redis.xpending(self.stream, group["name"])
                 # Another consumer may have acked the last pending entries since XINFO: then
@@ -115,6 +124,10 @@ class StreamConsumer:
         ms, seq = min(bounds)
         if (ms, seq) > (0, 0):
             self.redis.xtrim(self.stream, minid=f"{ms}-{seq}", approximate=False)
+
+
+def _name(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def field_dict(fields: Fields) -> dict[bytes, bytes]:

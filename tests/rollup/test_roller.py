@@ -293,3 +293,15 @@ def test_a_rebuild_still_skips_dead_letters_left_in_the_stream(settings, redis_c
     roller.run(until_caught_up=True)
     assert redis_client.xlen(settings.stream) == 6, "the refold must have had entries to read"
     assert_rollup_matches_events(clean_clickhouse)
+
+
+def test_an_abandoned_rollup_stops_holding_back_trimming(settings, redis_client, clean_clickhouse):
+    roll(settings, clean_clickhouse)
+    redis_client.delete(redis_keys.ROLLUP_ALIVE)  # no roller has run for five minutes
+    publish(redis_client, settings, random_events(random.Random(41), 30), per_entry=1)
+    drain_workers(settings, clean_clickhouse)  # its burst ends with a trim
+    assert redis_client.xlen(settings.stream) == 0, "a rollup nobody folds must not make the stream grow"
+    assert not redis_client.exists(redis_keys.ROLLUP_READY), "results must stop trusting the abandoned rollup"
+    # The next roller finds no bookmark and rebuilds from the events.
+    roll(settings, clean_clickhouse)
+    assert_rollup_matches_events(clean_clickhouse)
