@@ -9,7 +9,6 @@ and the command encoding are paid once); at low load an entry holds one request 
 from __future__ import annotations
 
 import asyncio
-
 from typing import Protocol
 
 import msgspec

@@ -43,3 +43,36 @@ def serve_client(settings: Settings) -> Iterator[TestClient]:
     with TestClient(app=app, raise_server_exceptions=False) as client:  # type: ignore[arg-type]
         client.headers["user-agent"] = BROWSER_UA
         yield client
+
+
+def rebuild_rollup(client: TestClient, admin_headers: dict[str, str]) -> None:
+    """Rows inserted straight into abacus.events reach the results rollup through a rebuild."""
+    from tests.conftest import wait_for
+
+    assert client.post("/api/v1/admin/rollup/rebuild", headers=admin_headers).status_code == 202
+
+    def rebuilt() -> bool:
+        status = client.get("/api/v1/admin/rollup", headers=admin_headers).json()
+        return status["live"] and not status["rebuild_requested"]
+
+    wait_for(rebuilt)
+
+
+def wait_until_rolled_up(redis_client, stream: str) -> None:  # type: ignore[no-untyped-def]
+    """Until the roller has folded every entry in the stream: results then count all of them."""
+    from shared import redis_keys
+    from tests.conftest import wait_for
+
+    def entry_id(raw: bytes | str) -> tuple[int, int]:
+        ms, _, seq = (raw.decode() if isinstance(raw, bytes) else raw).partition("-")
+        return int(ms), int(seq or 0)
+
+    def caught_up() -> bool:
+        last = entry_id(redis_client.xinfo_stream(stream)["last-generated-id"])
+        for group in redis_client.xinfo_groups(stream):
+            name = group["name"].decode() if isinstance(group["name"], bytes) else group["name"]
+            if name == redis_keys.ROLLUP_GROUP:
+                return entry_id(group["last-delivered-id"]) >= last
+        return False
+
+    wait_for(caught_up)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tests.conftest import count_events, wait_for
-from tests.helpers import BROWSER_UA, auth, beacon, serve_client
+from tests.helpers import BROWSER_UA, auth, beacon, serve_client, wait_until_rolled_up
 
 EVENT = "/api/experiments/event"
 IMPRESSION = "/api/experiments/impression"
@@ -179,12 +179,13 @@ def test_impression_endpoint_defaults_and_restricts_event_name(client, clean_cli
     wait_for(lambda: count_events(clean_clickhouse, "event_type = 'impression'") == 2)
 
 
-def test_retried_beacon_with_same_event_id_counts_once(client, clean_clickhouse, settings):
+def test_retried_beacon_with_same_event_id_counts_once(client, clean_clickhouse, redis_client, settings):
     body = beacon(event_id="retry-me-1", event_name="conversion", value=3.0)
     for _ in range(3):
         assert client.post(EVENT, json=body).json()["accepted"] is True
     client.post(BATCH, json=[body, body])
     wait_for(lambda: count_events(clean_clickhouse, "1") == 1 and _raw_at_least(clean_clickhouse, 1))
+    wait_until_rolled_up(redis_client, settings.stream)  # results read the rollup, which trails
     results = client.get("/api/v1/experiments/results?experiment_key=homepage_hero_test", headers=auth(settings)).json()
     control = results[0]["variants"][0]
     assert control["conversions"] == 1
@@ -294,9 +295,7 @@ def test_metrics_count_accepted_and_dropped(client):
 
 
 def test_generated_event_ids_differ_between_endpoints_and_processes():
-    from ingest.steps import EventIds
-
-    from ingest.steps import event_id
+    from ingest.steps import EventIds, event_id
 
     first, second = EventIds(), EventIds()
     ids = {first.next() for _ in range(1000)} | {second.next() for _ in range(1000)}

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from tests.conftest import count_events, wait_for
-from tests.helpers import auth, beacon, serve_client
+from tests.helpers import auth, beacon, rebuild_rollup, serve_client
 
 NINE_KEYS = [
     "variant_key",
@@ -49,17 +49,6 @@ def client(settings, request):
         yield test_client
 
 
-def rebuild_rollup(client) -> None:
-    """Rows inserted straight into abacus.events reach the rollup through a rebuild."""
-    assert client.post("/api/v1/admin/rollup/rebuild", headers=client.admin).status_code == 202
-
-    def rebuilt() -> bool:
-        status = client.get("/api/v1/admin/rollup", headers=client.admin).json()
-        return status["live"] and not status["rebuild_requested"]
-
-    wait_for(rebuilt)
-
-
 @pytest.fixture()
 def analyst(settings):
     return auth(settings, "analyst", "ana")
@@ -68,7 +57,7 @@ def analyst(settings):
 def results(client, headers, query: str = ""):
     all_time = "from=" not in query and "to=" not in query
     if client.source == "rollup" and all_time:
-        rebuild_rollup(client)
+        rebuild_rollup(client, client.admin)
     response = client.get(f"/api/v1/experiments/results{query}", headers=headers)
     assert response.status_code == 200, response.text
     # A window is always computed from the events: the rollup holds all-time totals only.
