@@ -190,6 +190,7 @@ def _ensure_secret(data_dir: Path) -> str:
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
     import dataclasses
+    import gc
     import signal
 
     data_dir = settings.data_dir
@@ -226,6 +227,9 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
         from shared.serve import create_serve_app
 
         app = create_serve_app(settings)
+        # As `abacus ingest` does: the start-up heap lives as long as the process, and frozen it
+        # is no longer walked by the full collections beacon traffic sets off (see ingest.app).
+        gc.freeze()
         server = Server(app, address=args.host, port=args.port, interface=Interfaces.ASGI)
 
         async def serve() -> None:

@@ -12,6 +12,7 @@ import threading
 from litestar import Litestar
 from litestar.datastructures import State
 
+from ingest.dispatch import BeaconDispatcher
 from ingest.openapi_docs import document_beacon_routes
 from ingest.service import IngestService
 from query_api.app import build_query
@@ -75,8 +76,11 @@ def create_serve_app(settings: Settings) -> CORS:
         state=State(query.state),
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         on_startup=[registry.start, start_worker],
-        on_shutdown=bounded_shutdown(stop_worker, registry.stop, redis_client.aclose, close_clickhouse, seconds=35),
+        on_shutdown=bounded_shutdown(
+            stop_worker, registry.stop, ingest.publisher.close, redis_client.aclose, close_clickhouse, seconds=35
+        ),
         **app_config("Abacus"),  # type: ignore[arg-type]
     )
     document_beacon_routes(app)
-    return CORS(app, settings.cors_origins)
+    # Beacon paths skip Litestar's router and middleware, as under `abacus ingest`.
+    return CORS(BeaconDispatcher(app, ingest.beacon_endpoints), settings.cors_origins)
