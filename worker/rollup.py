@@ -23,7 +23,6 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import msgspec
 import redis
@@ -119,6 +118,9 @@ class Roller:
         """Fold the stream until asked to stop (or, with ``until_caught_up``, until nothing is left
         that the workers have stored). Waits as a standby while another process holds the lock."""
         backoff = 0.5
+        renewing_done = threading.Event()
+        renewer = threading.Thread(target=self._keep_lock, args=(renewing_done,), name="abacus-rollup-lock", daemon=True)
+        renewer.start()
         try:
             while not self.stopping.is_set():
                 try:
@@ -139,19 +141,19 @@ class Roller:
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF_S)
         finally:
+            renewing_done.set()
+            renewer.join()  # before releasing: it would otherwise take the free lock again
             self._release()
 
     def run_once(self) -> bool:
         """One step if this process is (or becomes) the roller; True when it folded something."""
         if not self._hold():
             return False
-        # Renewed all along, so a slow ClickHouse insert does not let the lock lapse mid-step.
-        with self._lock_kept():
+        if self._bookmark is None or self.redis.exists(redis_keys.ROLLUP_REBUILD):
+            self._bookmark = self.stream.bookmark()
             if self._bookmark is None or self.redis.exists(redis_keys.ROLLUP_REBUILD):
-                self._bookmark = self.stream.bookmark()
-                if self._bookmark is None or self.redis.exists(redis_keys.ROLLUP_REBUILD):
-                    self.rebuild()
-            return self._step()
+                self.rebuild()
+        return self._step()
 
     # ----- the lock ------------------------------------------------------------------------
     def _hold(self) -> bool:
@@ -177,25 +179,17 @@ class Roller:
             pass  # it expires on its own
         self._holding = False
 
-    @contextmanager
-    def _lock_kept(self) -> Iterator[None]:
-        """Keep renewing the lock while a step or a rebuild runs, however long its SQL takes."""
-        done = threading.Event()
-
-        def renew() -> None:
-            while not done.wait(_LOCK_TTL_MS / 3000):
-                try:
-                    self._renew()
-                except RedisError:
-                    pass
-
-        thread = threading.Thread(target=renew, name="abacus-rollup-lock", daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            done.set()
-            thread.join()
+    def _keep_lock(self, done: threading.Event) -> None:
+        """Renew the lock every third of its lifetime while this process holds it, so a step or a
+        rebuild whose ClickHouse statements run long does not let it lapse (run()'s thread)."""
+        while not done.wait(_LOCK_TTL_MS / 3000):
+            if not self._holding:
+                continue
+            try:
+                if not self._renew():
+                    self._holding = False  # taken over; the next step notices and stands by
+            except RedisError:
+                pass  # the step itself will fail on the same outage and back off
 
     def _forget(self) -> None:
         self.cache.clear()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
+import threading
+import time
 
 import msgspec
 import pytest
@@ -16,6 +18,7 @@ from shared import redis_keys
 from shared.clickhouse import ClickHouse
 from shared.settings import Settings
 from shared.wire import StreamEnvelope, StreamEvent
+from tests.conftest import wait_for
 from worker import rollup_store
 from worker.main import build_roller, build_worker
 from worker.rollup import LostLock, Roller
@@ -305,3 +308,22 @@ def test_an_abandoned_rollup_stops_holding_back_trimming(settings, redis_client,
     # The next roller finds no bookmark and rebuilds from the events.
     roll(settings, clean_clickhouse)
     assert_rollup_matches_events(clean_clickhouse)
+
+
+def test_the_lock_is_kept_between_steps_and_released_for_good_on_stop(settings, redis_client, clean_clickhouse, monkeypatch):
+    from worker import rollup
+
+    monkeypatch.setattr(rollup, "_LOCK_TTL_MS", 300)
+    # Idle for a minute after its first step: only the renewing thread can keep the lock alive.
+    roller = build_roller(dataclasses.replace(settings, rollup_idle_ms=60_000), clean_clickhouse)
+    thread = threading.Thread(target=roller.run)
+    thread.start()
+    try:
+        wait_for(lambda: redis_client.exists(redis_keys.ROLLUP_READY))
+        time.sleep(1.0)  # more than three lifetimes of the lock
+        assert redis_client.get(redis_keys.ROLLUP_LOCK) == roller._owner.encode()
+    finally:
+        roller.request_stop()
+        thread.join(10)
+    assert not thread.is_alive()
+    assert not redis_client.exists(redis_keys.ROLLUP_LOCK)  # released, and not taken again
