@@ -282,7 +282,10 @@ def main() -> None:
             shape = {e["experiment_key"]: [v["variant_key"] for v in e["variants"]] for e in body}
             if shape != VARIANTS:
                 raise SystemExit(f"registry is not the 2 x 3 bench registry: {shape}")
-            service = app.app.state.query_service  # the app's own ClickHouse and registry
+            litestar_app = app
+            while not hasattr(litestar_app, "state"):  # under the CORS and beacon-dispatch wrappers
+                litestar_app = litestar_app.app
+            service = litestar_app.state.query_service  # the app's own ClickHouse and registry
             for rows in sizes:
                 results[rows] = measure_size(client, headers, service, rows, args)
     finally:
