@@ -33,9 +33,11 @@ from shared import redis_keys
 from shared.clickhouse import ClickHouse
 from shared.rollup.known_sessions import KnownSessions
 from shared.rollup.session import SessionState, add_difference, is_zero
-from shared.wire import ENVELOPE_FIELD, StreamEnvelope
+from shared.wire import StreamEnvelope
 from worker import rollup_store
-from worker.rollup_stream import Entry, RollupStream, parse_id
+from worker.rollup_stream import RollupStream
+from worker.rows import envelope_bytes
+from worker.stream import Entry, id_key
 
 log = logging.getLogger(__name__)
 
@@ -51,15 +53,29 @@ _decoder = msgspec.msgpack.Decoder(StreamEnvelope)
 _ALIVE_GRACE_MS = 300_000
 
 # Take the lock when free, keep it when ours, and say the rollup is alive; one round trip.
-_HOLD_LOCK = """
+# 2 means newly taken: whatever this process remembers may be stale (another roller ran meanwhile).
+_ACQUIRE_LOCK = """
 local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then
   return 0
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
+if holder then
+  return 1
+end
+return 2
+"""
+# Only extend a lock still ours: the renewing thread must never take a lapsed one.
+_RENEW_LOCK = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
 return 1
 """
+_RELEASE_LOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 
 class LostLock(RedisError):
@@ -102,7 +118,9 @@ class Roller:
         self.stopping = threading.Event()
         self.folded_events = 0
         self._owner = f"{uuid.uuid4().hex}"
-        self._hold_lock = self.redis.register_script(_HOLD_LOCK)
+        self._acquire_lock = self.redis.register_script(_ACQUIRE_LOCK)
+        self._renew_lock = self.redis.register_script(_RENEW_LOCK)
+        self._release_lock = self.redis.register_script(_RELEASE_LOCK)
         self._holding = False
         self._bookmark: bytes | None = None
         self._dead: set[bytes] = set()
@@ -149,32 +167,35 @@ class Roller:
         """One step if this process is (or becomes) the roller; True when it folded something."""
         if not self._hold():
             return False
-        if self._bookmark is None or self.redis.exists(redis_keys.ROLLUP_REBUILD):
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.exists(redis_keys.ROLLUP_REBUILD)
+        pipe.get(redis_keys.ROLLUP_READY)
+        rebuild_requested, built_at = pipe.execute()
+        if self._bookmark is None or rebuild_requested or not built_at:
             self._bookmark = self.stream.bookmark()
-            if self._bookmark is None or self.redis.exists(redis_keys.ROLLUP_REBUILD):
-                self.rebuild()
-        return self._step()
+            # Not built also covers a rebuild that failed half-way: it must run again.
+            if self._bookmark is None or rebuild_requested or not built_at:
+                built_at = self.rebuild()
+        return self._step(generation=built_at.decode() if isinstance(built_at, bytes) else str(built_at))
 
     # ----- the lock ------------------------------------------------------------------------
     def _hold(self) -> bool:
-        holding = bool(self._renew())
-        if holding and not self._holding:
+        taken = self._acquire_lock(keys=self._lock_keys, args=[self._owner, _LOCK_TTL_MS, _ALIVE_GRACE_MS])
+        if taken == 2 or (taken and not self._holding):
             log.info("this process now folds the stream into the results rollup")
-            self._forget()  # another roller may have moved on while we were not holding the lock
-        self._holding = holding
-        return holding
+            self._new_tenure()
+        self._holding = bool(taken)
+        return self._holding
 
-    def _renew(self) -> int:
-        return self._hold_lock(
-            keys=[redis_keys.ROLLUP_LOCK, redis_keys.ROLLUP_ALIVE], args=[self._owner, _LOCK_TTL_MS, _ALIVE_GRACE_MS]
-        )
+    @property
+    def _lock_keys(self) -> list[str]:
+        return [redis_keys.ROLLUP_LOCK, redis_keys.ROLLUP_ALIVE]
 
     def _release(self) -> None:
         if not self._holding:
             return
         try:
-            if self.redis.get(redis_keys.ROLLUP_LOCK) == self._owner.encode():
-                self.redis.delete(redis_keys.ROLLUP_LOCK)
+            self._release_lock(keys=[redis_keys.ROLLUP_LOCK], args=[self._owner])
         except RedisError:
             pass  # it expires on its own
         self._holding = False
@@ -186,15 +207,23 @@ class Roller:
             if not self._holding:
                 continue
             try:
-                if not self._renew():
+                if not self._renew_lock(keys=self._lock_keys, args=[self._owner, _LOCK_TTL_MS, _ALIVE_GRACE_MS]):
                     self._holding = False  # taken over; the next step notices and stands by
             except RedisError:
                 pass  # the step itself will fail on the same outage and back off
 
     def _forget(self) -> None:
+        """After a failed step: re-read the bookmark and the session states, as ClickHouse and
+        Redis hold them, before the next step."""
         self.cache.clear()
         self._bookmark = None
+
+    def _new_tenure(self) -> None:
+        """Another roller may have run since this process last held the lock: forget everything."""
+        self._forget()
         self._known = None
+        self._dead.clear()
+        self.stream.reread_dead_letters()
 
     def _known_sessions(self) -> KnownSessions:
         """The filter of stored sessions, built from ClickHouse when missing or overfull."""
@@ -217,8 +246,9 @@ class Roller:
         return self._known
 
     # ----- rebuild -------------------------------------------------------------------------
-    def rebuild(self) -> None:
-        """Recompute the rollup from abacus.events, then refold whatever is still in the stream.
+    def rebuild(self) -> bytes:
+        """Recompute the rollup from abacus.events, then refold whatever is still in the stream;
+        returns the rebuild's generation (its completion time), which names its steps' tokens.
 
         The bookmark moves to the stream's start first, so nothing is trimmed that the snapshot
         might miss; refolded events the snapshot already holds change nothing (same event ids)."""
@@ -226,29 +256,30 @@ class Roller:
         started = time.monotonic()
         # Take the request now, not when done: one made while this rebuild runs must start another.
         pipe = self.redis.pipeline(transaction=True)
-        pipe.delete(redis_keys.ROLLUP_READY)
-        pipe.delete(redis_keys.ROLLUP_REBUILD)
+        pipe.delete(redis_keys.ROLLUP_READY, redis_keys.ROLLUP_REBUILD, redis_keys.ROLLUP_BEHIND_MS)
         pipe.execute()
         self.stream.restart_bookmark()
         self.redis.delete(redis_keys.ROLLUP_STEP)
-        rollup_store.rebuild_from_events(self.clickhouse.client())
         self.cache.clear()
         self._known = None
-        self._bookmark = b"0-0"
         self._dead.clear()
         self.stream.reread_dead_letters()
-        self.redis.set(redis_keys.ROLLUP_READY, int(time.time() * 1000))
+        rollup_store.rebuild_from_events(self.clickhouse.client())
+        self._bookmark = b"0-0"
+        generation = str(int(time.time() * 1000)).encode()
+        self.redis.set(redis_keys.ROLLUP_READY, generation)
         log.info("rollup rebuilt in %.1fs", time.monotonic() - started)
+        return generation
 
     # ----- one step ------------------------------------------------------------------------
-    def _step(self) -> bool:
+    def _step(self, generation: str) -> bool:
         assert self._bookmark is not None
         in_hand = self.stream.step_in_hand()
         until: str | bytes | None
         if in_hand is not None:
             start, end = in_hand
-            until = end
             entries = self.stream.read_range(start, end, None)
+            until = self.stream.stored_until() or end
         else:
             until = self.stream.stored_until()
             if until is None:
@@ -262,12 +293,12 @@ class Roller:
             end = entries[-1][0]
             self.stream.begin_step(start, end)
         self._dead.update(self.stream.newly_dead_letters())
-        folded = self._fold(entries, token=f"rollup:{start.decode()}:{end.decode()}", version=_version(end))
+        folded = self._fold(entries, token=step_token(generation, start, end), version=_version(end))
         self.stream.finish_step(end)
         self.stream.report_behind(max(0, _id_ms(until) - _id_ms(end)))
         self._bookmark = end
-        end_key = parse_id(end)
-        self._dead = {entry_id for entry_id in self._dead if parse_id(entry_id) > end_key}
+        end_key = id_key(end)
+        self._dead = {entry_id for entry_id in self._dead if id_key(entry_id) > end_key}
         if entries:
             self._events_per_entry = max(1.0, folded / len(entries))
         self.folded_events += folded
@@ -310,20 +341,22 @@ class Roller:
         # folded these entries already (under another range, so another token).
         if self.redis.get(redis_keys.ROLLUP_LOCK) != self._owner.encode():
             raise LostLock("the rollup lock passed to another process during this step")
+        # Before the inserts: a session marked stored that never was costs one needless lookup,
+        # while one stored but not marked would be counted as new.
+        for key in created:
+            known.add(*key)
         client = self.clickhouse.client()
         rollup_store.insert_totals(client, differences, token)
         rollup_store.insert_sessions(client, changed, version, token)
         for key, state in states.items():
             self.cache.put(key, state)
-        for key in created:
-            known.add(*key)
         return len(events)
 
     def _events_of(self, entries: list[Entry]) -> Iterator:
         for entry_id, fields in entries:
             if entry_id in self._dead:
                 continue
-            raw = _envelope_field(fields)
+            raw = envelope_bytes(fields) if fields else None  # None: trimmed away before it was read
             if raw is None:
                 continue
             try:
@@ -333,23 +366,18 @@ class Roller:
             yield from envelope.events
 
 
-def _envelope_field(fields: list[bytes] | dict[bytes, bytes] | None) -> bytes | None:
-    if not fields:
-        return None  # the entry's data was trimmed away
-    if isinstance(fields, dict):
-        return fields.get(ENVELOPE_FIELD)
-    for i in range(0, len(fields) - 1, 2):
-        if fields[i] == ENVELOPE_FIELD:
-            return fields[i + 1]
-    return None
+def step_token(generation: str, start: bytes, end: bytes) -> str:
+    """The deduplication token of a step's inserts: the same range folded again (after a crash)
+    gets the same token; the generation (the last rebuild) keeps a step after a rebuild, which
+    restarts from the stream's start, from reusing a token of a step before it."""
+    return f"rollup:{generation}:{start.decode()}:{end.decode()}"
 
 
 def _id_ms(bound: str | bytes) -> int:
-    text = bound.decode() if isinstance(bound, bytes) else bound
-    return parse_id(text.lstrip("("))[0]
+    return id_key(bound)[0]
 
 
 def _version(entry_id: bytes) -> int:
     """Increases with the stream position, so the latest state of a session wins under FINAL."""
-    ms, seq = parse_id(entry_id)
+    ms, seq = id_key(entry_id)
     return (ms << 20) | min(seq, (1 << 20) - 1)

@@ -7,14 +7,7 @@ import redis
 from redis.exceptions import ResponseError
 
 from shared import redis_keys
-
-Entry = tuple[bytes, list[bytes] | dict[bytes, bytes] | None]
-
-
-def parse_id(entry_id: bytes | str) -> tuple[int, int]:
-    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    ms, _, seq = text.partition("-")
-    return int(ms), int(seq or 0)
+from worker.stream import Entry, acknowledged_below, as_text
 
 
 class RollupStream:
@@ -26,20 +19,16 @@ class RollupStream:
         self._dead_cursor = b"0-0"
 
     def stored_until(self) -> str | None:
-        """An XRANGE end bound: every entry up to it was stored in ClickHouse (or dead-lettered) by
-        the workers. Below the workers' oldest pending entry, and up to what they were delivered."""
+        """An exclusive XRANGE end bound: every entry below it was stored in ClickHouse (or
+        dead-lettered) by the workers; None while they have no group yet."""
         try:
             groups = self.redis.xinfo_groups(self.stream)
         except ResponseError:
             return None  # no stream yet
         for group in groups:
-            if _text(group["name"]) != self.worker_group:
-                continue
-            if group["pending"]:
-                summary = self.redis.xpending(self.stream, self.worker_group)
-                if summary["min"] is not None:
-                    return "(" + _text(summary["min"])
-            return _text(group["last-delivered-id"])
+            if as_text(group["name"]) == self.worker_group:
+                ms, seq = acknowledged_below(self.redis, self.stream, group)
+                return f"({ms}-{seq}"
         return None
 
     def bookmark(self) -> bytes | None:
@@ -49,7 +38,7 @@ class RollupStream:
         except ResponseError:
             return None
         for group in groups:
-            if _text(group["name"]) == redis_keys.ROLLUP_GROUP:
+            if as_text(group["name"]) == redis_keys.ROLLUP_GROUP:
                 last = group["last-delivered-id"]
                 return last if isinstance(last, bytes) else last.encode()
         return None
@@ -104,20 +93,3 @@ class RollupStream:
                 return found
             self._dead_cursor = batch[-1][0]
             found.extend(fields[b"source_id"] for _, fields in batch if fields and b"source_id" in fields)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def abandon_rollup_if_unattended(client: redis.Redis, stream: str) -> bool:
-    """True when no roller has run for minutes: its bookmark is dropped (so trimming stops waiting
-    for it, and the stream cannot grow without bound) and results stop trusting the rollup until
-    the next roller, finding no bookmark, rebuilds it."""
-    if client.exists(redis_keys.ROLLUP_ALIVE):
-        return False
-    pipe = client.pipeline(transaction=True)
-    pipe.xgroup_destroy(stream, redis_keys.ROLLUP_GROUP)
-    pipe.delete(redis_keys.ROLLUP_READY, redis_keys.ROLLUP_STEP)
-    pipe.execute()
-    return True

@@ -10,7 +10,6 @@ import redis
 from redis.exceptions import ResponseError
 
 from shared import redis_keys
-from worker.rollup_stream import abandon_rollup_if_unattended
 
 log = logging.getLogger(__name__)
 
@@ -104,29 +103,67 @@ class StreamConsumer:
 
     def trim_acknowledged(self) -> None:
         """Delete only entries every group has acknowledged: below each group's oldest pending entry
-        and at or below what it has been delivered."""
-        bounds = []
-        for group in self.redis.xinfo_groups(self.stream):
-            if _name(group["name"]) == redis_keys.ROLLUP_GROUP and abandon_rollup_if_unattended(self.redis, self.stream):
-                log.warning("no roller has run for minutes: trimming no longer waits for the results rollup")
-                continue
-            if group["pending"]:
-                summary = self.redis.xpending(self.stream, group["name"])
-                # Another consumer may have acked the last pending entries since XINFO: then
-                # everything up to the last-delivered id read by XINFO is acknowledged.
-                if summary["min"] is not None:
-                    bounds.append(_parse_id(summary["min"]))
-                    continue
-            ms, seq = _parse_id(group["last-delivered-id"])
-            bounds.append((ms, seq + 1))
+        and at or below what it has been delivered. The roller's bookmark group counts too,
+        unless the rollup is abandoned (see ``_rollup_abandoned``)."""
+        bounds = {
+            as_text(group["name"]): acknowledged_below(self.redis, self.stream, group)
+            for group in self.redis.xinfo_groups(self.stream)
+        }
+        rollup_bound = bounds.pop(redis_keys.ROLLUP_GROUP, None)
+        if rollup_bound is not None:
+            if self._rollup_abandoned(rollup_bound, min(bounds.values(), default=rollup_bound)):
+                drop_rollup(self.redis, self.stream)
+            else:
+                bounds[redis_keys.ROLLUP_GROUP] = rollup_bound
         if not bounds:
             return
-        ms, seq = min(bounds)
+        ms, seq = min(bounds.values())
         if (ms, seq) > (0, 0):
             self.redis.xtrim(self.stream, minid=f"{ms}-{seq}", approximate=False)
 
+    def _rollup_abandoned(self, rollup_bound: tuple[int, int], others_bound: tuple[int, int]) -> bool:
+        """No roller has run for minutes, or the one running has fallen so far behind the
+        workers that waiting for it would let the stream grow until Redis refuses writes."""
+        if not self.redis.exists(redis_keys.ROLLUP_ALIVE):
+            log.warning("no roller has run for minutes: trimming no longer waits for the results rollup")
+            return True
+        # What it holds back starts at its bookmark or at the stream's first entry, if later.
+        first = self.redis.xrange(self.stream, count=1)
+        oldest_held = max(rollup_bound, id_key(first[0][0])) if first else rollup_bound
+        behind_ms = others_bound[0] - oldest_held[0]
+        if behind_ms > ROLLUP_MAX_BACKLOG_MS:
+            log.warning("the roller is %d s behind the workers: trimming no longer waits for it", behind_ms // 1000)
+            return True
+        return False
 
-def _name(value: bytes | str) -> str:
+
+ROLLUP_MAX_BACKLOG_MS = 600_000
+"""A roller further behind than this (in stream time) is given up on: it rebuilds from the events."""
+
+
+def acknowledged_below(client: redis.Redis, stream: str, group: dict) -> tuple[int, int]:
+    """The id below which a group (as XINFO GROUPS describes it) has acknowledged every entry:
+    its oldest pending entry, else just past what it was delivered."""
+    if group["pending"]:
+        summary = client.xpending(stream, group["name"])
+        # Another consumer may have acked the last pending entries since XINFO: then
+        # everything up to the last-delivered id read by XINFO is acknowledged.
+        if summary["min"] is not None:
+            return id_key(summary["min"])
+    ms, seq = id_key(group["last-delivered-id"])
+    return ms, seq + 1
+
+
+def drop_rollup(client: redis.Redis, stream: str) -> None:
+    """Forget the roller's bookmark, so trimming stops waiting for it, and stop results trusting
+    the rollup; the next roller, finding no bookmark, rebuilds it from abacus.events."""
+    pipe = client.pipeline(transaction=True)
+    pipe.xgroup_destroy(stream, redis_keys.ROLLUP_GROUP)
+    pipe.delete(redis_keys.ROLLUP_READY, redis_keys.ROLLUP_STEP, redis_keys.ROLLUP_BEHIND_MS)
+    pipe.execute()
+
+
+def as_text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
@@ -137,11 +174,7 @@ def field_dict(fields: Fields) -> dict[bytes, bytes]:
 
 
 def id_key(entry_id: bytes | str) -> tuple[int, int]:
-    """An entry id as a tuple that sorts as Redis orders ids."""
-    return _parse_id(entry_id)
-
-
-def _parse_id(entry_id: bytes | str) -> tuple[int, int]:
+    """An entry id as a tuple that sorts as Redis orders ids ("(" of an exclusive bound ignored)."""
     text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    ms, _, seq = text.partition("-")
+    ms, _, seq = text.lstrip("(").partition("-")
     return int(ms), int(seq or 0)

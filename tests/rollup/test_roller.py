@@ -12,6 +12,7 @@ import time
 import msgspec
 import pytest
 import redis
+from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from query_api.results_query import fetch_rollup_totals, fetch_rollups
 from shared import redis_keys
@@ -21,7 +22,7 @@ from shared.wire import StreamEnvelope, StreamEvent
 from tests.conftest import wait_for
 from worker import rollup_store
 from worker.main import build_roller, build_worker
-from worker.rollup import LostLock, Roller
+from worker.rollup import LostLock, Roller, step_token
 
 EXPERIMENTS = ("exp_a", "exp_b")
 VARIANTS = ("control", "variant_b", "variant_c")
@@ -170,11 +171,12 @@ def test_a_step_redone_after_a_crash_counts_nothing_twice(settings, redis_client
     crashed = build_roller(settings, clean_clickhouse)
     assert crashed._hold()
     start = crashed.stream.bookmark()
+    assert start is not None
     until = crashed.stream.stored_until()
     entries = crashed.stream.read_range(start, until, None)
     end = entries[-1][0]
     crashed.stream.begin_step(start, end)
-    token = f"rollup:{start.decode()}:{end.decode()}"
+    token = step_token(redis_client.get(redis_keys.ROLLUP_READY).decode(), start, end)
     if landed != "nothing":
         real_insert_sessions = rollup_store.insert_sessions
         if landed == "totals only":
@@ -327,3 +329,51 @@ def test_the_lock_is_kept_between_steps_and_released_for_good_on_stop(settings, 
         thread.join(10)
     assert not thread.is_alive()
     assert not redis_client.exists(redis_keys.ROLLUP_LOCK)  # released, and not taken again
+
+
+def test_a_rebuild_that_failed_half_way_runs_again(settings, redis_client, clean_clickhouse, monkeypatch):
+    publish(redis_client, settings, random_events(random.Random(43), 60))
+    drain_workers(settings, clean_clickhouse)
+    real_rebuild = rollup_store.rebuild_from_events
+    calls = []
+
+    def fails_first(client):
+        calls.append(client)
+        if len(calls) == 1:
+            raise ClickHouseError("ClickHouse went away in the middle of the rebuild")
+        real_rebuild(client)
+
+    monkeypatch.setattr(rollup_store, "rebuild_from_events", fails_first)
+    roll(settings, clean_clickhouse)  # logs the failure, backs off, tries again
+    assert len(calls) == 2
+    assert redis_client.exists(redis_keys.ROLLUP_READY)
+    assert_rollup_matches_events(clean_clickhouse)
+
+
+def test_a_roller_taking_the_lock_again_forgets_what_it_knew(settings, redis_client, clean_clickhouse):
+    roll(settings, clean_clickhouse)
+    publish(redis_client, settings, random_events(random.Random(47), 30))
+    drain_workers(settings, clean_clickhouse)
+    first = build_roller(settings, clean_clickhouse)
+    first.run_once()
+    assert first._bookmark is not None and len(first.cache) > 0
+    # Its lock lapses (a long pause), another roller holds it for a while, then lets it lapse too.
+    redis_client.set(redis_keys.ROLLUP_LOCK, "another-roller")
+    redis_client.delete(redis_keys.ROLLUP_LOCK)
+    assert first._hold()
+    assert first._bookmark is None and len(first.cache) == 0 and first._known is None
+
+
+def test_a_roller_far_behind_is_given_up_so_the_stream_cannot_grow_without_bound(settings, redis_client, clean_clickhouse):
+    roll(settings, clean_clickhouse)  # alive, bookmark at the start of an empty stream
+    # An entry from eleven minutes ago that the roller never got to, then current traffic.
+    old_id = f"{int(time.time() * 1000) - 660_000}-0"
+    redis_client.xadd(
+        settings.stream, {b"e": msgspec.msgpack.encode(StreamEnvelope(events=random_events(random.Random(53), 3)))}, id=old_id
+    )
+    publish(redis_client, settings, random_events(random.Random(59), 30), per_entry=1)
+    drain_workers(settings, clean_clickhouse)
+    assert redis_client.xlen(settings.stream) == 0
+    assert not redis_client.exists(redis_keys.ROLLUP_READY)
+    roll(settings, clean_clickhouse)  # rebuilds from the events
+    assert_rollup_matches_events(clean_clickhouse)
