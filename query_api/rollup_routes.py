@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 from litestar import Request, get, post
+from litestar.exceptions import ServiceUnavailableException
 from litestar.status_codes import HTTP_202_ACCEPTED
+from redis.exceptions import RedisError
 
 from query_api.auth import requires_admin
 from query_api.service import QueryService, in_thread
@@ -12,7 +14,10 @@ from shared import redis_keys
 
 
 def rollup_status(service: QueryService) -> dict[str, object]:
-    built, alive, behind_ms, rebuild_requested = service.rollup_state()
+    try:
+        built, alive, behind_ms, rebuild_requested = service.rollup_state()
+    except RedisError as exc:
+        raise ServiceUnavailableException(f"Redis unavailable: {exc}", headers={"Retry-After": "1"}) from exc
     return {
         "live": service.live(built, alive, behind_ms),
         "built": built,
@@ -41,7 +46,10 @@ async def request_rollup_rebuild(request: Request) -> dict[str, object]:
     service: QueryService = request.app.state.query_service
 
     def request_rebuild() -> dict[str, object]:
-        service.redis.set(redis_keys.ROLLUP_REBUILD, 1)
+        try:
+            service.redis.set(redis_keys.ROLLUP_REBUILD, 1)
+        except RedisError as exc:
+            raise ServiceUnavailableException(f"Redis unavailable: {exc}", headers={"Retry-After": "1"}) from exc
         return rollup_status(service)
 
     return await in_thread(request_rebuild)

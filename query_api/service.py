@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 import anyio
 import redis
 from litestar.exceptions import ServiceUnavailableException
+from redis.exceptions import RedisError
 
 from shared import redis_keys
 from shared.clickhouse import ClickHouse
@@ -45,12 +46,17 @@ class QueryService:
 
     def rollup_is_live(self) -> bool:
         """The rollup is built, a roller is folding new events into it, and it is not far behind;
-        otherwise its totals could be stale and results are computed from the events."""
-        built, alive, behind, _ = self.rollup_state()
+        otherwise its totals could be stale and results are computed from the events (which need
+        only ClickHouse: results keep answering while Redis is down)."""
+        try:
+            built, alive, behind, _ = self.rollup_state()
+        except RedisError:
+            return False
         return self.live(built, alive, behind)
 
     def live(self, built: bool, alive: bool, behind_ms: int | None) -> bool:
-        return built and alive and (behind_ms or 0) <= self.rollup_max_lag_ms
+        # No report means no step has finished lately (the report expires): not to be trusted.
+        return built and alive and behind_ms is not None and behind_ms <= self.rollup_max_lag_ms
 
     def apply(self, change: Callable[[RegistryStore], T]) -> T:
         """Run a registry change and serve its result from this process at once, without waiting

@@ -65,3 +65,22 @@ def test_a_roller_far_behind_sends_results_to_the_events(settings, redis_client)
         status = client.get("/api/v1/admin/rollup", headers=admin).json()
         assert status["live"] is False and status["roller_running"] is True and status["behind_ms"] == 60_000
         assert client.get("/api/v1/experiments/results", headers=analyst).headers["x-abacus-source"] == "events"
+
+
+def test_results_still_answer_from_the_events_when_redis_is_down(settings, redis_client):
+    import redis as redis_py
+    from litestar.testing import TestClient
+
+    from shared.serve import create_serve_app
+
+    app = create_serve_app(settings)
+    litestar_app = app
+    while not hasattr(litestar_app, "state"):  # under the CORS and beacon-dispatch wrappers
+        litestar_app = litestar_app.app
+    with TestClient(app=app, raise_server_exceptions=False) as client:  # type: ignore[arg-type]
+        # The query API's Redis goes away (the rest of the app keeps its own connections).
+        litestar_app.state.query_service.redis = redis_py.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
+        response = client.get("/api/v1/experiments/results", headers=auth(settings, "analyst", "ana"))
+        assert response.status_code == 200 and response.headers["x-abacus-source"] == "events"
+        status = client.get("/api/v1/admin/rollup", headers=auth(settings, "admin"))
+        assert status.status_code == 503 and status.headers["retry-after"] == "1"
