@@ -31,6 +31,11 @@ class BeaconDispatcher:
             await endpoint(scope, receive, send)
         except Exception:
             # What Litestar's exception middleware does for the routes it serves: log the
-            # traceback, answer the same 500 (unless the answer had already begun).
+            # traceback, answer the same 500.
             log.exception("unhandled exception on %s", scope["path"])
-            await respond(send, 500, _INTERNAL_ERROR)
+            try:
+                await respond(send, 500, _INTERNAL_ERROR)
+            except Exception:
+                # The answer had already begun (the server refuses a second start): the
+                # connection is cut instead, which the client sees as a failed request.
+                log.debug("could not send a 500 on %s: the response had started", scope["path"])

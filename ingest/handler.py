@@ -2,7 +2,7 @@
 
 They bypass Litestar's request/response machinery on purpose: at tens of thousands of beacons
 per second per core, building a Request object and resolving dependencies costs more than the
-rest of the work. In `abacus ingest` they are reached before Litestar (``ingest/dispatch.py``);
+rest of the work. In `abacus ingest` and `abacus serve` they are reached before Litestar (``ingest/dispatch.py``);
 Litestar routes to them too (``@asgi`` handlers) and serves everything else.
 """
 
