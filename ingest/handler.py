@@ -91,11 +91,11 @@ class BeaconEndpoint:
         else:
             received_at = now_ms()
             id_prefix = self._event_ids.for_request()
-            for index, (beacon, metadata_json) in enumerate(beacons):
+            for index, (beacon, (metadata_json, client_ts_ms)) in enumerate(beacons):
                 reason = registry_drop_reason(beacon, view)
                 if reason is None:
                     generated_id = event_id(id_prefix, index) if beacon.event_id is None else ""
-                    accepted.append(to_stream_event(beacon, metadata_json, received_at, generated_id))
+                    accepted.append(to_stream_event(beacon, metadata_json, client_ts_ms, received_at, generated_id))
                 else:
                     reasons.append(reason)
         if accepted:

@@ -122,8 +122,9 @@ async def read_body(receive: Callable[[], Awaitable[dict]], content_length: int 
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def parse_beacons(endpoint: Endpoint, body: bytes) -> list[tuple[Beacon, str]]:
-    """Each valid beacon with its metadata already encoded as JSON."""
+def parse_beacons(endpoint: Endpoint, body: bytes) -> list[tuple[Beacon, tuple[str, int | None]]]:
+    """Each valid beacon with its metadata already encoded as JSON and its client timestamp in
+    epoch milliseconds."""
     if not body.strip():
         raise BadRequest(400, "Empty body: expected a JSON beacon")
     try:

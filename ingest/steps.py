@@ -13,7 +13,7 @@ import time
 from collections import Counter
 
 from shared.registry.cache import IngestView
-from shared.wire import MAX_BATCH_ITEMS, Beacon, StreamEvent, client_ts_ms
+from shared.wire import MAX_BATCH_ITEMS, Beacon, StreamEvent
 
 
 class DropReason(str, enum.Enum):
@@ -77,7 +77,9 @@ def event_id(request_prefix: str, index: int) -> str:
     return request_prefix + _INDEX_HEX[index]
 
 
-def to_stream_event(beacon: Beacon, metadata_json: str, received_at_ms: int, generated_id: str) -> StreamEvent:
+def to_stream_event(
+    beacon: Beacon, metadata_json: str, client_ts_ms: int | None, received_at_ms: int, generated_id: str
+) -> StreamEvent:
     # Positional: StreamEvent's field order; measurably cheaper than keywords per beacon of a batch.
     return StreamEvent(
         # Generated ids are unique, so only a client-supplied id makes a retry count once.
@@ -89,7 +91,7 @@ def to_stream_event(beacon: Beacon, metadata_json: str, received_at_ms: int, gen
         beacon.path,
         beacon.value,
         metadata_json,
-        client_ts_ms(beacon),
+        client_ts_ms,
         received_at_ms,
     )
 

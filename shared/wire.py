@@ -7,7 +7,7 @@ worker of any newer version decodes what an older ingest wrote. ``v`` names the 
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Annotated, Union
 
 import msgspec
@@ -79,36 +79,31 @@ _MIN_TS = datetime(1971, 1, 1).timestamp()
 _MAX_TS = datetime(2200, 1, 1).timestamp()
 
 
-def check_beacon_rules(beacon: Beacon, where: str = "$") -> str:
-    """Raise on a broken rule; return the metadata as JSON, which measuring its size needs anyway
-    and the stream entry stores, so the hot path encodes it once."""
+def check_beacon_rules(beacon: Beacon, where: str = "$") -> tuple[str, int | None]:
+    """Raise on a broken rule; return the metadata as JSON and the client timestamp in epoch
+    milliseconds: checking needs both computed anyway, and the stream entry stores them, so the
+    hot path computes each once."""
     if beacon.value is not None and not math.isfinite(beacon.value):
         raise BeaconRuleError(f"{where}.value", "Expected a finite number")
+    client_ts_ms = None
     if beacon.timestamp is not None:
         ts = _epoch_seconds(beacon.timestamp)
         if not _MIN_TS <= ts <= _MAX_TS:
             raise BeaconRuleError(f"{where}.timestamp", "Timestamp out of range")
+        client_ts_ms = int(ts * 1000)
     if not beacon.metadata:
-        return "{}"
+        return "{}", client_ts_ms
     for key, item in beacon.metadata.items():
         if isinstance(item, float) and not math.isfinite(item):
             raise BeaconRuleError(f"{where}.metadata.{key}", "Expected a finite number")
     encoded = msgspec.json.encode(beacon.metadata)
     if len(encoded) > MAX_METADATA_BYTES:
         raise BeaconRuleError(f"{where}.metadata", f"Object larger than {MAX_METADATA_BYTES} bytes")
-    return encoded.decode()
+    return encoded.decode(), client_ts_ms
 
 
 def _epoch_seconds(moment: datetime) -> float:
     if moment.tzinfo is None:
         # A timestamp without an offset is taken as UTC, like ClickHouse does with DateTime64('UTC').
-        from datetime import timezone
-
         moment = moment.replace(tzinfo=timezone.utc)
     return moment.timestamp()
-
-
-def client_ts_ms(beacon: Beacon) -> int | None:
-    if beacon.timestamp is None:
-        return None
-    return int(_epoch_seconds(beacon.timestamp) * 1000)

@@ -48,6 +48,19 @@ def test_accepted_beacon_is_202_with_exact_body_and_lands_in_clickhouse(client, 
     assert row[6] == 1 and row[7] == 32  # a generated event id
 
 
+def test_client_timestamp_is_stored_in_utc_with_its_milliseconds(client, clean_clickhouse):
+    stamps = {"s-offset": "2026-11-25T12:00:00.250+01:00", "s-naive": "2026-11-25T12:00:00.125", "s-none": None}
+    batch = [beacon(session_id=session, timestamp=stamp, event_name="impression") for session, stamp in stamps.items()]
+    assert client.post(BATCH, json=batch).json()["accepted"] == 3
+    wait_for(lambda: count_events(clean_clickhouse) == 3)
+    rows = dict(
+        clean_clickhouse.client().query("SELECT session_id, toUnixTimestamp64Milli(client_ts) FROM abacus.events").result_rows
+    )
+    assert rows["s-offset"] == 1_795_604_400_250  # 11:00:00.250 UTC
+    assert rows["s-naive"] == 1_795_608_000_125  # no offset: taken as UTC
+    assert rows["s-none"] is None
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [
