@@ -7,7 +7,7 @@ import redis
 from redis.exceptions import ResponseError
 
 from shared import redis_keys
-from worker.stream import Entry, acknowledged_below, as_text
+from worker.stream import Entry, acknowledged_below, as_text, create_group_at_start
 
 
 class RollupStream:
@@ -45,11 +45,7 @@ class RollupStream:
 
     def restart_bookmark(self) -> None:
         """Bookmark the start of the stream: from now on no entry is trimmed before the roller read it."""
-        try:
-            self.redis.xgroup_create(self.stream, redis_keys.ROLLUP_GROUP, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        if not create_group_at_start(self.redis, self.stream, redis_keys.ROLLUP_GROUP):
             self.redis.xgroup_setid(self.stream, redis_keys.ROLLUP_GROUP, id="0")
 
     def read_range(self, after: bytes, until: str | bytes, count: int | None) -> list[Entry]:

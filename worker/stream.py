@@ -30,12 +30,8 @@ class StreamConsumer:
         self._claim_cursor: bytes | str = "0-0"
 
     def ensure_group(self) -> None:
-        try:
-            # "0": a group created after ingest started still gets everything already queued.
-            self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        # "0": a group created after ingest started still gets everything already queued.
+        create_group_at_start(self.redis, self.stream, self.group)
 
     def read_new(self, count: int, block_ms: int | None) -> list[Entry]:
         return self._read_group(">", count, block_ms)
@@ -139,6 +135,17 @@ class StreamConsumer:
 
 ROLLUP_MAX_BACKLOG_MS = 600_000
 """A roller further behind than this (in stream time) is given up on: it rebuilds from the events."""
+
+
+def create_group_at_start(client: redis.Redis, stream: str, group: str) -> bool:
+    """Create ``group`` at the stream's start (and the stream if need be); False if it existed."""
+    try:
+        client.xgroup_create(stream, group, id="0", mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+        return False
+    return True
 
 
 def acknowledged_below(client: redis.Redis, stream: str, group: dict) -> tuple[int, int]:
