@@ -78,6 +78,13 @@ def roll(settings: Settings, clickhouse: ClickHouse, cache_sessions: int = 1000)
     return roller
 
 
+def store_and_roll(settings: Settings, r: redis.Redis, clickhouse: ClickHouse, events: list[StreamEvent]) -> None:
+    """Beacons through the whole pipeline: queued, stored by a worker, folded by a roller."""
+    publish(r, settings, events)
+    drain_workers(settings, clickhouse)
+    roll(settings, clickhouse)
+
+
 def assert_rollup_matches_events(clickhouse: ClickHouse) -> None:
     client = clickhouse.client()
     raw = fetch_rollups(client, list(EXPERIMENTS), None, None)
@@ -143,9 +150,7 @@ def test_roller_folds_only_what_workers_stored(settings, redis_client, clean_cli
 
 def test_dead_lettered_entries_are_left_out_like_abacus_events_leaves_them_out(settings, redis_client, clean_clickhouse):
     rng = random.Random(9)
-    publish(redis_client, settings, random_events(rng, 30))
-    drain_workers(settings, clean_clickhouse)
-    roll(settings, clean_clickhouse)
+    store_and_roll(settings, redis_client, clean_clickhouse, random_events(rng, 30))
     doomed = publish(redis_client, settings, random_events(rng, 9))
     # A worker takes the entries, then parks one of them as ClickHouse kept rejecting it.
     worker = build_worker(settings, clean_clickhouse, consumer_name="w1")
@@ -161,9 +166,7 @@ def test_dead_lettered_entries_are_left_out_like_abacus_events_leaves_them_out(s
 @pytest.mark.parametrize("landed", ["nothing", "totals only", "totals and sessions"])
 def test_a_step_redone_after_a_crash_counts_nothing_twice(settings, redis_client, clean_clickhouse, landed):
     rng = random.Random(13)
-    publish(redis_client, settings, random_events(rng, 90))
-    drain_workers(settings, clean_clickhouse)
-    roll(settings, clean_clickhouse)
+    store_and_roll(settings, redis_client, clean_clickhouse, random_events(rng, 90))
     publish(redis_client, settings, random_events(rng, 90))
     drain_workers(settings, clean_clickhouse)
 
@@ -194,9 +197,7 @@ def test_a_step_redone_after_a_crash_counts_nothing_twice(settings, redis_client
 
 def test_rebuild_recomputes_from_abacus_events(settings, redis_client, clean_clickhouse):
     rng = random.Random(17)
-    publish(redis_client, settings, random_events(rng, 200))
-    drain_workers(settings, clean_clickhouse)
-    roll(settings, clean_clickhouse)
+    store_and_roll(settings, redis_client, clean_clickhouse, random_events(rng, 200))
     # An analyst deletes a session's rows by hand; the rollup no longer matches until rebuilt.
     clean_clickhouse.client().command("DELETE FROM abacus.events WHERE session_id = 's4'")
     redis_client.set(redis_keys.ROLLUP_REBUILD, 1)
@@ -205,9 +206,7 @@ def test_rebuild_recomputes_from_abacus_events(settings, redis_client, clean_cli
     assert redis_client.exists(redis_keys.ROLLUP_READY)
     assert_rollup_matches_events(clean_clickhouse)
     # And it keeps folding new traffic on top of the rebuilt state.
-    publish(redis_client, settings, random_events(rng, 200))
-    drain_workers(settings, clean_clickhouse)
-    roll(settings, clean_clickhouse)
+    store_and_roll(settings, redis_client, clean_clickhouse, random_events(rng, 200))
     assert_rollup_matches_events(clean_clickhouse)
 
 
