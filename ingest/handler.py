@@ -1,30 +1,42 @@
-"""The beacon endpoints as plain ASGI callables: parse, run the steps, publish, map the outcome.
+"""The beacon endpoints: parse, run the steps, publish, map the outcome to (status, body, headers).
 
 They bypass Litestar's request/response machinery on purpose: at tens of thousands of beacons
 per second per core, building a Request object and resolving dependencies costs more than the
-rest of the work. In `abacus ingest` and `abacus serve` they are reached before Litestar (``ingest/dispatch.py``);
-Litestar routes to them too (``@asgi`` handlers) and serves everything else.
+rest of the work. ``BeaconEndpoint.answer`` is the whole endpoint minus the HTTP edges, so the
+same logic serves two interfaces: ASGI (``__call__``; reached before Litestar through
+``ingest/dispatch.py`` in `abacus serve`, and routed by Litestar too) and RSGI (``ingest/rsgi.py``,
+what `abacus ingest` serves).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import msgspec
 
 from ingest.publisher import SinkUnavailable, StreamPublisher
-from ingest.request import BATCH, BadRequest, Endpoint, check_media_type, parse_beacons, read_body
+from ingest.request import BATCH, BadRequest, Endpoint, check_media_type, declared_length, parse_beacons, read_asgi_body
 from ingest.steps import DropCounter, DropReason, EventIds, event_id, now_ms, registry_drop_reason, to_stream_event
 from shared.registry.cache import RegistryCache
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
+# Headers of an answer besides content-type and content-length, which each interface adds itself.
+# Text, not bytes: RSGI, the interface `abacus ingest` serves, takes and gives headers as text.
+Headers = list[tuple[str, str]]
+Answer = tuple[int, bytes, Headers]
+# (declared Content-Length, limit) -> the whole body, or BadRequest(413) once past the limit.
+ReadBody = Callable[[int | None, int], Awaitable[bytes]]
 
 _JSON = (b"content-type", b"application/json")
 ACCEPTED_BODY = b'{"ok":true,"accepted":true}'
 DROPPED_BODY = b'{"ok":true,"accepted":false}'
+_NO_HEADERS: Headers = []  # shared by most answers: never appended to
+_ALLOW_POST: Headers = [("allow", "POST, OPTIONS")]
+_RETRY_SOON: Headers = [("retry-after", "1")]
 _json_encoder = msgspec.json.Encoder()
 
 
@@ -53,32 +65,36 @@ class BeaconEndpoint:
         self._event_ids = EventIds()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["method"] != "POST":
-            await respond(send, 405, _error_body("Method not allowed: use POST"), [(b"allow", b"POST, OPTIONS")])
-            return
         content_type = content_length = user_agent = None
         for name, value in scope["headers"]:
             if name == b"content-type":
-                content_type = value
+                content_type = value.decode("latin-1")
             elif name == b"content-length":
-                content_length = value
+                content_length = value.decode("latin-1")
             elif name == b"user-agent":
-                user_agent = value
+                user_agent = value.decode("latin-1")
+        status, body, headers = await self.answer(
+            scope["method"], content_type, content_length, user_agent, partial(read_asgi_body, receive)
+        )
+        await respond(send, status, body, [(name.encode(), value.encode("latin-1")) for name, value in headers])
+
+    async def answer(
+        self, method: str, content_type: str | None, content_length: str | None, user_agent: str | None, read_body: ReadBody
+    ) -> Answer:
+        """The endpoint's answer to one request; the body is read only once the headers passed."""
+        if method != "POST":
+            return 405, _error_body("Method not allowed: use POST"), _ALLOW_POST
         try:
             check_media_type(content_type)
-            length = _int_or_none(content_length)
-            body = await read_body(receive, length, self.endpoint.body_limit)
-            beacons = parse_beacons(self.endpoint, body)
-            status, payload, headers = await self._ingest(beacons, user_agent)
+            limit = self.endpoint.body_limit
+            body = await read_body(declared_length(content_length, limit), limit)
+            return await self._ingest(parse_beacons(self.endpoint, body), user_agent)
         except BadRequest as exc:
-            await respond(send, exc.status, _error_body(exc.message, exc.field))
-            return
+            return exc.status, _error_body(exc.message, exc.field), _NO_HEADERS
         except SinkUnavailable as exc:
-            await respond(send, 503, _error_body(str(exc)), [(b"retry-after", b"1")])
-            return
-        await respond(send, status, payload, headers)
+            return 503, _error_body(str(exc)), _RETRY_SOON
 
-    async def _ingest(self, beacons: list, user_agent: bytes | None) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    async def _ingest(self, beacons: list, user_agent: str | None) -> Answer:
         view = self._registry.view
         if view is None:
             # Without a registry ingest cannot tell a real experiment from junk; refusing is
@@ -86,7 +102,7 @@ class BeaconEndpoint:
             raise SinkUnavailable("experiment registry not loaded yet")
         reasons: list[DropReason] = []
         accepted = []
-        if self._is_bot(user_agent.decode("latin-1") if user_agent is not None else None):
+        if self._is_bot(user_agent):
             reasons = [DropReason.BOT] * len(beacons)
         else:
             received_at = now_ms()
@@ -103,19 +119,10 @@ class BeaconEndpoint:
             self._counter.accepted += len(accepted)
         for reason in reasons:
             self._counter.drop(reason)
-        headers = [(b"x-abacus-reason", ",".join(sorted({r.value for r in reasons})).encode())] if reasons else []
+        headers = [("x-abacus-reason", ",".join(sorted({r.value for r in reasons})))] if reasons else _NO_HEADERS
         if self.endpoint is BATCH:
             return 202, _json_encoder.encode(BatchResult(True, len(accepted), len(reasons))), headers
         return 202, ACCEPTED_BODY if accepted else DROPPED_BODY, headers
-
-
-def _int_or_none(raw: bytes | None) -> int | None:
-    if raw is None:
-        return None
-    try:
-        return int(raw)
-    except ValueError:
-        raise BadRequest(400, "Invalid Content-Length header") from None
 
 
 def _error_body(message: str, field: str | None = None) -> bytes:

@@ -28,7 +28,10 @@ from shared.wire import (
 
 SINGLE_BODY_LIMIT = 64 * 1024
 BATCH_BODY_LIMIT = 1024 * 1024
-_ACCEPTED_MEDIA_TYPES = (b"application/json", b"text/plain")
+_ACCEPTED_MEDIA_TYPES = ("application/json", "text/plain")
+# What bytes.strip() removes: the header arrives as text, and str.strip() would also remove
+# Unicode spaces such as a non-breaking space, accepting a media type that is not one.
+_ASCII_WHITESPACE = " \t\n\r\x0b\x0c"
 _FIELD_IN_MESSAGE = re.compile(r" - at `([^`]*)`$")
 _MISSING_FIELD = re.compile(r"missing required field `([^`]*)`")
 # Where each item of a batch is, for error messages: made once, not formatted per beacon.
@@ -92,19 +95,36 @@ IMPRESSION = Endpoint("impression", SINGLE_BODY_LIMIT, _decode_impression)
 BATCH = Endpoint("batch", BATCH_BODY_LIMIT, _decode_batch)
 
 
-def check_media_type(content_type: bytes | None) -> None:
+def check_media_type(content_type: str | None) -> None:
     # sendBeacon posts text/plain so the browser skips a CORS preflight; a missing type is
     # taken as JSON because the body is parsed as JSON either way.
     if content_type is None:
         return
-    media_type = content_type.split(b";", 1)[0].strip().lower()
+    media_type = content_type.split(";", 1)[0].strip(_ASCII_WHITESPACE).lower()
     if media_type not in _ACCEPTED_MEDIA_TYPES:
         raise BadRequest(415, "Content-Type must be application/json or text/plain")
 
 
-async def read_body(receive: Callable[[], Awaitable[dict]], content_length: int | None, limit: int) -> bytes:
-    if content_length is not None and content_length > limit:
-        raise BadRequest(413, f"Body larger than {limit} bytes")
+def declared_length(content_length: str | None, limit: int) -> int | None:
+    """The Content-Length as a number; one over the limit is refused before any body is read."""
+    if content_length is None:
+        return None
+    try:
+        length = int(content_length)
+    except ValueError:
+        raise BadRequest(400, "Invalid Content-Length header") from None
+    if length > limit:
+        raise too_large(limit)
+    return length
+
+
+def too_large(limit: int) -> BadRequest:
+    return BadRequest(413, f"Body larger than {limit} bytes")
+
+
+async def read_asgi_body(receive: Callable[[], Awaitable[dict]], declared_length: int | None, limit: int) -> bytes:
+    """The body from ASGI messages. ``declared_length`` was checked already; the limit is applied
+    to what arrives whatever was declared."""
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -115,7 +135,7 @@ async def read_body(receive: Callable[[], Awaitable[dict]], content_length: int 
         if chunk:
             size += len(chunk)
             if size > limit:
-                raise BadRequest(413, f"Body larger than {limit} bytes")
+                raise too_large(limit)
             chunks.append(chunk)
         if not message.get("more_body", False):
             break

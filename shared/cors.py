@@ -21,6 +21,17 @@ class CORS:
     def _allowed(self, origin: bytes) -> bool:
         return self._any or origin in self._origins
 
+    def response_headers(self, origin: bytes | None) -> list[tuple[bytes, bytes]]:
+        """What an answer other than a preflight adds for ``origin``: nothing unless it is allowed.
+        Also used by ingest's RSGI beacon path, which answers without going through this layer."""
+        if origin is None or not self._allowed(origin):
+            return []
+        return [
+            (b"access-control-allow-origin", origin),
+            (b"access-control-expose-headers", b"x-abacus-reason, etag"),
+            (b"vary", b"origin"),
+        ]
+
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
@@ -37,18 +48,14 @@ class CORS:
         if scope["method"] == "OPTIONS" and preflight_method is not None:
             await self._preflight(origin, send)
             return
-        if not self._allowed(origin):
+        cors_headers = self.response_headers(origin)
+        if not cors_headers:
             await self.app(scope, receive, send)
             return
 
         async def send_with_cors(message: dict) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [
-                    *message.get("headers", []),
-                    (b"access-control-allow-origin", origin),
-                    (b"access-control-expose-headers", b"x-abacus-reason, etag"),
-                    (b"vary", b"origin"),
-                ]
+                message["headers"] = [*message.get("headers", []), *cors_headers]
             await send(message)
 
         await self.app(scope, receive, send_with_cors)
