@@ -1,4 +1,8 @@
-"""`abacus ingest`: the beacon endpoints alone, against a Redis server."""
+"""`abacus ingest`: the beacon endpoints alone, against a Redis server.
+
+``create_app`` builds the ASGI app (tests, benchmarks and anything ASGI); `abacus ingest` serves
+it wrapped by ``create_rsgi_app``, which answers the beacon POSTs without granian's ASGI layer.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,9 @@ import gc
 from litestar import Litestar
 
 from ingest.dispatch import BeaconDispatcher
+from ingest.handler import BeaconEndpoint
 from ingest.openapi_docs import document_beacon_routes
+from ingest.rsgi import IngestRSGI
 from ingest.service import IngestService
 from shared.app_config import app_config, bounded_shutdown
 from shared.bots import BotDetector
@@ -19,6 +25,14 @@ from shared.settings import Settings
 
 
 def create_app(settings: Settings) -> CORS:
+    return _build(settings)[0]
+
+
+def create_rsgi_app(settings: Settings) -> IngestRSGI:
+    return IngestRSGI(*_build(settings))
+
+
+def _build(settings: Settings) -> tuple[CORS, dict[str, BeaconEndpoint]]:
     if not settings.redis_url:
         raise ValueError("abacus ingest needs ABACUS_REDIS_URL")
     redis_client = async_client(settings.redis_url)
@@ -31,12 +45,12 @@ def create_app(settings: Settings) -> CORS:
         **app_config("Abacus ingest"),  # type: ignore[arg-type]
     )
     document_beacon_routes(app)
-    return CORS(BeaconDispatcher(app, service.beacon_endpoints), settings.cors_origins)
+    return CORS(BeaconDispatcher(app, service.beacon_endpoints), settings.cors_origins), service.beacon_endpoints
 
 
-def app_from_env() -> CORS:
-    """Granian's factory target: each server worker process builds its own app from the environment."""
-    app = create_app(Settings.from_env())
+def app_from_env() -> IngestRSGI:
+    """Granian's factory target (RSGI): each server worker process builds its own app from the environment."""
+    app = create_rsgi_app(Settings.from_env())
     # What exists now (modules, Litestar's routes and schema, the bot patterns) lives as long as
     # the worker. Frozen, it is no longer walked by the full collections that beacon traffic sets
     # off every few seconds: those were the p99 tail (53 -> 15 ms) and a third of a batch's cost.
