@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import traceback
 from typing import Any
 from urllib.parse import quote
 
@@ -153,10 +154,7 @@ class Lifespan:
         assert self._to_app is not None and self._from_app is not None
         try:
             await self._app(scope, self._to_app.get, self._from_app.put)
-        except BaseException as exc:
-            # An app that raises instead of sending ".failed" still fails its startup or shutdown
-            # (and the waiting side must not wait forever).
-            log.exception("ASGI lifespan raised")
-            await self._from_app.put({"type": "lifespan.failed", "message": repr(exc)})
-            if not isinstance(exc, Exception):
-                raise
+        except Exception:
+            # An app that raises instead of (or after) sending ".failed" still fails its startup or
+            # shutdown, with the traceback as the message: the waiting side must not wait forever.
+            await self._from_app.put({"type": "lifespan.failed", "message": traceback.format_exc()})
