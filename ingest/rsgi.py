@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 _JSON = ("content-type", "application/json")
 _INTERNAL_ERROR = b'{"status_code":500,"detail":"Internal Server Error"}'  # as Litestar answers it
+# Granian's RSGI headers hide a value that is not visible ASCII (get() gives None, ``in`` still
+# finds the name). No such Content-Type is one we accept, so it stands in for one: a 415, as on ASGI.
+_UNREADABLE = "(not visible ASCII)"
 
 
 class IngestRSGI:
@@ -58,10 +61,13 @@ class IngestRSGI:
 
     async def _beacon(self, endpoint: BeaconEndpoint, scope: Any, protocol: Any) -> None:
         headers = scope.headers
+        content_type = headers.get("content-type")
+        if content_type is None and "content-type" in headers:
+            content_type = _UNREADABLE
         try:
             status, body, extra = await endpoint.answer(
                 "POST",
-                headers.get("content-type"),
+                content_type,
                 headers.get("content-length"),
                 headers.get("user-agent"),
                 partial(read_rsgi_body, protocol),
