@@ -13,6 +13,8 @@ import traceback
 from typing import Any
 from urllib.parse import quote
 
+from granian.rsgi import ProtocolClosed
+
 log = logging.getLogger(__name__)
 
 _ASGI_VERSION = {"version": "3.0", "spec_version": "2.3"}
@@ -65,6 +67,7 @@ class _Exchange:
         self.headers: list[tuple[str, str]] = []
         self.body: list[bytes] = []
         self.complete = False
+        self.disconnected = False
 
     async def receive(self) -> dict[str, Any]:
         if self._body_done:
@@ -72,6 +75,7 @@ class _Exchange:
                 # ASGI: a receive() after the body waits until the client goes away, unless the
                 # response was sent already.
                 await self._protocol.client_disconnect()
+                self.disconnected = True
             return _DISCONNECT
         if self._chunks is None:
             self._chunks = self._protocol.__aiter__()
@@ -80,9 +84,15 @@ class _Exchange:
         except StopAsyncIteration:
             self._body_done = True
             return _BODY_END
+        except ProtocolClosed:
+            # The client left mid-body: in ASGI terms a disconnect, not an error of the app.
+            self._body_done = self.disconnected = True
+            return _DISCONNECT
         return {"type": "http.request", "body": chunk, "more_body": True}
 
     async def send(self, message: dict[str, Any]) -> None:
+        if self.disconnected:
+            return  # nobody to answer; ASGI lets a server drop what is sent after a disconnect
         kind = message["type"]
         if kind == "http.response.start":
             if self.status is not None:
@@ -107,7 +117,7 @@ async def serve_http(app: Any, rsgi_scope: Any, protocol: Any, state: dict[str, 
         await app(http_scope(rsgi_scope, state), exchange.receive, exchange.send)
     except Exception:
         log.exception("unhandled exception on %s", rsgi_scope.path)
-    if not exchange.complete:
+    if not exchange.complete and not exchange.disconnected:
         # Nothing (or half a response) was sent: what an ASGI server answers then.
         protocol.response_bytes(500, [("content-type", "text/plain; charset=utf-8")], b"Internal Server Error")
 

@@ -262,6 +262,17 @@ def test_a_declared_length_over_the_limit_is_refused_before_the_body_is_sent(ser
     assert reply.endswith('{"ok":false,"error":"Body larger than 65536 bytes","field":null}')
 
 
+@pytest.mark.parametrize("path", [EVENT, EVENT + "/"])  # natively, and through the bridge
+def test_a_client_leaving_mid_body_is_no_error_and_the_server_goes_on(rsgi, servers, stream, path):
+    host, port = servers["rsgi"].removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{{".encode())
+        time.sleep(0.2)
+    time.sleep(0.2)
+    assert rsgi.post(path, json=beacon()).status_code == 202
+    assert len(events_in(stream)) == 1  # and no traceback in the server's output: see `servers`
+
+
 # ----- everything else, through the bridge to the ASGI app ------------------------------------
 def test_health_metrics_and_openapi_are_served(rsgi):
     assert rsgi.get("/healthz").json() == {"status": "ok"}
