@@ -83,7 +83,8 @@ def _response_headers(body: bytes, extra: Headers, cors: CORS, origin: str | Non
     # The same headers, in the same order, as the ASGI path: ours, then the CORS layer's.
     headers = [_JSON, ("content-length", str(len(body))), *extra]
     if origin is not None:
-        headers += [(name.decode("latin-1"), value.decode("latin-1")) for name, value in cors.response_headers(origin.encode("latin-1"))]
+        allowed = cors.response_headers(origin.encode("latin-1"))
+        headers += [(name.decode("latin-1"), value.decode("latin-1")) for name, value in allowed]
     return headers
 
 
