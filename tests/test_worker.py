@@ -389,7 +389,9 @@ def test_reads_take_fields_as_redis_sent_them(settings, redis_client, workers):
     assert [entry_id for entry_id, _ in entries] == [good, odd, bad]
     decoded = decode_entries(entries)
     assert decoded.ids == [good, odd]
-    assert decoded.columns[0] == ["ev-1", "ev-2", "ev-3"]
+    # The framed rows, back to back, read as one msgpack array: the events in stream order.
+    rows = msgspec.msgpack.decode(b"\xdd" + decoded.row_count.to_bytes(4, "big") + decoded.rows_msgpack())
+    assert [row[0] for row in rows] == ["ev-1", "ev-2", "ev-3"]
     assert [(entry_id, why) for entry_id, _, why in decoded.poison] == [(bad, "entry has no envelope field")]
     worker.consumer.dead_letter(bad, decoded.poison[0][1], "test")
     [(_, parked)] = dead_letters(redis_client, settings)

@@ -20,7 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from redis.exceptions import RedisError
 
 from shared import redis_keys
-from worker.rows import Decoded, decode_entries, subset
+from worker.rows import Decoded, decode_entries, subset, undecodable
 from worker.sink import ClickHouseSink, RejectedBatch, RetryableSinkError
 from worker.stream import Entry, StreamConsumer, id_key
 
@@ -173,14 +173,22 @@ class Worker:
             return self._insert_with_retry(decoded)
         except RejectedBatch as exc:
             if len(decoded.ids) == 1:
-                return self._retry_lone_entry(decoded, raw_fields, str(exc))
+                return self._park_or_retry_lone_entry(decoded, raw_fields, str(exc))
         middle = len(decoded.ids) // 2
         first = self._insert_isolating(subset(decoded, 0, middle), raw_fields)
         second = self._insert_isolating(subset(decoded, middle, len(decoded.ids)), raw_fields)
         return first and second
 
-    def _retry_lone_entry(self, decoded: Decoded, raw_fields: dict, error: str) -> bool:
+    def _park_or_retry_lone_entry(self, decoded: Decoded, raw_fields: dict, error: str) -> bool:
         entry_id = decoded.ids[0]
+        # Entries are framed, not decoded, on the way in: one that does not decode either is
+        # poison, parked at once; one that does may have met a passing refusal, and is retried.
+        why = undecodable(raw_fields.get(entry_id))
+        if why is not None:
+            log.error("dead-lettering entry %s: %s", entry_id, why)
+            self.consumer.dead_letter(entry_id, raw_fields.get(entry_id), why)
+            decoded.ids.clear()
+            return True
         for attempt in range(2, self.max_deliveries + 1):
             self.stopping.wait(0.1 * attempt)
             try:

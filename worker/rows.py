@@ -1,5 +1,13 @@
-"""Stream entries to ClickHouse columns. An entry that cannot be decoded is poison: retrying it
-can never succeed, so it goes straight to the dead-letter stream."""
+"""Stream entries to the rows ClickHouse stores, without rebuilding them in Python.
+
+An entry's envelope is msgpack ``{"events": [[event_id, ...], ...], "v": 1}`` (shared/wire.py).
+Each event inside is already what ClickHouse's MsgPack input format reads as a ``Tuple(...)``
+value, so the worker only checks the frame around the events and slices them out: the rows are
+parsed by ClickHouse in C++, not decoded and re-serialized under the GIL (that was most of the
+worker's time). An envelope laid out any other way is decoded and its events re-encoded into the
+same form; one that cannot be decoded is poison: retrying it can never succeed, so it goes
+straight to the dead-letter stream.
+"""
 
 from __future__ import annotations
 
@@ -24,33 +32,39 @@ COLUMNS = [
 ]
 
 _decoder = msgspec.msgpack.Decoder(StreamEnvelope)
+_encoder = msgspec.msgpack.Encoder()
+# What msgspec writes around the events array of a version-1 envelope: a two-entry map whose
+# first key is "events", and after the array the key "v" with the value 1.
+_FRAME_HEAD = b"\x82\xa6events"
+_FRAME_TAIL = b"\xa1v\x01"
 
 
 @dataclass
 class Decoded:
     ids: list[bytes] = field(default_factory=list)
-    """Entries whose events are in ``columns``, in stream order."""
-    columns: list[list] = field(default_factory=lambda: [[] for _ in COLUMNS])
+    """Entries whose events are in ``chunks``, in stream order."""
+    chunks: list[bytes] = field(default_factory=list)
+    """Per entry in ``ids``, its events as msgpack arrays (StreamEvent's layout), back to back."""
     rows_by_entry: list[int] = field(default_factory=list)
+    row_count: int = 0
     poison: list[tuple[bytes, Fields, str]] = field(default_factory=list)
     """(entry id, raw fields, why) for entries that can never be inserted."""
     empty: list[bytes] = field(default_factory=list)
     """Entries whose data was trimmed away before they were read; nothing to insert."""
 
     @property
-    def row_count(self) -> int:
-        return len(self.columns[0])
-
-    @property
     def size(self) -> int:
         """Rows, counting each poison or empty entry as one: what a batch budget is charged."""
         return self.row_count + len(self.poison) + len(self.empty)
 
+    def rows_msgpack(self) -> bytes:
+        """Every event of the batch as one msgpack array each: a ``Tuple(...)`` value per row."""
+        return b"".join(self.chunks)
+
 
 def decode_entries(entries: list[Entry], into: Decoded | None = None) -> Decoded:
-    """Decode entries into columns, appending to ``into`` when given (a batch read in chunks)."""
+    """Frame entries into insertable chunks, appending to ``into`` when given (a batch read in chunks)."""
     out = into if into is not None else Decoded()
-    cols = out.columns
     for entry_id, fields in entries:
         if not fields:
             out.empty.append(entry_id)
@@ -59,25 +73,59 @@ def decode_entries(entries: list[Entry], into: Decoded | None = None) -> Decoded
         if raw is None:
             out.poison.append((entry_id, fields, "entry has no envelope field"))
             continue
-        try:
-            envelope = _decoder.decode(raw)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            out.poison.append((entry_id, fields, f"undecodable envelope: {exc}"))
-            continue
+        framed = framed_events(raw)
+        if framed is None:
+            try:
+                events = _decoder.decode(raw).events
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                out.poison.append((entry_id, fields, f"undecodable envelope: {exc}"))
+                continue
+            framed = _array_items(_encoder.encode(events), 0, None)
+            assert framed is not None, "msgspec encodes a list as a msgpack array"
+        chunk, rows = framed
         out.ids.append(entry_id)
-        out.rows_by_entry.append(len(envelope.events))
-        for event in envelope.events:
-            cols[0].append(event.event_id)
-            cols[1].append(event.experiment_key)
-            cols[2].append(event.variant_key)
-            cols[3].append(event.session_id)
-            cols[4].append(event.event_type)
-            cols[5].append(event.path)
-            cols[6].append(event.conversion_value)
-            cols[7].append(event.metadata_json)
-            cols[8].append(event.client_ts_ms)
-            cols[9].append(event.received_at_ms)
+        out.chunks.append(chunk)
+        out.rows_by_entry.append(rows)
+        out.row_count += rows
     return out
+
+
+def framed_events(raw: bytes) -> tuple[bytes, int] | None:
+    """The events of a version-1 envelope, without the array around them, and how many there are,
+    read from the array's header alone; None if the envelope is laid out any other way."""
+    if not (raw.startswith(_FRAME_HEAD) and raw.endswith(_FRAME_TAIL)):
+        return None
+    return _array_items(raw, len(_FRAME_HEAD), -len(_FRAME_TAIL))
+
+
+def _array_items(data: bytes, start: int, end: int | None) -> tuple[bytes, int] | None:
+    """``data[start:end]`` holds one msgpack array: its items' bytes and their count."""
+    marker = data[start]
+    if 0x90 <= marker <= 0x9F:  # fixarray: the count is in the marker
+        header, items = 1, marker & 0x0F
+    elif marker == 0xDC:  # array 16
+        header, items = 3, int.from_bytes(data[start + 1 : start + 3], "big")
+    elif marker == 0xDD:  # array 32
+        header, items = 5, int.from_bytes(data[start + 1 : start + 5], "big")
+    else:
+        return None
+    body = data[start + header : end]
+    if len(body) < items:  # each item is at least one byte
+        return None
+    return body, items
+
+
+def undecodable(fields: Fields) -> str | None:
+    """Why an entry can never be stored, if its envelope does not decode; framing alone does not
+    look inside the events, so an entry ClickHouse rejects is checked here before it is retried."""
+    raw = envelope_bytes(fields) if fields else None
+    if raw is None:
+        return "entry has no envelope field"
+    try:
+        _decoder.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        return f"undecodable envelope: {exc}"
+    return None
 
 
 def envelope_bytes(fields: dict | list) -> bytes | None:
@@ -91,10 +139,9 @@ def envelope_bytes(fields: dict | list) -> bytes | None:
 
 def subset(decoded: Decoded, start: int, stop: int) -> Decoded:
     """The entries ``ids[start:stop]`` with their rows: used to isolate a bad entry by bisection."""
-    first_row = sum(decoded.rows_by_entry[:start])
-    last_row = first_row + sum(decoded.rows_by_entry[start:stop])
     part = Decoded()
     part.ids = decoded.ids[start:stop]
+    part.chunks = decoded.chunks[start:stop]
     part.rows_by_entry = decoded.rows_by_entry[start:stop]
-    part.columns = [column[first_row:last_row] for column in decoded.columns]
+    part.row_count = sum(part.rows_by_entry)
     return part
