@@ -5,8 +5,15 @@ REGISTRY_GENERATION = "abacus:registry:generation"
 REGISTRY_LOCK = "abacus:registry:lock"
 
 
+def inflight_batches(consumer: str) -> str:
+    """Hash of the batches a consumer has begun to insert and not yet acknowledged (last entry id
+    -> entry count), so that after a restart it re-forms the very same batches."""
+    return f"abacus:worker:inflight-batches:{consumer}"
+
+
 def inflight_batch(consumer: str) -> str:
-    """Size of the batch a consumer was inserting, so after a restart it re-forms the same batch."""
+    """What a worker before the hash above wrote: one batch as "<count> <last id>" (or the count
+    alone); still read on recovery, so a batch left in flight across an upgrade is re-formed."""
     return f"abacus:worker:inflight:{consumer}"
 
 ROLLUP_GROUP = "abacus-rollup"

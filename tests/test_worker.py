@@ -254,7 +254,7 @@ def test_entries_become_rows_acknowledged_and_trimmed(settings, redis_client, cl
     assert pending(redis_client, settings) == []
     assert redis_client.xlen(settings.stream) == 0, "acknowledged entries must be trimmed"
     assert redis_client.xrange(settings.stream, min=ids[0], max=ids[-1]) == []
-    assert redis_client.get(redis_keys.inflight_batch("w1")) is None
+    assert redis_client.exists(redis_keys.inflight_batches("w1"), redis_keys.inflight_batch("w1")) == 0
     assert dead_letters(redis_client, settings) == []
 
 
@@ -316,7 +316,7 @@ def test_killed_after_insert_same_consumer_reinserts_same_batch_without_duplicat
     assert count_events(merges_stopped) == n_rows + 4
     assert active_parts(merges_stopped) == 2
     assert pending(redis_client, settings) == []
-    assert redis_client.get(redis_keys.inflight_batch("w1")) is None
+    assert redis_client.exists(redis_keys.inflight_batches("w1"), redis_keys.inflight_batch("w1")) == 0
     assert dead_letters(redis_client, settings) == []
 
 
@@ -366,7 +366,7 @@ def test_killed_with_next_batch_read_ahead_recovers_exactly_the_batch_in_flight(
         doomed.run(burst=True)
     assert doomed.sink.inserted[-1] == in_flight  # type: ignore[attr-defined]
     assert raw_count(merges_stopped) == 5
-    assert redis_client.get(redis_keys.inflight_batch("w1")) == b"2 " + in_flight[-1]
+    assert redis_client.hgetall(redis_keys.inflight_batches("w1")) == {in_flight[-1]: b"2"}
 
     restarted = workers("w1", batch_size=3)
     restarted.run(burst=True)
@@ -396,6 +396,57 @@ def test_reads_take_fields_as_redis_sent_them(settings, redis_client, workers):
     worker.consumer.dead_letter(bad, decoded.poison[0][1], "test")
     [(_, parked)] = dead_letters(redis_client, settings)
     assert parked[b"y"] == b"2" and parked[b"z"] == b"3" and parked[b"source_id"] == bad
+
+
+def test_killed_with_two_batches_stored_and_unacknowledged_recovers_both_exactly(
+    settings, redis_client, merges_stopped, workers
+):
+    """A batch's acknowledgement runs while the next batch is inserted: a kill can leave two
+    stored batches unacknowledged. Both were recorded before their inserts, so the restart
+    re-forms each with its own token (ClickHouse drops both re-inserts), then batches the rest."""
+    ensure_group(redis_client, settings)
+    first = add_many(redis_client, settings, 3)
+    second = add_many(redis_client, settings, 4, start=3)
+    add_many(redis_client, settings, 2, start=7)  # read ahead, never inserted
+    entries = read_as(redis_client, settings, "w1", 100)
+    assert len(entries) == 9
+    consumer = workers("w1").consumer
+    sink = ClickHouseSink(merges_stopped)
+    for batch in (entries[:3], entries[3:7]):
+        consumer.mark_in_flight(redis_keys.inflight_batches("w1"), len(batch), batch[-1][0])
+        sink.insert(decode_entries(batch))
+    assert raw_count(merges_stopped) == 7
+
+    restarted = workers("w1", batch_size=100)  # a batch size that would otherwise merge them
+    restarted.run(burst=True)
+
+    assert raw_count(merges_stopped) == 9, "both recorded batches must deduplicate against their first inserts"
+    assert event_ids(merges_stopped) == sorted(f"ev-{i}" for i in range(9))
+    assert [e[0] for e in entries[:3]] == first and [e[0] for e in entries[3:7]] == second
+    assert pending(redis_client, settings) == []
+    assert redis_client.exists(redis_keys.inflight_batches("w1")) == 0
+
+
+def test_a_batch_recorded_but_acknowledged_before_the_kill_is_skipped_on_recovery(
+    settings, redis_client, merges_stopped, workers
+):
+    """The record and the batch's acknowledgement go in one MULTI, but a record can outlive its
+    entries when they left this consumer's pending list another way (dead-lettered one by one,
+    or claimed by another consumer): recovery finds none of them and moves on to the next record."""
+    ensure_group(redis_client, settings)
+    add_many(redis_client, settings, 5)
+    entries = read_as(redis_client, settings, "w1", 100)
+    markers = redis_keys.inflight_batches("w1")
+    redis_client.hset(markers, entries[1][0], 2)  # entries 0-1: acknowledged below
+    redis_client.hset(markers, entries[4][0], 3)  # entries 2-4: stored, not acknowledged
+    redis_client.xack(settings.stream, settings.consumer_group, entries[0][0], entries[1][0])
+    ClickHouseSink(merges_stopped).insert(decode_entries(entries[2:]))
+
+    workers("w1", batch_size=100).run(burst=True)
+
+    assert raw_count(merges_stopped) == 3, "entries 2-4 re-formed as recorded: their re-insert is dropped"
+    assert pending(redis_client, settings) == []
+    assert redis_client.exists(markers) == 0
 
 
 def test_killed_after_insert_claimed_as_different_batch_counts_once_with_final(

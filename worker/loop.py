@@ -4,10 +4,11 @@ Guarantees: an entry is acknowledged only after ClickHouse confirmed its rows; a
 carries the same deduplication token; an entry that cannot be inserted goes to the dead-letter
 stream and the rest keep flowing; a stop request finishes the batch in hand.
 
-Reading and storing overlap: while a second thread inserts and acknowledges one batch, the loop
-reads and decodes the next, so the time Valkey takes to prepare replies and chDB takes to write a
-part is no longer added to the Python work. One batch at most is in flight, and the next one is
-handed over only once it is acknowledged: batches are still stored and acknowledged in order.
+Reading, storing and acknowledging overlap: while a second thread inserts one batch, the loop
+reads and frames the next, and a third thread acknowledges the batch stored before. ClickHouse
+inserts one batch at a time, in order; at most two batches are stored-or-storing and not yet
+acknowledged, and each is recorded (its entry count and last id) before its insert, so a
+restarted consumer re-forms exactly those batches, with the same deduplication tokens.
 """
 
 from __future__ import annotations
@@ -53,9 +54,12 @@ class Worker:
         self.inserted_rows = 0
         self._last_trim = self._last_claim = 0.0
         self._rows_per_entry = 1.0
-        self._marker = redis_keys.inflight_batch(consumer.consumer)
+        self._markers = redis_keys.inflight_batches(consumer.consumer)
+        self._legacy_marker = redis_keys.inflight_batch(consumer.consumer)
         self._inserter: ThreadPoolExecutor | None = None
         self._in_flight: Future | None = None
+        self._acker: ThreadPoolExecutor | None = None
+        self._ack_in_flight: Future | None = None
 
     def request_stop(self) -> None:
         self.stopping.set()
@@ -63,12 +67,14 @@ class Worker:
     def run(self, burst: bool = False) -> None:
         """Work until asked to stop (or, with ``burst``, until the stream is drained)."""
         self._inserter = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"insert-{self.consumer.consumer}")
+        self._acker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ack-{self.consumer.consumer}")
         try:
             self._work(burst)
             self._settle_in_flight()  # the batch in hand when the stop request came
         finally:
             self._inserter.shutdown(wait=True)
-            self._inserter = None
+            self._acker.shutdown(wait=True)
+            self._inserter = self._acker = None
 
     def _work(self, burst: bool) -> None:
         backoff = 0.5
@@ -105,18 +111,29 @@ class Worker:
         return bool(entries)
 
     def _finish_in_flight(self) -> None:
-        """Wait until the batch in flight is stored and acknowledged; its errors surface here."""
+        """Wait until the batch in flight is stored (its acknowledgement may still be on its way);
+        its errors surface here."""
         in_flight, self._in_flight = self._in_flight, None
         if in_flight is not None:
             in_flight.result()
 
+    def _finish_acks(self) -> None:
+        """Wait until every stored batch is acknowledged; a failed acknowledgement surfaces here."""
+        ack, self._ack_in_flight = self._ack_in_flight, None
+        if ack is not None:
+            ack.result()
+
     def _settle_in_flight(self) -> None:
-        """Wait for the batch in flight before recovery reads our pending entries again. A Redis
-        error it met needs nothing beyond that recovery: its entries are still pending."""
+        """Wait for the batches in flight before recovery reads our pending entries again. A Redis
+        error they met needs nothing beyond that recovery: their entries are still pending."""
         try:
             self._finish_in_flight()
         except (RedisError, OSError) as exc:
             log.warning("Redis failed while storing a batch (%s); its entries stay pending", exc)
+        try:
+            self._finish_acks()
+        except (RedisError, OSError) as exc:
+            log.warning("Redis failed while acknowledging a batch (%s); its entries stay pending", exc)
 
     def _read_count(self, rows_wanted: int) -> int:
         """Entries to ask for so that they hold about ``rows_wanted`` rows."""
@@ -161,10 +178,20 @@ class Worker:
         raw_fields = dict(entries)
         # What recovery needs to re-form this very batch: how many entries, up to which id (the
         # next batch may already be pending behind it, read while this one was in flight).
-        self.consumer.redis.set(self._marker, b"%d %s" % (len(decoded.ids), decoded.ids[-1]))
+        last_id = decoded.ids[-1]
+        self.consumer.mark_in_flight(self._markers, len(decoded.ids), last_id)
         if not self._insert_isolating(decoded, raw_fields):
             return  # stopping during an outage: entries stay pending for the next start
-        self.consumer.ack_batch(decoded.ids, self._marker)
+        self._acknowledge(decoded.ids, last_id)
+
+    def _acknowledge(self, ids: list[bytes], last_id: bytes) -> None:
+        """Hand the stored batch's acknowledgement to the ack thread, so the next insert need not
+        wait for it; first wait for the one before, so no more than two batches go unacknowledged."""
+        self._finish_acks()
+        if self._acker is None:  # outside run(): tests drive _process directly
+            self.consumer.ack_batch(ids, self._markers, last_id, self._legacy_marker)
+            return
+        self._ack_in_flight = self._acker.submit(self.consumer.ack_batch, ids, self._markers, last_id, self._legacy_marker)
 
     def _insert_isolating(self, decoded: Decoded, raw_fields: dict) -> bool:
         """Insert everything; if ClickHouse rejects the data, bisect down to the bad entries and
@@ -219,28 +246,40 @@ class Worker:
     def _recover_own_pending(self) -> None:
         """Finish what this consumer had read but not acknowledged before it last stopped.
 
-        The first batch is re-formed with the size recorded before its insert, so it carries the
-        same deduplication token and a batch that reached ClickHouse is not stored twice."""
-        marker = self.consumer.redis.get(self._marker)
-        count, last_id = _parse_marker(marker) if marker else (self._read_count(self.batch_size), None)
+        The batches recorded before their inserts are re-formed first, each with its recorded
+        size and last id, so they carry the same deduplication tokens and a batch that reached
+        ClickHouse is not stored twice; what follows was never inserted and is batched anew."""
+        recorded = self.consumer.in_flight_batches(self._markers, self._legacy_marker)
         after = b"0"
         while not self.stopping.is_set():
+            from_record = bool(recorded)
+            count, last_id = recorded.pop(0) if recorded else (self._read_count(self.batch_size), None)
             got = self.consumer.read_own_pending(after, count)
             if not got:
-                return
+                if from_record:  # nothing of ours is pending any more: the records left describe nothing
+                    self._forget([last_id, *(last for _, last in recorded)])
+                break
             entries = got if last_id is None else [entry for entry in got if id_key(entry[0]) <= id_key(last_id)]
-            last_id, count = None, self._read_count(self.batch_size)
-            if entries:
-                after = entries[-1][0]
-                self._process(entries, redelivered=True)
+            if not entries:
+                # Its entries left our pending list another way (dead-lettered, claimed): only
+                # the record is left, and the next record may still describe pending entries.
+                self._forget([last_id])
+                continue
+            after = entries[-1][0]
+            self._process(entries, redelivered=True)
+        self._finish_acks()
+
+    def _forget(self, last_ids: list[bytes | None]) -> None:
+        self.consumer.forget_in_flight(self._markers, [i for i in last_ids if i is not None], self._legacy_marker)
 
     def _claim_stale(self, force: bool = False) -> bool:
         now = time.monotonic()
         if not force and now - self._last_claim < max(self.claim_idle_ms / 4000, 1.0):
             return False
         self._last_claim = now
-        # Our own batch in flight may have been pending long enough to be claimed: finish it first.
+        # Our own batches in flight may have been pending long enough to be claimed: finish them first.
         self._finish_in_flight()
+        self._finish_acks()
         entries = self.consumer.claim_stale(self.claim_idle_ms, self._read_count(self.batch_size))
         if entries:
             log.info("claimed %d stale entries from other consumers", len(entries))
@@ -265,8 +304,3 @@ class Worker:
             self._last_trim = now
             self.consumer.trim_acknowledged()
 
-
-def _parse_marker(marker: bytes) -> tuple[int, bytes | None]:
-    """``b"<entries> <last entry id>"``; a worker of an earlier version wrote the count alone."""
-    count, _, last_id = marker.partition(b" ")
-    return int(count), last_id or None

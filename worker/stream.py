@@ -79,13 +79,39 @@ class StreamConsumer:
         if ids:
             self.redis.xack(self.stream, self.group, *ids)
 
-    def ack_batch(self, ids: list[bytes], marker: str) -> None:
-        """Acknowledge a stored batch and drop its in-flight marker in one round trip; MULTI, so a
-        marker never outlives its batch's acknowledgement, nor goes before it."""
+    def mark_in_flight(self, markers: str, count: int, last_id: bytes) -> None:
+        """Record a batch about to be inserted: ``count`` pending entries, up to ``last_id``."""
+        self.redis.hset(markers, last_id, count)
+
+    def in_flight_batches(self, markers: str, legacy_marker: str) -> list[tuple[int, bytes | None]]:
+        """The batches recorded and not acknowledged, oldest first, as (entries, last id)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(markers)
+        pipe.get(legacy_marker)
+        recorded, legacy = pipe.execute()
+        batches = sorted(((int(count), last_id) for last_id, count in recorded.items()), key=lambda b: id_key(b[1]))
+        if legacy:
+            count, _, last_id = legacy.partition(b" ")
+            # Written before any hash entry could be (the worker that wrote it was older).
+            batches.insert(0, (int(count), last_id or None))
+        return batches
+
+    def forget_in_flight(self, markers: str, last_ids: list[bytes], legacy_marker: str) -> None:
+        """Drop records of batches none of whose entries are pending any more."""
+        pipe = self.redis.pipeline(transaction=True)
+        if last_ids:
+            pipe.hdel(markers, *last_ids)
+        pipe.delete(legacy_marker)
+        pipe.execute()
+
+    def ack_batch(self, ids: list[bytes], markers: str, last_id: bytes, legacy_marker: str) -> None:
+        """Acknowledge a stored batch and drop its in-flight record in one round trip; MULTI, so a
+        record never outlives its batch's acknowledgement, nor goes before it."""
         pipe = self.redis.pipeline(transaction=True)
         if ids:
             pipe.xack(self.stream, self.group, *ids)
-        pipe.delete(marker)
+        pipe.hdel(markers, last_id)
+        pipe.delete(legacy_marker)
         pipe.execute()
 
     def dead_letter(self, entry_id: bytes, fields: dict | None, reason: str) -> None:
