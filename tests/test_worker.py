@@ -288,6 +288,20 @@ def test_partial_batch_is_flushed_after_batch_wait(settings, redis_client, clean
     assert worker.inserted_rows == 2
 
 
+def test_a_burst_stores_its_partial_last_batch_without_waiting_for_company(
+    settings, redis_client, clean_clickhouse, workers
+):
+    """A burst drains what is queued and exits: the last, partial batch is not held for
+    batch_wait in the hope of more entries (it used to be, at the end of every burst)."""
+    add_many(redis_client, settings, 7)
+    worker = workers("w1", batch_size=5, batch_wait_ms=10_000)
+    started = time.monotonic()
+    worker.run(burst=True)
+    assert time.monotonic() - started < 5.0, "the burst waited for entries that were never coming"
+    assert event_ids(clean_clickhouse) == sorted(f"ev-{i}" for i in range(7))
+    assert pending(redis_client, settings) == []
+
+
 # ----- 3. killed after insert, before XACK -----------------------------------------------------
 def test_killed_after_insert_same_consumer_reinserts_same_batch_without_duplicates(
     settings, redis_client, merges_stopped, workers

@@ -146,8 +146,12 @@ class Worker:
         decoded = Decoded()
         deadline = None
         while decoded.size < self.batch_size and not self.stopping.is_set():
-            if deadline is None:
-                wait_ms = max(1, self.batch_wait_ms) if block else None
+            if not block:
+                # A burst drains what is queued and stops: once a read comes back empty there is
+                # nothing to wait for (blocking here cost a whole batch_wait at the end of every burst).
+                wait_ms = None
+            elif deadline is None:
+                wait_ms = max(1, self.batch_wait_ms)
             else:
                 wait_ms = int((deadline - time.monotonic()) * 1000)
                 if wait_ms <= 0:
