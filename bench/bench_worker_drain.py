@@ -149,6 +149,9 @@ def drain_with_worker(redis_url: str, clickhouse, batch_size: int) -> tuple[floa
 
     settings = Settings(redis_url=redis_url, clickhouse_url=clickhouse.url, batch_size=batch_size)
     worker = build_worker(settings, clickhouse, consumer_name="bench")
+    # As `abacus worker` does once it is built (worker/main.py): the start-up heap is frozen.
+    gc.collect()
+    gc.freeze()
     started = time.perf_counter()
     worker.run(burst=True)
     elapsed = time.perf_counter() - started

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
@@ -58,6 +59,11 @@ def run_worker_process(settings: Settings, burst: bool = False) -> int:
     # run drains and exits, so it leaves the rollup to the long-running workers.
     roller = build_roller(settings, clickhouse) if settings.rollup and not burst else None
     roller_thread = threading.Thread(target=roller.run, name="abacus-rollup", daemon=True) if roller else None
+    # The start-up heap (every imported module) lives as long as the process. Frozen, it is no
+    # longer walked by the full collections that the stream replies set off: each took ~50 ms
+    # holding the GIL, stalling reads and inserts alike (a sixth of a drain's time).
+    gc.collect()
+    gc.freeze()
 
     def on_signal(signum: int, _frame: object) -> None:
         if worker.stopping.is_set():
