@@ -12,6 +12,7 @@ import logging
 import math
 import socket
 import threading
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -496,6 +497,19 @@ def test_same_entries_reinserted_are_dropped_by_their_dedup_token(settings, redi
     sink.insert(decode_entries([(c, envelope(event(1))), (d, envelope(event(2)))]))
     assert raw_count(merges_stopped) == 4
     assert count_events(merges_stopped) == 2  # same event ids: FINAL still counts them once
+
+
+def test_a_temporary_directory_chdb_would_read_as_a_glob_is_refused_up_front(clean_clickhouse, monkeypatch, tmp_path):
+    """chDB's file() reads the staged batch's path as a glob; one that matches nothing reads zero
+    rows without an error, so the batch would be acknowledged unstored. Refused when built."""
+    globby = tmp_path / "batches{a,b}"
+    globby.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(globby))
+    with pytest.raises(ValueError, match="glob"):
+        ClickHouseSink(clean_clickhouse)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    ClickHouseSink(clean_clickhouse).insert(decode_entries([(b"1-1", envelope(event(1)))]))
+    assert raw_count(clean_clickhouse) == 1
 
 
 # ----- 4. killed before insert -----------------------------------------------------------------

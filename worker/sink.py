@@ -58,6 +58,7 @@ class ClickHouseSink:
     def __init__(self, clickhouse: ClickHouse, table: str = "abacus.events") -> None:
         self._clickhouse = clickhouse
         self._insert_into = f"INSERT INTO {table} ({', '.join(COLUMNS)}) "
+        self._staging_dir = _staging_dir() if is_chdb(clickhouse.url) else None
 
     def insert(self, decoded: Decoded) -> None:
         # In the statement, not as client settings: chDB applies those with SET statements before
@@ -83,7 +84,7 @@ class ClickHouseSink:
             raise RetryableSinkError(str(exc)) from exc
 
     def _insert_through_file(self, client, insert: str, rows: bytes) -> None:  # noqa: ANN001
-        descriptor, path = tempfile.mkstemp(prefix="abacus-batch-", suffix=".msgpack")
+        descriptor, path = tempfile.mkstemp(prefix="abacus-batch-", suffix=".msgpack", dir=self._staging_dir)
         try:
             with os.fdopen(descriptor, "wb") as file:
                 file.write(rows)
@@ -97,6 +98,19 @@ class ClickHouseSink:
                 os.unlink(path)
             except OSError:
                 pass
+
+
+def _staging_dir() -> str:
+    """Where batches for chDB are written. ``file()`` reads its path as a glob, and a pattern that
+    matches nothing reads no rows without an error: a batch would be acknowledged unstored. So a
+    temporary directory spelled with glob characters is refused when the sink is built."""
+    directory = tempfile.gettempdir()
+    if any(char in directory for char in "*?{}"):
+        raise ValueError(
+            f"the temporary directory {directory!r} contains *, ?, {{ or }}, which chDB's file() reads as a "
+            "glob pattern; point TMPDIR at a plain path"
+        )
+    return directory
 
 
 def _sql_string(text: str) -> str:
