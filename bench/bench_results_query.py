@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.common import REPO, machine, start_valkey
+from bench.common import REPO, machine, merges_running, start_valkey, wait_for_merges
 
 VARIANTS = {
     "homepage_hero_test": ["control", "tiny_gang_social_proof", "video_testimonial"],
@@ -106,22 +106,6 @@ def line(name: str, ms: list[float]) -> tuple[float, float]:
     p50, p95 = statistics.median(ms), percentile(ms, 0.95)
     print(f"  {name:<50} p50 {p50:9.1f} ms   p95 {p95:9.1f} ms   ({len(ms)} calls)")
     return p50, p95
-
-
-def merges_running(client) -> int:  # type: ignore[no-untyped-def]
-    return client.query("SELECT count() FROM system.merges WHERE database = 'abacus' AND table = 'events'").result_rows[0][0]
-
-
-def wait_for_merges(client, timeout_s: float, quiet_s: float = 5.0) -> float:  # type: ignore[no-untyped-def]
-    """Let the parts the INSERT made settle: until no merge ran for `quiet_s` (the merge scheduler
-    picks new parts up only after a moment), at most `timeout_s`. Returns the seconds waited."""
-    started = time.monotonic()
-    quiet_since = time.monotonic()
-    while time.monotonic() - started < timeout_s and time.monotonic() - quiet_since < quiet_s:
-        if merges_running(client):
-            quiet_since = time.monotonic()
-        time.sleep(0.2)
-    return time.monotonic() - started
 
 
 def http_get(client, path: str, headers: dict[str, str]) -> Callable[[], object]:  # type: ignore[no-untyped-def]

@@ -76,3 +76,20 @@ def spawn(args: list[str], env: dict[str, str] | None = None) -> subprocess.Pope
 
 def python() -> str:
     return sys.executable
+
+
+def merges_running(client, table: str = "events") -> int:  # type: ignore[no-untyped-def]
+    query = f"SELECT count() FROM system.merges WHERE database = 'abacus' AND table = '{table}'"
+    return client.query(query).result_rows[0][0]
+
+
+def wait_for_merges(client, timeout_s: float, quiet_s: float = 5.0, table: str = "events") -> float:  # type: ignore[no-untyped-def]
+    """Let the parts the INSERTs made settle: until no merge ran for `quiet_s` (the merge scheduler
+    picks new parts up only after a moment), at most `timeout_s`. Returns the seconds waited."""
+    started = time.monotonic()
+    quiet_since = time.monotonic()
+    while time.monotonic() - started < timeout_s and time.monotonic() - quiet_since < quiet_s:
+        if merges_running(client, table):
+            quiet_since = time.monotonic()
+        time.sleep(0.2)
+    return time.monotonic() - started
