@@ -11,10 +11,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ingest.handler import BeaconEndpoint, Receive, Scope, Send, respond
+from ingest.handler import INTERNAL_ERROR_BODY, BeaconEndpoint, Receive, Scope, Send, respond
 
 log = logging.getLogger(__name__)
-_INTERNAL_ERROR = b'{"status_code":500,"detail":"Internal Server Error"}'
 
 
 class BeaconDispatcher:
@@ -34,7 +33,7 @@ class BeaconDispatcher:
             # traceback, answer the same 500.
             log.exception("unhandled exception on %s", scope["path"])
             try:
-                await respond(send, 500, _INTERNAL_ERROR)
+                await respond(send, 500, INTERNAL_ERROR_BODY)
             except Exception:
                 # The answer had already begun (the server refuses a second start): the
                 # connection is cut instead, which the client sees as a failed request.

@@ -34,6 +34,8 @@ ReadBody = Callable[[int | None, int], Awaitable[bytes]]
 _JSON = (b"content-type", b"application/json")
 ACCEPTED_BODY = b'{"ok":true,"accepted":true}'
 DROPPED_BODY = b'{"ok":true,"accepted":false}'
+# What Litestar's exception middleware answers; the beacon paths, answered before Litestar, say the same.
+INTERNAL_ERROR_BODY = b'{"status_code":500,"detail":"Internal Server Error"}'
 _NO_HEADERS: Headers = []  # shared by most answers: never appended to
 _ALLOW_POST: Headers = [("allow", "POST, OPTIONS")]
 _RETRY_SOON: Headers = [("retry-after", "1")]

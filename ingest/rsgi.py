@@ -18,14 +18,13 @@ from typing import Any
 from granian.rsgi import ProtocolClosed
 
 from ingest.asgi_bridge import Lifespan, serve_http
-from ingest.handler import BeaconEndpoint, Headers
+from ingest.handler import INTERNAL_ERROR_BODY, BeaconEndpoint, Headers
 from ingest.request import BadRequest, too_large
 from shared.cors import CORS
 
 log = logging.getLogger(__name__)
 
 _JSON = ("content-type", "application/json")
-_INTERNAL_ERROR = b'{"status_code":500,"detail":"Internal Server Error"}'  # as Litestar answers it
 # Granian's RSGI headers hide a value that is not visible ASCII (get() gives None, ``in`` still
 # finds the name). No such Content-Type is one we accept, so it stands in for one: a 415, as on ASGI.
 _UNREADABLE = "(not visible ASCII)"
@@ -75,7 +74,7 @@ class IngestRSGI:
         except Exception:
             # What the ASGI path's dispatcher (and Litestar) do: log the traceback, answer 500.
             log.exception("unhandled exception on %s", scope.path)
-            status, body, extra = 500, _INTERNAL_ERROR, []
+            status, body, extra = 500, INTERNAL_ERROR_BODY, []
         protocol.response_bytes(status, _response_headers(body, extra, self._asgi_app, headers.get("origin")), body)
 
 
