@@ -11,8 +11,8 @@ import dataclasses
 import logging
 import math
 import socket
-import threading
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -390,6 +390,79 @@ def test_killed_with_next_batch_read_ahead_recovers_exactly_the_batch_in_flight(
     assert count_events(merges_stopped) == 9
     assert pending(redis_client, settings) == []
     assert len(dead_letters(redis_client, settings)) == 1
+
+
+def test_reads_sent_ahead_fill_batches_of_batch_size_and_leave_nothing_behind(settings, redis_client, merges_stopped, workers):
+    """A batch of several reads asks for the next read before framing the last one; the read sent
+    ahead is collected into the same batch, so batches keep their size and no entry is left
+    delivered but unprocessed once the burst ends."""
+    add_many(redis_client, settings, 1_200)  # reads of at most 500 entries: 500 + 500 (sent ahead), then 200
+    worker = workers("w1", batch_size=1_000)
+    worker.run(burst=True)
+
+    assert raw_count(merges_stopped) == 1_200
+    assert count_events(merges_stopped) == 1_200
+    assert active_parts(merges_stopped) == 2  # 1,000 rows, then 200
+    assert pending(redis_client, settings) == []
+
+
+def test_a_read_sent_ahead_overshooting_the_estimate_joins_its_batch(settings, redis_client, merges_stopped, workers):
+    """Reads are sized by the rows per entry seen so far (one, to begin with); when entries turn
+    out to hold more, the read already sent ahead still joins the batch in hand (which then holds
+    more than batch_size rows) instead of being left delivered and unprocessed."""
+    ensure_group(redis_client, settings)
+    pipe = redis_client.pipeline(transaction=False)
+    for i in range(0, 3_000, 3):
+        pipe.xadd(settings.stream, envelope(event(i), event(i + 1), event(i + 2)))  # three per entry
+    pipe.execute()
+    worker = workers("w1", batch_size=1_000)
+    # Reads of 500 entries: the first already holds 1,500 rows, and the second was sent ahead.
+    worker.run(burst=True)
+
+    assert raw_count(merges_stopped) == 3_000
+    assert count_events(merges_stopped) == 3_000
+    assert active_parts(merges_stopped) == 1  # both reads in one batch
+    assert pending(redis_client, settings) == []
+
+
+class LosesFirstReadSentAhead:
+    """Lets the first read sent ahead reach Valkey, which delivers its entries (now pending), then
+    drops the connection before the reply is read: a network failure at the worst moment."""
+
+    def __init__(self, consumer) -> None:  # noqa: ANN001
+        self.consumer = consumer
+        self.lost = 0
+
+    def __call__(self, count: int):  # noqa: ANN204
+        sent = type(self.consumer).request_new(self.consumer, count)
+        if self.lost:
+            return sent
+        self.lost = 1
+        connection = sent._connection
+        assert connection.can_read(timeout=5), "Valkey answered the read sent ahead"
+        connection.disconnect()
+
+        class Lost:
+            def entries(self) -> list:
+                sent._pool.release(connection)
+                raise redis.ConnectionError("connection lost while a read was sent ahead")
+
+        return Lost()
+
+
+def test_entries_of_a_read_sent_ahead_and_lost_are_recovered_once(settings, redis_client, merges_stopped, workers, caplog):
+    add_many(redis_client, settings, 1_200)
+    worker = workers("w1", batch_size=1_000)
+    worker.consumer.request_new = LosesFirstReadSentAhead(worker.consumer)  # type: ignore[method-assign]
+    with caplog.at_level(logging.WARNING, logger="worker.loop"):
+        worker.run(burst=True)
+
+    assert worker.consumer.request_new.lost == 1, "the failure was staged"
+    assert "connection lost while a read was sent ahead" in caplog.text
+    # The 1,000 entries delivered before the failure were pending, recovered and stored once.
+    assert raw_count(merges_stopped) == 1_200
+    assert count_events(merges_stopped) == 1_200
+    assert pending(redis_client, settings) == []
 
 
 def test_reads_take_fields_as_redis_sent_them(settings, redis_client, workers):

@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 from shared import redis_keys
 from worker.rows import Decoded, decode_entries, subset, undecodable
 from worker.sink import ClickHouseSink, RejectedBatch, RetryableSinkError
-from worker.stream import Entry, StreamConsumer, id_key
+from worker.stream import Entry, PendingRead, StreamConsumer, id_key
 
 log = logging.getLogger(__name__)
 
@@ -141,29 +141,55 @@ class Worker:
 
     def _collect(self, block: bool) -> tuple[list[Entry], Decoded]:
         """Read until the entries hold ``batch_size`` rows or ``batch_wait_ms`` passed since the
-        first; entries are decoded as they arrive, once, to know how many rows they hold."""
+        first; entries are decoded as they arrive, once, to know how many rows they hold.
+
+        While one read's entries are framed, the next read is already on its way (sent ahead), so
+        Valkey builds that reply meanwhile instead of after. A read is sent ahead only while the
+        batch looks like needing it, and one sent is always collected into this batch: nothing
+        read ahead is left pending past the batch (recovery and claims read pending entries)."""
         entries: list[Entry] = []
         decoded = Decoded()
         deadline = None
-        while decoded.size < self.batch_size and not self.stopping.is_set():
-            if not block:
-                # A burst drains what is queued and stops: once a read comes back empty there is
-                # nothing to wait for (blocking here cost a whole batch_wait at the end of every burst).
-                wait_ms = None
-            elif deadline is None:
-                wait_ms = max(1, self.batch_wait_ms)
-            else:
-                wait_ms = int((deadline - time.monotonic()) * 1000)
-                if wait_ms <= 0:
+        ahead: PendingRead | None = None
+        try:
+            while decoded.size < self.batch_size and not self.stopping.is_set():
+                got = []
+                if ahead is not None:
+                    got, ahead = ahead.entries(), None
+                if not got:
+                    if not block:
+                        # A burst drains what is queued and stops: once a read comes back empty there is
+                        # nothing to wait for (blocking here cost a whole batch_wait at the end of every burst).
+                        wait_ms = None
+                    elif deadline is None:
+                        wait_ms = max(1, self.batch_wait_ms)
+                    else:
+                        wait_ms = int((deadline - time.monotonic()) * 1000)
+                        if wait_ms <= 0:
+                            break
+                    got = self.consumer.read_new(self._read_count(self.batch_size - decoded.size), wait_ms)
+                if not got:
                     break
-            got = self.consumer.read_new(self._read_count(self.batch_size - decoded.size), wait_ms)
-            if not got:
-                break
-            entries.extend(got)
-            decode_entries(got, into=decoded)
-            if deadline is None:
-                # The first entry starts the clock: at low load a beacon waits at most one batch_wait.
-                deadline = time.monotonic() + self.batch_wait_ms / 1000
+                entries.extend(got)
+                expected = decoded.size + len(got) * self._rows_per_entry
+                if expected < self.batch_size and not self.stopping.is_set():
+                    ahead = self.consumer.request_new(self._read_count(self.batch_size - expected))
+                decode_entries(got, into=decoded)
+                if deadline is None:
+                    # The first entry starts the clock: at low load a beacon waits at most one batch_wait.
+                    deadline = time.monotonic() + self.batch_wait_ms / 1000
+            if ahead is not None:  # the batch filled up (or a stop came) sooner than expected
+                got, ahead = ahead.entries(), None
+                entries.extend(got)
+                decode_entries(got, into=decoded)
+        finally:
+            if ahead is not None:
+                # An error on the way: what it delivered is pending, and recovery, which follows
+                # every Redis error, finds it there.
+                try:
+                    ahead.entries()
+                except (RedisError, OSError):
+                    pass
         if entries:
             self._rows_per_entry = max(1.0, decoded.size / len(entries))
         return entries, decoded
@@ -307,4 +333,3 @@ class Worker:
         if force or now - self._last_trim >= _TRIM_EVERY_S:
             self._last_trim = now
             self.consumer.trim_acknowledged()
-

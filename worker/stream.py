@@ -36,6 +36,25 @@ class StreamConsumer:
     def read_new(self, count: int, block_ms: int | None) -> list[Entry]:
         return self._read_group(">", count, block_ms)
 
+    def request_new(self, count: int) -> PendingRead:
+        """Ask for up to ``count`` new entries without waiting for them: Valkey prepares the reply
+        while the caller works on the entries it has (``PendingRead.entries`` collects it). Never
+        blocks, so a read sent ahead cannot hold a batch back on a quiet stream.
+
+        From the moment it is sent, what it delivers is pending to this consumer: the caller
+        must collect it before anything else reads this consumer's pending entries, or, if it
+        cannot (an error on the way), let recovery find them there."""
+        connection = self.redis.connection_pool.get_connection()
+        try:
+            connection.send_command(
+                b"XREADGROUP", b"GROUP", self.group, self.consumer, b"COUNT", count, b"STREAMS", self.stream, b">"
+            )
+        except BaseException:
+            connection.disconnect()
+            self.redis.connection_pool.release(connection)
+            raise
+        return PendingRead(self.redis.connection_pool, connection)
+
     def read_own_pending(self, after: bytes, count: int) -> list[Entry]:
         """Entries delivered to this consumer and not acknowledged (after a crash or a failed batch)."""
         return self._read_group(after, count, None)
@@ -48,12 +67,7 @@ class StreamConsumer:
         # redis-py finds its reply parser by the command name as a str; named in bytes, the reply
         # comes back as hiredis built it. Its parser turned every entry's fields into a dict in
         # pure Python: a fifth of the drain's time, for the one field the worker reads.
-        reply = self.redis.execute_command(b"XREADGROUP", *args)
-        if not reply:
-            return []
-        if isinstance(reply, dict):  # RESP3: {stream: entries}
-            return next(iter(reply.values()))
-        return reply[0][1]  # RESP2: [[stream, entries]]
+        return _entries_of(self.redis.execute_command(b"XREADGROUP", *args))
 
     def claim_stale(self, min_idle_ms: int, count: int) -> list[Entry]:
         """Take over entries a dead consumer left pending for longer than ``min_idle_ms``.
@@ -157,6 +171,36 @@ class StreamConsumer:
             log.warning("the roller is %d s behind the workers: trimming no longer waits for it", behind_ms // 1000)
             return True
         return False
+
+
+class PendingRead:
+    """An XREADGROUP sent and not yet answered, on a connection of its own until it is."""
+
+    def __init__(self, pool: redis.ConnectionPool, connection: redis.Connection) -> None:
+        self._pool = pool
+        self._connection: redis.Connection | None = connection
+
+    def entries(self) -> list[Entry]:
+        connection, self._connection = self._connection, None
+        assert connection is not None, "a read is collected once"
+        try:
+            reply = connection.read_response()
+        except BaseException:
+            # The reply may be half read: the connection cannot serve another command.
+            connection.disconnect()
+            raise
+        finally:
+            self._pool.release(connection)
+        return _entries_of(reply)
+
+
+def _entries_of(reply: list | dict | None) -> list[Entry]:
+    """The entries of an XREADGROUP reply on one stream, as hiredis built it."""
+    if not reply:
+        return []
+    if isinstance(reply, dict):  # RESP3: {stream: entries}
+        return next(iter(reply.values()))
+    return reply[0][1]  # RESP2: [[stream, entries]]
 
 
 ROLLUP_MAX_BACKLOG_MS = 600_000
