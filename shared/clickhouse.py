@@ -30,12 +30,22 @@ def chdb_url(data_dir: Path) -> str:
     return "chdb://" + str((data_dir / "clickhouse").resolve())
 
 
+CHDB_MERGE_NICE = 10
+"""Linux nice value of the embedded engine's merge threads (ClickHouse's server setting
+``os_threads_nice_value_merge_mutate``). In-process, merges share the cores with ingest, the
+query API, the worker's inserts and Valkey; at the default priority they took a fifth of the CPU
+during a drain and slowed the inserts they follow. Niced, they run on what the foreground leaves
+idle, and ClickHouse still throttles inserts itself (``parts_to_delay_insert``) if parts pile up."""
+
+
 def connect(url: str) -> Client:
     if is_chdb(url):
         # Take the whole remainder as the path: chdb://relative/dir would otherwise be parsed as
         # host "relative" and database "dir".
         path = url.split("://", 1)[1] or ":memory:"
-        return clickhouse_connect.get_client(interface="chdb", path=path)
+        # Engine options take effect with the first client of the process (one engine per process).
+        options = {"os_threads_nice_value_merge_mutate": CHDB_MERGE_NICE}
+        return clickhouse_connect.get_client(interface="chdb", path=path, chdb_options=options)
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https"):
         raise ValueError(f"ClickHouse URL must be http(s):// or chdb://, got {url!r}")
