@@ -5,7 +5,8 @@ carries the same deduplication token; an entry that cannot be inserted goes to t
 stream and the rest keep flowing; a stop request finishes the batch in hand.
 
 Reading, storing and acknowledging overlap: while a second thread inserts one batch, the loop
-reads and frames the next, and a third thread acknowledges the batch stored before. ClickHouse
+reads and frames the next (each read sent before the one in hand is framed), and a third thread
+acknowledges the batch stored before. ClickHouse
 inserts one batch at a time, in order; at most two batches are stored-or-storing and not yet
 acknowledged, and each is recorded (its entry count and last id) before its insert, so a
 restarted consumer re-forms exactly those batches, with the same deduplication tokens.
