@@ -93,6 +93,12 @@ def pending_count(r: redis.Redis, settings: Settings) -> int:
     return r.xpending(settings.stream, settings.consumer_group)["pending"]
 
 
+def batch_consumers(r: redis.Redis, settings: Settings) -> dict[str, int]:
+    """Consumers the workers read batches as (``<consumer>#batch-<run>-<n>``), and their pending counts."""
+    consumers = r.xinfo_consumers(settings.stream, settings.consumer_group)
+    return {c["name"].decode(): c["pending"] for c in consumers if b"#batch-" in c["name"]}
+
+
 def dead_letters(r: redis.Redis, settings: Settings) -> list[tuple[bytes, dict]]:
     return r.xrange(settings.dead_letter_stream)
 
@@ -271,6 +277,8 @@ def test_inserts_in_batches_of_batch_size(settings, redis_client, merges_stopped
     # Merges are stopped and every row is in one partition: one insert == one part.
     assert active_parts(merges_stopped) == math.ceil(n / batch)
     assert pending(redis_client, settings) == []
+    # Each batch was read as a consumer of its own and acknowledged by deleting it.
+    assert batch_consumers(redis_client, settings) == {}
 
 
 def test_partial_batch_is_flushed_after_batch_wait(settings, redis_client, clean_clickhouse, workers):
@@ -351,6 +359,8 @@ def test_worker_killed_after_insert_recovers_without_duplicates(settings, redis_
     assert doomed.sink.inserted == [good_before + good_after]  # type: ignore[attr-defined]
     assert raw_count(merges_stopped) == 6
     assert pending_count(redis_client, settings) == 6
+    # The batch's own consumer holds exactly its entries.
+    assert list(batch_consumers(redis_client, settings).values()) == [6]
     assert [entry[b"source_id"] for _, entry in dead_letters(redis_client, settings)] == [poison]
 
     restarted = workers("w1", batch_size=3)
@@ -360,6 +370,7 @@ def test_worker_killed_after_insert_recovers_without_duplicates(settings, redis_
     assert count_events(merges_stopped) == 11
     assert pending(redis_client, settings) == []
     assert len(dead_letters(redis_client, settings)) == 1
+    assert batch_consumers(redis_client, settings) == {}
 
 
 def test_killed_with_next_batch_read_ahead_recovers_exactly_the_batch_in_flight(
@@ -381,7 +392,8 @@ def test_killed_with_next_batch_read_ahead_recovers_exactly_the_batch_in_flight(
         doomed.run(burst=True)
     assert doomed.sink.inserted[-1] == in_flight  # type: ignore[attr-defined]
     assert raw_count(merges_stopped) == 5
-    assert redis_client.hgetall(redis_keys.inflight_batches("w1")) == {in_flight[-1]: b"2"}
+    held = batch_consumers(redis_client, settings)
+    assert len(held) == 2 and 2 in held.values(), held  # the batch in flight (poison acked), and the one read ahead
 
     restarted = workers("w1", batch_size=3)
     restarted.run(burst=True)
@@ -433,8 +445,8 @@ class LosesFirstReadSentAhead:
         self.consumer = consumer
         self.lost = 0
 
-    def __call__(self, count: int):  # noqa: ANN204
-        sent = type(self.consumer).request_new(self.consumer, count)
+    def __call__(self, count: int, as_consumer: str | None = None):  # noqa: ANN204
+        sent = type(self.consumer).request_new(self.consumer, count, as_consumer)
         if self.lost:
             return sent
         self.lost = 1
@@ -535,6 +547,55 @@ def test_a_batch_recorded_but_acknowledged_before_the_kill_is_skipped_on_recover
     assert raw_count(merges_stopped) == 3, "entries 2-4 re-formed as recorded: their re-insert is dropped"
     assert pending(redis_client, settings) == []
     assert redis_client.exists(markers) == 0
+
+
+def test_a_batch_consumer_left_by_a_crash_is_re_formed_with_the_same_token(settings, redis_client, merges_stopped, workers):
+    """What a worker killed after its insert leaves: the batch's entries pending for the batch's
+    own consumer. The restart re-forms the batch from them, so its re-insert is dropped."""
+    ensure_group(redis_client, settings)
+    add_many(redis_client, settings, 5)
+    entries = read_as(redis_client, settings, "w1#batch-0badc0de-7", 100)
+    ClickHouseSink(merges_stopped).insert(decode_entries(entries))
+    add_many(redis_client, settings, 2, start=5)
+
+    workers("w1", batch_size=3).run(burst=True)  # a batch size that would split the old batch
+
+    assert raw_count(merges_stopped) == 7, "the re-formed batch must deduplicate against its first insert"
+    assert event_ids(merges_stopped) == sorted(f"ev-{i}" for i in range(7))
+    assert pending(redis_client, settings) == []
+    assert batch_consumers(redis_client, settings) == {}
+
+
+def test_only_empty_idle_batch_consumers_are_dropped(settings, redis_client, workers):
+    ensure_group(redis_client, settings)
+    add_many(redis_client, settings, 3)
+    read_as(redis_client, settings, "dead#batch-1-0", 3)  # still holds its batch
+    for name in ("dead#batch-1-1", "dead", "idle#batch-2-0"):
+        redis_client.xgroup_createconsumer(settings.stream, settings.consumer_group, name)
+    consumer = workers("w1").consumer
+
+    assert consumer.drop_idle_batch_consumers(60_000) == 0, "none has been idle for a minute"
+    time.sleep(0.05)
+    assert consumer.drop_idle_batch_consumers(20) == 2
+    names = {c["name"] for c in redis_client.xinfo_consumers(settings.stream, settings.consumer_group)}
+    assert names == {b"dead#batch-1-0", b"dead"}  # the one holding entries, and a plain consumer
+    assert pending_count(redis_client, settings) == 3
+
+    assert consumer.release_if_empty("dead#batch-1-0") is False
+    assert pending_count(redis_client, settings) == 3
+
+
+def test_entries_of_a_dead_batch_consumer_are_claimed_and_it_is_dropped(settings, redis_client, clean_clickhouse, workers):
+    ensure_group(redis_client, settings)
+    add_many(redis_client, settings, 6)
+    read_as(redis_client, settings, "dead#batch-1-0", 6)  # read, then the process died for good
+    time.sleep(0.25)
+
+    workers("w2", claim_idle_ms=200, batch_size=4).run(burst=True)
+
+    assert event_ids(clean_clickhouse) == sorted(f"ev-{i}" for i in range(6))
+    assert pending(redis_client, settings) == []
+    assert batch_consumers(redis_client, settings) == {}
 
 
 def test_killed_after_insert_claimed_as_different_batch_counts_once_with_final(
@@ -736,9 +797,9 @@ def test_two_workers_share_the_load_and_store_every_row_once(settings, redis_cli
     first = workers("w1", batch_size=100, claim_idle_ms=60_000)
     second = workers("w2", batch_size=100, claim_idle_ms=60_000)
     with running(first), running(second):
-        # Both have registered in the group (first XREADGROUP) and are blocked waiting for entries.
+        # Both are blocked waiting for entries, each as its first batch's consumer.
         wait_for(lambda: redis_client.exists(settings.stream)
-                 and len(redis_client.xinfo_consumers(settings.stream, settings.consumer_group)) == 2)
+                 and {name.split("#")[0] for name in batch_consumers(redis_client, settings)} == {"w1", "w2"})
         time.sleep(0.1)
         for start in range(0, n, 100):
             add_many(redis_client, settings, 100, start=start)

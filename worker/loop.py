@@ -8,15 +8,20 @@ Reading, storing and acknowledging overlap: while a second thread inserts one ba
 reads and frames the next (each read sent before the one in hand is framed), and a third thread
 acknowledges the batch stored before. ClickHouse
 inserts one batch at a time, in order; at most two batches are stored-or-storing and not yet
-acknowledged, and each is recorded (its entry count and last id) before its insert, so a
-restarted consumer re-forms exactly those batches, with the same deduplication tokens.
+acknowledged. Each batch is read as a consumer of its own (``w1#batch-<run>-<n>``), so its
+pending entries are exactly the batch: a restarted consumer re-forms each unacknowledged batch
+from them, with the same deduplication token, and a stored batch is acknowledged by deleting its
+consumer. (Entries claimed from dead consumers, and batches an earlier version left pending
+under the plain name, are recorded by entry count and last id before their inserts instead.)
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from redis.exceptions import RedisError
@@ -55,6 +60,10 @@ class Worker:
         self.inserted_rows = 0
         self._last_trim = self._last_claim = 0.0
         self._rows_per_entry = 1.0
+        # Each batch is read as a consumer of its own (StreamConsumer.batch_consumer), tagged with
+        # this run's nonce and a sequence number; the sequence moves on once a tag received entries.
+        self._batch_nonce = secrets.token_hex(4)
+        self._batch_seq = 0
         self._markers = redis_keys.inflight_batches(consumer.consumer)
         self._legacy_marker = redis_keys.inflight_batch(consumer.consumer)
         self._inserter: ThreadPoolExecutor | None = None
@@ -72,10 +81,19 @@ class Worker:
         try:
             self._work(burst)
             self._settle_in_flight()  # the batch in hand when the stop request came
+            self._drop_unused_batch_consumer()
         finally:
             self._inserter.shutdown(wait=True)
             self._acker.shutdown(wait=True)
             self._inserter = self._acker = None
+
+    def _drop_unused_batch_consumer(self) -> None:
+        """The next batch's consumer exists once a read found nothing under it; going, leave it
+        only if something is pending for it (a read whose reply was lost), for recovery."""
+        try:
+            self.consumer.release_if_empty(self._batch_consumer())
+        except (RedisError, OSError) as exc:
+            log.warning("could not delete the unused batch consumer (%s); the next start does", exc)
 
     def _work(self, burst: bool) -> None:
         backoff = 0.5
@@ -104,12 +122,16 @@ class Worker:
 
     # ----- one batch -----------------------------------------------------------------------
     def _step(self, block: bool) -> bool:
-        entries, decoded = self._collect(block)
+        batch_consumer = self._batch_consumer()
+        entries, decoded = self._collect(block, batch_consumer)
         self._finish_in_flight()
         if entries:
             assert self._inserter is not None, "batches are handed over only inside run()"
-            self._in_flight = self._inserter.submit(self._process, entries, decoded=decoded)
+            self._in_flight = self._inserter.submit(self._process, entries, decoded=decoded, batch_consumer=batch_consumer)
         return bool(entries)
+
+    def _batch_consumer(self) -> str:
+        return self.consumer.batch_consumer(f"{self._batch_nonce}-{self._batch_seq}")
 
     def _finish_in_flight(self) -> None:
         """Wait until the batch in flight is stored (its acknowledgement may still be on its way);
@@ -140,7 +162,7 @@ class Worker:
         """Entries to ask for so that they hold about ``rows_wanted`` rows."""
         return max(1, min(_MAX_ENTRIES_PER_READ, int(rows_wanted / self._rows_per_entry)))
 
-    def _collect(self, block: bool) -> tuple[list[Entry], Decoded]:
+    def _collect(self, block: bool, batch_consumer: str) -> tuple[list[Entry], Decoded]:
         """Read until the entries hold ``batch_size`` rows or ``batch_wait_ms`` passed since the
         first; entries are decoded as they arrive, once, to know how many rows they hold.
 
@@ -168,13 +190,15 @@ class Worker:
                         wait_ms = int((deadline - time.monotonic()) * 1000)
                         if wait_ms <= 0:
                             break
-                    got = self.consumer.read_new(self._read_count(self.batch_size - decoded.size), wait_ms)
+                    got = self.consumer.read_new(self._read_count(self.batch_size - decoded.size), wait_ms, batch_consumer)
                 if not got:
                     break
+                if not entries:
+                    self._batch_seq += 1  # this batch's consumer holds entries now: the next batch takes a new one
                 entries.extend(got)
                 expected = decoded.size + len(got) * self._rows_per_entry
                 if expected < self.batch_size and not self.stopping.is_set():
-                    ahead = self.consumer.request_new(self._read_count(self.batch_size - expected))
+                    ahead = self.consumer.request_new(self._read_count(self.batch_size - expected), batch_consumer)
                 decode_entries(got, into=decoded)
                 if deadline is None:
                     # The first entry starts the clock: at low load a beacon waits at most one batch_wait.
@@ -195,9 +219,14 @@ class Worker:
             self._rows_per_entry = max(1.0, decoded.size / len(entries))
         return entries, decoded
 
-    def _process(self, entries: list[Entry], redelivered: bool = False, decoded: Decoded | None = None) -> None:
+    def _process(
+        self, entries: list[Entry], redelivered: bool = False, decoded: Decoded | None = None, batch_consumer: str | None = None
+    ) -> None:
+        """Store one batch and acknowledge it. ``batch_consumer``: the batch was read as that
+        consumer, whose pending entries are exactly this batch; without one (claimed entries, and
+        batches an earlier version left pending) the batch is recorded before its insert instead."""
         if redelivered:
-            entries = self._dead_letter_exhausted(entries)
+            entries = self._dead_letter_exhausted(entries, batch_consumer)
         if decoded is None:
             decoded = decode_entries(entries)
         for entry_id, fields, reason in decoded.poison:
@@ -205,24 +234,39 @@ class Worker:
             self.consumer.dead_letter(entry_id, fields, reason)
         self.consumer.ack(decoded.empty)
         if not decoded.ids:
+            if batch_consumer is not None:
+                self._release(batch_consumer)  # nothing left pending for it: only the consumer goes
             return
         raw_fields = dict(entries)
-        # What recovery needs to re-form this very batch: how many entries, up to which id (the
-        # next batch may already be pending behind it, read while this one was in flight).
         last_id = decoded.ids[-1]
-        self.consumer.mark_in_flight(self._markers, len(decoded.ids), last_id)
+        if batch_consumer is None:
+            # What recovery needs to re-form this very batch: how many entries, up to which id (the
+            # next batch may already be pending behind it, read while this one was in flight).
+            self.consumer.mark_in_flight(self._markers, len(decoded.ids), last_id)
         if not self._insert_isolating(decoded, raw_fields):
             return  # stopping during an outage: entries stay pending for the next start
-        self._acknowledge(decoded.ids, last_id)
+        if batch_consumer is not None:
+            self._release(batch_consumer)
+        else:
+            self._acknowledge(decoded.ids, last_id)
 
     def _acknowledge(self, ids: list[bytes], last_id: bytes) -> None:
-        """Hand the stored batch's acknowledgement to the ack thread, so the next insert need not
-        wait for it; first wait for the one before, so no more than two batches go unacknowledged."""
+        """Acknowledge a stored batch that was recorded before its insert, with its record."""
+        self._hand_to_acker(self.consumer.ack_batch, ids, self._markers, last_id, self._legacy_marker)
+
+    def _release(self, batch_consumer: str) -> None:
+        """Acknowledge a stored batch read as its own consumer: that consumer goes, and with it
+        every entry still pending for it."""
+        self._hand_to_acker(self.consumer.release_batch, batch_consumer)
+
+    def _hand_to_acker(self, acknowledge: Callable[..., object], *args: object) -> None:
+        """Run an acknowledgement on the ack thread, so the next insert need not wait for it;
+        first wait for the one before, so no more than two batches go unacknowledged."""
         self._finish_acks()
         if self._acker is None:  # outside run(): tests drive _process directly
-            self.consumer.ack_batch(ids, self._markers, last_id, self._legacy_marker)
+            acknowledge(*args)
             return
-        self._ack_in_flight = self._acker.submit(self.consumer.ack_batch, ids, self._markers, last_id, self._legacy_marker)
+        self._ack_in_flight = self._acker.submit(acknowledge, *args)
 
     def _insert_isolating(self, decoded: Decoded, raw_fields: dict) -> bool:
         """Insert everything; if ClickHouse rejects the data, bisect down to the bad entries and
@@ -277,9 +321,18 @@ class Worker:
     def _recover_own_pending(self) -> None:
         """Finish what this consumer had read but not acknowledged before it last stopped.
 
-        The batches recorded before their inserts are re-formed first, each with its recorded
-        size and last id, so they carry the same deduplication tokens and a batch that reached
-        ClickHouse is not stored twice; what follows was never inserted and is batched anew."""
+        Batches read as batch consumers are re-formed from those consumers' pending entries.
+        Batches recorded before their inserts (claimed entries, or left by an earlier version)
+        are re-formed next, each with its recorded size and last id. Either way they carry the
+        same deduplication tokens, so a batch that reached ClickHouse is not stored twice; what
+        follows the records was never inserted and is batched anew."""
+        for batch_consumer, pending in self.consumer.own_batch_consumers():
+            if self.stopping.is_set():
+                return
+            entries = self.consumer.read_pending_of(batch_consumer, max(1, pending)) if pending else []
+            # The batch exactly as it was read (less what left its pending list since), so the
+            # same deduplication token: a batch that reached ClickHouse is not stored twice.
+            self._process(entries, redelivered=True, batch_consumer=batch_consumer)
         recorded = self.consumer.in_flight_batches(self._markers, self._legacy_marker)
         after = b"0"
         while not self.stopping.is_set():
@@ -312,14 +365,16 @@ class Worker:
         self._finish_in_flight()
         self._finish_acks()
         entries = self.consumer.claim_stale(self.claim_idle_ms, self._read_count(self.batch_size))
+        # Batch consumers of dead workers are left empty once their entries are claimed.
+        self.consumer.drop_idle_batch_consumers(self.claim_idle_ms)
         if entries:
             log.info("claimed %d stale entries from other consumers", len(entries))
             self._process(entries, redelivered=True)
         return bool(entries)
 
-    def _dead_letter_exhausted(self, entries: list[Entry]) -> list[Entry]:
+    def _dead_letter_exhausted(self, entries: list[Entry], batch_consumer: str | None = None) -> list[Entry]:
         """An entry delivered too often (e.g. it crashes the worker) is parked, not retried forever."""
-        counts = self.consumer.delivery_counts([entry_id for entry_id, _ in entries])
+        counts = self.consumer.delivery_counts([entry_id for entry_id, _ in entries], batch_consumer)
         keep = []
         for entry_id, fields in entries:
             if counts.get(entry_id, 0) > self.max_deliveries:
