@@ -7,18 +7,21 @@ clickhouse-connect insert of the same rows in the same run.
 
 Phase 1 queues N beacons (one event per stream entry by default, as single-beacon ingest writes
 them at low load; --events-per-entry K packs K per entry as ingest does under load) and times the
-worker draining them into a fresh chDB. The baseline inserts the very same rows with
-clickhouse-connect, column-oriented, in batches of the same size, into an identical empty table
-(abacus.events_baseline): that is the floor the worker's Redis reads, framing, dedup tokens
-and acks come on top of. The two alternate for --rounds rounds (3 by default), each on fresh
-tables once the worker's merges have settled, and the median of the rounds' ratios is printed:
-on a shared host the machine's speed drifts within a run, and a single pair was seen to range
-from 0.41x to 0.62x.
+worker draining them into chDB. The baseline inserts the very same rows with clickhouse-connect,
+column-oriented, in batches of the same size, into an identical empty `abacus.events`: that is the
+floor the worker's Redis reads, framing, dedup tokens and acks come on top of. Each contender runs
+in a process of its own on a fresh chDB directory, as `abacus worker --burst` runs apart from
+anything else. (When the two shared one process, the worker's rate fell round after round, e.g.
+225k, 173k, 162k events/s, while the baseline's held, and the process kept ~130 more chDB threads
+after the first baseline; in processes of their own the rounds hold level.) chDB's start-up,
+the migrations and building the baseline's columns are outside the clock. The two alternate for
+--rounds rounds (3 by default) and the median of the rounds' ratios is printed: on a shared host
+the machine's speed drifts within a run, and a single pair was seen to range from 0.41x to 0.62x.
 
-Phase 2 (skip with --rss-entries 0) queues --rss-entries entries and drains them in a child
-process that builds the worker the same way, to read the worker's peak RSS: VmHWM from
-/proc/self/status at the end of the drain. (RUSAGE_CHILDREN's ru_maxrss is no good here: it
-counts the pages the child shared with this large parent between fork and exec.)
+Phase 2 (skip with --rss-entries 0) queues --rss-entries entries and drains them in the same kind
+of child process, to read the worker's peak RSS: VmHWM from /proc/self/status at the end of the
+drain. (RUSAGE_CHILDREN's ru_maxrss is no good here: it counts the pages the child shared with
+the parent between fork and exec.)
 
 The last line is the ratio of events/s, abacus/baseline.
 """
@@ -39,7 +42,7 @@ from pathlib import Path
 
 import msgspec
 
-from bench.common import REPO, machine, python, start_valkey, wait_for_merges
+from bench.common import REPO, machine, python, start_valkey
 from shared.wire import StreamEnvelope, StreamEvent
 
 STREAM = "abacus:events"
@@ -168,8 +171,6 @@ def insert_baseline(clickhouse, total: int, batch_size: int) -> float:  # type: 
     from worker.rows import COLUMNS
 
     client = clickhouse.client()
-    client.command("CREATE TABLE IF NOT EXISTS abacus.events_baseline AS abacus.events")
-    client.command("TRUNCATE TABLE abacus.events_baseline")
     # Columns built before the clock starts: the baseline is the insert alone.
     batches = []
     for offset in range(0, total, batch_size):
@@ -178,50 +179,46 @@ def insert_baseline(clickhouse, total: int, batch_size: int) -> float:  # type: 
     gc.collect()
     started = time.perf_counter()
     for columns in batches:
-        client.insert("abacus.events_baseline", columns, column_names=COLUMNS, column_oriented=True)
+        client.insert("abacus.events", columns, column_names=COLUMNS, column_oriented=True)
     return time.perf_counter() - started
 
 
-def drain_round(redis_url: str, clickhouse, beacons: int, per_entry: int, batch_size: int, round_: int) -> float:  # type: ignore[no-untyped-def]
-    """One worker drain and one baseline insert of the same rows, on fresh tables and a fresh
-    stream; the ratio of their rates. Rounds alternate the two, so a machine that slows down or
-    speeds up during a run (a shared host) weighs on both alike."""
+def drain_round(redis_url: str, beacons: int, per_entry: int, batch_size: int, round_: int) -> float:
+    """One worker drain and one baseline insert of the same rows, each in a child process on a
+    fresh chDB directory; the ratio of their rates. Rounds alternate the two, so a machine that
+    slows down or speeds up during a run (a shared host) weighs on both alike."""
     import redis
 
-    from shared.clickhouse import migrate
-
-    client = clickhouse.client()
-    # Fresh tables, deduplication logs included (TRUNCATE keeps those: a second round's baseline
-    # would be dropped as a duplicate of the first).
-    client.command("DROP DATABASE IF EXISTS abacus SYNC")
-    migrate(client)
     with redis.Redis.from_url(redis_url) as valkey_client:
         valkey_client.delete(STREAM)
     queued_s = queue_beacons(redis_url, beacons, per_entry)
     print(f"round {round_}: queued {beacons} beacons in {queued_s:.1f} s ({beacons / queued_s:,.0f}/s via pipelined XADD)")
 
-    gc.collect()
-    worker_s, worker_rows = drain_with_worker(redis_url, clickhouse, batch_size)
-    stored = client.query("SELECT count() FROM abacus.events").result_rows[0][0]
-    if stored != beacons or worker_rows != beacons:
-        raise SystemExit(f"worker stored {stored} rows (inserted {worker_rows}), expected {beacons}")
-    # The worker's parts are still being merged: let that settle first, so the baseline pays
-    # for its own merges only, as the worker did.
-    settled_s = wait_for_merges(client, timeout_s=120, quiet_s=1.0)
-    baseline_s = insert_baseline(clickhouse, beacons, batch_size)
-    base_stored = client.query("SELECT count() FROM abacus.events_baseline").result_rows[0][0]
-    if base_stored != beacons:
-        raise SystemExit(f"baseline stored {base_stored} rows, expected {beacons}")
-    abacus_rate, baseline_rate = beacons / worker_s, beacons / baseline_s
-    print(f"abacus    worker burst drain        {abacus_rate:12,.0f} events/s  ({worker_s:.2f} s, {stored} rows stored)")
-    print(
-        f"baseline  clickhouse-connect insert {baseline_rate:12,.0f} events/s  ({baseline_s:.2f} s, same rows and batch size; "
-        f"after {settled_s:.1f} s for the worker's merges to settle)"
-    )
+    drained = run_child(["--child-drain", redis_url, "--batch-size", str(batch_size)])
+    if drained["stored"] != beacons or drained["rows"] != beacons:
+        raise SystemExit(f"worker stored {drained['stored']} rows (inserted {drained['rows']}), expected {beacons}")
+    baseline = run_child(["--child-baseline", str(beacons), "--batch-size", str(batch_size)])
+    if baseline["stored"] != beacons:
+        raise SystemExit(f"baseline stored {baseline['stored']} rows, expected {beacons}")
+    abacus_rate, baseline_rate = beacons / drained["seconds"], beacons / baseline["seconds"]
+    print(f"abacus    worker burst drain        {abacus_rate:12,.0f} events/s  ({drained['seconds']:.2f} s, {drained['stored']} rows stored)")
+    print(f"baseline  clickhouse-connect insert {baseline_rate:12,.0f} events/s  ({baseline['seconds']:.2f} s, same rows and batch size)")
     return abacus_rate / baseline_rate
 
 
-# ----- RSS phase: the worker alone in a child process ---------------------------------------
+def run_child(args: list[str]) -> dict:
+    """Runs this script in a child process on a fresh chDB directory; returns the JSON it prints."""
+    with tempfile.TemporaryDirectory(prefix="abacus-bench-drain-") as tmp:
+        out = subprocess.run(
+            [python(), "-m", "bench.bench_worker_drain", *args, "--child-dir", tmp],
+            cwd=REPO, capture_output=True, text=True,
+        )
+    if out.returncode != 0:
+        raise RuntimeError(f"child {args[0]} failed ({out.returncode}):\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# ----- the child processes -------------------------------------------------------------------
 def child_drain(redis_url: str, data_dir: Path, batch_size: int) -> None:
     from shared.clickhouse import ClickHouse, chdb_url, migrate
 
@@ -234,6 +231,18 @@ def child_drain(redis_url: str, data_dir: Path, batch_size: int) -> None:
     clickhouse.close()
 
 
+def child_baseline(total: int, data_dir: Path, batch_size: int) -> None:
+    from shared.clickhouse import ClickHouse, chdb_url, migrate
+
+    clickhouse = ClickHouse(chdb_url(data_dir))
+    migrate(clickhouse.client())
+    elapsed = insert_baseline(clickhouse, total, batch_size)
+    stored = clickhouse.client().query("SELECT count() FROM abacus.events").result_rows[0][0]
+    print(json.dumps({"stored": stored, "seconds": elapsed}))
+    clickhouse.close()
+
+
+# ----- RSS phase: the worker alone in a child process ---------------------------------------
 def rss_phase(redis_url: str, entries: int, per_entry: int, batch_size: int) -> dict:
     import redis
 
@@ -242,14 +251,7 @@ def rss_phase(redis_url: str, entries: int, per_entry: int, batch_size: int) -> 
     queued_s = queue_beacons(redis_url, entries * per_entry, per_entry)
     length = client.xlen(STREAM)
     client.close()
-    with tempfile.TemporaryDirectory(prefix="abacus-bench-rss-") as tmp:
-        out = subprocess.run(
-            [python(), "-m", "bench.bench_worker_drain", "--child-drain", redis_url, "--child-dir", tmp, "--batch-size", str(batch_size)],
-            cwd=REPO, capture_output=True, text=True,
-        )
-    if out.returncode != 0:
-        raise RuntimeError(f"worker child failed ({out.returncode}):\n{out.stderr[-3000:]}")
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = run_child(["--child-drain", redis_url, "--batch-size", str(batch_size)])
     result.update({"queued_s": queued_s, "entries": length})
     return result
 
@@ -263,6 +265,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="drain and baseline rounds, alternated; the median ratio is printed")
     parser.add_argument("--tiny", action="store_true", help="a few seconds, for CI: 20,000 beacons, 20,000-entry RSS phase, one round")
     parser.add_argument("--child-drain", metavar="REDIS_URL", help=argparse.SUPPRESS)
+    parser.add_argument("--child-baseline", type=int, metavar="BEACONS", help=argparse.SUPPRESS)
     parser.add_argument("--child-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -272,24 +275,23 @@ def main() -> None:
     if args.child_drain:
         child_drain(args.child_drain, args.child_dir, batch_size)
         return
+    if args.child_baseline:
+        child_baseline(args.child_baseline, args.child_dir, batch_size)
+        return
     if args.tiny:
         args.beacons = min(args.beacons, 20_000)
         args.rss_entries = min(args.rss_entries, 20_000)
         args.rounds = 1
     per_entry = max(1, min(500, args.events_per_entry))
 
-    from shared.clickhouse import ClickHouse, chdb_url
-
     print(f"machine: {machine()}; load average {os.getloadavg()[0]:.2f} (shared machine: figures vary with other load)")
     print(f"{args.beacons} beacons, {per_entry} per stream entry, batch size {batch_size} rows")
     valkey = start_valkey()
     redis_url = valkey.connection_url + "/0"
-    tmp = tempfile.TemporaryDirectory(prefix="abacus-bench-drain-")
-    clickhouse = ClickHouse(chdb_url(Path(tmp.name)))
     try:
         ratios = []
         for round_ in range(1, args.rounds + 1):
-            ratios.append(drain_round(redis_url, clickhouse, args.beacons, per_entry, batch_size, round_))
+            ratios.append(drain_round(redis_url, args.beacons, per_entry, batch_size, round_))
         if args.rss_entries > 0:
             rss = rss_phase(redis_url, args.rss_entries, per_entry, batch_size)
             if rss["stored"] != args.rss_entries * per_entry:
@@ -302,9 +304,7 @@ def main() -> None:
         else:
             print("worker peak RSS phase skipped (--rss-entries 0)")
     finally:
-        clickhouse.close()
         valkey.stop()
-        tmp.cleanup()
     if len(ratios) > 1:
         print("ratios by round: " + ", ".join(f"{ratio:.2f}" for ratio in ratios) + " (the median follows)")
     print(f"ratio abacus/baseline events/s: {statistics.median(ratios):.2f}")
