@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import gc
 import math
 import os
 import sys
@@ -23,7 +22,7 @@ import time
 from pathlib import Path
 
 from bench.bench_worker_drain import queue_beacons
-from bench.common import machine, start_valkey
+from bench.common import freeze_heap, machine, start_valkey
 
 
 def main() -> None:
@@ -54,18 +53,14 @@ def main() -> None:
         print(f"{args.beacons:,} beacons queued in {queued_s:.1f} s, {args.per_entry} per entry")
 
         worker = build_worker(settings, clickhouse, consumer_name="bench")
-        # As `abacus worker` does once built (worker/main.py): the start-up heap is frozen, so
-        # full collections do not walk every imported module.
-        gc.collect()
-        gc.freeze()
+        freeze_heap()
         started = time.perf_counter()
         worker.run(burst=True)
         drain_s = time.perf_counter() - started
         worker.consumer.redis.close()
 
         roller = build_roller(settings, clickhouse)
-        gc.collect()
-        gc.freeze()
+        freeze_heap()
         started = time.perf_counter()
         roller.run(until_caught_up=True)
         fold_s = time.perf_counter() - started

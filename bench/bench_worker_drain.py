@@ -29,7 +29,6 @@ The last line is the ratio of events/s, abacus/baseline.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import socket
@@ -42,7 +41,7 @@ from pathlib import Path
 
 import msgspec
 
-from bench.common import REPO, machine, python, start_valkey
+from bench.common import REPO, freeze_heap, machine, python, start_valkey
 from shared.wire import StreamEnvelope, StreamEvent
 
 STREAM = "abacus:events"
@@ -157,9 +156,7 @@ def drain_with_worker(redis_url: str, clickhouse, batch_size: int) -> tuple[floa
 
     settings = Settings(redis_url=redis_url, clickhouse_url=clickhouse.url, batch_size=batch_size)
     worker = build_worker(settings, clickhouse, consumer_name="bench")
-    # As `abacus worker` does once it is built (worker/main.py): the start-up heap is frozen.
-    gc.collect()
-    gc.freeze()
+    freeze_heap()
     started = time.perf_counter()
     worker.run(burst=True)
     elapsed = time.perf_counter() - started
@@ -176,9 +173,7 @@ def insert_baseline(clickhouse, total: int, batch_size: int) -> float:  # type: 
     for offset in range(0, total, batch_size):
         rows = [msgspec.structs.astuple(e) for e in make_events(offset, min(total, offset + batch_size), total)]
         batches.append([list(column) for column in zip(*rows)])
-    # Frozen like the worker's start-up heap, so no full collection walks the prepared columns.
-    gc.collect()
-    gc.freeze()
+    freeze_heap()  # as the worker's start-up heap is: no full collection walks the prepared columns
     started = time.perf_counter()
     for columns in batches:
         client.insert("abacus.events", columns, column_names=COLUMNS, column_oriented=True)
@@ -221,26 +216,30 @@ def run_child(args: list[str]) -> dict:
 
 
 # ----- the child processes -------------------------------------------------------------------
-def child_drain(redis_url: str, data_dir: Path, batch_size: int) -> None:
+def fresh_clickhouse(data_dir: Path):  # type: ignore[no-untyped-def]
     from shared.clickhouse import ClickHouse, chdb_url, migrate
 
     clickhouse = ClickHouse(chdb_url(data_dir))
     migrate(clickhouse.client())
+    return clickhouse
+
+
+def stored_events(clickhouse) -> int:  # type: ignore[no-untyped-def]
+    return clickhouse.client().query("SELECT count() FROM abacus.events").result_rows[0][0]
+
+
+def child_drain(redis_url: str, data_dir: Path, batch_size: int) -> None:
+    clickhouse = fresh_clickhouse(data_dir)
     before = vm_hwm_mb()
     elapsed, rows = drain_with_worker(redis_url, clickhouse, batch_size)
-    stored = clickhouse.client().query("SELECT count() FROM abacus.events").result_rows[0][0]
-    print(json.dumps({"rows": rows, "stored": stored, "seconds": elapsed, "hwm_before_mb": before, "hwm_mb": vm_hwm_mb()}))
+    print(json.dumps({"rows": rows, "stored": stored_events(clickhouse), "seconds": elapsed, "hwm_before_mb": before, "hwm_mb": vm_hwm_mb()}))
     clickhouse.close()
 
 
 def child_baseline(total: int, data_dir: Path, batch_size: int) -> None:
-    from shared.clickhouse import ClickHouse, chdb_url, migrate
-
-    clickhouse = ClickHouse(chdb_url(data_dir))
-    migrate(clickhouse.client())
+    clickhouse = fresh_clickhouse(data_dir)
     elapsed = insert_baseline(clickhouse, total, batch_size)
-    stored = clickhouse.client().query("SELECT count() FROM abacus.events").result_rows[0][0]
-    print(json.dumps({"stored": stored, "seconds": elapsed}))
+    print(json.dumps({"stored": stored_events(clickhouse), "seconds": elapsed}))
     clickhouse.close()
 
 
