@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from litestar import Litestar
 from litestar.datastructures import State
@@ -18,6 +19,7 @@ from shared.app_config import app_config, bounded_shutdown
 from shared.clickhouse import ClickHouse, is_chdb
 from shared.cors import CORS
 from shared.health import health_handlers
+from shared.http_edge import guarded
 from shared.redis_conn import async_client, sync_client
 from shared.registry.cache import RegistryCache
 from shared.registry.seed import find_seed, load_seed
@@ -58,7 +60,7 @@ def build_query(settings: Settings, clickhouse: ClickHouse, registry: RegistryCa
     )
 
 
-def create_app(settings: Settings) -> CORS:
+def create_app(settings: Settings) -> Any:
     if not settings.redis_url:
         raise ValueError("abacus query-api needs ABACUS_REDIS_URL")
     if not settings.clickhouse_url or is_chdb(settings.clickhouse_url):
@@ -78,8 +80,8 @@ def create_app(settings: Settings) -> CORS:
         on_shutdown=bounded_shutdown(registry.stop, redis_client.aclose, close_clickhouse),
         **app_config("Abacus query API"),  # type: ignore[arg-type]
     )
-    return CORS(app, settings.cors_origins)
+    return guarded(CORS(app, settings.cors_origins), settings)
 
 
-def app_from_env() -> CORS:
+def app_from_env() -> Any:
     return create_app(Settings.from_env())

@@ -93,15 +93,19 @@ def _require_servers(settings: Settings, role: str, clickhouse: bool) -> None:
             )
 
 
-def _serve_granian(target: str, host: str, port: int, workers: int, rsgi: bool = False) -> int:
+def _serve_granian(settings: Settings, target: str, host: str, port: int, workers: int, rsgi: bool = False) -> int:
     from granian import Granian
     from granian.constants import Interfaces
+
+    from shared.http_edge import allow_open_files, granian_options
 
     if rsgi:
         # The RSGI apps here serve no websockets: granian then refuses upgrades itself.
         options = {"interface": Interfaces.RSGI, "websockets": False}
     else:
         options = {"interface": Interfaces.ASGI}
+    allow_open_files(settings.http_max_connections)
+    options.update(granian_options(settings))
     Granian(target, address=host, port=port, workers=workers, factory=True, **options).serve()  # type: ignore[arg-type]
     return 0
 
@@ -109,7 +113,7 @@ def _serve_granian(target: str, host: str, port: int, workers: int, rsgi: bool =
 def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
     _require_servers(settings, "abacus ingest", clickhouse=False)
     # RSGI: the beacon POSTs skip granian's ASGI layer, half of their cost (see ingest.rsgi).
-    return _serve_granian("ingest.app:app_from_env", args.host, args.port, args.workers, rsgi=True)
+    return _serve_granian(settings, "ingest.app:app_from_env", args.host, args.port, args.workers, rsgi=True)
 
 
 def run_query_api(args: argparse.Namespace, settings: Settings) -> int:
@@ -120,7 +124,7 @@ def run_query_api(args: argparse.Namespace, settings: Settings) -> int:
         TokenVerifier(settings)  # refuse to start without a usable secret, before forking workers
     except AuthConfigError as exc:
         raise CliError(str(exc)) from None
-    return _serve_granian("query_api.app:app_from_env", args.host, args.port, args.workers)
+    return _serve_granian(settings, "query_api.app:app_from_env", args.host, args.port, args.workers)
 
 
 def run_worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -230,13 +234,15 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
         from granian.constants import Interfaces
         from granian.server.embed import Server
 
+        from shared.http_edge import allow_open_files, granian_options
         from shared.serve import create_serve_app
 
         app = create_serve_app(settings)
         # As `abacus ingest` does: the start-up heap lives as long as the process, and frozen it
         # is no longer walked by the full collections beacon traffic sets off (see ingest.app).
         gc.freeze()
-        server = Server(app, address=args.host, port=args.port, interface=Interfaces.ASGI)
+        allow_open_files(settings.http_max_connections)
+        server = Server(app, address=args.host, port=args.port, interface=Interfaces.ASGI, **granian_options(settings))
 
         async def serve() -> None:
             loop = asyncio.get_running_loop()

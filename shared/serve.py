@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 from litestar import Litestar
 from litestar.datastructures import State
@@ -22,6 +23,7 @@ from shared.bots import BotDetector
 from shared.clickhouse import ClickHouse, migrate
 from shared.cors import CORS
 from shared.health import health_handlers
+from shared.http_edge import guarded
 from shared.redis_conn import async_client
 from shared.registry.cache import RegistryCache
 from shared.settings import Settings
@@ -31,7 +33,7 @@ log = logging.getLogger(__name__)
 SERVE_CONSUMER = "serve"
 
 
-def create_serve_app(settings: Settings) -> CORS:
+def create_serve_app(settings: Settings) -> Any:
     """``settings`` must carry resolved Redis and ClickHouse URLs (the CLI starts the embedded ones)."""
     clickhouse = ClickHouse(settings.clickhouse_url or "")
     migrate(clickhouse.client())
@@ -83,4 +85,4 @@ def create_serve_app(settings: Settings) -> CORS:
     )
     document_beacon_routes(app)
     # Beacon paths skip Litestar's router and middleware, as under `abacus ingest`.
-    return CORS(BeaconDispatcher(app, ingest.beacon_endpoints), settings.cors_origins)
+    return guarded(CORS(BeaconDispatcher(app, ingest.beacon_endpoints), settings.cors_origins), settings)
