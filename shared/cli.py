@@ -7,7 +7,6 @@ import argparse
 import datetime as dt
 import fcntl
 import logging
-import os
 import re
 import secrets
 import sys
@@ -186,14 +185,14 @@ def _read_secret(data_dir: Path) -> str | None:
 
 
 def _ensure_secret(data_dir: Path) -> str:
+    from shared.embedded import private_file
+
     existing = _read_secret(data_dir)
     if existing:
+        _secret_path(data_dir).chmod(0o600)  # one written by hand may be readable by others
         return existing
-    path = _secret_path(data_dir)
     secret = secrets.token_urlsafe(48)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secret + "\n")
+    private_file(_secret_path(data_dir), secret + "\n")
     return secret
 
 
@@ -205,6 +204,7 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     data_dir = settings.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.chmod(0o700)  # beacons, the registry and the secrets inside are the owner's only
     lock = open(data_dir / "serve.lock", "w")  # held for the process's life; the OS drops it on any exit
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -237,7 +237,8 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
         from shared.http_edge import allow_open_files, granian_options
         from shared.serve import create_serve_app
 
-        app = create_serve_app(settings)
+        liveness = {"valkey": lambda: valkey.problem} if valkey is not None else {}
+        app = create_serve_app(settings, liveness)
         # As `abacus ingest` does: the start-up heap lives as long as the process, and frozen it
         # is no longer walked by the full collections beacon traffic sets off (see ingest.app).
         gc.freeze()
@@ -248,6 +249,9 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, server.stop)
+            if valkey is not None:
+                # A Valkey that cannot be restarted ends serve, non-zero, for a supervisor to act on.
+                valkey.supervise(lambda: loop.call_soon_threadsafe(server.stop))
             print(f"Abacus serving on http://{args.host}:{args.port} (data in {data_dir})", flush=True)
             await server.serve()
 
@@ -256,6 +260,9 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
         if valkey is not None:
             valkey.stop()
         lock.close()
+    if valkey is not None and valkey.gave_up:
+        print("abacus: the embedded Valkey died and could not be restarted; see the log above", file=sys.stderr)
+        return 1
     return 0
 
 
