@@ -75,10 +75,9 @@ def create_app(settings: Settings) -> Any:
     app = Litestar(
         route_handlers=[*parts.route_handlers, *health_handlers({"query": parts.readiness})],
         state=State(parts.state),
-        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         on_startup=[registry.start],
         on_shutdown=bounded_shutdown(registry.stop, redis_client.aclose, close_clickhouse),
-        **app_config("Abacus query API"),  # type: ignore[arg-type]
+        **app_config("Abacus query API", EXCEPTION_HANDLERS),  # type: ignore[arg-type]
     )
     return guarded(CORS(app, settings.cors_origins), settings)
 

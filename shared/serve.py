@@ -87,12 +87,11 @@ def create_serve_app(settings: Settings, liveness: dict[str, LivenessCheck] | No
             ),
         ],
         state=State(query.state),
-        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         on_startup=[registry.start, start_worker],
         on_shutdown=bounded_shutdown(
             stop_worker, registry.stop, ingest.publisher.close, redis_client.aclose, close_clickhouse, seconds=35
         ),
-        **app_config("Abacus"),  # type: ignore[arg-type]
+        **app_config("Abacus", EXCEPTION_HANDLERS),  # type: ignore[arg-type]
     )
     document_beacon_routes(app)
     # Beacon paths skip Litestar's router and middleware, as under `abacus ingest`.
