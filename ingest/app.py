@@ -18,6 +18,7 @@ from ingest.service import IngestService
 from shared.app_config import app_config, bounded_shutdown
 from shared.bots import BotDetector
 from shared.cors import CORS
+from shared.openapi_statuses import document_statuses
 from shared.health import health_handlers
 from shared.redis_conn import async_client
 from shared.registry.cache import RegistryCache
@@ -45,6 +46,7 @@ def _build(settings: Settings) -> tuple[CORS, dict[str, BeaconEndpoint]]:
         **app_config("Abacus ingest"),  # type: ignore[arg-type]
     )
     document_beacon_routes(app)
+    document_statuses(app)
     return CORS(BeaconDispatcher(app, service.beacon_endpoints), settings.cors_origins), service.beacon_endpoints
 
 

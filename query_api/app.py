@@ -18,6 +18,7 @@ from query_api.service import QueryService, in_thread
 from shared.app_config import app_config, bounded_shutdown
 from shared.clickhouse import ClickHouse, is_chdb
 from shared.cors import CORS
+from shared.openapi_statuses import document_statuses
 from shared.health import health_handlers
 from shared.http_edge import guarded
 from shared.redis_conn import async_client, sync_client
@@ -79,6 +80,7 @@ def create_app(settings: Settings) -> Any:
         on_shutdown=bounded_shutdown(registry.stop, redis_client.aclose, close_clickhouse),
         **app_config("Abacus query API", EXCEPTION_HANDLERS),  # type: ignore[arg-type]
     )
+    document_statuses(app)
     return guarded(CORS(app, settings.cors_origins), settings)
 
 

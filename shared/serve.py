@@ -22,6 +22,7 @@ from shared.app_config import app_config, bounded_shutdown
 from shared.bots import BotDetector
 from shared.clickhouse import ClickHouse, migrate
 from shared.cors import CORS
+from shared.openapi_statuses import document_statuses
 from shared.health import LivenessCheck, health_handlers
 from shared.http_edge import guarded
 from shared.redis_conn import async_client
@@ -94,5 +95,6 @@ def create_serve_app(settings: Settings, liveness: dict[str, LivenessCheck] | No
         **app_config("Abacus", EXCEPTION_HANDLERS),  # type: ignore[arg-type]
     )
     document_beacon_routes(app)
+    document_statuses(app)
     # Beacon paths skip Litestar's router and middleware, as under `abacus ingest`.
     return guarded(CORS(BeaconDispatcher(app, ingest.beacon_endpoints), settings.cors_origins), settings)
