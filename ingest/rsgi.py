@@ -34,9 +34,10 @@ class IngestRSGI:
     """The RSGI application granian serves; ``asgi_app`` is `abacus ingest`'s whole ASGI app
     (CORS outermost), ``endpoints`` the beacon endpoints by exact path."""
 
-    def __init__(self, asgi_app: CORS, endpoints: dict[str, BeaconEndpoint]) -> None:
+    def __init__(self, asgi_app: CORS, endpoints: dict[str, BeaconEndpoint], body_timeout_s: float = 10.0) -> None:
         self._asgi_app = asgi_app
         self._endpoints = endpoints
+        self._body_timeout_s = body_timeout_s
         self._lifespan = Lifespan(asgi_app)
 
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -69,7 +70,7 @@ class IngestRSGI:
                 content_type,
                 headers.get("content-length"),
                 headers.get("user-agent"),
-                partial(read_rsgi_body, protocol),
+                partial(read_rsgi_body, protocol, timeout_s=self._body_timeout_s),
             )
         except Exception:
             # What the ASGI path's dispatcher (and Litestar) do: log the traceback, answer 500.
@@ -87,8 +88,17 @@ def _response_headers(body: bytes, extra: Headers, cors: CORS, origin: str | Non
     return headers
 
 
-async def read_rsgi_body(protocol: Any, declared_length: int | None, limit: int) -> bytes:
-    """The body from RSGI; ``declared_length`` was checked against the limit already."""
+async def read_rsgi_body(protocol: Any, declared_length: int | None, limit: int, timeout_s: float | None = None) -> bytes:
+    """The body from RSGI; ``declared_length`` was checked against the limit already. A body not
+    complete within ``timeout_s`` is a 408: a client that stops mid-body must not hold the connection."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _read_rsgi_body(protocol, declared_length, limit)
+    except TimeoutError:
+        raise BadRequest(408, "Request body not received in time") from None
+
+
+async def _read_rsgi_body(protocol: Any, declared_length: int | None, limit: int) -> bytes:
     try:
         if declared_length is not None:
             # The server reads exactly the declared length: at most the limit.
