@@ -21,6 +21,7 @@ from ingest.asgi_bridge import Lifespan, serve_http
 from ingest.handler import INTERNAL_ERROR_BODY, BeaconEndpoint, Headers
 from ingest.request import BadRequest, too_large
 from shared.cors import CORS
+from shared.http_edge import BodyDeadlines, BodyTimeout
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ class IngestRSGI:
     def __init__(self, asgi_app: CORS, endpoints: dict[str, BeaconEndpoint], body_timeout_s: float = 10.0) -> None:
         self._asgi_app = asgi_app
         self._endpoints = endpoints
-        self._body_timeout_s = body_timeout_s
+        self._deadlines = BodyDeadlines(body_timeout_s)
         self._lifespan = Lifespan(asgi_app)
 
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -70,7 +71,7 @@ class IngestRSGI:
                 content_type,
                 headers.get("content-length"),
                 headers.get("user-agent"),
-                partial(read_rsgi_body, protocol, timeout_s=self._body_timeout_s),
+                partial(read_rsgi_body, protocol, deadlines=self._deadlines),
             )
         except Exception:
             # What the ASGI path's dispatcher (and Litestar) do: log the traceback, answer 500.
@@ -88,13 +89,17 @@ def _response_headers(body: bytes, extra: Headers, cors: CORS, origin: str | Non
     return headers
 
 
-async def read_rsgi_body(protocol: Any, declared_length: int | None, limit: int, timeout_s: float | None = None) -> bytes:
+async def read_rsgi_body(
+    protocol: Any, declared_length: int | None, limit: int, deadlines: BodyDeadlines | None = None
+) -> bytes:
     """The body from RSGI; ``declared_length`` was checked against the limit already. A body not
-    complete within ``timeout_s`` is a 408: a client that stops mid-body must not hold the connection."""
+    complete within the deadline is a 408: a client that stops mid-body must not hold the connection."""
+    if deadlines is None:
+        return await _read_rsgi_body(protocol, declared_length, limit)
+    deadline = asyncio.get_running_loop().time() + deadlines.seconds
     try:
-        async with asyncio.timeout(timeout_s):
-            return await _read_rsgi_body(protocol, declared_length, limit)
-    except TimeoutError:
+        return await deadlines.read(_read_rsgi_body(protocol, declared_length, limit), deadline)
+    except BodyTimeout:
         raise BadRequest(408, "Request body not received in time") from None
 
 

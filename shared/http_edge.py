@@ -51,6 +51,53 @@ def allow_open_files(connections: int) -> None:
             log.warning("open-files limit %s is below the %s connections allowed plus spare", new_soft, connections)
 
 
+class BodyTimeout(Exception):
+    """A request body did not arrive within its deadline."""
+
+
+class BodyDeadlines:
+    """Ends body reads that outlive their deadline. One sweeper task per event loop checks them a
+    few times a second, instead of a timer per request: asyncio's timers cost more than a beacon's
+    own work on the hot path, and a deadline of seconds needs no finer clock."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._sweep_every_s = min(0.25, seconds / 4)
+        self._reads: dict[asyncio.Task, float] = {}
+        self._expired: set[asyncio.Task] = set()
+        self._sweeper: asyncio.Task | None = None
+
+    async def read(self, awaitable: Any, deadline: float) -> Any:
+        """``await awaitable``, or BodyTimeout once the loop's clock passes ``deadline``."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._reads[task] = deadline
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+        try:
+            return await awaitable
+        except asyncio.CancelledError:
+            if task not in self._expired:
+                raise
+            self._expired.discard(task)
+            task.uncancel()
+            raise BodyTimeout from None
+        finally:
+            self._reads.pop(task, None)
+
+    async def _sweep(self) -> None:
+        # Ends when nothing is being read; the next read starts it again.
+        loop = asyncio.get_running_loop()
+        while self._reads:
+            await asyncio.sleep(self._sweep_every_s)
+            now = loop.time()
+            for task, deadline in list(self._reads.items()):
+                # A reading task is suspended in ``read``, so the cancellation arrives there.
+                if deadline <= now and task not in self._expired:
+                    self._expired.add(task)
+                    task.cancel()
+
+
 class _BodyTimedOut(BaseException):
     """Raised into the app from ``receive``: a BaseException, so no ``except Exception`` of the app
     turns it into a 500; ``BodyDeadline`` answers it with a 408."""
@@ -65,14 +112,13 @@ class BodyDeadline:
 
     def __init__(self, app: Any, seconds: float) -> None:
         self.app = app
-        self._seconds = seconds
+        self._deadlines = BodyDeadlines(seconds)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._seconds
+        deadline = asyncio.get_running_loop().time() + self._deadlines.seconds
         body_done = False
         started = False
 
@@ -81,9 +127,8 @@ class BodyDeadline:
             if body_done:
                 return await receive()  # after the body: a wait for the disconnect, not bounded
             try:
-                async with asyncio.timeout_at(deadline):
-                    message = await receive()
-            except TimeoutError:
+                message = await self._deadlines.read(receive(), deadline)
+            except BodyTimeout:
                 raise _BodyTimedOut from None
             if message["type"] != "http.request" or not message.get("more_body", False):
                 body_done = True
