@@ -18,7 +18,9 @@ from ingest.service import IngestService
 from shared.app_config import app_config, bounded_shutdown
 from shared.bots import BotDetector
 from shared.cors import CORS
+from shared.openapi_statuses import document_statuses
 from shared.health import health_handlers
+from shared.http_edge import HeadAsGet
 from shared.redis_conn import async_client
 from shared.registry.cache import RegistryCache
 from shared.settings import Settings
@@ -29,7 +31,7 @@ def create_app(settings: Settings) -> CORS:
 
 
 def create_rsgi_app(settings: Settings) -> IngestRSGI:
-    return IngestRSGI(*_build(settings))
+    return IngestRSGI(*_build(settings), body_timeout_s=settings.http_body_timeout_ms / 1000)
 
 
 def _build(settings: Settings) -> tuple[CORS, dict[str, BeaconEndpoint]]:
@@ -45,7 +47,8 @@ def _build(settings: Settings) -> tuple[CORS, dict[str, BeaconEndpoint]]:
         **app_config("Abacus ingest"),  # type: ignore[arg-type]
     )
     document_beacon_routes(app)
-    return CORS(BeaconDispatcher(app, service.beacon_endpoints), settings.cors_origins), service.beacon_endpoints
+    document_statuses(app)
+    return CORS(HeadAsGet(BeaconDispatcher(app, service.beacon_endpoints)), settings.cors_origins), service.beacon_endpoints
 
 
 def app_from_env() -> IngestRSGI:

@@ -17,7 +17,18 @@ from typing import Any
 import msgspec
 
 from ingest.publisher import SinkUnavailable, StreamPublisher
-from ingest.request import BATCH, BadRequest, Endpoint, check_media_type, declared_length, parse_beacons, read_asgi_body
+from ingest.request import (
+    BATCH,
+    MAX_REPORTED_ERRORS,
+    BadRequest,
+    Endpoint,
+    ItemError,
+    check_media_type,
+    declared_length,
+    parse_batch,
+    parse_beacons,
+    read_asgi_body,
+)
 from ingest.steps import DropCounter, DropReason, EventIds, event_id, now_ms, registry_drop_reason, to_stream_event
 from shared.registry.cache import RegistryCache
 
@@ -42,10 +53,12 @@ _RETRY_SOON: Headers = [("retry-after", "1")]
 _json_encoder = msgspec.json.Encoder()
 
 
-class BatchResult(msgspec.Struct):
+class BatchResult(msgspec.Struct, omit_defaults=True):
     ok: bool
     accepted: int
     rejected: int
+    """Dropped beacons (reasons in X-Abacus-Reason) plus invalid ones (listed in ``errors``)."""
+    errors: list[ItemError] = []
 
 
 class BeaconEndpoint:
@@ -85,18 +98,25 @@ class BeaconEndpoint:
     ) -> Answer:
         """The endpoint's answer to one request; the body is read only once the headers passed."""
         if method != "POST":
+            if method == "OPTIONS":  # what the Allow header of the 405 promises
+                return 204, b"", _ALLOW_POST
             return 405, _error_body("Method not allowed: use POST"), _ALLOW_POST
         try:
             check_media_type(content_type)
             limit = self.endpoint.body_limit
             body = await read_body(declared_length(content_length, limit), limit)
-            return await self._ingest(parse_beacons(self.endpoint, body), user_agent)
+            if self.endpoint is BATCH:
+                # Valid items are taken even beside invalid ones: a client library must not lose
+                # every event it queued because of one bad one.
+                return await self._ingest(*parse_batch(body), user_agent)
+            return await self._ingest(parse_beacons(self.endpoint, body), [], user_agent)
         except BadRequest as exc:
             return exc.status, _error_body(exc.message, exc.field), _NO_HEADERS
         except SinkUnavailable as exc:
-            return 503, _error_body(str(exc)), _RETRY_SOON
+            # A plain sentence: what failed and where (addresses, exception text) is in the log.
+            return 503, _error_body(exc.public), _RETRY_SOON
 
-    async def _ingest(self, beacons: list, user_agent: str | None) -> Answer:
+    async def _ingest(self, beacons: list, invalid: list[ItemError], user_agent: str | None) -> Answer:
         view = self._registry.view
         if view is None:
             # Without a registry ingest cannot tell a real experiment from junk; refusing is
@@ -123,7 +143,8 @@ class BeaconEndpoint:
             self._counter.drop(reason)
         headers = [("x-abacus-reason", ",".join(sorted({r.value for r in reasons})))] if reasons else _NO_HEADERS
         if self.endpoint is BATCH:
-            return 202, _json_encoder.encode(BatchResult(True, len(accepted), len(reasons))), headers
+            result = BatchResult(True, len(accepted), len(reasons) + len(invalid), invalid[:MAX_REPORTED_ERRORS])
+            return 202, _json_encoder.encode(result), headers
         return 202, ACCEPTED_BODY if accepted else DROPPED_BODY, headers
 
 
@@ -132,7 +153,8 @@ def _error_body(message: str, field: str | None = None) -> bytes:
 
 
 async def respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    all_headers = [_JSON, (b"content-length", str(len(body)).encode())]
+    # A 204 has neither a body nor a Content-Length (RFC 9110 8.6).
+    all_headers = [_JSON, (b"content-length", str(len(body)).encode())] if status != 204 else []
     if headers:
         all_headers.extend(headers)
     await send({"type": "http.response.start", "status": status, "headers": all_headers})

@@ -12,7 +12,7 @@ from litestar import Litestar, post
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody
 
-from ingest.request import ImpressionBeacon
+from ingest.request import ImpressionBeacon, ItemError
 from shared.wire import Beacon
 
 
@@ -25,6 +25,7 @@ class BatchAnswer(msgspec.Struct):
     ok: bool
     accepted: int
     rejected: int
+    errors: list[ItemError] | None = None
 
 
 class ErrorAnswer(msgspec.Struct):
@@ -35,6 +36,7 @@ class ErrorAnswer(msgspec.Struct):
 
 _ERRORS = {
     400: ResponseSpec(ErrorAnswer, description="Malformed JSON or a schema violation; `field` names it"),
+    408: ResponseSpec(ErrorAnswer, description="Body not received within ABACUS_HTTP_BODY_TIMEOUT_MS"),
     413: ResponseSpec(None, description="Body over 64 KB (1 MB for a batch)"),
     415: ResponseSpec(None, description="Content-Type other than application/json or text/plain"),
     503: ResponseSpec(ErrorAnswer, description="Redis unavailable or registry not loaded; retry after Retry-After"),

@@ -9,6 +9,8 @@ and the command encoding are paid once); at low load an entry holds one request 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from typing import Protocol
 
 import msgspec
@@ -21,10 +23,29 @@ from shared.wire import StreamEnvelope, StreamEvent
 MAX_EVENTS_PER_ENTRY = 500
 
 _encoder = msgspec.msgpack.Encoder()
+log = logging.getLogger(__name__)
 
 
 class SinkUnavailable(Exception):
-    """Redis did not confirm the append; the client should retry later (503)."""
+    """Redis did not confirm the append; the client should retry later (503). ``public`` is what
+    the client is told; the message (with the cause) is for the log."""
+
+    def __init__(self, message: str, public: str | None = None) -> None:
+        super().__init__(message)
+        self.public = public or message
+
+
+UNAVAILABLE_ANSWER = "Redis unavailable; retry later with the same event_id"
+_log_every_s = 10.0
+_last_logged = [0.0]
+
+
+def _log_failure(exc: BaseException) -> None:
+    # At most one line per interval: a Redis outage at thousands of beacons/s must not flood the log.
+    now = time.monotonic()
+    if now - _last_logged[0] >= _log_every_s:
+        _last_logged[0] = now
+        log.warning("appending to the Redis stream failed (clients get 503): %s", exc)
 
 
 class Sink(Protocol):
@@ -73,11 +94,12 @@ class StreamPublisher:
             # More than one entry goes in one MULTI: a request's events all reach the stream or none do.
             await self._sink.append(entries)
         except SINK_ERRORS as exc:
-            _resolve(waiters, SinkUnavailable(f"Redis unavailable: {exc}"))
+            _log_failure(exc)
+            _resolve(waiters, SinkUnavailable(f"Redis unavailable: {exc}", UNAVAILABLE_ANSWER))
             return
         except BaseException as exc:
             # Cancellation or a bug: never leave a request waiting on a future nobody resolves.
-            _resolve(waiters, SinkUnavailable(f"append interrupted: {exc!r}"))
+            _resolve(waiters, SinkUnavailable(f"append interrupted: {exc!r}", UNAVAILABLE_ANSWER))
             raise
         _resolve(waiters, None)
 

@@ -18,6 +18,7 @@ from shared.wire import (
     MAX_BATCH_ITEMS,
     Beacon,
     BeaconRuleError,
+    ConversionValue,
     EventId,
     ExperimentKey,
     MetadataValue,
@@ -48,7 +49,7 @@ class ImpressionBeacon(msgspec.Struct, frozen=True):
     event_name: Literal["impression"] = "impression"
     timestamp: datetime | None = None
     metadata: Annotated[dict[str, MetadataValue], Meta(max_length=32)] | None = None
-    value: Annotated[float, Meta(ge=0)] | None = None
+    value: ConversionValue | None = None
     event_id: EventId | None = None
 
 
@@ -142,11 +143,21 @@ async def read_asgi_body(receive: Callable[[], Awaitable[dict]], declared_length
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
+def _require_text(body: bytes) -> None:
+    if not body.strip():
+        raise BadRequest(400, "Empty body: expected a JSON beacon")
+    try:
+        # msgspec checks the UTF-8 of the fields it decodes but skips unknown ones unread; the
+        # same bytes must not be refused in one place and stored in another.
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(400, f"Body is not valid UTF-8 (byte {exc.start})") from None
+
+
 def parse_beacons(endpoint: Endpoint, body: bytes) -> list[tuple[Beacon, tuple[str, int | None]]]:
     """Each valid beacon with its metadata already encoded as JSON and its client timestamp in
     epoch milliseconds."""
-    if not body.strip():
-        raise BadRequest(400, "Empty body: expected a JSON beacon")
+    _require_text(body)
     try:
         beacons = endpoint.decode(body)
     except msgspec.ValidationError as exc:
@@ -161,6 +172,62 @@ def parse_beacons(endpoint: Endpoint, body: bytes) -> list[tuple[Beacon, tuple[s
         except BeaconRuleError as exc:
             raise BadRequest(400, str(exc), exc.field) from None
     return parsed
+
+
+class ItemError(msgspec.Struct):
+    """Why one item of a batch was refused; ``field`` is its JSON path, such as ``$[3].session_id``."""
+
+    index: int
+    error: str
+    field: str | None
+
+
+MAX_REPORTED_ERRORS = 20
+"""A batch answer lists at most this many invalid items (its ``rejected`` counts them all)."""
+
+
+def parse_batch(
+    body: bytes,
+    _items: msgspec.json.Decoder = msgspec.json.Decoder(Annotated[list[msgspec.Raw], Meta(max_length=MAX_BATCH_ITEMS)]),
+    _item: msgspec.json.Decoder = msgspec.json.Decoder(Beacon),
+) -> tuple[list[tuple[Beacon, tuple[str, int | None]]], list[ItemError]]:
+    """The valid beacons of a batch (as ``parse_beacons``) and an error per invalid item. Only a
+    body that is not a JSON array of at most 500 objects is refused whole."""
+    _require_text(body)
+    errors: list[ItemError] = []
+    try:
+        decoded = list(enumerate(_decode_batch(body)))  # every item valid: one pass, the common case
+    except msgspec.DecodeError as exc:
+        if not isinstance(exc, msgspec.ValidationError):
+            raise BadRequest(400, f"Malformed JSON: {exc}") from None
+        try:
+            raw_items = _items.decode(body)
+        except msgspec.ValidationError as whole:
+            raise _bad(str(whole)) from None
+        decoded = []
+        for index, raw in enumerate(raw_items):
+            if bytes(memoryview(raw)[:1]) != b"{":
+                raise BadRequest(400, "Expected an array of objects", _BATCH_ITEM_PATHS[index])
+            try:
+                decoded.append((index, _item.decode(raw)))
+            except msgspec.ValidationError as item_exc:
+                refused = _bad(str(item_exc))
+                errors.append(_item_error(index, refused.message, refused.field))
+    parsed = []
+    for index, beacon in decoded:
+        try:
+            parsed.append((beacon, check_beacon_rules(beacon, _BATCH_ITEM_PATHS[index])))
+        except BeaconRuleError as exc:
+            errors.append(ItemError(index, str(exc).rsplit(" - at `", 1)[0], exc.field))
+    errors.sort(key=lambda error: error.index)
+    return parsed, errors
+
+
+def _item_error(index: int, message: str, field: str | None) -> ItemError:
+    # The item was decoded alone, so msgspec's paths start at it: "$.x" becomes "$[index].x".
+    where = _BATCH_ITEM_PATHS[index]
+    text = _FIELD_IN_MESSAGE.sub("", message)
+    return ItemError(index, text, where + field[1:] if field else where)
 
 
 def _bad(message: str) -> BadRequest:

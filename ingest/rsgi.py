@@ -21,6 +21,7 @@ from ingest.asgi_bridge import Lifespan, serve_http
 from ingest.handler import INTERNAL_ERROR_BODY, BeaconEndpoint, Headers
 from ingest.request import BadRequest, too_large
 from shared.cors import CORS
+from shared.http_edge import BodyDeadlines, BodyTimeout
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +35,10 @@ class IngestRSGI:
     """The RSGI application granian serves; ``asgi_app`` is `abacus ingest`'s whole ASGI app
     (CORS outermost), ``endpoints`` the beacon endpoints by exact path."""
 
-    def __init__(self, asgi_app: CORS, endpoints: dict[str, BeaconEndpoint]) -> None:
+    def __init__(self, asgi_app: CORS, endpoints: dict[str, BeaconEndpoint], body_timeout_s: float = 10.0) -> None:
         self._asgi_app = asgi_app
         self._endpoints = endpoints
+        self._deadlines = BodyDeadlines(body_timeout_s)
         self._lifespan = Lifespan(asgi_app)
 
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -69,7 +71,7 @@ class IngestRSGI:
                 content_type,
                 headers.get("content-length"),
                 headers.get("user-agent"),
-                partial(read_rsgi_body, protocol),
+                partial(read_rsgi_body, protocol, deadlines=self._deadlines),
             )
         except Exception:
             # What the ASGI path's dispatcher (and Litestar) do: log the traceback, answer 500.
@@ -87,8 +89,21 @@ def _response_headers(body: bytes, extra: Headers, cors: CORS, origin: str | Non
     return headers
 
 
-async def read_rsgi_body(protocol: Any, declared_length: int | None, limit: int) -> bytes:
-    """The body from RSGI; ``declared_length`` was checked against the limit already."""
+async def read_rsgi_body(
+    protocol: Any, declared_length: int | None, limit: int, deadlines: BodyDeadlines | None = None
+) -> bytes:
+    """The body from RSGI; ``declared_length`` was checked against the limit already. A body not
+    complete within the deadline is a 408: a client that stops mid-body must not hold the connection."""
+    if deadlines is None:
+        return await _read_rsgi_body(protocol, declared_length, limit)
+    deadline = asyncio.get_running_loop().time() + deadlines.seconds
+    try:
+        return await deadlines.read(_read_rsgi_body(protocol, declared_length, limit), deadline)
+    except BodyTimeout:
+        raise BadRequest(408, "Request body not received in time") from None
+
+
+async def _read_rsgi_body(protocol: Any, declared_length: int | None, limit: int) -> bytes:
     try:
         if declared_length is not None:
             # The server reads exactly the declared length: at most the limit.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from litestar import Litestar
 from litestar.datastructures import State
@@ -17,7 +18,9 @@ from query_api.service import QueryService, in_thread
 from shared.app_config import app_config, bounded_shutdown
 from shared.clickhouse import ClickHouse, is_chdb
 from shared.cors import CORS
+from shared.openapi_statuses import document_statuses
 from shared.health import health_handlers
+from shared.http_edge import guarded
 from shared.redis_conn import async_client, sync_client
 from shared.registry.cache import RegistryCache
 from shared.registry.seed import find_seed, load_seed
@@ -58,7 +61,7 @@ def build_query(settings: Settings, clickhouse: ClickHouse, registry: RegistryCa
     )
 
 
-def create_app(settings: Settings) -> CORS:
+def create_app(settings: Settings) -> Any:
     if not settings.redis_url:
         raise ValueError("abacus query-api needs ABACUS_REDIS_URL")
     if not settings.clickhouse_url or is_chdb(settings.clickhouse_url):
@@ -73,13 +76,13 @@ def create_app(settings: Settings) -> CORS:
     app = Litestar(
         route_handlers=[*parts.route_handlers, *health_handlers({"query": parts.readiness})],
         state=State(parts.state),
-        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         on_startup=[registry.start],
         on_shutdown=bounded_shutdown(registry.stop, redis_client.aclose, close_clickhouse),
-        **app_config("Abacus query API"),  # type: ignore[arg-type]
+        **app_config("Abacus query API", EXCEPTION_HANDLERS),  # type: ignore[arg-type]
     )
-    return CORS(app, settings.cors_origins)
+    document_statuses(app)
+    return guarded(CORS(app, settings.cors_origins), settings)
 
 
-def app_from_env() -> CORS:
+def app_from_env() -> Any:
     return create_app(Settings.from_env())

@@ -66,6 +66,9 @@ class TokenVerifier:
             )
         except jwt.PyJWTError as exc:
             raise NotAuthorizedException(f"Invalid token: {exc}", headers=_CHALLENGE) from None
+        # PyJWT takes a numeric string such as "exp": "1999999999"; RFC 7519 says NumericDate.
+        if any(isinstance(claims.get(name), (str, bool)) for name in ("exp", "nbf", "iat")):
+            raise NotAuthorizedException("Invalid token: exp, nbf and iat must be numbers", headers=_CHALLENGE)
         role, sub = claims.get("role"), claims.get("sub")
         if not isinstance(role, str) or not isinstance(sub, str) or not sub:
             raise NotAuthorizedException("Invalid token: sub and role must be strings", headers=_CHALLENGE)

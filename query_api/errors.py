@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import time
+
 from litestar import Request, Response
+from redis.exceptions import RedisError
 
 from shared.registry.models import DefinitionError
 from shared.registry.store import Busy, Conflict, NotFound, RegistryError, VersionMismatch
@@ -14,6 +18,12 @@ _DETAIL = {
     VersionMismatch: "{}",
     Busy: "{}",
 }
+
+
+log = logging.getLogger(__name__)
+_LOG_EVERY_S = 10.0
+_last_logged = [0.0]
+REDIS_UNAVAILABLE = "Redis unavailable; retry later"
 
 
 class BadQuery(ValueError):
@@ -38,4 +48,19 @@ def _field_error(_: Request, exc: DefinitionError | BadQuery) -> Response:
     )
 
 
-EXCEPTION_HANDLERS = {RegistryError: _registry_error, DefinitionError: _field_error, BadQuery: _field_error}
+def _redis_unavailable(request: Request, exc: RedisError) -> Response:
+    """Redis down or hung (redis-py's timeouts end the wait): a 503 to retry, never a 500; the
+    address and exception text go to the log, at most once per interval."""
+    now = time.monotonic()
+    if now - _last_logged[0] >= _LOG_EVERY_S:
+        _last_logged[0] = now
+        log.warning("Redis unavailable on %s %s: %r", request.method, request.url.path, exc)
+    return Response({"status_code": 503, "detail": REDIS_UNAVAILABLE}, status_code=503, headers={"Retry-After": "1"})
+
+
+EXCEPTION_HANDLERS = {
+    RegistryError: _registry_error,
+    DefinitionError: _field_error,
+    BadQuery: _field_error,
+    RedisError: _redis_unavailable,
+}

@@ -5,22 +5,54 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+import sys
+from collections.abc import Awaitable, Callable, Mapping
+
+from litestar.exceptions import HTTPException
 
 from litestar.logging import LoggingConfig
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
 log = logging.getLogger(__name__)
 
 
-def app_config(title: str) -> dict[str, object]:
+def app_config(title: str, exception_handlers: Mapping[type[Exception], object] | None = None) -> dict[str, object]:
+    """``exception_handlers`` map the app's own errors to answers; those are not logged as uncaught."""
+    handlers = dict(exception_handlers or {})
     return {
         "openapi_config": OpenAPIConfig(
-            title=title, version="1", path="/schema", render_plugins=[SwaggerRenderPlugin()]
+            title=title,
+            version="1",
+            path="/schema",
+            render_plugins=[SwaggerRenderPlugin()],
+            components=Components(security_schemes={BEARER: SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")}),
         ),
-        "logging_config": LoggingConfig(log_exceptions="always", disable_stack_trace={400, 401, 403, 404, 405, 409, 412, 413, 415}),
+        "exception_handlers": handlers,
+        "logging_config": LoggingConfig(log_exceptions="always", exception_logging_handler=_log_unexpected(tuple(handlers))),
     }
+
+
+BEARER = "BearerToken"
+"""The OpenAPI security scheme of the routes that need a token (Authorization: Bearer <JWT>)."""
+
+
+def _log_unexpected(answered: tuple[type[Exception], ...]) -> Callable[[logging.Logger, object, list[str]], None]:
+    """Litestar calls this inside its ``except``: an exception that became a 4xx (the client's
+    mistake, which any client can repeat at will) or that an app handler answers deliberately is
+    not an "Uncaught exception"; everything else is logged with its traceback."""
+
+    def log_exception(logger: logging.Logger, scope: object, traceback_lines: list[str]) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, HTTPException) and exc.status_code < 500:
+            return
+        if isinstance(exc, answered):
+            return
+        path = scope.get("path") if isinstance(scope, dict) else None
+        logger.error("Uncaught exception (path %s):\n%s", path, "".join(traceback_lines))
+
+    return log_exception
 
 
 def bounded_shutdown(*steps: Callable[[], Awaitable[object]], seconds: float = 10.0) -> list[Callable[[], Awaitable[None]]]:

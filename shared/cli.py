@@ -7,7 +7,6 @@ import argparse
 import datetime as dt
 import fcntl
 import logging
-import os
 import re
 import secrets
 import sys
@@ -93,15 +92,19 @@ def _require_servers(settings: Settings, role: str, clickhouse: bool) -> None:
             )
 
 
-def _serve_granian(target: str, host: str, port: int, workers: int, rsgi: bool = False) -> int:
+def _serve_granian(settings: Settings, target: str, host: str, port: int, workers: int, rsgi: bool = False) -> int:
     from granian import Granian
     from granian.constants import Interfaces
+
+    from shared.http_edge import allow_open_files, granian_options
 
     if rsgi:
         # The RSGI apps here serve no websockets: granian then refuses upgrades itself.
         options = {"interface": Interfaces.RSGI, "websockets": False}
     else:
         options = {"interface": Interfaces.ASGI}
+    allow_open_files(settings.http_max_connections)
+    options.update(granian_options(settings))
     Granian(target, address=host, port=port, workers=workers, factory=True, **options).serve()  # type: ignore[arg-type]
     return 0
 
@@ -109,7 +112,7 @@ def _serve_granian(target: str, host: str, port: int, workers: int, rsgi: bool =
 def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
     _require_servers(settings, "abacus ingest", clickhouse=False)
     # RSGI: the beacon POSTs skip granian's ASGI layer, half of their cost (see ingest.rsgi).
-    return _serve_granian("ingest.app:app_from_env", args.host, args.port, args.workers, rsgi=True)
+    return _serve_granian(settings, "ingest.app:app_from_env", args.host, args.port, args.workers, rsgi=True)
 
 
 def run_query_api(args: argparse.Namespace, settings: Settings) -> int:
@@ -120,7 +123,7 @@ def run_query_api(args: argparse.Namespace, settings: Settings) -> int:
         TokenVerifier(settings)  # refuse to start without a usable secret, before forking workers
     except AuthConfigError as exc:
         raise CliError(str(exc)) from None
-    return _serve_granian("query_api.app:app_from_env", args.host, args.port, args.workers)
+    return _serve_granian(settings, "query_api.app:app_from_env", args.host, args.port, args.workers)
 
 
 def run_worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -182,14 +185,14 @@ def _read_secret(data_dir: Path) -> str | None:
 
 
 def _ensure_secret(data_dir: Path) -> str:
+    from shared.embedded import private_file
+
     existing = _read_secret(data_dir)
     if existing:
+        _secret_path(data_dir).chmod(0o600)  # one written by hand may be readable by others
         return existing
-    path = _secret_path(data_dir)
     secret = secrets.token_urlsafe(48)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secret + "\n")
+    private_file(_secret_path(data_dir), secret + "\n")
     return secret
 
 
@@ -201,6 +204,7 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     data_dir = settings.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.chmod(0o700)  # beacons, the registry and the secrets inside are the owner's only
     lock = open(data_dir / "serve.lock", "w")  # held for the process's life; the OS drops it on any exit
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -230,18 +234,24 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
         from granian.constants import Interfaces
         from granian.server.embed import Server
 
+        from shared.http_edge import allow_open_files, granian_options
         from shared.serve import create_serve_app
 
-        app = create_serve_app(settings)
+        liveness = {"valkey": lambda: valkey.problem} if valkey is not None else {}
+        app = create_serve_app(settings, liveness)
         # As `abacus ingest` does: the start-up heap lives as long as the process, and frozen it
         # is no longer walked by the full collections beacon traffic sets off (see ingest.app).
         gc.freeze()
-        server = Server(app, address=args.host, port=args.port, interface=Interfaces.ASGI)
+        allow_open_files(settings.http_max_connections)
+        server = Server(app, address=args.host, port=args.port, interface=Interfaces.ASGI, **granian_options(settings))
 
         async def serve() -> None:
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, server.stop)
+            if valkey is not None:
+                # A Valkey that cannot be restarted ends serve, non-zero, for a supervisor to act on.
+                valkey.supervise(lambda: loop.call_soon_threadsafe(server.stop))
             print(f"Abacus serving on http://{args.host}:{args.port} (data in {data_dir})", flush=True)
             await server.serve()
 
@@ -250,6 +260,9 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
         if valkey is not None:
             valkey.stop()
         lock.close()
+    if valkey is not None and valkey.gave_up:
+        print("abacus: the embedded Valkey died and could not be restarted; see the log above", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 from litestar import Litestar
 from litestar.datastructures import State
@@ -21,7 +22,9 @@ from shared.app_config import app_config, bounded_shutdown
 from shared.bots import BotDetector
 from shared.clickhouse import ClickHouse, migrate
 from shared.cors import CORS
-from shared.health import health_handlers
+from shared.openapi_statuses import document_statuses
+from shared.health import LivenessCheck, health_handlers
+from shared.http_edge import guarded
 from shared.redis_conn import async_client
 from shared.registry.cache import RegistryCache
 from shared.settings import Settings
@@ -31,8 +34,9 @@ log = logging.getLogger(__name__)
 SERVE_CONSUMER = "serve"
 
 
-def create_serve_app(settings: Settings) -> CORS:
-    """``settings`` must carry resolved Redis and ClickHouse URLs (the CLI starts the embedded ones)."""
+def create_serve_app(settings: Settings, liveness: dict[str, LivenessCheck] | None = None) -> Any:
+    """``settings`` must carry resolved Redis and ClickHouse URLs (the CLI starts the embedded ones);
+    ``liveness`` adds what /healthz checks besides the worker thread (the embedded Valkey)."""
     clickhouse = ClickHouse(settings.clickhouse_url or "")
     migrate(clickhouse.client())
     redis_client = async_client(settings.redis_url or "")
@@ -46,8 +50,11 @@ def create_serve_app(settings: Settings) -> CORS:
     roller = build_roller(settings, clickhouse) if settings.rollup else None
     roller_thread = threading.Thread(target=roller.run, name="abacus-rollup", daemon=True) if roller else None
 
+    worker_started = threading.Event()
+
     async def start_worker() -> None:
         worker_thread.start()
+        worker_started.set()
         if roller_thread is not None:
             roller_thread.start()
 
@@ -61,8 +68,12 @@ def create_serve_app(settings: Settings) -> CORS:
             roller.redis.close()
         await anyio.to_thread.run_sync(worker_thread.join, 30)
 
-    async def worker_alive() -> str | None:
-        return None if worker_thread.is_alive() else "worker thread is not running"
+    def worker_alive() -> str | None:
+        # Not running before start-up has started it, or after it ended: only a death counts.
+        return "the worker thread has stopped" if worker_started.is_set() and not worker_thread.is_alive() else None
+
+    async def worker_ready() -> str | None:
+        return None if worker_thread.is_alive() else "the worker thread is not running"
 
     async def close_clickhouse() -> None:
         clickhouse.close()
@@ -71,16 +82,19 @@ def create_serve_app(settings: Settings) -> CORS:
         route_handlers=[
             *ingest.route_handlers(),
             *query.route_handlers,
-            *health_handlers({"ingest": ingest.readiness, "query": query.readiness, "worker": worker_alive}),
+            *health_handlers(
+                {"ingest": ingest.readiness, "query": query.readiness, "worker": worker_ready},
+                {**(liveness or {}), "worker": worker_alive},
+            ),
         ],
         state=State(query.state),
-        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         on_startup=[registry.start, start_worker],
         on_shutdown=bounded_shutdown(
             stop_worker, registry.stop, ingest.publisher.close, redis_client.aclose, close_clickhouse, seconds=35
         ),
-        **app_config("Abacus"),  # type: ignore[arg-type]
+        **app_config("Abacus", EXCEPTION_HANDLERS),  # type: ignore[arg-type]
     )
     document_beacon_routes(app)
+    document_statuses(app)
     # Beacon paths skip Litestar's router and middleware, as under `abacus ingest`.
-    return CORS(BeaconDispatcher(app, ingest.beacon_endpoints), settings.cors_origins)
+    return guarded(CORS(BeaconDispatcher(app, ingest.beacon_endpoints), settings.cors_origins), settings)

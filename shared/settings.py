@@ -70,6 +70,16 @@ class Settings:
     """ABACUS_JWT_AUDIENCE: when set, tokens must carry this `aud`."""
     jwt_leeway_s: int = 30
     """ABACUS_JWT_LEEWAY_S: clock skew tolerated on `exp`/`nbf`/`iat`, in seconds."""
+    http_max_connections: int = 1024
+    """ABACUS_HTTP_MAX_CONNECTIONS: open client connections each server process serves at once (serve, ingest, query-api); more wait in the backlog. Idle ones are closed after ABACUS_HTTP_HEADER_TIMEOUT_MS, so a flood of silent connections cannot hold them all."""
+    http_backlog: int = 1024
+    """ABACUS_HTTP_BACKLOG: connections the kernel queues for the server while all ABACUS_HTTP_MAX_CONNECTIONS are busy."""
+    http_header_timeout_ms: int = 5000
+    """ABACUS_HTTP_HEADER_TIMEOUT_MS: a connection must send a complete request header within this long of opening, or of its previous answer (the keep-alive idle timeout), or it is closed."""
+    http_body_timeout_ms: int = 10000
+    """ABACUS_HTTP_BODY_TIMEOUT_MS: a request body must arrive within this long of its header, or the answer is 408 and the connection closed (serve and query-api)."""
+    http_keep_alive: bool = True
+    """ABACUS_HTTP_KEEP_ALIVE: whether connections stay open for further requests (true/false); idle ones close after ABACUS_HTTP_HEADER_TIMEOUT_MS."""
     log_level: str = "INFO"
     """ABACUS_LOG_LEVEL: Python logging level."""
 

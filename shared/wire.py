@@ -18,6 +18,10 @@ ENVELOPE_FIELD = b"e"
 """The stream entry field that holds a msgpack-encoded ``StreamEnvelope``."""
 MAX_METADATA_BYTES = 4096
 MAX_BATCH_ITEMS = 500
+MAX_VALUE = 1_000_000_000
+"""Largest conversion value a beacon may carry: sums of values (and of their squares) over any
+realistic number of events then stay finite, so one page cannot turn everyone's totals into
+infinity."""
 
 ExperimentKey = Annotated[str, Meta(min_length=1, max_length=64)]
 SessionId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
@@ -25,6 +29,7 @@ PagePath = Annotated[str, Meta(pattern=r"^/", max_length=2048)]
 EventName = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 EventId = Annotated[str, Meta(min_length=1, max_length=64)]
 MetadataValue = Union[str, int, float, bool]
+ConversionValue = Annotated[float, Meta(ge=0, le=MAX_VALUE)]
 
 
 class Beacon(msgspec.Struct, frozen=True):
@@ -37,7 +42,7 @@ class Beacon(msgspec.Struct, frozen=True):
     event_name: EventName
     timestamp: datetime | None = None
     metadata: Annotated[dict[str, MetadataValue], Meta(max_length=32)] | None = None
-    value: Annotated[float, Meta(ge=0)] | None = None
+    value: ConversionValue | None = None
     event_id: EventId | None = None
 
 

@@ -140,10 +140,37 @@ def test_batch_over_500_items_is_400(client, redis_client, settings):
     assert stream_length(redis_client, settings) == 0
 
 
-def test_batch_with_one_invalid_item_is_400_naming_it_and_stores_nothing(client, redis_client, settings):
-    response = client.post(BATCH, json=[beacon(), beacon(session_id="bad id")])
-    assert response.status_code == 400
-    assert response.json()["field"] == "$[1].session_id"
+def test_batch_with_invalid_items_keeps_the_valid_ones_and_names_each_invalid_one(client, clean_clickhouse):
+    # Issue 11: one bad item used to refuse the whole batch, losing every good event beside it.
+    items = [beacon(session_id="ok-1"), beacon(session_id=7), beacon(session_id="ok-2"), beacon(session_id="ok-3"), beacon(session_id="bad id")]
+    response = client.post(BATCH, json=items)
+    assert response.status_code == 202
+    assert response.json() == {
+        "ok": True,
+        "accepted": 3,
+        "rejected": 2,
+        "errors": [
+            {"index": 1, "error": "Expected `str`, got `int`", "field": "$[1].session_id"},
+            {"index": 4, "error": "Expected `str` matching regex '^[A-Za-z0-9_.:-]{1,128}$'", "field": "$[4].session_id"},
+        ],
+    }
+    wait_for(lambda: count_events(clean_clickhouse) == 3)
+    assert count_events(clean_clickhouse, "session_id IN ('ok-1', 'ok-2', 'ok-3')") == 3
+
+
+def test_batch_error_list_is_bounded_but_every_invalid_item_is_counted(client):
+    from ingest.request import MAX_REPORTED_ERRORS
+
+    response = client.post(BATCH, json=[beacon(path="relative")] * 100 + [beacon()])
+    body = response.json()
+    assert response.status_code == 202 and body["accepted"] == 1 and body["rejected"] == 100
+    assert [e["index"] for e in body["errors"]] == list(range(MAX_REPORTED_ERRORS))
+
+
+@pytest.mark.parametrize("body", [b'{"experiment_key": "x"}', b"[1, 2]", b'[{"a": 1}, "text"]', b"[{]"])
+def test_a_batch_that_is_not_an_array_of_objects_is_refused_whole(client, redis_client, settings, body):
+    response = client.post(BATCH, content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 400 and response.json()["ok"] is False
     assert stream_length(redis_client, settings) == 0
 
 

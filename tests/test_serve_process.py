@@ -28,9 +28,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_serve(data_dir: Path, port: int) -> subprocess.Popen:
+def start_serve(data_dir: Path, port: int, settings: dict[str, str] | None = None) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ABACUS_")}
     env["ABACUS_BATCH_WAIT_MS"] = "100"
+    env.update(settings or {})
     process = subprocess.Popen(
         [sys.executable, "-m", "shared.cli", "serve", "--port", str(port), "--data-dir", str(data_dir)],
         cwd=REPO,

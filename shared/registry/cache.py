@@ -69,12 +69,20 @@ class RegistryCache:
                 await self._task
 
     async def _poll(self) -> None:
+        failing = False
         while True:
             await asyncio.sleep(self._poll_interval_s)
             try:
                 await self.refresh()
             except (RedisError, OSError) as exc:
                 # Keep serving the last snapshot: a Redis blip must not make ingest forget experiments.
-                log.warning("registry refresh failed: %s", exc)
+                # Said once per outage, not every poll.
+                if not failing:
+                    log.warning("registry refresh failed (keeping the last snapshot until Redis answers): %s", exc)
+                failing = True
+                continue
             except msgspec.DecodeError as exc:
                 log.error("registry snapshot in Redis is unreadable: %s", exc)
+            if failing:
+                log.info("registry refresh works again")
+                failing = False
