@@ -218,15 +218,22 @@ def test_timeseries_is_cumulative_per_bucket(client, analyst, clean_clickhouse):
             (p, "meet_greet_emphasis", "d", "impression", None, day2),
         ],
     )
+    if client.source == "rollup":
+        rebuild_rollup(client, client.admin)
     response = client.get(f"/api/v1/experiments/results/timeseries?experiment_key={p}&interval=day", headers=analyst)
     assert response.status_code == 200, response.text
+    assert response.headers["x-abacus-source"] == client.source  # whole days: the rollup's, when it runs
     control, treatment = response.json()["variants"]
-    assert [(pt["exposed_sessions"], pt["converted_sessions"]) for pt in control["points"]] == [(2, 0), (3, 1)]
+    # Exposure cohorts: "a" converted on day 2 but was first exposed on day 1, so day 1 counts it.
+    assert [(pt["exposed_sessions"], pt["converted_sessions"]) for pt in control["points"]] == [(2, 1), (3, 1)]
+    assert control["points"][0]["conversion_rate"] == pytest.approx(1 / 2)
     assert control["points"][1]["conversion_rate"] == pytest.approx(1 / 3)
     assert control["points"][1]["ci_low"] < 1 / 3 < control["points"][1]["ci_high"]
     assert [pt["exposed_sessions"] for pt in treatment["points"]] == [1]
     hourly = client.get(f"/api/v1/experiments/results/timeseries?experiment_key={p}&interval=hour", headers=analyst)
-    assert hourly.status_code == 200
+    assert hourly.status_code == 200 and hourly.headers["x-abacus-source"] == "events"
+    hourly_control = hourly.json()["variants"][0]["points"]
+    assert [(pt["exposed_sessions"], pt["converted_sessions"]) for pt in hourly_control] == [(2, 1), (3, 1)]
     bad = client.get(f"/api/v1/experiments/results/timeseries?experiment_key={p}&interval=week", headers=analyst)
     assert bad.status_code == 400
     assert client.get("/api/v1/experiments/results/timeseries?experiment_key=nope", headers=analyst).status_code == 404

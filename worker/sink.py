@@ -60,11 +60,14 @@ class ClickHouseSink:
         self._insert_into = f"INSERT INTO {table} ({', '.join(COLUMNS)}) "
         self._staging_dir = _staging_dir() if is_chdb(clickhouse.url) else None
 
-    def insert(self, decoded: Decoded) -> None:
+    def insert(self, decoded: Decoded, token: str | None = None) -> None:
+        """``token``: the deduplication token, when the caller names its batches (the roller
+        names its steps); by default one derived from the batch's entry ids."""
         # In the statement, not as client settings: chDB applies those with SET statements before
         # and after the insert, which cost a quarter of the insert's time.
+        token = token if token is not None else dedup_token(decoded)
         insert = (
-            f"{self._insert_into}SETTINGS insert_deduplication_token = '{dedup_token(decoded)}', "
+            f"{self._insert_into}SETTINGS insert_deduplication_token = '{token}', "
             f"insert_deduplicate = 1 {_SELECT_ROWS}"
         )
         try:

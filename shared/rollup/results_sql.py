@@ -1,8 +1,15 @@
 """The one SQL definition of the per-variant totals, over any source of event rows.
 
-The results endpoint runs it over ``abacus.events`` when it cannot use the rollup (a ``from``/``to``
-window, or no roller running); a rollup rebuild runs it over ``abacus.rollup_sessions``. One text
-for both keeps the two ways of counting identical.
+The results endpoint runs it over ``abacus.events`` when it cannot use the rollup (a window that
+is not whole UTC days, or a rollup that is not current); a rollup rebuild runs it over
+``abacus.rollup_events``. One text for both keeps the two ways of counting identical.
+
+Windows select an *exposure cohort*: the sessions whose first impression in the experiment
+(``s_first_impression``, over all its variants) falls in the window. Their events count whenever
+they arrived. ``{cohort}`` is what the rows are grouped by besides (experiment, variant): a
+constant for plain totals, the UTC day of first exposure for the rollup's per-day rows, an hour
+for the hourly time series. Sessions never exposed have a NULL first impression: they count in
+all-time totals (``unique_sessions``, conversions without an impression) and in no window.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ _TOTALS_SELECT = """
 SELECT
     experiment_key,
     variant_key,
+    {cohort} AS cohort,
     sum(s_impressions) AS impressions,
     sum(s_cta_clicks) AS cta_clicks,
     sum(s_form_starts) AS form_starts,
@@ -39,24 +47,33 @@ FROM
         countIf(event_type = 'form_submit') AS s_form_submits,
         countIf(event_type = 'conversion') AS s_conversions,
         sumIf(ifNull(conversion_value, 0), event_type = 'conversion') AS s_value,
-        sum(s_impressions > 0) OVER (PARTITION BY experiment_key, session_id) AS s_exposed_variants
+        sum(s_impressions > 0) OVER (PARTITION BY experiment_key, session_id) AS s_exposed_variants,
+        min(if(s_impressions > 0, minIf(received_at, event_type = 'impression'), NULL))
+            OVER (PARTITION BY experiment_key, session_id) AS s_first_impression
     FROM {source}
     GROUP BY experiment_key, variant_key, session_id
 )
-GROUP BY experiment_key, variant_key
+WHERE {cohort_filter}
+GROUP BY experiment_key, variant_key, cohort
 """
 
-EVENTS_SOURCE = "abacus.events FINAL WHERE experiment_key IN {keys:Array(String)} {time_filter}"
+EVENTS_SOURCE = "abacus.events FINAL WHERE experiment_key IN {keys:Array(String)}"
 """Raw events, deduplicated by FINAL (a beacon stored twice counts once)."""
 
-ROLLUP_SESSIONS_SOURCE = """(
-        SELECT experiment_key, session_id, variant_key, event_type, event_value AS conversion_value
-        FROM abacus.rollup_sessions FINAL
-        ARRAY JOIN variant_keys AS variant_key, event_types AS event_type, event_values AS event_value
-    )"""
-"""The rollup's session states, one row per distinct event they hold."""
+ROLLUP_EVENTS_SOURCE = "abacus.rollup_events FINAL {shard_filter}"
+"""What the roller has folded (a rebuild's snapshot of abacus.events), deduplicated the same way."""
+
+COHORT_DAY = "ifNull(toDate(s_first_impression), toDate(0))"
+"""The UTC day of a session's first impression; 1970-01-01 for a session never exposed."""
+
+NEVER_EXPOSED_DAY = "1970-01-01"
 
 
-def variant_totals_sql(source: str) -> str:
-    """One row per (experiment, variant): the keys, then the ``TOTAL_FIELDS`` in order."""
-    return _TOTALS_SELECT.replace("{source}", source)
+def variant_totals_sql(source: str, cohort: str = "0", cohort_filter: str = "1") -> str:
+    """One row per (experiment, variant, cohort): the keys, the cohort, then ``TOTAL_FIELDS``."""
+    return _TOTALS_SELECT.replace("{source}", source).replace("{cohort_filter}", cohort_filter).replace("{cohort}", cohort)
+
+
+def shard_condition(shard: int, shards: int, column: str = "experiment_key") -> str:
+    """SQL true for the experiments a roller shard owns (``shared.rollup.protocol.shard_of``)."""
+    return "1" if shards == 1 else f"CRC32({column}) % {int(shards)} = {int(shard)}"

@@ -8,11 +8,13 @@ results query exactly, so the two agree:
   replaces the earlier copy instead of counting twice;
 - a session counts once per variant it has any event in (``unique_sessions``), as *exposed* where it
   has an impression, and as *clean* where it was exposed to exactly one variant of the experiment;
-- conversion value is the sum of its conversion events' values.
+- conversion value is the sum of its conversion events' values;
+- its *cohort day* is the UTC day of its first impression in the experiment (any variant), where
+  its whole contribution is filed, so windows of whole days select sessions by first exposure.
 
-The state keeps its events as the parallel arrays ``abacus.rollup_sessions`` stores, plus running
-counts per variant, so folding an event and computing a contribution cost the same however long
-the session is.
+The state keeps its events as parallel arrays (as ``abacus.rollup_events`` holds them, one row
+each), plus running counts per variant, so folding an event and computing a contribution cost the
+same however long the session is.
 """
 
 from __future__ import annotations
@@ -38,30 +40,47 @@ _WIDTH = len(TOTAL_FIELDS)
     _MULTI_VARIANT_SHARE,
 ) = range(_WIDTH)
 _VALUE_SLOT = 5  # in a variant's running counts: five event counts, then the conversion value
+_MS_PER_DAY = 86_400_000
+NEVER_EXPOSED = 0
+"""The cohort day (days since 1970-01-01) of a session without an impression."""
 
 Contribution = dict[str, list[float]]
 """variant_key -> a vector in ``TOTAL_FIELDS`` order."""
 
 
 class SessionState:
-    __slots__ = ("variant_keys", "event_ids", "event_types", "event_values", "_position", "_counts")
+    __slots__ = ("variant_keys", "event_ids", "event_types", "event_values", "event_times", "_position", "_counts", "_first_ms")
 
     def __init__(self) -> None:
         self.variant_keys: list[str] = []
         self.event_ids: list[str] = []
         self.event_types: list[str] = []
         self.event_values: list[float] = []
+        self.event_times: list[int] = []
+        """Receive time of each event (epoch ms): the first impression's picks the cohort day."""
+        self._first_ms: int | None = None
         self._position: dict[tuple[str, str], int] = {}
         self._counts: dict[str, list[float]] = {}
 
     @classmethod
     def from_arrays(
-        cls, variant_keys: list[str], event_ids: list[str], event_types: list[str], event_values: list[float]
+        cls,
+        variant_keys: list[str],
+        event_ids: list[str],
+        event_types: list[str],
+        event_values: list[float],
+        event_times: list[int] | None = None,
     ) -> SessionState:
         state = cls()
-        for event in zip(variant_keys, event_ids, event_types, event_values):
+        for event in zip(variant_keys, event_ids, event_types, event_values, event_times or [0] * len(event_ids)):
             state.apply(*event)
         return state
+
+    @property
+    def cohort_day(self) -> int:
+        """Days since 1970-01-01 (UTC) of the first impression; ``NEVER_EXPOSED`` without one."""
+        first = self._first_ms
+        return NEVER_EXPOSED if first is None else first // _MS_PER_DAY
 
     def __len__(self) -> int:
         return len(self.event_ids)
@@ -75,8 +94,8 @@ class SessionState:
             )
         }
 
-    def apply(self, variant_key: str, event_id: str, event_type: str, value: float | None) -> bool:
-        """Fold one event in; False when the session already held exactly this event."""
+    def apply(self, variant_key: str, event_id: str, event_type: str, value: float | None, at_ms: int = 0) -> bool:
+        """Fold one event in (received at ``at_ms``); False when the session already held exactly this event."""
         value = value if value is not None and event_type == "conversion" else 0.0
         key = (variant_key, event_id)
         position = self._position.get(key)
@@ -89,9 +108,12 @@ class SessionState:
             self.event_ids.append(event_id)
             self.event_types.append(event_type)
             self.event_values.append(value)
+            self.event_times.append(at_ms)
+            if event_type == "impression" and (self._first_ms is None or at_ms < self._first_ms):
+                self._first_ms = at_ms
         else:
-            old_type, old_value = self.event_types[position], self.event_values[position]
-            if old_type == event_type and old_value == value:
+            old_type, old_value, old_at = self.event_types[position], self.event_values[position], self.event_times[position]
+            if old_type == event_type and old_value == value and old_at == at_ms:
                 return False
             # A repeat with other contents replaces the earlier copy, as the table's FINAL does.
             slot = _COUNTED_TYPES.get(old_type)
@@ -100,6 +122,11 @@ class SessionState:
             counts[_VALUE_SLOT] -= old_value
             self.event_types[position] = event_type
             self.event_values[position] = value
+            self.event_times[position] = at_ms
+            if old_type == "impression" or event_type == "impression":
+                self._first_ms = min(
+                    (t for t, kind in zip(self.event_times, self.event_types) if kind == "impression"), default=None
+                )
         slot = _COUNTED_TYPES.get(event_type)
         if slot is not None:
             counts[slot] += 1
@@ -141,15 +168,21 @@ class SessionState:
         return out
 
 
+DayTotals = dict[tuple[str, str, int], list[float]]
+"""(experiment_key, variant_key, cohort day) -> a vector in ``TOTAL_FIELDS`` order."""
+
+
 def add_difference(
-    totals: dict[tuple[str, str], list[float]], experiment_key: str, before: Contribution, after: Contribution
+    totals: DayTotals, experiment_key: str, before: Contribution, after: Contribution, before_day: int = 0, after_day: int = 0
 ) -> None:
-    """``totals[(experiment, variant)] += after[variant] - before[variant]`` for every variant in either."""
+    """``totals[(experiment, variant, after_day)] += after[variant]`` and
+    ``totals[(experiment, variant, before_day)] -= before[variant]`` for every variant in either;
+    one subtraction per field when the session stayed on its day (the usual case)."""
     for variant_key, new in after.items():
-        target = totals.get((experiment_key, variant_key))
+        target = totals.get((experiment_key, variant_key, after_day))
         if target is None:
-            target = totals[(experiment_key, variant_key)] = [0] * _WIDTH
-        old = before.get(variant_key)
+            target = totals[(experiment_key, variant_key, after_day)] = [0] * _WIDTH
+        old = before.get(variant_key) if before_day == after_day else None
         if old is None:
             for i in range(_WIDTH):
                 target[i] += new[i]
@@ -157,8 +190,8 @@ def add_difference(
             for i in range(_WIDTH):
                 target[i] += new[i] - old[i]
     for variant_key, old in before.items():
-        if variant_key not in after:  # cannot happen (variants are never removed), but stay exact
-            target = totals.setdefault((experiment_key, variant_key), [0] * _WIDTH)
+        if before_day != after_day or variant_key not in after:
+            target = totals.setdefault((experiment_key, variant_key, before_day), [0] * _WIDTH)
             for i in range(_WIDTH):
                 target[i] -= old[i]
 

@@ -1,0 +1,248 @@
+"""One share of the rollup as its roller folds it: rebuild when needed, then step by step."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+
+import msgspec
+from redis.exceptions import RedisError
+
+from shared.clickhouse import ClickHouse
+from shared.rollup.known_sessions import KnownSessions
+from shared.rollup.protocol import Share, id_key, shard_of
+from shared.rollup.session import DayTotals, SessionState, add_difference, is_zero
+from shared.wire import StreamEnvelope, StreamEvent
+from worker import rollup_store
+from worker.rollup_stream import RollupStream
+from worker.rows import envelope_bytes
+from worker.stream import Entry
+
+log = logging.getLogger(__name__)
+
+# Larger steps share ClickHouse's per-insert cost among more events; bounded so a step's memory is.
+_EVENTS_PER_STEP = 50_000
+_MAX_ENTRIES_PER_STEP = 20_000
+_MOST_EVENTS_PER_ENTRY = 500  # ingest's cap on the events it packs into one stream entry
+_decoder = msgspec.msgpack.Decoder(StreamEnvelope)
+
+
+class LostLock(RedisError):
+    """Another process holds the share's lock now; this step must not write."""
+
+
+class SessionCache:
+    """The most recently touched session states, bounded: the rest are looked up in ClickHouse."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._states: OrderedDict[tuple[str, str], SessionState] = OrderedDict()
+
+    def get(self, key: tuple[str, str]) -> SessionState | None:
+        state = self._states.get(key)
+        if state is not None:
+            self._states.move_to_end(key)
+        return state
+
+    def put(self, key: tuple[str, str], state: SessionState) -> None:
+        self._states[key] = state
+        self._states.move_to_end(key)
+        while len(self._states) > self.capacity:
+            self._states.popitem(last=False)
+
+    def clear(self) -> None:
+        self._states.clear()
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+
+class ShareRoller:
+    def __init__(self, share: Share, stream: RollupStream, clickhouse: ClickHouse, cache_sessions: int, owner: str) -> None:
+        self.share = share
+        self.stream = stream
+        self.clickhouse = clickhouse
+        self.owner = owner
+        self.cache = SessionCache(cache_sessions)
+        self.sink = rollup_store.events_sink(clickhouse)
+        self.folded_events = 0
+        self._bookmark: bytes | None = None
+        self._dead: set[bytes] = set()
+        self._dead_cursor = b"0-0"
+        self._known: KnownSessions | None = None
+        self._shard_of: dict[str, int] = {}
+        # Assume full entries until a step has shown otherwise: the first step stays small
+        # instead of reading _MAX_ENTRIES_PER_STEP entries that could each be full.
+        self._events_per_entry = float(_MOST_EVENTS_PER_ENTRY)
+
+    def forget(self) -> None:
+        """After a failed step: re-read the bookmark and the session states, as ClickHouse and
+        Redis hold them, before the next step."""
+        self.cache.clear()
+        self._bookmark = None
+
+    def new_tenure(self) -> None:
+        """Another roller may have run this share since this process last held it: forget everything."""
+        self.forget()
+        self._known = None
+        self._dead.clear()
+        self._dead_cursor = b"0-0"
+
+    def run_once(self) -> bool:
+        """One step (after a rebuild, when one is due); True when it folded something."""
+        generation = self.share.generation()
+        if self._bookmark is None or generation is None:
+            self._bookmark = self.share.bookmark()
+            if self._bookmark is None or generation is None:
+                generation = self.rebuild()
+        return self._step(generation)
+
+    # ----- rebuild -----------------------------------------------------------------------------
+    def rebuild(self) -> str:
+        """Recompute the share from abacus.events, then refold whatever is still in the stream;
+        returns the rebuild's generation (its completion time), which names its steps' tokens.
+
+        The bookmark moves to the stream's start first, so nothing is trimmed that the snapshot
+        might miss; refolded events the snapshot already holds change nothing (same event ids)."""
+        log.info("rebuilding rollup share %d of %d from abacus.events", self.share.shard, self.share.shards)
+        started = time.monotonic()
+        # The request is taken now, not when done: one made while this rebuild runs starts another.
+        served = self.share.begin_rebuild()
+        self.new_tenure()
+        self._fence()
+        rollup_store.rebuild_from_events(self.clickhouse.client(), self.share.shard, self.share.shards)
+        self._bookmark = b"0-0"
+        generation = self.share.finish_rebuild(served)
+        log.info("rollup share %d rebuilt in %.1fs", self.share.shard, time.monotonic() - started)
+        return generation
+
+    # ----- one step ----------------------------------------------------------------------------
+    def _step(self, generation: str) -> bool:
+        assert self._bookmark is not None
+        in_hand = self.share.step_in_hand()
+        if in_hand is not None:
+            start, end = in_hand
+            entries = self.stream.read_range(start, end, None)
+        else:
+            until = self.stream.stored_until()
+            if until is None:
+                return False
+            start = self._bookmark
+            count = max(1, min(_MAX_ENTRIES_PER_STEP, int(_EVENTS_PER_STEP / self._events_per_entry)))
+            entries = self.stream.read_range(start, until, count)
+            if not entries:
+                return False
+            end = entries[-1][0]
+            self.share.begin_step(start, end)
+        dead, self._dead_cursor = self.stream.dead_letters_after(self._dead_cursor)
+        self._dead.update(dead)
+        folded, read = self._fold(entries, token=step_token(generation, self.share.shard, start, end))
+        self.share.finish_step(end)
+        self._bookmark = end
+        end_key = id_key(end)
+        self._dead = {entry_id for entry_id in self._dead if id_key(entry_id) > end_key}
+        if entries:
+            self._events_per_entry = max(1.0, read / len(entries))
+        self.folded_events += folded
+        return True
+
+    def _fold(self, entries: list[Entry], token: str) -> tuple[int, int]:
+        """Fold this share's events of ``entries``; (events folded, events read)."""
+        events = self._events_of(entries)
+        read = len(events)
+        if self.share.shards > 1:
+            events = [event for event in events if self._owns(event.experiment_key)]
+        known = self._known_sessions()
+        states: dict[tuple[str, str], SessionState] = {}
+        missing = []
+        for key in dict.fromkeys((event.experiment_key, event.session_id) for event in events):
+            state = self.cache.get(key)
+            if state is not None:
+                states[key] = state
+            elif known.may_contain(*key):
+                missing.append(key)  # folded once and since evicted (or a rare false positive)
+        if missing:
+            states.update(rollup_store.load_sessions(self.clickhouse.client(), missing))
+        # States change in place: if this step fails, the cache is cleared and the states are
+        # read back from ClickHouse, as they were before the step.
+        before: dict[tuple[str, str], tuple[int, dict]] = {}
+        changed: dict[tuple[str, str], SessionState] = {}
+        created = []
+        for event in events:
+            key = (event.experiment_key, event.session_id)
+            state = states.get(key)
+            if state is None:
+                state = states[key] = SessionState()
+                created.append(key)
+            if key not in before:
+                before[key] = (state.cohort_day, state.contribution()) if len(state) else (0, {})
+            if state.apply(event.variant_key, event.event_id, event.event_type, event.conversion_value, event.received_at_ms):
+                changed[key] = state
+        differences: DayTotals = {}
+        for key, state in changed.items():
+            day, contribution = before[key]
+            add_difference(differences, key[0], contribution, state.contribution(), day, state.cohort_day)
+        differences = {key: vector for key, vector in differences.items() if not is_zero(vector)}
+        # Fencing: had this process stalled past the lock's lifetime, another roller may have
+        # folded these entries already (under another range, so another token).
+        self._fence()
+        # Before the inserts: a session marked folded that never was costs one needless lookup,
+        # while one folded but not marked would be counted as new.
+        for key in created:
+            known.add(*key)
+        rollup_store.insert_day_totals(self.clickhouse.client(), differences, token)
+        rollup_store.insert_events(self.sink, events, token)
+        for key, state in states.items():
+            self.cache.put(key, state)
+        return len(events), read
+
+    def _fence(self) -> None:
+        if not self.share.holds(self.owner):
+            raise LostLock(f"the lock of rollup share {self.share.shard} passed to another process")
+
+    def _owns(self, experiment_key: str) -> bool:
+        shard = self._shard_of.get(experiment_key)
+        if shard is None:
+            shard = self._shard_of[experiment_key] = shard_of(experiment_key, self.share.shards)
+        return shard == self.share.shard
+
+    def _events_of(self, entries: list[Entry]) -> list[StreamEvent]:
+        events: list[StreamEvent] = []
+        dead = self._dead
+        for entry_id, fields in entries:
+            if entry_id in dead:
+                continue
+            raw = envelope_bytes(fields) if fields else None  # None: trimmed away before it was read
+            if raw is None:
+                continue
+            try:
+                events.extend(_decoder.decode(raw).events)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue  # poison: the workers dead-letter it, so it is not in abacus.events either
+        return events
+
+    def _known_sessions(self) -> KnownSessions:
+        """The filter of folded sessions, built from ClickHouse when missing or overfull."""
+        if self._known is None or self._known.overfull:
+            started = time.monotonic()
+            client = self.clickhouse.client()
+            sessions = rollup_store.count_sessions(client, self.share.shard, self.share.shards)
+            # Room to grow: rebuilt (larger) only once it holds about four times this many.
+            known = KnownSessions(2 * sessions + 100_000)
+
+            def add_block(experiment_keys: list[str], session_ids: list[str]) -> None:
+                for key in zip(experiment_keys, session_ids):
+                    known.add(*key)
+
+            rollup_store.stored_session_keys(client, self.share.shard, self.share.shards, add_block)
+            log.info("indexed %d folded rollup sessions in %.1fs", sessions, time.monotonic() - started)
+            self._known = known
+        return self._known
+
+
+def step_token(generation: str, shard: int, start: bytes, end: bytes) -> str:
+    """The deduplication token of a step's inserts: the same range folded again (after a crash)
+    gets the same token; the generation (the share's last rebuild) keeps a step after a rebuild,
+    which restarts from the stream's start, from reusing a token of a step before it."""
+    return f"rollup:{generation}:{shard}:{start.decode()}:{end.decode()}"
