@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 from shared.clickhouse import ClickHouse
 from shared.rollup.known_sessions import KnownSessions
 from shared.rollup.protocol import Share, id_key, shard_of
-from shared.rollup.session import DayTotals, SessionState, add_difference, is_zero
+from shared.rollup.session import SessionState, Summary
 from shared.wire import StreamEnvelope, StreamEvent
 from worker import rollup_store
 from worker.rollup_stream import RollupStream
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 # Larger steps share ClickHouse's per-insert cost among more events; bounded so a step's memory is.
 _EVENTS_PER_STEP = 50_000
-_MAX_ENTRIES_PER_STEP = 20_000
+_MAX_ENTRIES_PER_STEP = 50_000
 _MOST_EVENTS_PER_ENTRY = 500  # ingest's cap on the events it packs into one stream entry
 _decoder = msgspec.msgpack.Decoder(StreamEnvelope)
 
@@ -166,7 +166,7 @@ class ShareRoller:
             states.update(rollup_store.load_sessions(self.clickhouse.client(), missing))
         # States change in place: if this step fails, the cache is cleared and the states are
         # read back from ClickHouse, as they were before the step.
-        before: dict[tuple[str, str], tuple[int, dict]] = {}
+        before: dict[tuple[str, str], Summary | None] = {}
         changed: dict[tuple[str, str], SessionState] = {}
         created = []
         for event in events:
@@ -175,15 +175,25 @@ class ShareRoller:
             if state is None:
                 state = states[key] = SessionState()
                 created.append(key)
-            if key not in before:
-                before[key] = (state.cohort_day, state.contribution()) if len(state) else (0, {})
+                before[key] = None
+            elif key not in before:
+                before[key] = state.summary()
             if state.apply(event.variant_key, event.event_id, event.event_type, event.conversion_value, event.received_at_ms):
                 changed[key] = state
-        differences: DayTotals = {}
+        # Each changed session's contribution before (-1) and after (+1) the step, as summaries:
+        # ClickHouse turns them into the per-day total differences with the results' own SQL.
+        summaries: list[tuple] = []
+        add = summaries.append
         for key, state in changed.items():
-            day, contribution = before[key]
-            add_difference(differences, key[0], contribution, state.contribution(), day, state.cohort_day)
-        differences = {key: vector for key, vector in differences.items() if not is_zero(vector)}
+            experiment_key = key[0]
+            earlier = before[key]
+            if earlier is not None:
+                day, exposed, parts = earlier
+                for part in parts:
+                    add((-1, experiment_key, part[0], day, *part[1:], exposed))
+            day, exposed, parts = state.summary()
+            for part in parts:
+                add((1, experiment_key, part[0], day, *part[1:], exposed))
         # Fencing: had this process stalled past the lock's lifetime, another roller may have
         # folded these entries already (under another range, so another token).
         self._fence()
@@ -191,7 +201,7 @@ class ShareRoller:
         # while one folded but not marked would be counted as new.
         for key in created:
             known.add(*key)
-        rollup_store.insert_day_totals(self.clickhouse.client(), differences, token)
+        rollup_store.insert_summaries(self.sink, summaries, token)
         rollup_store.insert_events(self.sink, events, token)
         for key, state in states.items():
             self.cache.put(key, state)

@@ -13,7 +13,14 @@ from collections.abc import Callable
 import msgspec
 from clickhouse_connect.driver.client import Client
 
-from shared.rollup.results_sql import COHORT_DAY, ROLLUP_EVENTS_SOURCE, shard_condition, variant_totals_sql
+from shared.rollup.results_sql import (
+    COHORT_DAY,
+    ROLLUP_EVENTS_SOURCE,
+    SESSION_SUMMARY_STRUCTURE,
+    shard_condition,
+    summary_totals_sql,
+    variant_totals_sql,
+)
 from shared.rollup.session import DayTotals, SessionState
 from shared.rollup.totals import TOTAL_FIELDS
 from shared.wire import StreamEvent
@@ -67,7 +74,21 @@ def stored_session_keys(client: Client, shard: int, shards: int, block: Callable
             block(experiment_keys, session_ids)
 
 
+def insert_summaries(sink: ClickHouseSink, summaries: list[tuple], token: str) -> None:
+    """Add a step's total differences: ClickHouse computes them from the signed session
+    summaries (``SESSION_SUMMARY_STRUCTURE``) with the same SQL as the results over events."""
+    if not summaries:
+        return
+    insert = (
+        f"INSERT INTO {DAY_TOTALS_TABLE} ({', '.join(_TOTALS_COLUMNS)}) "
+        f"SETTINGS insert_deduplication_token = '{token}', insert_deduplicate = 1 "
+        + summary_totals_sql("{source}")
+    )
+    sink.insert_msgpack(insert, SESSION_SUMMARY_STRUCTURE, _rows(summaries))
+
+
 def insert_day_totals(client: Client, differences: DayTotals, token: str) -> None:
+    """Add total differences computed in Python (tests compare both ways of computing them)."""
     if not differences:
         return
     rows = [[experiment, variant, _date(day), *vector] for (experiment, variant, day), vector in differences.items()]
@@ -76,13 +97,17 @@ def insert_day_totals(client: Client, differences: DayTotals, token: str) -> Non
 
 def insert_events(sink: ClickHouseSink, events: list[StreamEvent], token: str) -> None:
     """The folded events, as ingest wrote them: ClickHouse parses the msgpack (worker/sink.py)."""
-    if not events:
-        return
-    encoded = _encoder.encode(events)
-    # One msgpack array of the events: drop its header, leaving one value per row.
+    if events:
+        sink.insert(Decoded(row_count=len(events), chunks=[_rows(events)]), token=token)
+
+
+def _rows(values: list) -> bytes:
+    """msgpack values back to back, one per row, as ClickHouse's MsgPack format reads them."""
+    encoded = _encoder.encode(values)
+    # One msgpack array of the values: drop its header, leaving one value per row.
     marker = encoded[0]
     header = 1 if marker & 0xF0 == 0x90 else 3 if marker == 0xDC else 5
-    sink.insert(Decoded(row_count=len(events), chunks=[encoded[header:]]), token=token)
+    return encoded[header:]
 
 
 def events_sink(clickhouse) -> ClickHouseSink:  # type: ignore[no-untyped-def]

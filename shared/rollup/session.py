@@ -48,19 +48,19 @@ Contribution = dict[str, list[float]]
 """variant_key -> a vector in ``TOTAL_FIELDS`` order."""
 
 
+Summary = tuple[int, int, list[tuple]]
+"""(cohort day, variants exposed, per variant (variant_key, impressions, cta_clicks, form_starts,
+form_submits, conversions, value)): all a session's contribution depends on."""
+
+
 class SessionState:
-    __slots__ = ("variant_keys", "event_ids", "event_types", "event_values", "event_times", "_position", "_counts", "_first_ms")
+    __slots__ = ("_events", "_counts", "_first_ms")
 
     def __init__(self) -> None:
-        self.variant_keys: list[str] = []
-        self.event_ids: list[str] = []
-        self.event_types: list[str] = []
-        self.event_values: list[float] = []
-        self.event_times: list[int] = []
-        """Receive time of each event (epoch ms): the first impression's picks the cohort day."""
-        self._first_ms: int | None = None
-        self._position: dict[tuple[str, str], int] = {}
+        self._events: dict[tuple[str, str], tuple[str, float, int]] = {}
+        """(variant_key, event_id) -> (event_type, value, receive time in epoch ms)."""
         self._counts: dict[str, list[float]] = {}
+        self._first_ms: int | None = None
 
     @classmethod
     def from_arrays(
@@ -83,57 +83,59 @@ class SessionState:
         return NEVER_EXPOSED if first is None else first // _MS_PER_DAY
 
     def __len__(self) -> int:
-        return len(self.event_ids)
+        return len(self._events)
 
     def events(self) -> dict[tuple[str, str], tuple[str, float]]:
         """(variant_key, event_id) -> (event_type, value): what the session holds, for comparisons."""
-        return {
-            (variant, event_id): (event_type, value)
-            for variant, event_id, event_type, value in zip(
-                self.variant_keys, self.event_ids, self.event_types, self.event_values
-            )
-        }
+        return {key: (event_type, value) for key, (event_type, value, _) in self._events.items()}
 
     def apply(self, variant_key: str, event_id: str, event_type: str, value: float | None, at_ms: int = 0) -> bool:
         """Fold one event in (received at ``at_ms``); False when the session already held exactly this event."""
         value = value if value is not None and event_type == "conversion" else 0.0
         key = (variant_key, event_id)
-        position = self._position.get(key)
+        event = (event_type, value, at_ms)
+        old = self._events.get(key)
         counts = self._counts.get(variant_key)
         if counts is None:
             counts = self._counts[variant_key] = [0, 0, 0, 0, 0, 0.0]
-        if position is None:
-            self._position[key] = len(self.event_ids)
-            self.variant_keys.append(variant_key)
-            self.event_ids.append(event_id)
-            self.event_types.append(event_type)
-            self.event_values.append(value)
-            self.event_times.append(at_ms)
+        self._events[key] = event
+        if old is None:
             if event_type == "impression" and (self._first_ms is None or at_ms < self._first_ms):
                 self._first_ms = at_ms
         else:
-            old_type, old_value, old_at = self.event_types[position], self.event_values[position], self.event_times[position]
-            if old_type == event_type and old_value == value and old_at == at_ms:
+            if old == event:
                 return False
             # A repeat with other contents replaces the earlier copy, as the table's FINAL does.
+            old_type, old_value, _ = old
             slot = _COUNTED_TYPES.get(old_type)
             if slot is not None:
                 counts[slot] -= 1
             counts[_VALUE_SLOT] -= old_value
-            self.event_types[position] = event_type
-            self.event_values[position] = value
-            self.event_times[position] = at_ms
             if old_type == "impression" or event_type == "impression":
-                self._first_ms = min(
-                    (t for t, kind in zip(self.event_times, self.event_types) if kind == "impression"), default=None
-                )
+                times = [at for kind, _, at in self._events.values() if kind == "impression"]
+                self._first_ms = min(times) if times else None
         slot = _COUNTED_TYPES.get(event_type)
         if slot is not None:
             counts[slot] += 1
         counts[_VALUE_SLOT] += value
         return True
 
+    def summary(self) -> Summary:
+        """What the session contributes, as the roller hands it to ClickHouse (a copy: later
+        changes to the state leave it as it was)."""
+        counts_by_variant = self._counts
+        exposed = 0
+        parts = []
+        for variant_key, counts in counts_by_variant.items():
+            if counts[_IMPRESSIONS] > 0:
+                exposed += 1
+            parts.append((variant_key, *counts))
+        return self.cohort_day, exposed, parts
+
     def contribution(self) -> Contribution:
+        """What the session adds to each variant's totals, in Python: the roller has ClickHouse
+        compute it from ``summary()`` with the SQL of shared/rollup/results_sql.py; this one
+        states the same arithmetic where tests can check it against that SQL."""
         counts_by_variant = self._counts
         exposed_variants = sum(1 for counts in counts_by_variant.values() if counts[_IMPRESSIONS] > 0)
         out: Contribution = {}
@@ -178,22 +180,22 @@ def add_difference(
     """``totals[(experiment, variant, after_day)] += after[variant]`` and
     ``totals[(experiment, variant, before_day)] -= before[variant]`` for every variant in either;
     one subtraction per field when the session stayed on its day (the usual case)."""
+    same_day = before_day == after_day
     for variant_key, new in after.items():
-        target = totals.get((experiment_key, variant_key, after_day))
-        if target is None:
-            target = totals[(experiment_key, variant_key, after_day)] = [0] * _WIDTH
-        old = before.get(variant_key) if before_day == after_day else None
+        key = (experiment_key, variant_key, after_day)
+        target = totals.get(key)
+        old = before.get(variant_key) if same_day else None
         if old is None:
-            for i in range(_WIDTH):
-                target[i] += new[i]
+            totals[key] = new[:] if target is None else [t + n for t, n in zip(target, new)]
+        elif target is None:
+            totals[key] = [n - o for n, o in zip(new, old)]
         else:
-            for i in range(_WIDTH):
-                target[i] += new[i] - old[i]
+            totals[key] = [t + n - o for t, n, o in zip(target, new, old)]
     for variant_key, old in before.items():
-        if before_day != after_day or variant_key not in after:
-            target = totals.setdefault((experiment_key, variant_key, before_day), [0] * _WIDTH)
-            for i in range(_WIDTH):
-                target[i] -= old[i]
+        if not same_day or variant_key not in after:
+            key = (experiment_key, variant_key, before_day)
+            target = totals.get(key)
+            totals[key] = [-o for o in old] if target is None else [t - o for t, o in zip(target, old)]
 
 
 def is_zero(vector: list[float]) -> bool:

@@ -92,8 +92,12 @@ def test_from_arrays_rebuilds_the_same_state():
     state = SessionState()
     state.apply("control", "e1", "impression", None)
     state.apply("variant_b", "e2", "conversion", 4.0)
-    again = SessionState.from_arrays(state.variant_keys, state.event_ids, state.event_types, state.event_values)
-    assert again.events() == state.events() and again.contribution() == state.contribution()
+    events = state.events()
+    variants, ids = zip(*events)
+    types, values = zip(*events.values())
+    again = SessionState.from_arrays(list(variants), list(ids), list(types), list(values), [0, 0])
+    assert again.events() == events and again.contribution() == state.contribution()
+    assert again.summary() == state.summary() == (0, 1, [("control", 1, 0, 0, 0, 0, 0.0), ("variant_b", 0, 0, 0, 0, 1, 4.0)])
 
 
 DAY_MS = 86_400_000
