@@ -13,7 +13,6 @@ from shared.clickhouse import ClickHouse
 from shared.rollup.known_sessions import KnownSessions
 from shared.rollup.protocol import Share, id_key, shard_of
 from shared.rollup.session import SessionState, Summary
-from shared.wire import StreamEnvelope, StreamEvent
 from worker import rollup_store
 from worker.rollup_stream import RollupStream
 from worker.rows import envelope_bytes
@@ -25,7 +24,30 @@ log = logging.getLogger(__name__)
 _EVENTS_PER_STEP = 50_000
 _MAX_ENTRIES_PER_STEP = 50_000
 _MOST_EVENTS_PER_ENTRY = 500  # ingest's cap on the events it packs into one stream entry
-_decoder = msgspec.msgpack.Decoder(StreamEnvelope)
+
+
+class FoldEvent(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """``shared.wire.StreamEvent``'s layout, decoded without the garbage collector tracking each
+    event (a step holds tens of thousands: the collector walked them all)."""
+
+    event_id: str
+    experiment_key: str
+    variant_key: str
+    session_id: str
+    event_type: str
+    path: str
+    conversion_value: float | None
+    metadata_json: str
+    client_ts_ms: int | None
+    received_at_ms: int
+
+
+class FoldEnvelope(msgspec.Struct, gc=False):
+    events: list[FoldEvent]
+    v: int = 1
+
+
+_decoder = msgspec.msgpack.Decoder(FoldEnvelope)
 
 
 class LostLock(RedisError):
@@ -217,8 +239,8 @@ class ShareRoller:
             shard = self._shard_of[experiment_key] = shard_of(experiment_key, self.share.shards)
         return shard == self.share.shard
 
-    def _events_of(self, entries: list[Entry]) -> list[StreamEvent]:
-        events: list[StreamEvent] = []
+    def _events_of(self, entries: list[Entry]) -> list[FoldEvent]:
+        events: list[FoldEvent] = []
         dead = self._dead
         for entry_id, fields in entries:
             if entry_id in dead:

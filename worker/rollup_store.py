@@ -23,7 +23,6 @@ from shared.rollup.results_sql import (
 )
 from shared.rollup.session import DayTotals, SessionState
 from shared.rollup.totals import TOTAL_FIELDS
-from shared.wire import StreamEvent
 from worker.rows import COLUMNS, Decoded
 from worker.sink import ClickHouseSink
 
@@ -95,8 +94,9 @@ def insert_day_totals(client: Client, differences: DayTotals, token: str) -> Non
     client.insert(DAY_TOTALS_TABLE, rows, column_names=_TOTALS_COLUMNS, settings=_dedup(token))
 
 
-def insert_events(sink: ClickHouseSink, events: list[StreamEvent], token: str) -> None:
-    """The folded events, as ingest wrote them: ClickHouse parses the msgpack (worker/sink.py)."""
+def insert_events(sink: ClickHouseSink, events: list, token: str) -> None:
+    """The folded events (``StreamEvent``s' layout), as ingest wrote them: ClickHouse parses the
+    msgpack (worker/sink.py)."""
     if events:
         sink.insert(Decoded(row_count=len(events), chunks=[_rows(events)]), token=token)
 

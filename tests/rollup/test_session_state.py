@@ -128,3 +128,11 @@ def test_a_session_moving_to_an_earlier_day_moves_its_whole_contribution():
     assert old_day["unique_sessions"] == -1 and old_day["impressions"] == -1 and old_day["conversions"] == -1
     assert new_day["unique_sessions"] == 1 and new_day["impressions"] == 2 and new_day["conversions"] == 1
     assert new_day["clean_value_sum"] == 4.0 and old_day["clean_value_sum"] == -4.0
+
+
+def test_the_rollers_event_layout_is_the_streams():
+    from shared.wire import StreamEnvelope, StreamEvent
+    from worker.rollup_share import FoldEnvelope, FoldEvent
+
+    assert FoldEvent.__struct_fields__ == StreamEvent.__struct_fields__
+    assert FoldEnvelope.__struct_fields__ == StreamEnvelope.__struct_fields__
