@@ -223,6 +223,9 @@ class ShareRoller:
         # while one folded but not marked would be counted as new.
         for key in created:
             known.add(*key)
+        # The totals first, then the events, never both at once: a redo after only the totals
+        # landed recomputes them (dropped by token); had only the events landed, the redo would
+        # find them folded and add nothing, and the totals would lack them for good.
         rollup_store.insert_summaries(self.sink, summaries, token)
         rollup_store.insert_events(self.sink, events, token)
         for key, state in states.items():
