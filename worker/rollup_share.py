@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 from shared.clickhouse import ClickHouse
 from shared.rollup.known_sessions import KnownSessions
 from shared.rollup.protocol import Share, id_key, shard_of
-from shared.rollup.session import SessionState, Summary
+from shared.rollup.session import REPLACED, SessionState, Summary
 from worker import rollup_store
 from worker.rollup_stream import RollupStream
 from worker.rows import envelope_bytes
@@ -191,6 +191,7 @@ class ShareRoller:
         before: dict[tuple[str, str], Summary | None] = {}
         changed: dict[tuple[str, str], SessionState] = {}
         created = []
+        replaced = []
         for event in events:
             key = (event.experiment_key, event.session_id)
             state = states.get(key)
@@ -200,8 +201,12 @@ class ShareRoller:
                 before[key] = None
             elif key not in before:
                 before[key] = state.summary()
-            if state.apply(event.variant_key, event.event_id, event.event_type, event.conversion_value, event.received_at_ms):
+            outcome = state.apply(event.variant_key, event.event_id, event.event_type, event.conversion_value, event.received_at_ms)
+            if outcome:
                 changed[key] = state
+                if outcome == REPLACED:
+                    replaced.append(event)
+        events = self._as_stored(events, replaced, states)
         # Each changed session's contribution before (-1) and after (+1) the step, as summaries:
         # ClickHouse turns them into the per-day total differences with the results' own SQL.
         summaries: list[tuple] = []
@@ -231,6 +236,25 @@ class ShareRoller:
         for key, state in states.items():
             self.cache.put(key, state)
         return len(events), read
+
+    def _as_stored(self, events: list[FoldEvent], replaced: list[FoldEvent], states: dict) -> list[FoldEvent]:
+        """The step's events, one copy per event as abacus.events keeps it.
+
+        Two copies of one event (same experiment, variant, session and event_id) with other
+        contents, a client's retry received later say, are one row in abacus.events: the copy
+        inserted last, which is not always the later in the stream (copies in one insert, or in
+        batches two workers inserted out of order). So for every event whose copy this step
+        replaced, the copy abacus.events holds is read back and becomes the state's (all the
+        copies are stored: the roller folds only stored entries)."""
+        latest = {(e.experiment_key, e.variant_key, e.session_id, e.event_id): e for e in events}
+        if replaced:
+            keys = list(dict.fromkeys((e.experiment_key, e.variant_key, e.session_id, e.event_id) for e in replaced))
+            for row in rollup_store.stored_copies(self.clickhouse.client(), keys):
+                stored = FoldEvent(*row)
+                latest[(stored.experiment_key, stored.variant_key, stored.session_id, stored.event_id)] = stored
+                state = states[(stored.experiment_key, stored.session_id)]
+                state.apply(stored.variant_key, stored.event_id, stored.event_type, stored.conversion_value, stored.received_at_ms)
+        return list(latest.values())
 
     def _fence(self) -> None:
         if not self.share.holds(self.owner):

@@ -58,6 +58,20 @@ def load_sessions(client: Client, keys: list[SessionKey]) -> dict[SessionKey, Se
     return found
 
 
+def stored_copies(client: Client, keys: list[tuple[str, str, str, str]]) -> list[tuple]:
+    """The copy abacus.events keeps of each (experiment, variant, session, event_id), as rows in
+    ``StreamEvent``'s layout (timestamps in epoch ms)."""
+    rows: list[tuple] = []
+    for start in range(0, len(keys), _LOOKUP_CHUNK):
+        rows += client.query(
+            "SELECT event_id, experiment_key, variant_key, session_id, event_type, path, conversion_value, metadata, "
+            "toUnixTimestamp64Milli(client_ts), toUnixTimestamp64Milli(received_at) FROM abacus.events FINAL "
+            "WHERE (experiment_key, variant_key, session_id, event_id) IN %(keys)s",
+            parameters={"keys": tuple(keys[start : start + _LOOKUP_CHUNK])},
+        ).result_rows
+    return rows
+
+
 def count_sessions(client: Client, shard: int, shards: int) -> int:
     return client.query(
         f"SELECT uniqExact(experiment_key, session_id) FROM {EVENTS_TABLE} WHERE {shard_condition(shard, shards)}"

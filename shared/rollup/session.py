@@ -48,6 +48,9 @@ Contribution = dict[str, list[float]]
 """variant_key -> a vector in ``TOTAL_FIELDS`` order."""
 
 
+UNCHANGED, ADDED, REPLACED = 0, 1, 2
+"""What ``SessionState.apply`` did with an event."""
+
 Summary = tuple[int, int, list[tuple]]
 """(cohort day, variants exposed, per variant (variant_key, impressions, cta_clicks, form_starts,
 form_submits, conversions, value)): all a session's contribution depends on."""
@@ -89,8 +92,9 @@ class SessionState:
         """(variant_key, event_id) -> (event_type, value): what the session holds, for comparisons."""
         return {key: (event_type, value) for key, (event_type, value, _) in self._events.items()}
 
-    def apply(self, variant_key: str, event_id: str, event_type: str, value: float | None, at_ms: int = 0) -> bool:
-        """Fold one event in (received at ``at_ms``); False when the session already held exactly this event."""
+    def apply(self, variant_key: str, event_id: str, event_type: str, value: float | None, at_ms: int = 0) -> int:
+        """Fold one event in (received at ``at_ms``): ``UNCHANGED`` (0) when the session already
+        held exactly this event, ``ADDED``, or ``REPLACED`` (it held another copy)."""
         value = value if value is not None and event_type == "conversion" else 0.0
         key = (variant_key, event_id)
         event = (event_type, value, at_ms)
@@ -102,9 +106,11 @@ class SessionState:
         if old is None:
             if event_type == "impression" and (self._first_ms is None or at_ms < self._first_ms):
                 self._first_ms = at_ms
+            outcome = ADDED
         else:
             if old == event:
-                return False
+                return UNCHANGED
+            outcome = REPLACED
             # A repeat with other contents replaces the earlier copy, as the table's FINAL does.
             old_type, old_value, _ = old
             slot = _COUNTED_TYPES.get(old_type)
@@ -118,7 +124,7 @@ class SessionState:
         if slot is not None:
             counts[slot] += 1
         counts[_VALUE_SLOT] += value
-        return True
+        return outcome
 
     def summary(self) -> Summary:
         """What the session contributes, as the roller hands it to ClickHouse (a copy: later

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from shared.rollup.session import SessionState, add_difference
+from shared.rollup.session import ADDED, REPLACED, UNCHANGED, SessionState, add_difference
 from shared.rollup.totals import TOTAL_FIELDS, VariantRollup
 
 
@@ -80,9 +80,9 @@ def test_session_exposed_to_two_variants_leaves_the_clean_statistics():
 
 def test_apply_says_whether_anything_changed():
     state = SessionState()
-    assert state.apply("control", "e1", "conversion", 5.0) is True
-    assert state.apply("control", "e1", "conversion", 5.0) is False
-    assert state.apply("control", "e1", "conversion", 7.0) is True  # same id, new contents: replaced
+    assert state.apply("control", "e1", "conversion", 5.0) == ADDED
+    assert state.apply("control", "e1", "conversion", 5.0) == UNCHANGED
+    assert state.apply("control", "e1", "conversion", 7.0) == REPLACED  # same id, new contents
     got = contribution(state)["control"]
     assert got["conversions"] == 1 and got["value_total"] == 7.0
     assert state.events() == {("control", "e1"): ("conversion", 7.0)}
