@@ -1,6 +1,6 @@
 """The results rollup's protocol and state, owned here: nothing else reads or writes its keys.
 
-Experiments are split into ``shards`` shares by a hash of experiment_key; each share is folded
+Experiments are split into ``shards`` shares by a hash of experiment_key (``shard_of``); each share is folded
 by one roller at a time (a lock per share) and has its own bookmark (a consumer group on the
 stream that only marks how far the share is folded). This module answers the three questions the
 rest of Abacus asks:
@@ -18,8 +18,8 @@ rest of Abacus asks:
 
 from __future__ import annotations
 
+import hashlib
 import time
-import zlib
 from dataclasses import dataclass
 
 import msgspec
@@ -52,8 +52,11 @@ _keys_decoder = msgspec.msgpack.Decoder(_EnvelopeKeys)
 
 
 def shard_of(experiment_key: str, shards: int) -> int:
-    """The share an experiment belongs to; ClickHouse's ``CRC32(experiment_key) % shards`` agrees."""
-    return 0 if shards == 1 else zlib.crc32(experiment_key.encode()) % shards
+    """The share an experiment belongs to: the first 8 bytes of the key's MD5, big-endian, modulo
+    the shares, which is ClickHouse's ``halfMD5(experiment_key) % shards`` (results_sql)."""
+    if shards == 1:
+        return 0
+    return int.from_bytes(hashlib.md5(experiment_key.encode()).digest()[:8], "big") % shards
 
 
 def is_rollup_group(name: str) -> bool:

@@ -111,4 +111,4 @@ def _totals(sessions: str, sign: str, cohort: str, cohort_filter: str) -> str:
 
 def shard_condition(shard: int, shards: int, column: str = "experiment_key") -> str:
     """SQL true for the experiments a roller shard owns (``shared.rollup.protocol.shard_of``)."""
-    return "1" if shards == 1 else f"CRC32({column}) % {int(shards)} = {int(shard)}"
+    return "1" if shards == 1 else f"halfMD5({column}) % {int(shards)} = {int(shard)}"

@@ -176,3 +176,14 @@ def test_rollers_killed_at_random_points_never_claim_an_undercount(settings, red
         build_roller(settings, clean_clickhouse).run(until_caught_up=True)
         assert_all_windows_match(clean_clickhouse)
     assert kills >= 4, "most rounds must have killed their roller somewhere"
+
+
+def test_python_and_clickhouse_agree_on_each_experiments_share(clean_clickhouse):
+    from shared.rollup.results_sql import shard_condition
+
+    keys = [*EXPERIMENTS, "homepage_hero_test", "pricing_cta_test", "ünïcode_key"]
+    for shards in (1, 2, 3, 7):
+        for shard in range(shards):
+            sql = f"SELECT key FROM (SELECT arrayJoin({{keys:Array(String)}}) AS key) WHERE {shard_condition(shard, shards, 'key')}"
+            found = {row[0] for row in clean_clickhouse.client().query(sql, parameters={"keys": keys}).result_rows}
+            assert found == {key for key in keys if shard_of(key, shards) == shard}
