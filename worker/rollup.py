@@ -109,6 +109,7 @@ class Roller:
         finally:
             renewing_done.set()
             renewer.join()  # before releasing: it would otherwise take a free lock again
+            self._settle_all()
             self._release_all()
 
     def run_once(self) -> tuple[bool, int]:
@@ -144,7 +145,20 @@ class Roller:
                 self._release(shard)
         return fair
 
+    def _settle_all(self) -> None:
+        """Let the steps being written land (or fail) before letting go of their shares."""
+        for shard in list(self.held):
+            try:
+                self.shares[shard].settle()
+            except Exception as exc:  # noqa: BLE001 - a step that did not land is redone by the next roller
+                log.warning("rollup share %d: the last step did not land (%s); its next roller redoes it", shard, exc)
+                self.shares[shard].forget()
+
     def _release(self, shard: int) -> None:
+        try:
+            self.shares[shard].settle()
+        except Exception:  # noqa: BLE001 - its next roller redoes the recorded step
+            self.shares[shard].forget()
         self.held.discard(shard)
         try:
             self.shares[shard].share.release(self.owner)

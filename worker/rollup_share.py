@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import msgspec
 from redis.exceptions import RedisError
@@ -97,12 +98,33 @@ class ShareRoller:
         # Assume full entries until a step has shown otherwise: the first step stays small
         # instead of reading _MAX_ENTRIES_PER_STEP entries that could each be full.
         self._events_per_entry = float(_MOST_EVENTS_PER_ENTRY)
+        # Steps are pipelined: while one step's inserts run (chDB and the HTTP client wait without
+        # the interpreter lock), the next is read and folded in memory; it is recorded and written
+        # only once the one before has landed, so at most one step is ever in flight.
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"rollup-write-{share.shard}")
+        self._pending: Future | None = None
+        self._pinned: dict[tuple[str, str], SessionState] = {}
+        """The states of the step in flight: they are not in ClickHouse yet, so a session the cache
+        let go of meanwhile is taken from here, never read back stale."""
 
     def forget(self) -> None:
         """After a failed step: re-read the bookmark and the session states, as ClickHouse and
-        Redis hold them, before the next step."""
+        Redis hold them, before the next step (once the write in flight, if any, has ended)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            try:
+                pending.result()
+            except Exception:  # noqa: BLE001 - what ClickHouse and Redis hold now is re-read anyway
+                pass
+        self._pinned = {}
         self.cache.clear()
         self._bookmark = None
+
+    def settle(self) -> None:
+        """Wait until the step being written has landed and its bookmark moved; its error, if any."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
 
     def new_tenure(self) -> None:
         """Another roller may have run this share since this process last held it: forget everything."""
@@ -128,6 +150,7 @@ class ShareRoller:
         The bookmark moves to the stream's start first, so nothing is trimmed that the snapshot
         might miss; refolded events the snapshot already holds change nothing (same event ids)."""
         log.info("rebuilding rollup share %d of %d from abacus.events", self.share.shard, self.share.shards)
+        self.settle()
         started = time.monotonic()
         # The request is taken now, not when done: one made while this rebuild runs starts another.
         served = self.share.begin_rebuild()
@@ -142,35 +165,67 @@ class ShareRoller:
     # ----- one step ----------------------------------------------------------------------------
     def _step(self, generation: str) -> bool:
         assert self._bookmark is not None
-        in_hand = self.share.step_in_hand()
-        if in_hand is not None:
-            start, end = in_hand
-            entries = self.stream.read_range(start, end, None)
-        else:
-            until = self.stream.stored_until()
-            if until is None:
-                return False
-            start = self._bookmark
-            count = max(1, min(_MAX_ENTRIES_PER_STEP, int(_EVENTS_PER_STEP / self._events_per_entry)))
-            entries = self.stream.read_range(start, until, count)
-            if not entries:
-                return False
-            end = entries[-1][0]
-            self.share.begin_step(start, end)
-        dead, self._dead_cursor = self.stream.dead_letters_after(self._dead_cursor)
-        self._dead.update(dead)
-        folded, read = self._fold(entries, token=step_token(generation, self.share.shard, start, end))
-        self.share.finish_step(end)
+        if self._pending is None:
+            in_hand = self.share.step_in_hand()
+            if in_hand is not None:  # left by a crash: redo exactly that range, before anything else
+                start, end = in_hand
+                entries = self.stream.read_range(start, end, None)
+                self._update_dead_letters()
+                folded, read = self._fold(entries, token=step_token(generation, self.share.shard, start, end))
+                self.share.finish_step(end)
+                self._moved_past(end, entries, folded, read)
+                return True
+        until = self.stream.stored_until()
+        start = self._bookmark
+        count = max(1, min(_MAX_ENTRIES_PER_STEP, int(_EVENTS_PER_STEP / self._events_per_entry)))
+        entries = self.stream.read_range(start, until, count) if until is not None else []
+        if not entries:
+            self.settle()
+            return False
+        end = entries[-1][0]
+        self._update_dead_letters()
+        summaries, events, read, states = self._fold_in_memory(entries)
+        self.settle()  # the step before has landed: now this one may be recorded and written
+        self.share.begin_step(start, end)
+        self._fence()
+        self._pinned = states
+        self._pending = self._writer.submit(self._write, summaries, events, step_token(generation, self.share.shard, start, end), end)
+        self._moved_past(end, entries, len(events), read)
+        return True
+
+    def _moved_past(self, end: bytes, entries: list[Entry], folded: int, read: int) -> None:
         self._bookmark = end
         end_key = id_key(end)
         self._dead = {entry_id for entry_id in self._dead if id_key(entry_id) > end_key}
         if entries:
             self._events_per_entry = max(1.0, read / len(entries))
         self.folded_events += folded
-        return True
+
+    def _update_dead_letters(self) -> None:
+        dead, self._dead_cursor = self.stream.dead_letters_after(self._dead_cursor)
+        self._dead.update(dead)
 
     def _fold(self, entries: list[Entry], token: str) -> tuple[int, int]:
-        """Fold this share's events of ``entries``; (events folded, events read)."""
+        """Fold this share's events of ``entries`` and write them, at once; (events folded, events read)."""
+        summaries, events, read, _ = self._fold_in_memory(entries)
+        self._fence()
+        rollup_store.insert_summaries(self.sink, summaries, token)
+        rollup_store.insert_events(self.sink, events, token)
+        return len(events), read
+
+    def _write(self, summaries: list[tuple], events: list[FoldEvent], token: str, end: bytes) -> None:
+        """A step's inserts, then its bookmark: on the writer thread."""
+        # The totals first, then the events, never both at once: a redo after only the totals
+        # landed recomputes them (dropped by token); had only the events landed, the redo would
+        # find them folded and add nothing, and the totals would lack them for good.
+        rollup_store.insert_summaries(self.sink, summaries, token)
+        rollup_store.insert_events(self.sink, events, token)
+        self.share.finish_step(end)
+
+    def _fold_in_memory(self, entries: list[Entry]) -> tuple[list[tuple], list[FoldEvent], int, dict]:
+        """Apply this share's events of ``entries`` to the session states: (the step's signed
+        session summaries, its events one copy each as abacus.events keeps them, events read,
+        the states it touched)."""
         events = self._events_of(entries)
         read = len(events)
         if self.share.shards > 1:
@@ -178,8 +233,11 @@ class ShareRoller:
         known = self._known_sessions()
         states: dict[tuple[str, str], SessionState] = {}
         missing = []
+        pinned = self._pinned
         for key in dict.fromkeys((event.experiment_key, event.session_id) for event in events):
             state = self.cache.get(key)
+            if state is None:
+                state = pinned.get(key)
             if state is not None:
                 states[key] = state
             elif known.may_contain(*key):
@@ -221,21 +279,13 @@ class ShareRoller:
             day, exposed, parts = state.summary()
             for part in parts:
                 add((1, experiment_key, part[0], day, *part[1:], exposed))
-        # Fencing: had this process stalled past the lock's lifetime, another roller may have
-        # folded these entries already (under another range, so another token).
-        self._fence()
         # Before the inserts: a session marked folded that never was costs one needless lookup,
         # while one folded but not marked would be counted as new.
         for key in created:
             known.add(*key)
-        # The totals first, then the events, never both at once: a redo after only the totals
-        # landed recomputes them (dropped by token); had only the events landed, the redo would
-        # find them folded and add nothing, and the totals would lack them for good.
-        rollup_store.insert_summaries(self.sink, summaries, token)
-        rollup_store.insert_events(self.sink, events, token)
         for key, state in states.items():
             self.cache.put(key, state)
-        return len(events), read
+        return summaries, events, read, states
 
     def _as_stored(self, events: list[FoldEvent], replaced: list[FoldEvent], states: dict) -> list[FoldEvent]:
         """The step's events, one copy per event as abacus.events keeps it.
@@ -246,6 +296,8 @@ class ShareRoller:
         batches two workers inserted out of order). So for every event whose copy this step
         replaced, the copy abacus.events holds is read back and becomes the state's (all the
         copies are stored: the roller folds only stored entries)."""
+        if not replaced:
+            return events  # repeated copies, if any, are identical: any of them is the stored one
         latest = {(e.experiment_key, e.variant_key, e.session_id, e.event_id): e for e in events}
         if replaced:
             keys = list(dict.fromkeys((e.experiment_key, e.variant_key, e.session_id, e.event_id) for e in replaced))
@@ -257,6 +309,8 @@ class ShareRoller:
         return list(latest.values())
 
     def _fence(self) -> None:
+        # Had this process stalled past the lock's lifetime, another roller may have folded
+        # these entries already (under another range, so another token): write nothing then.
         if not self.share.holds(self.owner):
             raise LostLock(f"the lock of rollup share {self.share.shard} passed to another process")
 

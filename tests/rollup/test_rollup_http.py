@@ -97,12 +97,16 @@ def test_results_headers_say_what_the_rollup_has_not_folded(settings, redis_clie
         analyst = auth(settings, "analyst", "ana")
         assert client.post("/api/experiments/impression", json=beacon(event_name="impression")).status_code == 202
 
-        def folded():
+        def answer():
             response = client.get("/api/v1/experiments/results?experiment_key=homepage_hero_test", headers=analyst)
-            return response.headers["x-abacus-source"] == "rollup" and response.json()[0]["variants"][0]["impressions"] == 1 and response
+            impressions = response.json()[0]["variants"][0]["impressions"]
+            unfolded = int(response.headers["x-abacus-unfolded-events"])
+            # (The bookmark moves just after a step's inserts land: for a moment the gap may be
+            # over-stated, never under-stated.)
+            return response.headers["x-abacus-source"] == "rollup" and impressions == 1 and unfolded == 0 and response
 
-        response = wait_for(folded, timeout=15)
-        assert response.headers["x-abacus-unfolded-events"] == "0" and response.headers["x-abacus-behind-ms"] == "0"
+        response = wait_for(answer, timeout=15)
+        assert response.headers["x-abacus-behind-ms"] == "0"
 
 
 def test_results_still_answer_from_the_events_when_redis_is_down(settings, redis_client):
