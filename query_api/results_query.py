@@ -59,6 +59,15 @@ def fetch_rollup_totals(
     return _by_variant(client.query(sql, parameters=parameters).result_rows)
 
 
+# The sessions first exposed in a window, found from impressions alone (a session whose first
+# impression is before `end` has an impression before it), so only their events are grouped.
+_COHORT_SESSIONS = (
+    " AND (experiment_key, session_id) IN (SELECT experiment_key, session_id FROM abacus.events FINAL "
+    "WHERE experiment_key IN {keys:Array(String)} AND event_type = 'impression' {before_end} "
+    "GROUP BY experiment_key, session_id HAVING {first_in_window})"
+)
+
+
 def fetch_rollups(client: Client, keys: list[str], start: dt.datetime | None, end: dt.datetime | None) -> Totals:
     """Totals computed from abacus.events: all time, or the sessions first exposed in a window."""
     conditions = []
@@ -69,7 +78,12 @@ def fetch_rollups(client: Client, keys: list[str], start: dt.datetime | None, en
     if end is not None:
         conditions.append("s_first_impression < {end:DateTime64(3, 'UTC')}")
         parameters["end"] = end
-    sql = variant_totals_sql(EVENTS_SOURCE, cohort_filter=" AND ".join(conditions) or "1")
+    source = EVENTS_SOURCE
+    if conditions:
+        first_in_window = " AND ".join(c.replace("s_first_impression", "min(received_at)") for c in conditions)
+        before_end = "AND received_at < {end:DateTime64(3, 'UTC')}" if end is not None else ""
+        source += _COHORT_SESSIONS.replace("{before_end}", before_end).replace("{first_in_window}", first_in_window)
+    sql = variant_totals_sql(source, cohort_filter=" AND ".join(conditions) or "1")
     return _by_variant([(e, v, *numbers) for e, v, _cohort, *numbers in client.query(sql, parameters=parameters).result_rows])
 
 
