@@ -151,15 +151,23 @@ def measure_size(client_http, headers: dict[str, str], service, rows: int, args:
     )
     generated_s = time.perf_counter() - started
     rebuilt_s = rebuild_rollup(client_http, headers)
-    waited_s = wait_for_merges(ch, args.merge_wait, quiet_s=1.0 if args.tiny else 5.0)
-    still_running = merges_running(ch)
+    # The rebuild copies every event into abacus.rollup_events: its merges must settle too.
+    waited_s = sum(
+        wait_for_merges(ch, args.merge_wait, quiet_s=1.0 if args.tiny else 5.0, table=table) for table in _TIMED_TABLES
+    )
+    still_running = sum(merges_running(ch, table) for table in _TIMED_TABLES)
     # Freeze the part layout while timing: a merge starting mid-series would compete for the two
     # cores and change what FINAL has to merge at read time.
-    ch.command("SYSTEM STOP MERGES abacus.events")
+    for table in _TIMED_TABLES:
+        ch.command(f"SYSTEM STOP MERGES abacus.{table}")
     try:
         return timings(client_http, headers, service, ch, rows, generated_s, waited_s, still_running, args, rebuilt_s) | {"rebuild_s": rebuilt_s}
     finally:
-        ch.command("SYSTEM START MERGES abacus.events")
+        for table in _TIMED_TABLES:
+            ch.command(f"SYSTEM START MERGES abacus.{table}")
+
+
+_TIMED_TABLES = ("events", "rollup_events", "rollup_day_totals")
 
 
 def timings(client_http, headers, service, ch, rows, generated_s, waited_s, still_running, args, rebuild_s) -> dict[str, float]:  # type: ignore[no-untyped-def]

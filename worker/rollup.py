@@ -124,7 +124,7 @@ class Roller:
     def elect(self) -> int:
         """Keep the shares held, take free ones up to the fair number, give back any beyond it
         (another roller joined). Returns the fair number."""
-        rollers = self.protocol.heartbeat(self.owner, 3 * _LOCK_TTL_MS)
+        rollers = self.protocol.heartbeat(self.owner, _LOCK_TTL_MS)
         fair = math.ceil(self.protocol.shards / rollers)
         for shard in self._preference:
             share = self.shares[shard]
@@ -178,7 +178,7 @@ class Roller:
         statements run long does not let them lapse (run()'s thread)."""
         while not done.wait(_LOCK_TTL_MS / 3000):
             try:
-                self.protocol.heartbeat(self.owner, 3 * _LOCK_TTL_MS)
+                self.protocol.heartbeat(self.owner, _LOCK_TTL_MS)
                 for shard in list(self.held):
                     if not self.shares[shard].share.renew(self.owner, _LOCK_TTL_MS):
                         self.held.discard(shard)  # taken over; its next step notices and stands by

@@ -19,6 +19,7 @@ rest of Abacus asks:
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from dataclasses import dataclass
 
@@ -27,6 +28,8 @@ import redis
 from redis.exceptions import ResponseError
 
 from shared import redis_keys
+
+log = logging.getLogger(__name__)
 
 ALIVE_GRACE_MS = 300_000
 """A share whose roller has not run for this long is abandoned: trimming stops waiting for it."""
@@ -206,9 +209,7 @@ class RollupProtocol:
         return bound
 
     def _drop(self, group: str, shard: int, shards: int, why: str) -> None:
-        import logging
-
-        logging.getLogger(__name__).warning("trimming no longer waits for rollup share %s: %s", group, why)
+        log.warning("trimming no longer waits for rollup share %s: %s", group, why)
         pipe = self.redis.pipeline(transaction=True)
         pipe.xgroup_destroy(self.stream, group)
         pipe.delete(redis_keys.rollup_shard_key("built", shard, shards), redis_keys.rollup_shard_key("step", shard, shards))
