@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.datastructures import Cookie
+from litestar.params import FromPath
 from msgspec import Meta
 
 from ingest import assignment
@@ -64,7 +65,7 @@ class SdkFile:
         if accepts_gzip(request.headers.get("accept-encoding", "")):
             body = self.gzipped
             headers["Content-Encoding"] = "gzip"
-        return Response(body, media_type="text/javascript; charset=utf-8", headers=headers)
+        return Response(body, media_type="text/javascript", headers=headers)
 
 
 def accepts_gzip(accept_encoding: str) -> bool:
@@ -119,7 +120,7 @@ def sdk_route_handlers(registry: RegistryCache, *, public_registry: bool) -> lis
         return sdk.response(request, SHORT_CACHE)
 
     @get("/sdk/{name:str}", tags=["sdk"], summary="The browser SDK at its versioned URL (cached for a year)", sync_to_thread=False)
-    def sdk_versioned(request: Request, name: str) -> Response[Any]:
+    def sdk_versioned(request: Request, name: FromPath[str]) -> Response[Any]:
         if f"/sdk/{name}" != sdk.versioned_path:
             return Response({"status_code": 404, "detail": "No such SDK version"}, status_code=404)
         return sdk.response(request, IMMUTABLE_CACHE)
