@@ -265,6 +265,7 @@
     started = (opts.endpoint ? loadRegistry() : Promise.resolve(null)).then(function (list) {
       registry = (list || []).filter(function (e) { return e && e.variants; });
       paused = !!list && !list.length; // kill switch: no beacons at all
+      if (!paused) visitorId(); // renews abacus_id's expiry on every page view
       if (doc) whenReady(applyMarked);
       if (!paused && unsent().length) schedule(0); // left by earlier pages
       return !!list;
