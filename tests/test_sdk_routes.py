@@ -206,7 +206,7 @@ def test_abacus_ingest_alone_serves_the_sdk_the_registry_and_assignments(redis_u
     from shared import redis_keys
     from shared.registry.models import RegistrySnapshot
 
-    url = redis_url.rsplit("/", 1)[0] + "/11"  # a database of its own under a long-lived server
+    url = redis_url  # the tests' own database: the process lives only within this test
     redis.Redis.from_url(url).flushdb()
     publish_seed_registry(url)
     snapshot = msgspec.json.decode(redis.Redis.from_url(url).get(redis_keys.REGISTRY_SNAPSHOT), type=RegistrySnapshot)

@@ -213,6 +213,7 @@ def test_impressions_and_a_conversion_on_click_are_counted_exactly(context, site
     variant = page.evaluate(f"Abacus.variant('{key}')")
     page.reload()  # a second page view: a second impression
     assert page.evaluate("window.abacusReady") is True
+    assert page.evaluate(f"[Abacus.variant('{key}'), Abacus.variant('{key}')]") == [variant, variant]
     page.click("#buy")
     page.evaluate("Abacus.flush()")
     other = "treatment" if variant == "control" else "control"
@@ -309,6 +310,7 @@ def test_ingest_503_keeps_events_across_a_reload_and_retries_them_once_redis_is_
         ]
         page.reload()  # the queue outlives the page; this view adds its own impression
         assert page.evaluate("window.abacusReady") is True
+        assert page.evaluate(f"Abacus.variant('{key}')") == variant
         queued = json.loads(page.evaluate("localStorage.getItem('abacus_queue')"))
         assert sorted(e["event_name"] for e in queued) == ["conversion", "impression", "impression"]
     finally:
