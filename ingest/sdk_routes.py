@@ -142,8 +142,8 @@ def sdk_route_handlers(registry: RegistryCache, *, public_registry: bool) -> lis
         # Depends on the visitor and on a registry that changes: never to be cached.
         return Response(chosen, headers={"Cache-Control": "no-store"})
 
-    @post("/api/experiments/visitor", tags=["sdk"], summary="Sets the visitor cookie from the server (Safari keeps it 400 days)")
-    async def visitor_cookie(request: Request) -> Response[Any]:
+    @post("/api/experiments/visitor", tags=["sdk"], status_code=204, summary="Sets the visitor cookie from the server (Safari keeps it 400 days)")
+    async def visitor_cookie(request: Request) -> Response[None]:  # 204; refusals carry a body
         media_type = (request.headers.get("content-type") or "application/json").split(";", 1)[0].strip().lower()
         if media_type not in ("application/json", "text/plain"):
             return Response({"ok": False, "error": "Content-Type must be application/json or text/plain", "field": None}, status_code=415)
