@@ -1,8 +1,15 @@
-"""One mapping from Abacus's own errors to HTTP responses, for every query-API route."""
+"""One mapping from Abacus's own errors to HTTP responses, for every query-API route.
+
+Every error answers ingest's shape, ``{"ok": false, "error": "...", "field": "$.path" | null}``,
+so a client handles one body whichever service refused it.
+"""
 
 from __future__ import annotations
 
+import re
+
 from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
 
 from shared.registry.models import DefinitionError
 from shared.registry.store import Busy, Conflict, NotFound, RegistryError, VersionMismatch
@@ -24,18 +31,47 @@ class BadQuery(ValueError):
         self.field = field
 
 
+_PATH_IN_MESSAGE = re.compile(r" - at `(\$[^`]*)`$")
+_MISSING_FIELD = re.compile(r"missing required field `([^`]*)`")
+
+
+def error_body(message: str, field: str | None = None) -> dict[str, object]:
+    return {"ok": False, "error": message, "field": field}
+
+
 def _registry_error(_: Request, exc: RegistryError) -> Response:
     status = _STATUS.get(type(exc), 500)
     detail = _DETAIL.get(type(exc), "{}").format(exc)
     headers = {"Retry-After": "1"} if status == 503 else None
-    return Response({"status_code": status, "detail": detail}, status_code=status, headers=headers)
+    return Response(error_body(detail), status_code=status, headers=headers)
 
 
 def _field_error(_: Request, exc: DefinitionError | BadQuery) -> Response:
-    return Response(
-        {"status_code": 400, "detail": str(exc), "field": exc.field, "extra": [{"key": exc.field, "message": str(exc)}]},
-        status_code=400,
-    )
+    return Response(error_body(str(exc), exc.field), status_code=400)
 
 
-EXCEPTION_HANDLERS = {RegistryError: _registry_error, DefinitionError: _field_error, BadQuery: _field_error}
+def _http_error(_: Request, exc: HTTPException) -> Response:
+    """Litestar's own refusals (auth, 404, a body or parameter it cannot decode) in the same shape;
+    a validation error names the first offending value as msgspec's JSON path."""
+    message, field = exc.detail, None
+    if isinstance(exc, ValidationException) and isinstance(exc.extra, list) and exc.extra:
+        first = exc.extra[0] if isinstance(exc.extra[0], dict) else {}
+        message = str(first.get("message") or message)
+        located = _PATH_IN_MESSAGE.search(message)
+        missing = _MISSING_FIELD.search(message)
+        where = located.group(1) if located else "$"
+        if missing:
+            field = f"{where}.{missing.group(1)}"
+        elif located:
+            field = where
+        elif first.get("key"):
+            field = str(first["key"])
+    return Response(error_body(message, field), status_code=exc.status_code, headers=exc.headers)
+
+
+EXCEPTION_HANDLERS = {
+    HTTPException: _http_error,
+    RegistryError: _registry_error,
+    DefinitionError: _field_error,
+    BadQuery: _field_error,
+}
