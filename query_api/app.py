@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from litestar import Litestar
 from litestar.datastructures import State
 
+from query_api.analyst_tools import ANALYST_TOOL_ROUTES
 from query_api.auth import TokenVerifier
 from query_api.errors import EXCEPTION_HANDLERS
 from query_api.registry_routes import REGISTRY_ROUTES
@@ -53,8 +54,8 @@ def build_query(settings: Settings, clickhouse: ClickHouse, registry: RegistryCa
     service = QueryService(store, registry, clickhouse, redis_client, settings.rollup_max_lag_ms)
     return QueryParts(
         service=service,
-        route_handlers=[*REGISTRY_ROUTES, *RESULTS_ROUTES, *ROLLUP_ROUTES],
-        state={"query_service": service, "token_verifier": verifier},
+        route_handlers=[*REGISTRY_ROUTES, *RESULTS_ROUTES, *ROLLUP_ROUTES, *ANALYST_TOOL_ROUTES],
+        state={"query_service": service, "token_verifier": verifier, "settings": settings},
     )
 
 

@@ -39,6 +39,15 @@ def error_body(message: str, field: str | None = None) -> dict[str, object]:
     return {"ok": False, "error": message, "field": field}
 
 
+class SqlRefused(Exception):
+    """ClickHouse refused or stopped an analyst's query; ``status`` says how (403 read-only,
+    422 past its limits, 400 bad SQL, 503 unavailable)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 def _registry_error(_: Request, exc: RegistryError) -> Response:
     status = _STATUS.get(type(exc), 500)
     detail = _DETAIL.get(type(exc), "{}").format(exc)
@@ -69,9 +78,15 @@ def _http_error(_: Request, exc: HTTPException) -> Response:
     return Response(error_body(message, field), status_code=exc.status_code, headers=exc.headers)
 
 
+def _sql_refused(_: Request, exc: SqlRefused) -> Response:
+    headers = {"Retry-After": "1"} if exc.status == 503 else None
+    return Response(error_body(str(exc), "$.query"), status_code=exc.status, headers=headers)
+
+
 EXCEPTION_HANDLERS = {
     HTTPException: _http_error,
     RegistryError: _registry_error,
     DefinitionError: _field_error,
     BadQuery: _field_error,
+    SqlRefused: _sql_refused,
 }

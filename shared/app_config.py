@@ -19,7 +19,7 @@ def app_config(title: str) -> dict[str, object]:
         "openapi_config": OpenAPIConfig(
             title=title, version="1", path="/schema", render_plugins=[SwaggerRenderPlugin()]
         ),
-        "logging_config": LoggingConfig(log_exceptions="always", disable_stack_trace={400, 401, 403, 404, 405, 409, 412, 413, 415}),
+        "logging_config": LoggingConfig(log_exceptions="always", disable_stack_trace={400, 401, 403, 404, 405, 409, 412, 413, 415, 422}),
     }
 
 
