@@ -193,7 +193,7 @@ def _header_line(client: Client, sql: str, parameters: dict | None, output: Outp
         return None  # not a plain SELECT: the caller runs it whole with its header format
     if output.clickhouse == "CSV":
         buffer = io.StringIO()
-        csv.writer(buffer, lineterminator="\n").writerow(names)
+        csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_ALL).writerow(names)  # as ClickHouse's CSVWithNames
         return buffer.getvalue().encode()
     escape = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n"})
     return ("\t".join(name.translate(escape) for name in names) + "\n").encode()

@@ -77,7 +77,7 @@ class Settings:
     sql_max_memory_bytes: int = 2000000000
     """ABACUS_SQL_MAX_MEMORY_BYTES: most memory one `POST /api/v1/sql` query or export may use in ClickHouse, in bytes."""
     clickhouse_analyst_password: str | None = None
-    """ABACUS_CLICKHOUSE_ANALYST_PASSWORD: on a ClickHouse server, `abacus migrate` creates the read-only user `abacus_analyst` with this password (the role `abacus_analyst` is created either way)."""
+    """ABACUS_CLICKHOUSE_ANALYST_PASSWORD: on a ClickHouse server, `abacus migrate` creates the read-only user `abacus_analyst` with this password (the role `abacus_readonly` is created either way)."""
     api_url: str = "http://127.0.0.1:8000"
     """ABACUS_API_URL: where `abacus sql` sends its query (the query API or `abacus serve`)."""
     token: str | None = None
