@@ -12,12 +12,14 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from shared.registry.models import DefinitionError
-from shared.registry.store import Busy, Conflict, NotFound, RegistryError, VersionMismatch
+from shared.registry.store import Busy, Conflict, NeedsConfirmation, NotArchived, NotFound, RegistryError, VersionMismatch
 
-_STATUS = {NotFound: 404, Conflict: 409, VersionMismatch: 412, Busy: 503}
+_STATUS = {NotFound: 404, Conflict: 409, NeedsConfirmation: 409, NotArchived: 409, VersionMismatch: 412, Busy: 503}
 _DETAIL = {
     NotFound: "No experiment {}",
     Conflict: "Experiment {} already exists (archived experiments keep their key)",
+    NeedsConfirmation: "{}",
+    NotArchived: "{}",
     VersionMismatch: "{}",
     Busy: "{}",
 }
@@ -52,7 +54,7 @@ def _registry_error(_: Request, exc: RegistryError) -> Response:
     status = _STATUS.get(type(exc), 500)
     detail = _DETAIL.get(type(exc), "{}").format(exc)
     headers = {"Retry-After": "1"} if status == 503 else None
-    return Response(error_body(detail), status_code=status, headers=headers)
+    return Response(error_body(detail, getattr(exc, "field", None)), status_code=status, headers=headers)
 
 
 def _field_error(_: Request, exc: DefinitionError | BadQuery) -> Response:
