@@ -76,7 +76,9 @@ def _http_error(_: Request, exc: HTTPException) -> Response:
         elif located:
             field = where
         elif first.get("key"):
-            field = str(first["key"])
+            # Litestar names a body field by its path without "$." and a parameter by its name.
+            key = str(first["key"])
+            field = key if first.get("source") != "body" or key.startswith("$") else f"$.{key}"
     return Response(error_body(message, field), status_code=exc.status_code, headers=exc.headers)
 
 

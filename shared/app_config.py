@@ -9,7 +9,8 @@ from collections.abc import Awaitable, Callable
 
 from litestar.logging import LoggingConfig
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import SwaggerRenderPlugin
+
+from shared.docs_page import OfflineSwaggerRenderPlugin
 
 log = logging.getLogger(__name__)
 
@@ -17,7 +18,7 @@ log = logging.getLogger(__name__)
 def app_config(title: str) -> dict[str, object]:
     return {
         "openapi_config": OpenAPIConfig(
-            title=title, version="1", path="/schema", render_plugins=[SwaggerRenderPlugin()]
+            title=title, version="1", path="/schema", render_plugins=[OfflineSwaggerRenderPlugin()]
         ),
         "logging_config": LoggingConfig(log_exceptions="always", disable_stack_trace={400, 401, 403, 404, 405, 409, 412, 413, 415, 422}),
     }
