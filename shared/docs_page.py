@@ -25,7 +25,6 @@ class OfflineSwaggerRenderPlugin(SwaggerRenderPlugin):
             css_url=f"{ASSETS_PATH}/swagger-ui.css",
             standalone_preset_js_url=f"{ASSETS_PATH}/swagger-ui-standalone-preset.js",
             favicon=f"<link rel='icon' type='image/png' href='{ASSETS_PATH}/favicon-32x32.png'>",
-            path="/",
         )
 
     def receive_router(self, router: Router) -> None:
