@@ -185,3 +185,29 @@ def test_analyst_cannot_edit(browser, served):
         assert "token" not in page.url
     finally:
         context.close()
+
+
+def test_admin_archives_restores_and_flips_the_kill_switch(browser, served):
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        sign_in(page, served, "admin")
+        page.get_by_role("link", name="pricing_cta_test").click()
+        page.get_by_role("button", name="Archive", exact=True).click()
+        page.get_by_role("button", name="Restore", exact=True).wait_for()
+        assert page.locator("h1 .status").inner_text() == "archived"
+        page.get_by_role("button", name="Restore", exact=True).click()
+        page.get_by_role("button", name="Archive", exact=True).wait_for()
+        assert page.locator("h1 .status").inner_text() == "running"
+        history = page.locator("section", has=page.get_by_role("heading", name="Definition history")).inner_text()
+        assert "restore by tester@example.com" in history and "archive by tester@example.com" in history
+
+        page.get_by_role("link", name="Experiments", exact=True).click()
+        page.get_by_role("button", name="Turn all experiments off").click()
+        page.get_by_role("button", name="Turn experiments back on").wait_for()
+        assert httpx.get(f"{served.base_url}/api/experiments").json() == []
+        page.get_by_role("button", name="Turn experiments back on").click()
+        page.get_by_role("button", name="Turn all experiments off").wait_for()
+        assert len(httpx.get(f"{served.base_url}/api/experiments").json()) == 2
+    finally:
+        context.close()
