@@ -37,7 +37,7 @@ def main() -> None:
     events = 20_000 if args.tiny else args.events
 
     from query_api.export_routes import EVENT_COLUMNS
-    from query_api.sql_exec import FORMATS, readonly_settings, stream_query
+    from query_api.sql_exec import FORMATS, STREAM_SETTINGS, readonly_settings, stream_query
     from shared.clickhouse import ClickHouse, chdb_url, migrate
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -55,7 +55,7 @@ def main() -> None:
         baseline = time.perf_counter() - started
         print(f"baseline: ClickHouse reads them (FORMAT Null) in {baseline:.2f} s")
 
-        limits = {"max_execution_time": 600, "max_memory_usage": 4_000_000_000}
+        limits = {**STREAM_SETTINGS, "max_execution_time": 600, "max_memory_usage": 4_000_000_000}
         runs = [("events csv", sql, FORMATS["csv"], limits), ("events parquet", sql, FORMATS["parquet"], limits),
                 ("sql json rows", sql, FORMATS["json"], readonly_settings(600, events * 2, 4_000_000_000))]
         csv_seconds = None

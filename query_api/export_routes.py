@@ -13,7 +13,7 @@ from query_api.errors import BadQuery, SqlRefused
 from query_api.results_csv import results_csv
 from query_api.results_routes import build_results, experiments_for, parse_confidence, parse_instant
 from query_api.service import QueryService, in_thread
-from query_api.sql_exec import FORMATS, QueryFailed, stream_query
+from query_api.sql_exec import FORMATS, STREAM_SETTINGS, QueryFailed, stream_query
 from shared.settings import Settings
 
 EVENT_COLUMNS = "event_id, experiment_key, variant_key, session_id, event_type, path, conversion_value, metadata, client_ts, received_at"
@@ -68,7 +68,7 @@ async def export_events(
         sql += " AND received_at < {end:DateTime64(3, 'UTC')}"
         parameters["end"] = end
     sql += " ORDER BY experiment_key, variant_key, session_id, event_id"  # the sorting key: read in order, no sort
-    limits = {"max_execution_time": settings.sql_max_execution_s, "max_memory_usage": settings.sql_max_memory_bytes}
+    limits = {**STREAM_SETTINGS, "max_execution_time": settings.sql_max_execution_s, "max_memory_usage": settings.sql_max_memory_bytes}
     output = FORMATS[output_format]
     try:
         body = await in_thread(stream_query, service.clickhouse.url, sql, output, limits, parameters)

@@ -53,6 +53,11 @@ FORMATS = {
 }
 
 
+# Blocks of at most this many rows: chDB hands its output over a block at a time, so this bounds
+# what one chunk holds in memory (measured in docs/performance.md, "Exports").
+STREAM_SETTINGS = {"max_block_size": 16384}
+
+
 class QueryFailed(Exception):
     """ClickHouse refused or stopped the query; ``status`` is the HTTP status to answer with."""
 
@@ -64,6 +69,7 @@ class QueryFailed(Exception):
 def readonly_settings(max_execution_s: int, max_result_rows: int, max_memory_bytes: int) -> dict[str, object]:
     """Limits first, ``readonly`` last: once it is set nothing after it may change a setting."""
     return {
+        **STREAM_SETTINGS,
         "max_execution_time": max_execution_s,
         "timeout_overflow_mode": "throw",
         "max_result_rows": max_result_rows,
