@@ -44,12 +44,13 @@ def served(live_serve):
     return live_serve
 
 
-def sign_in(page, serve, role: str) -> None:
-    page.goto(f"{serve.base_url}/ui/")
+def sign_in(page, serve, role: str):  # type: ignore[no-untyped-def]
+    response = page.goto(f"{serve.base_url}/ui/")
     token = page.get_by_label("Access token")
     token.fill(serve.token(role))
     token.press("Enter")  # keyboard only
     page.get_by_role("heading", name="Experiments", level=1).wait_for()
+    return response
 
 
 def open_experiment(page) -> None:
@@ -107,7 +108,10 @@ def test_dashboard_renders_keys_counts_and_bars(browser, served):
         page = context.new_page()
         problems = []
         page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
-        sign_in(page, served, "analyst")
+        response = sign_in(page, served, "analyst")
+        # Nothing but this origin may be loaded or run (the console would report a violation).
+        assert response.headers["content-security-policy"].startswith("default-src 'self'")
+        assert "token" not in page.url and page.evaluate("sessionStorage.getItem('abacus.token')").count(".") == 2
         assert page.get_by_role("link", name=KEY).is_visible()
         assert page.get_by_role("link", name="pricing_cta_test").is_visible()
         SCREENSHOTS.mkdir(exist_ok=True)
