@@ -204,7 +204,8 @@ def run_token(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_sql(args: argparse.Namespace, settings: Settings) -> int:
-    from shared.sql_client import SqlClientError, run_sql as send
+    from shared.sql_client import SqlClientError
+    from shared.sql_client import run_sql as send
 
     try:
         send(args.url or settings.api_url, args.token or settings.token, args.query, args.format)
