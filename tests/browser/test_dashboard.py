@@ -129,7 +129,7 @@ def test_dashboard_renders_keys_counts_and_bars(browser, served):
         assert box is not None and box["width"] > 5 and box["height"] > 5
         shot = page.screenshot(path=str(SCREENSHOTS / "dashboard-experiment.png"), full_page=True)
         assert png_colours(shot) > 20  # not a blank page
-        assert png_colours(bar.screenshot()) > 1 or box["width"] > 5
+        assert png_colours(bar.screenshot()) > 1  # the bar is drawn, not an empty box
         assert page.get_by_text(KEY).first.is_visible()
         # The chart is labelled for screen readers with the numbers it draws.
         assert "tiny_gang_social_proof" in page.locator("svg[data-chart=lift] desc").text_content()
