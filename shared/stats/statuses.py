@@ -6,7 +6,8 @@ Order of precedence (the first that applies wins):
    lift can be trusted, however significant;
 3. not enough data - fewer than MIN_SESSIONS exposed sessions or MIN_CONVERSIONS conversions in the
    variant or the control;
-4. guardrail regression - a guardrail metric is significantly worse (whatever the primary metric says);
+4. guardrail regression - a guardrail metric is significantly worse, unless the primary metric is
+   itself a significant loss (which already says "do not ship");
 5. significant win / loss / no detectable difference on the primary metric, exactly as its interval
    (Holm-adjusted when several treatments share the control) excludes 0 or not.
 """
@@ -79,7 +80,8 @@ def verdict(
             f"variant and the control; {' and '.join(short)}."
         )
     worse = [name for name, block in guardrails.items() if block["significant"] and block["absolute_lift"]["estimate"] < 0]
-    if worse:
+    primary_loss = primary["significant"] and primary["absolute_lift"]["estimate"] < 0
+    if worse and not primary_loss:  # a loss already says "do not ship"
         return StatusCode.GUARDRAIL_REGRESSION, (
             f"Guardrail metric(s) {', '.join(worse)} significantly worse than the control's "
             f"({'; '.join(_interval_text(guardrails[name]) for name in worse)}); do not ship on the "
