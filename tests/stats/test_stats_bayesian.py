@@ -134,3 +134,56 @@ def test_close_to_gbstats_gaussian_engine_for_large_samples():
 def test_empty_group_gives_none():
     result = beta_binomial_comparison(ProportionStats(0, 0), ProportionStats(10, 2), 0.95)
     assert result.chance_to_beat_control is None and result.message
+
+
+def _reference_chance_and_loss(aa, ba, ab, bb):
+    """P(B > A) and E[max(A - B, 0)] by scipy quadrature over A in standardised units (works at any n)."""
+    from scipy import stats
+
+    mean_a = aa / (aa + ba)
+    sd_a = math.sqrt(aa * ba / ((aa + ba) ** 2 * (aa + ba + 1)))
+    mean_b = ab / (ab + bb)
+
+    def at(u):
+        a = mean_a + sd_a * u
+        return a, stats.beta.pdf(a, aa, ba) * sd_a
+
+    def chance(u):
+        a, weight = at(u)
+        return weight * special.betaincc(ab, bb, a)
+
+    def loss(u):
+        a, weight = at(u)
+        return weight * (a * special.betainc(ab, bb, a) - mean_b * special.betainc(ab + 1, bb, a))
+
+    def quad(f):
+        return integrate.quad(f, -30, 30, points=[-5, 0, 5], epsabs=0, epsrel=1e-12, limit=500)[0]
+
+    return quad(chance), quad(loss)
+
+
+@pytest.mark.parametrize(
+    "n, rate, lift",
+    [(10**4, 0.1, 0.03), (2 * 10**5, 0.5, 0.005), (2 * 10**6, 0.1, 0.003), (10**7, 0.02, 0.01), (10**9, 0.1, 1e-4), (10**9, 0.1, -1e-4)],
+)
+def test_chance_and_expected_loss_accurate_at_any_size(n, rate, lift):
+    """Defect 5: the loss lost precision at n ~ 2e6 (relative error 7.7e-4) and more at 1e9."""
+    ca, cb = int(n * rate), int(n * rate * (1 + lift))
+    result = beta_binomial_comparison(ProportionStats(n, ca), ProportionStats(n, cb), 0.95)
+    chance, loss = _reference_chance_and_loss(1 + ca, 1 + n - ca, 1 + cb, 1 + n - cb)
+    assert result.chance_to_beat_control == pytest.approx(chance, abs=1e-8)
+    assert result.expected_loss == pytest.approx(loss, rel=1e-7)
+    assert result.expected_loss_control - result.expected_loss == pytest.approx((cb - ca) / (n + 2), rel=1e-6)
+
+
+def test_credible_interval_at_a_billion_sessions():
+    from scipy import stats
+
+    n, ca, cb = 10**9, 10**8, 10**8 + 10**4
+    result = beta_binomial_comparison(ProportionStats(n, ca), ProportionStats(n, cb), 0.95)
+    (aa, ba), (ab, bb) = (1 + ca, 1 + n - ca), (1 + cb, 1 + n - cb)
+    var_a, var_b = (x * y / ((x + y) ** 2 * (x + y + 1)) for x, y in ((aa, ba), (ab, bb)))
+    sd = math.sqrt(var_a + var_b)
+    # at this size both posteriors are normal to ~1e-5 of an SD: the difference's quantiles are the normal ones
+    expected = (ab / (ab + bb) - aa / (aa + ba)) + sd * stats.norm.ppf([0.025, 0.975])
+    assert [result.credible_low, result.credible_high] == pytest.approx(list(expected), abs=1e-4 * sd)
