@@ -15,12 +15,16 @@ forms (sum over alpha_B, alpha_A, beta_A or beta_B) the one with the fewest term
 Expected loss uses the identity E[p_A 1{p_A > p_B}] = E[p_A] P(A+ > B) with A+ ~ Beta(alpha_A + 1,
 beta_A), so it is exact too.
 
-The credible interval of the absolute lift p_B - p_A is a normal approximation refined by the
-Cornish-Fisher expansion with the exact first four cumulants of the difference of the two Beta
-posteriors. The plain normal approximation is visibly off for low conversion counts, where the
-posteriors are skewed; with the skewness/kurtosis terms the quantiles are within ~1% of a posterior
-standard deviation once each group has 100 sessions and 5 conversions (the "enough data" bar), and
-within ~5% even for a handful of sessions (checked against Monte Carlo in the tests).
+The credible interval of the absolute lift p_B - p_A is the Cornish-Fisher expansion with the exact
+first four cumulants of the difference of the two Beta posteriors once every posterior parameter is
+at least 100 (within 0.001 posterior SD of the exact quantiles at any confidence up to 0.999 and any n,
+1e9 included); below that, where the posteriors are skewed, the quantiles are solved exactly by
+quadrature (credible.py).
+
+Chance to beat control and expected loss: the exact sums below while any posterior parameter is under
+20,000; above, the Edgeworth expansion (the sums' log-Beta terms carry rounding of ~n * 1e-16 that the
+loss amplifies). Both within 1e-8 absolute (chance) and 1e-7 relative (loss) of scipy quadrature from
+n = 1e4 to 1e9 (tested).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .credible import EXACT_MAX_PARAMETER, difference_quantiles
 from .distributions import log_beta, normal_cdf, normal_ppf
 from .models import ProportionStats
 
@@ -176,5 +181,8 @@ def beta_binomial_comparison(control: ProportionStats, variant: ProportionStats,
         loss_variant = max(0.0, mean_a * a_plus_wins - mean_b * a_wins_over_b_plus)
     loss_control = max(0.0, (mean_b - mean_a) + loss_variant)  # E[max(x, 0)] = E[x] + E[max(-x, 0)]
 
-    low, high = _difference_quantiles(cumulants_a, cumulants_b, confidence)
+    if min(alpha_a, beta_a, alpha_b, beta_b) < EXACT_MAX_PARAMETER:
+        low, high = difference_quantiles((alpha_a, beta_a), (alpha_b, beta_b), (0.5 - confidence / 2.0, 0.5 + confidence / 2.0))
+    else:
+        low, high = _difference_quantiles(cumulants_a, cumulants_b, confidence)
     return BayesianResult(chance, loss_variant, loss_control, low, high)
