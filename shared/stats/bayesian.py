@@ -181,8 +181,8 @@ def beta_binomial_comparison(control: ProportionStats, variant: ProportionStats,
         loss_variant = max(0.0, mean_a * a_plus_wins - mean_b * a_wins_over_b_plus)
     loss_control = max(0.0, (mean_b - mean_a) + loss_variant)  # E[max(x, 0)] = E[x] + E[max(-x, 0)]
 
+    low, high = _difference_quantiles(cumulants_a, cumulants_b, confidence)
     if min(alpha_a, beta_a, alpha_b, beta_b) < EXACT_MAX_PARAMETER:
-        low, high = difference_quantiles((alpha_a, beta_a), (alpha_b, beta_b), (0.5 - confidence / 2.0, 0.5 + confidence / 2.0))
-    else:
-        low, high = _difference_quantiles(cumulants_a, cumulants_b, confidence)
+        probabilities = (0.5 - confidence / 2.0, 0.5 + confidence / 2.0)
+        low, high = difference_quantiles((alpha_a, beta_a), (alpha_b, beta_b), probabilities, (low, high))
     return BayesianResult(chance, loss_variant, loss_control, low, high)

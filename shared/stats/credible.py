@@ -8,7 +8,8 @@ posterior SD. There the quantiles are solved exactly instead:
 
 integrating over the *narrower* posterior N (so the wider one's CDF is smooth on the grid) with
 Gauss-Legendre panels over its mean +- 20 SD, and Newton steps on d using the density of the
-difference, kept inside a bracket. Accurate to ~1e-6 posterior SD; costs ~10 ms, so it is used only
+difference, kept inside a bracket, starting from the Cornish-Fisher bounds. Within 3e-4 posterior SD
+of scipy quadrature (tested); costs ~10-25 ms per comparison, so it is used only
 below EXACT_MAX_PARAMETER.
 """
 
@@ -20,7 +21,7 @@ from functools import lru_cache
 from .distributions import _log_beta_density_front, normal_ppf, regularized_beta
 
 EXACT_MAX_PARAMETER = 100  # below this smallest Beta parameter Cornish-Fisher can be off by > 0.001 SD
-_PANELS, _NODES = 8, 12
+_PANELS, _NODES = 4, 10
 
 
 @lru_cache(maxsize=1)
@@ -57,8 +58,10 @@ def _cdf(a: float, b: float, x: float) -> float:
     return regularized_beta(a, b, x)
 
 
-def difference_quantiles(control: tuple[int, int], variant: tuple[int, int], probabilities: tuple[float, ...]) -> list[float]:
-    """Quantiles of p_B - p_A for A ~ Beta(*control), B ~ Beta(*variant)."""
+def difference_quantiles(
+    control: tuple[int, int], variant: tuple[int, int], probabilities: tuple[float, ...], guesses: tuple[float, ...] | None = None
+) -> list[float]:
+    """Quantiles of p_B - p_A for A ~ Beta(*control), B ~ Beta(*variant); `guesses` start Newton."""
     moments = []
     for a, b in (control, variant):
         s = a + b
@@ -105,9 +108,9 @@ def difference_quantiles(control: tuple[int, int], variant: tuple[int, int], pro
     sd = math.hypot(sd_a, sd_b)
     mean = mean_b - mean_a
     results = []
-    for p in probabilities:
+    for index, p in enumerate(probabilities):
         below, above = -1.0, 1.0
-        d = mean + sd * normal_ppf(p)
+        d = guesses[index] if guesses is not None else mean + sd * normal_ppf(p)
         d = min(max(d, -1.0 + 1e-12), 1.0 - 1e-12)
         for _ in range(60):
             f = cdf(d) - p
@@ -120,7 +123,7 @@ def difference_quantiles(control: tuple[int, int], variant: tuple[int, int], pro
             new = d - step
             if not below < new < above:
                 new = 0.5 * (below + above)
-            if abs(new - d) <= 1e-9 * sd:
+            if abs(new - d) <= 1e-7 * sd:
                 d = new
                 break
             d = new
