@@ -27,8 +27,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.browser)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
+    """One Chromium per test module. Not per session: Playwright's sync API keeps its event loop
+    set as running on the main thread while it is started, and a later test's asyncio.run()
+    would then refuse to start."""
     if not Path(CHROMIUM).exists():
         message = "Debian's chromium is not installed (apt-get install chromium)"
         if os.environ.get("CI"):
