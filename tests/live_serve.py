@@ -22,54 +22,66 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def start_serve(data_dir: Path, port: int, settings: dict[str, str] | None = None, timeout: float = 60.0) -> subprocess.Popen:
+    """serve in a child process, returned once /readyz answers 200; its output is on stdout."""
+    # The tests' own ABACUS_ variables (an external test Redis, say) are not serve's to see.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ABACUS_")}
+    env["ABACUS_BATCH_WAIT_MS"] = "100"
+    env.update(settings or {})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "shared.cli", "serve", "--port", str(port), "--data-dir", str(data_dir)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"serve exited: {process.stdout.read().decode()}")  # type: ignore[union-attr]
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise AssertionError(f"serve did not become ready in {timeout:.0f} s")
+
+
+def stop_serve(process: subprocess.Popen, timeout: float = 30.0) -> int:
+    """SIGTERM, then the exit code; a serve that ignores SIGTERM is killed and the test fails."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            return process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+            raise AssertionError(f"serve did not stop within {timeout:.0f} s of SIGTERM") from None
+    return process.returncode
+
+
+def mint_token(data_dir: Path, role: str = "admin", sub: str = "t") -> str:
+    """A token from `abacus token --data-dir`, signed with the secret serve generated there."""
+    out = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "token", "--data-dir", str(data_dir), "--sub", sub, "--role", role],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    )
+    return out.stdout.strip()
+
+
 class LiveServe:
-    """`abacus serve` started in a child process; `stop()` sends SIGTERM and waits for a clean exit."""
+    """`start_serve` on a free port, with its URL and tokens at hand."""
 
     def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        # The tests' own ABACUS_ variables (an external test Redis, say) are not serve's to see.
-        child_env = {k: v for k, v in os.environ.items() if not k.startswith("ABACUS_")}
-        child_env["ABACUS_BATCH_WAIT_MS"] = "100"
-        child_env.update(env or {})
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", "serve", "--port", str(self.port), "--data-dir", str(data_dir)],
-            cwd=REPO,
-            env=child_env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        self._wait_ready()
-
-    def _wait_ready(self, timeout: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"serve exited: {self.process.stdout.read().decode()}")  # type: ignore[union-attr]
-            try:
-                if httpx.get(f"{self.base_url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.process.kill()
-        raise AssertionError(f"serve did not become ready in {timeout:.0f} s")
+        self.process = start_serve(data_dir, self.port, env, timeout=90.0)
 
     def token(self, role: str = "admin", sub: str = "tester@example.com") -> str:
-        out = subprocess.run(
-            [sys.executable, "-m", "shared.cli", "token", "--data-dir", str(self.data_dir), "--sub", sub, "--role", role],
-            cwd=REPO, capture_output=True, text=True, check=True,
-        )
-        return out.stdout.strip()
+        return mint_token(self.data_dir, role, sub)
 
     def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                return self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-                raise AssertionError("serve did not stop within 30 s of SIGTERM") from None
-        return self.process.returncode
+        return stop_serve(self.process)

@@ -5,7 +5,6 @@ attacker would) while a normal visitor keeps sending beacons and must keep getti
 from __future__ import annotations
 
 import asyncio
-import signal
 import threading
 import time
 from collections import Counter
@@ -14,7 +13,7 @@ import httpx
 import pytest
 
 from tests.helpers import BROWSER_UA, beacon
-from tests.test_serve_process import free_port, start_serve
+from tests.live_serve import free_port, start_serve, stop_serve
 
 pytestmark = pytest.mark.slow
 
@@ -111,8 +110,7 @@ def test_serve_keeps_answering_new_visitors_under_idle_slowloris_and_unfinished_
                     time.sleep(0.02)
             events = dict(flood.events)
     finally:
-        serve.send_signal(signal.SIGTERM)
-        assert serve.wait(30) == 0
+        assert stop_serve(serve) == 0
     assert statuses == {202: len(latencies)}, statuses
     latencies.sort()
     assert latencies[-1] < 2.0 and latencies[len(latencies) // 2] < 0.5, (latencies[len(latencies) // 2], latencies[-1])

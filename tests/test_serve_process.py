@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,39 +17,9 @@ import pytest
 
 from tests.conftest import REPO
 from tests.helpers import BROWSER_UA, beacon
+from tests.live_serve import free_port, mint_token, start_serve, stop_serve
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_serve(data_dir: Path, port: int, settings: dict[str, str] | None = None) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ABACUS_")}
-    env["ABACUS_BATCH_WAIT_MS"] = "100"
-    env.update(settings or {})
-    process = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "serve", "--port", str(port), "--data-dir", str(data_dir)],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"serve exited: {process.stdout.read().decode()}")  # type: ignore[union-attr]
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise AssertionError("serve did not become ready in 60 s")
 
 
 def valkey_pid(data_dir: Path) -> int:
@@ -64,14 +33,6 @@ def pid_alive(pid: int) -> bool:
         return False
     stat = Path(f"/proc/{pid}/stat")
     return not (stat.exists() and stat.read_text().split(")", 1)[1].split()[0] == "Z")
-
-
-def admin_token(data_dir: Path) -> str:
-    out = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "token", "--data-dir", str(data_dir), "--sub", "t", "--role", "admin"],
-        cwd=REPO, capture_output=True, text=True, check=True,
-    )
-    return out.stdout.strip()
 
 
 def impressions(port: int, token: str) -> int:
@@ -121,7 +82,7 @@ def test_sigkill_and_restart_keep_every_accepted_beacon(tmp_path):
     second = start_serve(data_dir, port)
     try:
         assert valkey_pid(data_dir) == original_valkey, "restart must reuse the running Valkey"
-        token = admin_token(data_dir)
+        token = mint_token(data_dir)
         deadline = time.monotonic() + 30
         while impressions(port, token) < len(accepted) and time.monotonic() < deadline:
             time.sleep(0.3)
@@ -131,8 +92,7 @@ def test_sigkill_and_restart_keep_every_accepted_beacon(tmp_path):
         # entry is counted too (the client just never heard back): at most one request per sender.
         assert len(accepted) <= counted <= len(accepted) + len(senders) * 5
     finally:
-        second.send_signal(signal.SIGTERM)
-        assert second.wait(30) == 0
+        assert stop_serve(second) == 0
     assert not pid_alive(original_valkey), "SIGTERM of serve must stop the embedded Valkey"
 
 
@@ -150,7 +110,6 @@ def test_second_serve_on_same_data_dir_is_refused_and_sigterm_stops_cleanly(tmp_
         assert "another `abacus serve`" in second.stderr
         assert valkey_pid(data_dir) == valkey
     finally:
-        first.send_signal(signal.SIGTERM)
-        assert first.wait(30) == 0
+        assert stop_serve(first) == 0
     assert not pid_alive(valkey)
     assert not (data_dir / "valkey" / "abacus-valkey.json").exists()

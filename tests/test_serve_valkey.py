@@ -18,7 +18,8 @@ import redis
 
 from tests.conftest import wait_for
 from tests.helpers import BROWSER_UA, beacon
-from tests.test_serve_process import admin_token, free_port, impressions, pid_alive, start_serve, valkey_pid
+from tests.live_serve import free_port, mint_token, start_serve, stop_serve
+from tests.test_serve_process import impressions, pid_alive, valkey_pid
 
 pytestmark = pytest.mark.slow
 
@@ -71,8 +72,7 @@ def test_embedded_valkey_needs_the_password_and_every_file_is_the_owners_only(tm
         assert {str(p): mode(p) for p in files if mode(p) != 0o600} == {}
         assert {str(p): mode(p) for p in (data_dir / "valkey").rglob("*") if p.is_dir() and mode(p) != 0o700} == {}
     finally:
-        serve.send_signal(signal.SIGTERM)
-        assert serve.wait(30) == 0
+        assert stop_serve(serve) == 0
 
 
 def test_a_killed_valkey_is_restarted_and_nothing_acknowledged_is_lost(tmp_path):
@@ -92,7 +92,7 @@ def test_a_killed_valkey_is_restarted_and_nothing_acknowledged_is_lost(tmp_path)
         assert valkey_pid(data_dir) != first and pid_alive(valkey_pid(data_dir))
         # Valkey may answer beacons a moment before the supervisor's own check has seen it back.
         wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200, timeout=5)
-        token = admin_token(data_dir)
+        token = mint_token(data_dir)
         deadline = time.monotonic() + 30
         while impressions(port, token) < acknowledged + 1 and time.monotonic() < deadline:
             time.sleep(0.3)
@@ -100,8 +100,7 @@ def test_a_killed_valkey_is_restarted_and_nothing_acknowledged_is_lost(tmp_path)
         # means "maybe"), at most the attempts made while Valkey was down.
         assert acknowledged + 1 <= impressions(port, token) <= acknowledged + 1 + (n - 100)
     finally:
-        serve.send_signal(signal.SIGTERM)
-        assert serve.wait(30) == 0
+        assert stop_serve(serve) == 0
 
 
 def test_a_valkey_that_cannot_be_restarted_fails_healthz_and_ends_serve_non_zero(tmp_path):
