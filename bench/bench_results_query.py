@@ -9,8 +9,9 @@ window; 70% impressions, 15% cta_click, 6% form_start, 4% form_submit, 5% conver
 value. The rows bypass the stream, so the results rollup is then rebuilt from them (the admin
 endpoint; its duration is printed). The whole `abacus serve` app answers over HTTP in-process
 (litestar TestClient, admin token): all-time results of both experiments with the analysis (read
-from the rollup), one experiment, both experiments over a window (computed from the events, as
-every window is), and the daily time series, after a warm-up. The baseline is `SELECT count() FROM abacus.events` on the same chDB
+from the rollup), one experiment, a 7-day window of whole UTC days (summed from the rollup's
+per-day totals), an hourly window (computed from the events: not whole days), and the daily
+time series (from the rollup), after a warm-up; each series checks the source it came from. The baseline is `SELECT count() FROM abacus.events` on the same chDB
 (answered from part metadata, so it stays ~1 ms at any size: the ratio is mostly the results
 latency itself). Background merges are left to settle after generating, then stopped while
 timing, so every series sees the same part layout and no merge competes for the CPU.
@@ -150,20 +151,28 @@ def measure_size(client_http, headers: dict[str, str], service, rows: int, args:
     )
     generated_s = time.perf_counter() - started
     rebuilt_s = rebuild_rollup(client_http, headers)
-    waited_s = wait_for_merges(ch, args.merge_wait, quiet_s=1.0 if args.tiny else 5.0)
-    still_running = merges_running(ch)
+    # The rebuild copies every event into abacus.rollup_events: its merges must settle too.
+    waited_s = sum(
+        wait_for_merges(ch, args.merge_wait, quiet_s=1.0 if args.tiny else 5.0, table=table) for table in _TIMED_TABLES
+    )
+    still_running = sum(merges_running(ch, table) for table in _TIMED_TABLES)
     # Freeze the part layout while timing: a merge starting mid-series would compete for the two
     # cores and change what FINAL has to merge at read time.
-    ch.command("SYSTEM STOP MERGES abacus.events")
+    for table in _TIMED_TABLES:
+        ch.command(f"SYSTEM STOP MERGES abacus.{table}")
     try:
         return timings(client_http, headers, service, ch, rows, generated_s, waited_s, still_running, args, rebuilt_s) | {"rebuild_s": rebuilt_s}
     finally:
-        ch.command("SYSTEM START MERGES abacus.events")
+        for table in _TIMED_TABLES:
+            ch.command(f"SYSTEM START MERGES abacus.{table}")
+
+
+_TIMED_TABLES = ("events", "rollup_events", "rollup_day_totals")
 
 
 def timings(client_http, headers, service, ch, rows, generated_s, waited_s, still_running, args, rebuild_s) -> dict[str, float]:  # type: ignore[no-untyped-def]
-    from query_api.results_query import RESULTS_SQL
     from query_api.results_routes import build_results
+    from shared.rollup.results_sql import EVENTS_SOURCE, variant_totals_sql
 
     parts, on_disk = ch.query(
         "SELECT count(), sum(bytes_on_disk) FROM system.parts WHERE database = 'abacus' AND table = 'events' AND active"
@@ -180,27 +189,26 @@ def timings(client_http, headers, service, ch, rows, generated_s, waited_s, stil
     api = "/api/v1/experiments/results"
     out: dict[str, float] = {}
     print(" HTTP, whole app in-process (auth, registry, SQL, analysis, JSON):")
-    window = "from=2026-01-01T00:00:00Z&to=2027-01-01T00:00:00Z"
-    for key, label, path in (
-        ("results", "GET /results (2 experiments, analysis; rollup)", api),
-        ("results_one", f"GET /results?experiment_key={one}", f"{api}?experiment_key={one}"),
-        ("results_window", "GET /results?from&to (2 experiments; events)", f"{api}?{window}"),
-        ("timeseries", f"GET /results/timeseries ({one}, day)", f"{api}/timeseries?experiment_key={one}&interval=day"),
+    week = "from=2026-01-08T00:00:00Z&to=2026-01-15T00:00:00Z"
+    hour = "from=2026-01-10T10:00:00Z&to=2026-01-10T11:00:00Z"
+    for key, label, path, source in (
+        ("results", "GET /results (2 experiments, analysis; rollup)", api, "rollup"),
+        ("results_one", f"GET /results?experiment_key={one}", f"{api}?experiment_key={one}", "rollup"),
+        ("results_week", "GET /results, 7 whole days (rollup)", f"{api}?{week}", "rollup"),
+        ("results_window", "GET /results, one hour (events)", f"{api}?{hour}", "events"),
+        ("timeseries", f"GET /results/timeseries ({one}, day; rollup)", f"{api}/timeseries?experiment_key={one}&interval=day", "rollup"),
     ):
+        got = client_http.get(path, headers=headers).headers["x-abacus-source"]
+        if got != source:
+            raise RuntimeError(f"{path}: expected the {source}, the answer came from the {got}")
         out[key], out[key + "_p95"] = line(label, timed(http_get(client_http, path, headers), calls, warmup))
-    sources = {client_http.get(p, headers=headers).headers["x-abacus-source"] for p in (api, f"{api}?{window}")}
-    if sources != {"rollup", "events"}:
-        raise RuntimeError(f"expected one series from the rollup and one from the events, got {sources}")
     print(" baseline:")
     out["baseline"], out["baseline_p95"] = line("SELECT count() FROM abacus.events", timed(sql(ch, "SELECT count() FROM abacus.events"), calls, warmup))
 
     # Where the time goes: the same SQL without HTTP, then with one feature taken out at a time.
     split_calls = max(3, calls // 4)
     params = {"keys": KEYS}
-    full = RESULTS_SQL.replace("{time_filter}", "")
-    window = "sum(s_impressions > 0) OVER (PARTITION BY experiment_key, session_id) AS s_exposed_variants"
-    no_window = full.replace(window, "1 AS s_exposed_variants")
-    inner = no_window[no_window.index("(\n    SELECT") + 1 : no_window.rindex(")")]
+    full = variant_totals_sql(EVENTS_SOURCE)
     scan = (
         "SELECT experiment_key, variant_key, countIf(event_type = 'impression'), countIf(event_type = 'conversion'), "
         "sum(conversion_value), uniq(session_id) FROM abacus.events GROUP BY experiment_key, variant_key"
@@ -210,10 +218,8 @@ def timings(client_http, headers, service, ch, rows, generated_s, waited_s, stil
         "build_results() without HTTP (rollup + analysis)", timed(lambda: build_results(service, None, None, None, 0.95, False), split_calls, 1)
     )
     for key, label, text in (
-        ("sql", "results SQL alone (as the API runs it)", full),
+        ("sql", "results SQL over the events alone", full),
         ("sql_no_final", "  without FINAL", full.replace("FROM abacus.events FINAL", "FROM abacus.events")),
-        ("sql_no_window", "  without the window function", no_window),
-        ("sql_inner", "  inner GROUP BY session only", f"SELECT count() FROM ({inner})"),
         ("count_final", "SELECT count() FROM abacus.events FINAL", "SELECT count() FROM abacus.events FINAL"),
         ("scan_group", "plain scan: GROUP BY variant, countIf per type", scan),
     ):
@@ -280,19 +286,16 @@ def main() -> None:
     for rows, r in results.items():
         print(
             f"{rows:>12,} events: results p50 {r['results']:.1f} ms from the rollup (rebuild {r['rebuild_s']:.1f} s); "
-            f"with a window {r['results_window']:.1f} ms from the events (SQL alone {r['sql']:.1f} ms), "
-            f"baseline p50 {r['baseline']:.2f} ms, ratio {r['results'] / r['baseline']:.0f}"
-        )
-    if len(sizes) > 1:
-        small, large = sizes[0], sizes[-1]
-        print(
-            f"scaling {small:,} -> {large:,} events (x{large / small:.0f}): results p50 x{results[large]['results'] / results[small]['results']:.1f}, "
-            f"single experiment x{results[large]['results_one'] / results[small]['results_one']:.1f}, "
-            f"windowed x{results[large]['results_window'] / results[small]['results_window']:.1f}, "
-            f"timeseries x{results[large]['timeseries'] / results[small]['timeseries']:.1f}"
+            f"7 whole days {r['results_week']:.1f} ms from the rollup; one hour {r['results_window']:.1f} ms from the events "
+            f"(SQL alone over all events {r['sql']:.1f} ms); daily time series {r['timeseries']:.1f} ms; "
+            f"baseline p50 {r['baseline']:.2f} ms"
         )
     largest = sizes[-1]
-    print(f"ratio p50 abacus/baseline at {largest:,} events: {results[largest]['results'] / results[largest]['baseline']:.1f}")
+    r = results[largest]
+    print(
+        f"at {largest:,} events, p50: all-time {r['results']:.1f} ms (rollup), 7-day window {r['results_week']:.1f} ms (rollup), "
+        f"hourly window {r['results_window']:.1f} ms (events)"
+    )
 
 
 if __name__ == "__main__":

@@ -3,11 +3,18 @@
     .venv/bin/python -m bench.bench_rollup [--beacons 1000000] [--per-entry 1] [--tiny]
 
 The same beacons as bench_worker_drain (total/5 sessions of about five beacons, sticky to a
-variant) are queued in a fresh Valkey; one worker drains them into chDB (`run(burst=True)`; the
-baseline), then one roller folds them (`run(until_caught_up=True)`). Both run on one core, one
-after the other. A ratio of 1 or more means one roller keeps up with one worker, so the rollup
-trails the stored events by no more than its idle wait. Then the rollup is checked against the
-raw results query on the same data (every count equal). The last line is the ratio.
+variant, each session's beacons spread over the whole stream) are queued in a fresh Valkey; one
+worker drains them into chDB (`run(burst=True)`; the baseline), then, once chDB's merges of the
+worker's inserts have settled (as they had before the worker started), one roller folds them
+(`run(until_caught_up=True)`). They run one after the other. A ratio of 1 or more means one roller
+keeps up with one worker, so the rollup trails the stored events by no more than its idle wait.
+Then the rollup is checked against the raw results query on the same data (every count equal).
+
+Then two rollers fold the same stream again into a fresh rollup split into two shares
+(ABACUS_ROLLUP_SHARDS=2), each taking one. chDB runs inside one process, so here the two rollers
+are two threads of this process sharing one interpreter lock: the figure shows what sharing the
+work costs (each roller still reads every entry); rollers as separate processes against a
+ClickHouse server are what adds cores. The last line is the one-roller/worker ratio.
 """
 
 from __future__ import annotations
@@ -22,7 +29,53 @@ import time
 from pathlib import Path
 
 from bench.bench_worker_drain import queue_beacons
-from bench.common import freeze_heap, machine, start_valkey
+from bench.common import freeze_heap, machine, start_valkey, wait_for_merges
+
+
+def check_rollup(clickhouse, keys: list[str], raw: dict) -> None:  # type: ignore[no-untyped-def]
+    from query_api.results_query import fetch_rollup_totals
+
+    rolled = fetch_rollup_totals(clickhouse.client(), keys)
+    same = raw.keys() == rolled.keys() and all(
+        math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-6)
+        for key in raw
+        for a, b in zip(dataclasses.astuple(raw[key]), dataclasses.astuple(rolled[key]))
+    )
+    if not same:
+        raise SystemExit(f"rollup differs from the raw query:\n raw    {raw}\n rollup {rolled}")
+
+
+def fold_with_two_rollers(settings, clickhouse, keys: list[str], raw: dict) -> float:  # type: ignore[no-untyped-def]
+    """Events/s of two rollers, one share each, folding the whole stream into an empty rollup."""
+    import threading
+
+    from shared.rollup.protocol import shard_of
+    from worker.main import build_roller
+
+    if {shard_of(key, 2) for key in keys} != {0, 1}:
+        raise SystemExit("the bench experiments do not fall into both shares")
+    settings = dataclasses.replace(settings, rollup_shards=2)
+    client = clickhouse.client()
+    for table in ("abacus.rollup_events", "abacus.rollup_day_totals"):
+        client.command(f"TRUNCATE TABLE {table}")
+    rollers = [build_roller(settings, clickhouse) for _ in range(2)]
+    for roller in rollers:
+        roller.protocol.heartbeat(roller.owner, 60_000)  # both counted from the start: one share each
+        for share in roller.shares:  # as if built when the stream began: empty, bookmarked at its start
+            share.share.finish_rebuild(share.share.begin_rebuild())
+    wait_for_merges(client, 60, quiet_s=2.0)
+    freeze_heap()
+    threads = [threading.Thread(target=roller.run, kwargs={"until_caught_up": True}) for roller in rollers]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    for roller in rollers:
+        roller.redis.close()
+    check_rollup(clickhouse, keys, raw)
+    return sum(roller.folded_events for roller in rollers) / elapsed
 
 
 def main() -> None:
@@ -35,7 +88,7 @@ def main() -> None:
     if args.tiny:
         args.beacons = 20_000
 
-    from query_api.results_query import fetch_rollup_totals, fetch_rollups
+    from query_api.results_query import fetch_rollups
     from shared.clickhouse import ClickHouse, chdb_url, migrate
     from shared.settings import Settings
     from worker.main import build_roller, build_worker
@@ -60,6 +113,8 @@ def main() -> None:
         worker.consumer.redis.close()
 
         roller = build_roller(settings, clickhouse)
+        settled_s = wait_for_merges(clickhouse.client(), 120, quiet_s=2.0)
+        print(f"waited {settled_s:.0f} s for chDB's merges of the worker's inserts to settle")
         freeze_heap()
         started = time.perf_counter()
         roller.run(until_caught_up=True)
@@ -68,19 +123,14 @@ def main() -> None:
 
         keys = ["homepage_hero_test", "pricing_cta_test"]
         raw = fetch_rollups(clickhouse.client(), keys, None, None)
-        rolled = fetch_rollup_totals(clickhouse.client(), keys)
-        same = raw.keys() == rolled.keys() and all(
-            math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-6)
-            for key in raw
-            for a, b in zip(dataclasses.astuple(raw[key]), dataclasses.astuple(rolled[key]))
-        )
-        if not same:
-            raise SystemExit(f"rollup differs from the raw query:\n raw    {raw}\n rollup {rolled}")
+        check_rollup(clickhouse, keys, raw)
         drain_rate, fold_rate = worker.inserted_rows / drain_s, roller.folded_events / fold_s
         print(f"worker stored {worker.inserted_rows:,} events in {drain_s:.1f} s: {drain_rate:,.0f} events/s")
         print(
             f"roller folded {roller.folded_events:,} events in {fold_s:.1f} s: {fold_rate:,.0f} events/s; rollup equals the raw query"
         )
+        two_rate = fold_with_two_rollers(settings, clickhouse, keys, raw)
+        print(f"two rollers (2 shares, threads of one process): {two_rate:,.0f} events/s, {two_rate / fold_rate:.2f}x one roller")
         print(f"ratio roller/worker events/s: {fold_rate / drain_rate:.2f}")
     finally:
         clickhouse.close()

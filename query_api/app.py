@@ -53,7 +53,16 @@ def build_query(settings: Settings, clickhouse: ClickHouse, registry: RegistryCa
         log.warning("registry seed %s not found; an empty registry starts empty", settings.registry_seed)
     seed = load_seed(seed_path) if seed_path is not None else None
     registry.install(store.load(seed))
-    service = QueryService(store, registry, clickhouse, redis_client, settings.rollup_max_lag_ms)
+    service = QueryService(
+        store,
+        registry,
+        clickhouse,
+        redis_client,
+        settings.rollup_max_lag_ms,
+        stream=settings.stream,
+        worker_group=settings.consumer_group,
+        rollup_shards=settings.rollup_shards,
+    )
     return QueryParts(
         service=service,
         route_handlers=[*REGISTRY_ROUTES, *RESULTS_ROUTES, *ROLLUP_ROUTES],

@@ -10,8 +10,8 @@ import redis
 from litestar.exceptions import ServiceUnavailableException
 from redis.exceptions import RedisError
 
-from shared import redis_keys
 from shared.clickhouse import ClickHouse
+from shared.rollup.protocol import Freshness, RollupProtocol
 from shared.registry.cache import RegistryCache
 from shared.registry.models import RegistrySnapshot
 from shared.registry.store import RegistryStore
@@ -27,36 +27,28 @@ class QueryService:
         clickhouse: ClickHouse,
         redis_client: redis.Redis,
         rollup_max_lag_ms: int,
+        stream: str = "abacus:events",
+        worker_group: str = "abacus-workers",
+        rollup_shards: int = 1,
     ) -> None:
         self.store = store
         self.registry = registry
         self.clickhouse = clickhouse
         self.redis = redis_client
         self.rollup_max_lag_ms = rollup_max_lag_ms
+        self._stream, self._worker_group, self._rollup_shards = stream, worker_group, rollup_shards
 
-    def rollup_state(self) -> tuple[bool, bool, int | None, bool]:
-        """(built, a roller is running, how far behind it is in ms, rebuild requested)."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.exists(redis_keys.ROLLUP_READY)
-        pipe.exists(redis_keys.ROLLUP_LOCK)
-        pipe.get(redis_keys.ROLLUP_BEHIND_MS)
-        pipe.exists(redis_keys.ROLLUP_REBUILD)
-        ready, alive, behind, rebuild = pipe.execute()
-        return bool(ready), bool(alive), int(behind) if behind is not None else None, bool(rebuild)
+    def rollup(self) -> RollupProtocol:
+        """The rollup's protocol, over this service's Redis connection (the one owner of its state)."""
+        return RollupProtocol(self.redis, self._stream, self._worker_group, self._rollup_shards, self.rollup_max_lag_ms)
 
-    def rollup_is_live(self) -> bool:
-        """The rollup is built, a roller is folding new events into it, and it is not far behind;
-        otherwise its totals could be stale and results are computed from the events (which need
-        only ClickHouse: results keep answering while Redis is down)."""
+    def rollup_freshness(self, experiment_keys: list[str]) -> Freshness | None:
+        """How current the rollup is for these experiments; None while Redis does not answer
+        (results then come from the events, which need only ClickHouse)."""
         try:
-            built, alive, behind, _ = self.rollup_state()
+            return self.rollup().freshness(experiment_keys)
         except RedisError:
-            return False
-        return self.live(built, alive, behind)
-
-    def live(self, built: bool, alive: bool, behind_ms: int | None) -> bool:
-        # No report means no step has finished lately (the report expires): not to be trusted.
-        return built and alive and behind_ms is not None and behind_ms <= self.rollup_max_lag_ms
+            return None
 
     def apply(self, change: Callable[[RegistryStore], T]) -> T:
         """Run a registry change and serve its result from this process at once, without waiting

@@ -16,21 +16,28 @@ def inflight_batch(consumer: str) -> str:
     alone); still read on recovery, so a batch left in flight across an upgrade is re-formed."""
     return f"abacus:worker:inflight:{consumer}"
 
+# The results rollup's keys: read and written only by shared/rollup/protocol.py, which owns them.
 ROLLUP_GROUP = "abacus-rollup"
 """Consumer group that only bookmarks how far the roller has folded the stream: its position holds
-back trimming until the roller has read an entry."""
-ROLLUP_LOCK = "abacus:rollup:lock"
-"""Held (with a TTL the roller keeps renewing) by the one process folding the stream into the rollup."""
-ROLLUP_READY = "abacus:rollup:ready"
-"""Set once the rollup tables hold everything up to the roller's bookmark (after a rebuild)."""
+back trimming until the roller has read an entry. With ABACUS_ROLLUP_SHARDS=n > 1, one group per
+share of experiments, ``abacus-rollup:<share>of<n>``."""
 ROLLUP_REBUILD = "abacus:rollup:rebuild"
-"""Set by `abacus rollup --rebuild`: the roller recomputes the rollup from abacus.events."""
-ROLLUP_STEP = "abacus:rollup:step"
-"""The stream range the roller is folding, so after a crash it redoes exactly that range."""
-ROLLUP_BEHIND_MS = "abacus:rollup:behind_ms"
-"""How far (stream milliseconds) the roller's last step ended behind what the workers had stored;
-past ABACUS_ROLLUP_MAX_LAG_MS results are computed from the events instead."""
-ROLLUP_ALIVE = "abacus:rollup:alive"
-"""Refreshed by the roller, expiring minutes after it last ran: while it exists, trimming waits for
-the roller's bookmark; once it is gone the rollup counts as abandoned (trimming goes on, and the
-next roller rebuilds)."""
+"""Counts rebuild requests (`POST /api/v1/admin/rollup/rebuild`): every share whose last rebuild
+served an earlier request recomputes its part of the rollup from abacus.events."""
+ROLLUP_ROLLERS = "abacus:rollup:rollers"
+"""Sorted set of running roller processes, scored by when their heartbeat expires: how many share
+the work, so each takes its fair number of shares."""
+
+
+def rollup_group(shard: int, shards: int) -> str:
+    return ROLLUP_GROUP if shards == 1 else f"{ROLLUP_GROUP}:{shard}of{shards}"
+
+
+def rollup_shard_key(name: str, shard: int, shards: int) -> str:
+    """A key of one share: ``lock`` (held, with a TTL its roller renews, by the one process folding
+    it), ``built`` ("<generation> <rebuild request served>", set once its tables hold everything
+    up to its bookmark), ``step`` (the stream range being folded, redone exactly after a crash),
+    ``alive`` (refreshed by its roller, expiring minutes after it last ran: once gone, trimming no
+    longer waits for the share and its next roller rebuilds)."""
+    base = f"abacus:rollup:{name}"
+    return base if shards == 1 else f"{base}:{shard}of{shards}"

@@ -47,7 +47,7 @@ def create_serve_app(settings: Settings, liveness: dict[str, LivenessCheck] | No
     # batch the previous run had in hand, with the same deduplication token.
     worker = build_worker(settings, clickhouse, consumer_name=SERVE_CONSUMER)
     worker_thread = threading.Thread(target=worker.run, name="abacus-worker", daemon=True)
-    roller = build_roller(settings, clickhouse) if settings.rollup else None
+    roller = build_roller(settings, clickhouse, owner=SERVE_CONSUMER) if settings.rollup else None
     roller_thread = threading.Thread(target=roller.run, name="abacus-rollup", daemon=True) if roller else None
 
     worker_started = threading.Event()

@@ -43,13 +43,15 @@ class Settings:
     claim_idle_ms: int = 60000
     """ABACUS_CLAIM_IDLE_MS: a pending entry idle this long belongs to a dead consumer and is claimed (XAUTOCLAIM)."""
     rollup: bool = True
-    """ABACUS_ROLLUP: whether this worker (or serve) may become the roller that keeps the results rollup current (true/false); one runs at a time, elected by a Redis lock."""
+    """ABACUS_ROLLUP: whether this worker (or serve) may be a roller keeping the results rollup current (true/false); each share of it is folded by one roller at a time, elected by a Redis lock."""
     rollup_cache_sessions: int = 200000
     """ABACUS_ROLLUP_CACHE_SESSIONS: session states the roller keeps in memory; older ones are read back from ClickHouse when a session returns."""
     rollup_idle_ms: int = 200
     """ABACUS_ROLLUP_IDLE_MS: how long the roller waits before looking again when the workers have stored nothing new."""
     rollup_max_lag_ms: int = 10000
-    """ABACUS_ROLLUP_MAX_LAG_MS: when the roller is further behind the stored events than this (a backlog), results are computed from the events instead."""
+    """ABACUS_ROLLUP_MAX_LAG_MS: results come from the rollup only while it has folded every event the workers stored more than this long ago (and the gap is measured); otherwise from the events."""
+    rollup_shards: int = 1
+    """ABACUS_ROLLUP_SHARDS: shares of experiments (by a hash of experiment_key) the rollup is split into; each roller process folds its fair number of them, so more rollers fold faster. Same value on every process; changing it rebuilds the rollup."""
     cors_origins: tuple[str, ...] = ()
     """ABACUS_CORS_ORIGINS: comma-separated origins allowed to send beacons from browsers ("*" for any)."""
     registry_seed: Path = Path("deploy/registry.example.json")

@@ -23,8 +23,8 @@ TABLES = (
     "abacus.events",
     "abacus.experiment_versions",
     "abacus.settings_versions",
-    "abacus.rollup_sessions",
-    "abacus.rollup_totals",
+    "abacus.rollup_events",
+    "abacus.rollup_day_totals",
 )
 
 

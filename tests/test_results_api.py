@@ -56,12 +56,15 @@ def analyst(settings):
 
 def results(client, headers, query: str = ""):
     all_time = "from=" not in query and "to=" not in query
-    if client.source == "rollup" and all_time:
+    whole_days = all(f"{bound}=" not in query or f"{bound}=" in query and "T00:00:00Z" in query.split(f"{bound}=")[1].split("&")[0]
+                     for bound in ("from", "to"))
+    if client.source == "rollup" and (all_time or whole_days) and not getattr(client, "rebuilt", False):
         rebuild_rollup(client, client.admin)
+        client.rebuilt = True  # type: ignore[attr-defined]
     response = client.get(f"/api/v1/experiments/results{query}", headers=headers)
     assert response.status_code == 200, response.text
-    # A window is always computed from the events: the rollup holds all-time totals only.
-    assert response.headers["x-abacus-source"] == (client.source if all_time else "events")
+    # All time and whole UTC days come from the rollup when it runs; other windows from the events.
+    assert response.headers["x-abacus-source"] == (client.source if whole_days else "events")
     return response.json()
 
 
@@ -114,6 +117,30 @@ def test_events_are_counted_once_per_event_id(client, analyst, clean_clickhouse)
     control = results(client, analyst, "?experiment_key=pricing_cta_test")[0]["variants"][0]
     assert control["conversions"] == 1
     assert control["conversion_value_total"] == 5.0
+
+
+def test_a_window_selects_the_sessions_first_exposed_in_it(client, analyst, clean_clickhouse):
+    p = "pricing_cta_test"
+    day1 = (NOW - timedelta(days=3)).replace(hour=10, minute=0, second=0)
+    day2 = day1 + timedelta(days=1)
+    insert(
+        clean_clickhouse,
+        [
+            (p, "control", "early", "impression", None, day1),
+            (p, "control", "early", "conversion", 8.0, day2),  # converts the next day
+            (p, "control", "late", "impression", None, day2),
+        ],
+    )
+    midnight = day1.replace(hour=0).strftime("%Y-%m-%dT00:00:00Z")
+    next_midnight = day2.replace(hour=0).strftime("%Y-%m-%dT00:00:00Z")
+    for window in (f"&from={midnight}&to={next_midnight}", f"&from={day1.isoformat().replace('+00:00', 'Z')}&to={next_midnight}"):
+        first_day = results(client, analyst, f"?experiment_key={p}{window}")[0]["variants"][0]
+        # Day 1's cohort is "early": its conversion on day 2 counts with it.
+        assert (first_day["impressions"], first_day["conversions"], first_day["unique_sessions"]) == (1, 1, 1)
+        assert first_day["conversion_rate"] == 1.0 and first_day["conversion_value_total"] == 8.0
+    second_day = results(client, analyst, f"?experiment_key={p}&from={next_midnight}")[0]["variants"][0]
+    # Day 2's cohort is "late" only: no conversion without its impression.
+    assert (second_day["impressions"], second_day["conversions"], second_day["unique_sessions"]) == (1, 0, 1)
 
 
 def test_time_window_filters_on_receive_time(client, analyst, clean_clickhouse):
@@ -218,15 +245,22 @@ def test_timeseries_is_cumulative_per_bucket(client, analyst, clean_clickhouse):
             (p, "meet_greet_emphasis", "d", "impression", None, day2),
         ],
     )
+    if client.source == "rollup":
+        rebuild_rollup(client, client.admin)
     response = client.get(f"/api/v1/experiments/results/timeseries?experiment_key={p}&interval=day", headers=analyst)
     assert response.status_code == 200, response.text
+    assert response.headers["x-abacus-source"] == client.source  # whole days: the rollup's, when it runs
     control, treatment = response.json()["variants"]
-    assert [(pt["exposed_sessions"], pt["converted_sessions"]) for pt in control["points"]] == [(2, 0), (3, 1)]
+    # Exposure cohorts: "a" converted on day 2 but was first exposed on day 1, so day 1 counts it.
+    assert [(pt["exposed_sessions"], pt["converted_sessions"]) for pt in control["points"]] == [(2, 1), (3, 1)]
+    assert control["points"][0]["conversion_rate"] == pytest.approx(1 / 2)
     assert control["points"][1]["conversion_rate"] == pytest.approx(1 / 3)
     assert control["points"][1]["ci_low"] < 1 / 3 < control["points"][1]["ci_high"]
     assert [pt["exposed_sessions"] for pt in treatment["points"]] == [1]
     hourly = client.get(f"/api/v1/experiments/results/timeseries?experiment_key={p}&interval=hour", headers=analyst)
-    assert hourly.status_code == 200
+    assert hourly.status_code == 200 and hourly.headers["x-abacus-source"] == "events"
+    hourly_control = hourly.json()["variants"][0]["points"]
+    assert [(pt["exposed_sessions"], pt["converted_sessions"]) for pt in hourly_control] == [(2, 1), (3, 1)]
     bad = client.get(f"/api/v1/experiments/results/timeseries?experiment_key={p}&interval=week", headers=analyst)
     assert bad.status_code == 400
     assert client.get("/api/v1/experiments/results/timeseries?experiment_key=nope", headers=analyst).status_code == 404

@@ -9,6 +9,7 @@ import threading
 
 from shared.clickhouse import ClickHouse
 from shared.redis_conn import sync_client
+from shared.rollup.protocol import RollupProtocol
 from shared.settings import Settings
 from worker.loop import Worker
 from worker.rollup import Roller
@@ -40,16 +41,15 @@ def build_worker(settings: Settings, clickhouse: ClickHouse, consumer_name: str 
     )
 
 
-def build_roller(settings: Settings, clickhouse: ClickHouse) -> Roller:
+def build_roller(settings: Settings, clickhouse: ClickHouse, owner: str | None = None) -> Roller:
+    """``owner``: a name that stays the roller's across restarts (serve's, one per data dir), so a
+    restarted process takes its shares back at once instead of waiting for its old locks to lapse."""
     assert settings.redis_url, "the roller needs a Redis URL"
     # Its own connection: the roller runs in its own thread beside the worker loop.
-    stream = RollupStream(
-        sync_client(settings.redis_url, socket_timeout=30),
-        settings.stream,
-        settings.consumer_group,
-        settings.dead_letter_stream,
-    )
-    return Roller(stream, clickhouse, settings.rollup_cache_sessions, settings.rollup_idle_ms)
+    client = sync_client(settings.redis_url, socket_timeout=30)
+    stream = RollupStream(client, settings.stream, settings.consumer_group, settings.dead_letter_stream)
+    protocol = RollupProtocol(client, settings.stream, settings.consumer_group, settings.rollup_shards, settings.rollup_max_lag_ms)
+    return Roller(protocol, stream, clickhouse, settings.rollup_cache_sessions, settings.rollup_idle_ms, owner=owner)
 
 
 def run_worker_process(settings: Settings, burst: bool = False) -> int:

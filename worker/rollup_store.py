@@ -1,4 +1,5 @@
-"""The rollup's ClickHouse side: session states in, signed total differences and states out.
+"""The rollup's ClickHouse side: folded events and signed per-day total differences in, session
+states out.
 
 Each roller step writes under deduplication tokens named after the stream range it folded, so a
 step redone after a crash (same range, same prior state) stores nothing twice.
@@ -6,27 +7,38 @@ step redone after a crash (same range, same prior state) stores nothing twice.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable
 
+import msgspec
 from clickhouse_connect.driver.client import Client
 
-from shared.rollup.results_sql import ROLLUP_SESSIONS_SOURCE, variant_totals_sql
-from shared.rollup.session import SessionState
+from shared.rollup.results_sql import (
+    COHORT_DAY,
+    ROLLUP_EVENTS_SOURCE,
+    SESSION_SUMMARY_STRUCTURE,
+    shard_condition,
+    summary_totals_sql,
+    variant_totals_sql,
+)
+from shared.rollup.session import DayTotals, SessionState
 from shared.rollup.totals import TOTAL_FIELDS
+from worker.rows import COLUMNS, Decoded
+from worker.sink import ClickHouseSink
 
 SessionKey = tuple[str, str]
 """(experiment_key, session_id)"""
 
-SESSIONS_TABLE = "abacus.rollup_sessions"
-TOTALS_TABLE = "abacus.rollup_totals"
-_SESSION_COLUMNS = ["experiment_key", "session_id", "version", "variant_keys", "event_ids", "event_types", "event_values"]
-_TOTALS_COLUMNS = ["experiment_key", "variant_key", *TOTAL_FIELDS]
+EVENTS_TABLE = "abacus.rollup_events"
+DAY_TOTALS_TABLE = "abacus.rollup_day_totals"
+_TOTALS_COLUMNS = ["experiment_key", "variant_key", "cohort_day", *TOTAL_FIELDS]
 # Keeps each lookup's SQL text small; a step's misses are looked up in a few queries at most.
 _LOOKUP_CHUNK = 5000
+_encoder = msgspec.msgpack.Encoder()
 
 
 def load_sessions(client: Client, keys: list[SessionKey]) -> dict[SessionKey, SessionState]:
-    """The stored state of each given session that has one (a session never seen has none)."""
+    """The folded state of each given session that has one (a session never folded has none)."""
     by_experiment: dict[str, list[str]] = {}
     for experiment_key, session_id in keys:
         by_experiment.setdefault(experiment_key, []).append(session_id)
@@ -35,8 +47,10 @@ def load_sessions(client: Client, keys: list[SessionKey]) -> dict[SessionKey, Se
         for start in range(0, len(session_ids), _LOOKUP_CHUNK):
             # %(name)s: bound client-side into the SQL text, so long lists do not travel in a URL.
             rows = client.query(
-                f"SELECT session_id, variant_keys, event_ids, event_types, event_values FROM {SESSIONS_TABLE} FINAL "
-                "WHERE experiment_key = %(experiment)s AND session_id IN %(sessions)s",
+                "SELECT session_id, groupArray(variant_key), groupArray(event_id), groupArray(event_type), "
+                "groupArray(if(event_type = 'conversion', ifNull(conversion_value, 0), 0)), "
+                f"groupArray(toUnixTimestamp64Milli(received_at)) FROM {EVENTS_TABLE} FINAL "
+                "WHERE experiment_key = %(experiment)s AND session_id IN %(sessions)s GROUP BY session_id",
                 parameters={"experiment": experiment_key, "sessions": tuple(session_ids[start : start + _LOOKUP_CHUNK])},
             ).result_rows
             for session_id, *arrays in rows:
@@ -44,57 +58,104 @@ def load_sessions(client: Client, keys: list[SessionKey]) -> dict[SessionKey, Se
     return found
 
 
-def stored_session_keys(client: Client, block: Callable[[list[str], list[str]], None]) -> None:
-    """Hand every stored (experiment_key, session_id) to ``block``, a block of columns at a time,
-    so memory stays bounded however many sessions there are."""
-    with client.query_column_block_stream(f"SELECT experiment_key, session_id FROM {SESSIONS_TABLE}") as stream:
+def stored_copies(client: Client, keys: list[tuple[str, str, str, str]]) -> list[tuple]:
+    """The copy abacus.events keeps of each (experiment, variant, session, event_id), as rows in
+    ``StreamEvent``'s layout (timestamps in epoch ms)."""
+    rows: list[tuple] = []
+    for start in range(0, len(keys), _LOOKUP_CHUNK):
+        rows += client.query(
+            "SELECT event_id, experiment_key, variant_key, session_id, event_type, path, conversion_value, metadata, "
+            "toUnixTimestamp64Milli(client_ts), toUnixTimestamp64Milli(received_at) FROM abacus.events FINAL "
+            "WHERE (experiment_key, variant_key, session_id, event_id) IN %(keys)s",
+            parameters={"keys": tuple(keys[start : start + _LOOKUP_CHUNK])},
+        ).result_rows
+    return rows
+
+
+def count_sessions(client: Client, shard: int, shards: int) -> int:
+    return client.query(
+        f"SELECT uniqExact(experiment_key, session_id) FROM {EVENTS_TABLE} WHERE {shard_condition(shard, shards)}"
+    ).result_rows[0][0]
+
+
+def stored_session_keys(client: Client, shard: int, shards: int, block: Callable[[list[str], list[str]], None]) -> None:
+    """Hand every folded (experiment_key, session_id) of a share to ``block``, a block of columns
+    at a time, so memory stays bounded however many sessions there are."""
+    query = f"SELECT DISTINCT experiment_key, session_id FROM {EVENTS_TABLE} WHERE {shard_condition(shard, shards)}"
+    with client.query_column_block_stream(query) as stream:
         for experiment_keys, session_ids in stream:
             block(experiment_keys, session_ids)
 
 
-def insert_totals(client: Client, differences: dict[tuple[str, str], list[float]], token: str) -> None:
+def insert_summaries(sink: ClickHouseSink, summaries: list[tuple], token: str) -> None:
+    """Add a step's total differences: ClickHouse computes them from the signed session
+    summaries (``SESSION_SUMMARY_STRUCTURE``) with the same SQL as the results over events."""
+    if not summaries:
+        return
+    insert = (
+        f"INSERT INTO {DAY_TOTALS_TABLE} ({', '.join(_TOTALS_COLUMNS)}) "
+        f"SETTINGS insert_deduplication_token = '{token}', insert_deduplicate = 1 "
+        + summary_totals_sql("{source}")
+    )
+    sink.insert_msgpack(insert, SESSION_SUMMARY_STRUCTURE, _rows(summaries))
+
+
+def insert_day_totals(client: Client, differences: DayTotals, token: str) -> None:
+    """Add total differences computed in Python (tests compare both ways of computing them)."""
     if not differences:
         return
-    rows = [[experiment_key, variant_key, *vector] for (experiment_key, variant_key), vector in differences.items()]
-    client.insert(TOTALS_TABLE, rows, column_names=_TOTALS_COLUMNS, settings=_dedup(token))
+    rows = [[experiment, variant, _date(day), *vector] for (experiment, variant, day), vector in differences.items()]
+    client.insert(DAY_TOTALS_TABLE, rows, column_names=_TOTALS_COLUMNS, settings=_dedup(token))
 
 
-def insert_sessions(client: Client, states: dict[SessionKey, SessionState], version: int, token: str) -> None:
-    if not states:
-        return
-    # Column-oriented, the arrays passed as the states hold them: no per-event Python work here.
-    columns: list[list] = [[] for _ in _SESSION_COLUMNS]
-    experiment_keys, session_ids, versions, variant_keys, event_ids, event_types, event_values = columns
-    for (experiment_key, session_id), state in states.items():
-        experiment_keys.append(experiment_key)
-        session_ids.append(session_id)
-        variant_keys.append(state.variant_keys)
-        event_ids.append(state.event_ids)
-        event_types.append(state.event_types)
-        event_values.append(state.event_values)
-    versions.extend([version] * len(states))
-    client.insert(SESSIONS_TABLE, columns, column_names=_SESSION_COLUMNS, column_oriented=True, settings=_dedup(token))
+def insert_events(sink: ClickHouseSink, events: list, token: str) -> None:
+    """The folded events (``StreamEvent``s' layout), as ingest wrote them: ClickHouse parses the
+    msgpack (worker/sink.py)."""
+    if events:
+        sink.insert(Decoded(row_count=len(events), chunks=[_rows(events)]), token=token)
 
 
-def rebuild_from_events(client: Client) -> None:
-    """Recompute the rollup from ``abacus.events``: the session states from one snapshot of the
-    events, then the totals from those states (not from the events again, which workers may have
-    added to meanwhile), so states and totals agree with each other."""
-    client.command(f"TRUNCATE TABLE {SESSIONS_TABLE}")
-    client.command(f"TRUNCATE TABLE {TOTALS_TABLE}")
+def _rows(values: list) -> bytes:
+    """msgpack values back to back, one per row, as ClickHouse's MsgPack format reads them."""
+    encoded = _encoder.encode(values)
+    # One msgpack array of the values: drop its header, leaving one value per row.
+    marker = encoded[0]
+    header = 1 if marker & 0xF0 == 0x90 else 3 if marker == 0xDC else 5
+    return encoded[header:]
+
+
+def events_sink(clickhouse) -> ClickHouseSink:  # type: ignore[no-untyped-def]
+    return ClickHouseSink(clickhouse, table=EVENTS_TABLE)
+
+
+def rebuild_from_events(client: Client, shard: int = 0, shards: int = 1) -> None:
+    """Recompute a share of the rollup from ``abacus.events``: copy one snapshot of its events,
+    then compute the totals from that copy (not from the events again, which workers may have
+    added to meanwhile), so folded events and totals agree with each other."""
+    condition = shard_condition(shard, shards)
+    for table in (EVENTS_TABLE, DAY_TOTALS_TABLE):
+        if shards == 1:
+            client.command(f"TRUNCATE TABLE {table}")
+        else:
+            client.command(f"DELETE FROM {table} WHERE {condition}")
     # No deduplication: a rebuild must store its rows even if an earlier one produced the same.
     once = {"insert_deduplicate": 0}
+    columns = ", ".join(COLUMNS)
     client.command(
-        f"INSERT INTO {SESSIONS_TABLE} ({', '.join(_SESSION_COLUMNS)}) "
-        "SELECT experiment_key, session_id, 0, groupArray(variant_key), groupArray(event_id), groupArray(event_type), "
-        "groupArray(if(event_type = 'conversion', ifNull(conversion_value, 0), 0)) "
-        "FROM abacus.events FINAL GROUP BY experiment_key, session_id",
+        f"INSERT INTO {EVENTS_TABLE} ({columns}) SELECT {columns} FROM abacus.events FINAL WHERE {condition}", settings=once
+    )
+    source = ROLLUP_EVENTS_SOURCE.replace("{shard_filter}", f"WHERE {condition}")
+    client.command(
+        f"INSERT INTO {DAY_TOTALS_TABLE} ({', '.join(_TOTALS_COLUMNS)}) {variant_totals_sql(source, COHORT_DAY)}",
         settings=once,
     )
-    client.command(
-        f"INSERT INTO {TOTALS_TABLE} ({', '.join(_TOTALS_COLUMNS)}) {variant_totals_sql(ROLLUP_SESSIONS_SOURCE)}",
-        settings=once,
-    )
+
+
+_EPOCH_ORDINAL = datetime.date(1970, 1, 1).toordinal()
+
+
+def _date(days_since_epoch: int) -> datetime.date:
+    return datetime.date.fromordinal(_EPOCH_ORDINAL + days_since_epoch)
 
 
 def _dedup(token: str) -> dict[str, object]:

@@ -60,20 +60,28 @@ class ClickHouseSink:
         self._insert_into = f"INSERT INTO {table} ({', '.join(COLUMNS)}) "
         self._staging_dir = _staging_dir() if is_chdb(clickhouse.url) else None
 
-    def insert(self, decoded: Decoded) -> None:
+    def insert(self, decoded: Decoded, token: str | None = None) -> None:
+        """``token``: the deduplication token, when the caller names its batches (the roller
+        names its steps); by default one derived from the batch's entry ids."""
         # In the statement, not as client settings: chDB applies those with SET statements before
         # and after the insert, which cost a quarter of the insert's time.
+        token = token if token is not None else dedup_token(decoded)
         insert = (
-            f"{self._insert_into}SETTINGS insert_deduplication_token = '{dedup_token(decoded)}', "
+            f"{self._insert_into}SETTINGS insert_deduplication_token = '{token}', "
             f"insert_deduplicate = 1 {_SELECT_ROWS}"
         )
+        self.insert_msgpack(insert, _EVENTS_STRUCTURE, decoded.rows_msgpack())
+
+    def insert_msgpack(self, insert: str, structure: str, rows: bytes) -> None:
+        """Run ``insert`` (an INSERT ... SELECT reading ``{source}``) over msgpack ``rows`` of the
+        given structure; failures classified as retryable or rejected."""
         try:
             client = self._clickhouse.client()
             if is_chdb(self._clickhouse.url):
-                self._insert_through_file(client, insert, decoded.rows_msgpack())
+                self._insert_through_file(client, insert, rows, structure)
             else:
-                source = f"input('{_EVENTS_STRUCTURE}')"
-                client.command(insert.format(source=source) + " FORMAT MsgPack", data=decoded.rows_msgpack())
+                source = f"input('{structure}')"
+                client.command(insert.format(source=source) + " FORMAT MsgPack", data=rows)
         except OperationalError as exc:
             raise RetryableSinkError(str(exc)) from exc
         except DatabaseError as exc:
@@ -83,12 +91,12 @@ class ClickHouseSink:
         except (ConnectionError, TimeoutError) as exc:
             raise RetryableSinkError(str(exc)) from exc
 
-    def _insert_through_file(self, client, insert: str, rows: bytes) -> None:  # noqa: ANN001
+    def _insert_through_file(self, client, insert: str, rows: bytes, structure: str) -> None:  # noqa: ANN001
         descriptor, path = tempfile.mkstemp(prefix="abacus-batch-", suffix=".msgpack", dir=self._staging_dir)
         try:
             with os.fdopen(descriptor, "wb") as file:
                 file.write(rows)
-            source = f"file({_sql_string(path)}, 'MsgPack', '{_EVENTS_STRUCTURE}')"
+            source = f"file({_sql_string(path)}, 'MsgPack', '{structure}')"
             client.command(insert.format(source=source))
         except OSError as exc:
             # The temporary directory is full or unwritable: nothing reached ClickHouse, and it may pass.

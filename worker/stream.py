@@ -9,7 +9,7 @@ import time
 import redis
 from redis.exceptions import ResponseError
 
-from shared import redis_keys
+from shared.rollup.protocol import RollupProtocol, is_rollup_group
 
 log = logging.getLogger(__name__)
 
@@ -175,38 +175,22 @@ class StreamConsumer:
 
     def trim_acknowledged(self) -> None:
         """Delete only entries every group has acknowledged: below each group's oldest pending entry
-        and at or below what it has been delivered. The roller's bookmark group counts too,
-        unless the rollup is abandoned (see ``_rollup_abandoned``)."""
-        bounds = {
-            as_text(group["name"]): acknowledged_below(self.redis, self.stream, group)
-            for group in self.redis.xinfo_groups(self.stream)
-        }
-        rollup_bound = bounds.pop(redis_keys.ROLLUP_GROUP, None)
+        and at or below what it has been delivered. How far the results rollup lets the stream
+        go is the rollup's to say (``RollupProtocol.trim_bound``)."""
+        groups = self.redis.xinfo_groups(self.stream)
+        bounds = [
+            acknowledged_below(self.redis, self.stream, group)
+            for group in groups
+            if not is_rollup_group(as_text(group["name"]))
+        ]
+        rollup_bound = RollupProtocol(self.redis, self.stream, self.group).trim_bound(groups, min(bounds, default=None))
         if rollup_bound is not None:
-            if self._rollup_abandoned(rollup_bound, min(bounds.values(), default=rollup_bound)):
-                drop_rollup(self.redis, self.stream)
-            else:
-                bounds[redis_keys.ROLLUP_GROUP] = rollup_bound
+            bounds.append(rollup_bound)
         if not bounds:
             return
-        ms, seq = min(bounds.values())
+        ms, seq = min(bounds)
         if (ms, seq) > (0, 0):
             self.redis.xtrim(self.stream, minid=f"{ms}-{seq}", approximate=False)
-
-    def _rollup_abandoned(self, rollup_bound: tuple[int, int], others_bound: tuple[int, int]) -> bool:
-        """No roller has run for minutes, or the one running has fallen so far behind the
-        workers that waiting for it would let the stream grow until Redis refuses writes."""
-        if not self.redis.exists(redis_keys.ROLLUP_ALIVE):
-            log.warning("no roller has run for minutes: trimming no longer waits for the results rollup")
-            return True
-        # What it holds back starts at its bookmark or at the stream's first entry, if later.
-        first = self.redis.xrange(self.stream, count=1)
-        oldest_held = max(rollup_bound, id_key(first[0][0])) if first else rollup_bound
-        behind_ms = others_bound[0] - oldest_held[0]
-        if behind_ms > ROLLUP_MAX_BACKLOG_MS:
-            log.warning("the roller is %d s behind the workers: trimming no longer waits for it", behind_ms // 1000)
-            return True
-        return False
 
 
 BATCH_CONSUMER_MARK = "#batch-"
@@ -262,10 +246,6 @@ def _entries_of(reply: list | dict | None) -> list[Entry]:
     return reply[0][1]  # RESP2: [[stream, entries]]
 
 
-ROLLUP_MAX_BACKLOG_MS = 600_000
-"""A roller further behind than this (in stream time) is given up on: it rebuilds from the events."""
-
-
 def create_group_at_start(client: redis.Redis, stream: str, group: str) -> bool:
     """Create ``group`` at the stream's start (and the stream if need be); False if it existed."""
     try:
@@ -288,15 +268,6 @@ def acknowledged_below(client: redis.Redis, stream: str, group: dict) -> tuple[i
             return id_key(summary["min"])
     ms, seq = id_key(group["last-delivered-id"])
     return ms, seq + 1
-
-
-def drop_rollup(client: redis.Redis, stream: str) -> None:
-    """Forget the roller's bookmark, so trimming stops waiting for it, and stop results trusting
-    the rollup; the next roller, finding no bookmark, rebuilds it from abacus.events."""
-    pipe = client.pipeline(transaction=True)
-    pipe.xgroup_destroy(stream, redis_keys.ROLLUP_GROUP)
-    pipe.delete(redis_keys.ROLLUP_READY, redis_keys.ROLLUP_STEP, redis_keys.ROLLUP_BEHIND_MS)
-    pipe.execute()
 
 
 def as_text(value: bytes | str) -> str:

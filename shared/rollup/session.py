@@ -8,11 +8,13 @@ results query exactly, so the two agree:
   replaces the earlier copy instead of counting twice;
 - a session counts once per variant it has any event in (``unique_sessions``), as *exposed* where it
   has an impression, and as *clean* where it was exposed to exactly one variant of the experiment;
-- conversion value is the sum of its conversion events' values.
+- conversion value is the sum of its conversion events' values;
+- its *cohort day* is the UTC day of its first impression in the experiment (any variant), where
+  its whole contribution is filed, so windows of whole days select sessions by first exposure.
 
-The state keeps its events as the parallel arrays ``abacus.rollup_sessions`` stores, plus running
-counts per variant, so folding an event and computing a contribution cost the same however long
-the session is.
+The state keeps its events as parallel arrays (as ``abacus.rollup_events`` holds them, one row
+each), plus running counts per variant, so folding an event and computing a contribution cost the
+same however long the session is.
 """
 
 from __future__ import annotations
@@ -38,75 +40,108 @@ _WIDTH = len(TOTAL_FIELDS)
     _MULTI_VARIANT_SHARE,
 ) = range(_WIDTH)
 _VALUE_SLOT = 5  # in a variant's running counts: five event counts, then the conversion value
+_MS_PER_DAY = 86_400_000
+NEVER_EXPOSED = 0
+"""The cohort day (days since 1970-01-01) of a session without an impression."""
 
 Contribution = dict[str, list[float]]
 """variant_key -> a vector in ``TOTAL_FIELDS`` order."""
 
 
+UNCHANGED, ADDED, REPLACED = 0, 1, 2
+"""What ``SessionState.apply`` did with an event."""
+
+Summary = tuple[int, int, list[tuple]]
+"""(cohort day, variants exposed, per variant (variant_key, impressions, cta_clicks, form_starts,
+form_submits, conversions, value)): all a session's contribution depends on."""
+
+
 class SessionState:
-    __slots__ = ("variant_keys", "event_ids", "event_types", "event_values", "_position", "_counts")
+    __slots__ = ("_events", "_counts", "_first_ms")
 
     def __init__(self) -> None:
-        self.variant_keys: list[str] = []
-        self.event_ids: list[str] = []
-        self.event_types: list[str] = []
-        self.event_values: list[float] = []
-        self._position: dict[tuple[str, str], int] = {}
+        self._events: dict[tuple[str, str], tuple[str, float, int]] = {}
+        """(variant_key, event_id) -> (event_type, value, receive time in epoch ms)."""
         self._counts: dict[str, list[float]] = {}
+        self._first_ms: int | None = None
 
     @classmethod
     def from_arrays(
-        cls, variant_keys: list[str], event_ids: list[str], event_types: list[str], event_values: list[float]
+        cls,
+        variant_keys: list[str],
+        event_ids: list[str],
+        event_types: list[str],
+        event_values: list[float],
+        event_times: list[int] | None = None,
     ) -> SessionState:
         state = cls()
-        for event in zip(variant_keys, event_ids, event_types, event_values):
+        for event in zip(variant_keys, event_ids, event_types, event_values, event_times or [0] * len(event_ids)):
             state.apply(*event)
         return state
 
+    @property
+    def cohort_day(self) -> int:
+        """Days since 1970-01-01 (UTC) of the first impression; ``NEVER_EXPOSED`` without one."""
+        first = self._first_ms
+        return NEVER_EXPOSED if first is None else first // _MS_PER_DAY
+
     def __len__(self) -> int:
-        return len(self.event_ids)
+        return len(self._events)
 
     def events(self) -> dict[tuple[str, str], tuple[str, float]]:
         """(variant_key, event_id) -> (event_type, value): what the session holds, for comparisons."""
-        return {
-            (variant, event_id): (event_type, value)
-            for variant, event_id, event_type, value in zip(
-                self.variant_keys, self.event_ids, self.event_types, self.event_values
-            )
-        }
+        return {key: (event_type, value) for key, (event_type, value, _) in self._events.items()}
 
-    def apply(self, variant_key: str, event_id: str, event_type: str, value: float | None) -> bool:
-        """Fold one event in; False when the session already held exactly this event."""
+    def apply(self, variant_key: str, event_id: str, event_type: str, value: float | None, at_ms: int = 0) -> int:
+        """Fold one event in (received at ``at_ms``): ``UNCHANGED`` (0) when the session already
+        held exactly this event, ``ADDED``, or ``REPLACED`` (it held another copy)."""
         value = value if value is not None and event_type == "conversion" else 0.0
         key = (variant_key, event_id)
-        position = self._position.get(key)
+        event = (event_type, value, at_ms)
+        old = self._events.get(key)
         counts = self._counts.get(variant_key)
         if counts is None:
             counts = self._counts[variant_key] = [0, 0, 0, 0, 0, 0.0]
-        if position is None:
-            self._position[key] = len(self.event_ids)
-            self.variant_keys.append(variant_key)
-            self.event_ids.append(event_id)
-            self.event_types.append(event_type)
-            self.event_values.append(value)
+        self._events[key] = event
+        if old is None:
+            if event_type == "impression" and (self._first_ms is None or at_ms < self._first_ms):
+                self._first_ms = at_ms
+            outcome = ADDED
         else:
-            old_type, old_value = self.event_types[position], self.event_values[position]
-            if old_type == event_type and old_value == value:
-                return False
+            if old == event:
+                return UNCHANGED
+            outcome = REPLACED
             # A repeat with other contents replaces the earlier copy, as the table's FINAL does.
+            old_type, old_value, _ = old
             slot = _COUNTED_TYPES.get(old_type)
             if slot is not None:
                 counts[slot] -= 1
             counts[_VALUE_SLOT] -= old_value
-            self.event_types[position] = event_type
-            self.event_values[position] = value
+            if old_type == "impression" or event_type == "impression":
+                times = [at for kind, _, at in self._events.values() if kind == "impression"]
+                self._first_ms = min(times) if times else None
         slot = _COUNTED_TYPES.get(event_type)
         if slot is not None:
             counts[slot] += 1
         counts[_VALUE_SLOT] += value
-        return True
+        return outcome
+
+    def summary(self) -> Summary:
+        """What the session contributes, as the roller hands it to ClickHouse (a copy: later
+        changes to the state leave it as it was)."""
+        counts_by_variant = self._counts
+        exposed = 0
+        parts = []
+        for variant_key, counts in counts_by_variant.items():
+            if counts[_IMPRESSIONS] > 0:
+                exposed += 1
+            parts.append((variant_key, *counts))
+        return self.cohort_day, exposed, parts
 
     def contribution(self) -> Contribution:
+        """What the session adds to each variant's totals, in Python: the roller has ClickHouse
+        compute it from ``summary()`` with the SQL of shared/rollup/results_sql.py; this one
+        states the same arithmetic where tests can check it against that SQL."""
         counts_by_variant = self._counts
         exposed_variants = sum(1 for counts in counts_by_variant.values() if counts[_IMPRESSIONS] > 0)
         out: Contribution = {}
@@ -141,26 +176,32 @@ class SessionState:
         return out
 
 
+DayTotals = dict[tuple[str, str, int], list[float]]
+"""(experiment_key, variant_key, cohort day) -> a vector in ``TOTAL_FIELDS`` order."""
+
+
 def add_difference(
-    totals: dict[tuple[str, str], list[float]], experiment_key: str, before: Contribution, after: Contribution
+    totals: DayTotals, experiment_key: str, before: Contribution, after: Contribution, before_day: int = 0, after_day: int = 0
 ) -> None:
-    """``totals[(experiment, variant)] += after[variant] - before[variant]`` for every variant in either."""
+    """``totals[(experiment, variant, after_day)] += after[variant]`` and
+    ``totals[(experiment, variant, before_day)] -= before[variant]`` for every variant in either;
+    one subtraction per field when the session stayed on its day (the usual case)."""
+    same_day = before_day == after_day
     for variant_key, new in after.items():
-        target = totals.get((experiment_key, variant_key))
-        if target is None:
-            target = totals[(experiment_key, variant_key)] = [0] * _WIDTH
-        old = before.get(variant_key)
+        key = (experiment_key, variant_key, after_day)
+        target = totals.get(key)
+        old = before.get(variant_key) if same_day else None
         if old is None:
-            for i in range(_WIDTH):
-                target[i] += new[i]
+            totals[key] = new[:] if target is None else [t + n for t, n in zip(target, new)]
+        elif target is None:
+            totals[key] = [n - o for n, o in zip(new, old)]
         else:
-            for i in range(_WIDTH):
-                target[i] += new[i] - old[i]
+            totals[key] = [t + n - o for t, n, o in zip(target, new, old)]
     for variant_key, old in before.items():
-        if variant_key not in after:  # cannot happen (variants are never removed), but stay exact
-            target = totals.setdefault((experiment_key, variant_key), [0] * _WIDTH)
-            for i in range(_WIDTH):
-                target[i] -= old[i]
+        if not same_day or variant_key not in after:
+            key = (experiment_key, variant_key, before_day)
+            target = totals.get(key)
+            totals[key] = [-o for o in old] if target is None else [t - o for t, o in zip(target, old)]
 
 
 def is_zero(vector: list[float]) -> bool:

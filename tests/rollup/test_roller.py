@@ -24,6 +24,11 @@ from worker import rollup_store
 from worker.main import build_roller, build_worker
 from worker.rollup import LostLock, Roller, step_token
 
+LOCK = redis_keys.rollup_shard_key("lock", 0, 1)
+BUILT = redis_keys.rollup_shard_key("built", 0, 1)
+STEP = redis_keys.rollup_shard_key("step", 0, 1)
+ALIVE = redis_keys.rollup_shard_key("alive", 0, 1)
+
 EXPERIMENTS = ("exp_a", "exp_b")
 VARIANTS = ("control", "variant_b", "variant_c")
 TYPES = ("impression", "impression", "cta_click", "form_start", "form_submit", "conversion", "custom_event")
@@ -85,11 +90,13 @@ def store_and_roll(settings: Settings, r: redis.Redis, clickhouse: ClickHouse, e
     roll(settings, clickhouse)
 
 
-def assert_rollup_matches_events(clickhouse: ClickHouse) -> None:
+def assert_rollup_matches_events(clickhouse: ClickHouse, start=None, end=None, experiments=EXPERIMENTS) -> None:
     client = clickhouse.client()
-    raw = fetch_rollups(client, list(EXPERIMENTS), None, None)
-    rolled = fetch_rollup_totals(client, list(EXPERIMENTS))
-    assert raw, "the raw query found no events: the test would prove nothing"
+    raw = fetch_rollups(client, list(experiments), start, end)
+    rolled = fetch_rollup_totals(client, list(experiments), start, end)
+    if start is None and end is None:
+        assert raw, "the raw query found no events: the test would prove nothing"
+    raw = {key: value for key, value in raw.items() if any(dataclasses.astuple(value))}
     rolled = {key: value for key, value in rolled.items() if any(dataclasses.astuple(value))}
     assert rolled.keys() == raw.keys()
     for key, expected in raw.items():
@@ -118,7 +125,7 @@ def test_a_tiny_session_cache_reads_evicted_sessions_back_from_clickhouse(settin
         publish(redis_client, settings, random_events(rng, 250), per_entry=1)
         drain_workers(settings, clean_clickhouse)
         roller = roll(settings, clean_clickhouse, cache_sessions=2)
-        assert len(roller.cache) <= 2
+        assert len(roller.shares[0].cache) <= 2
     assert_rollup_matches_events(clean_clickhouse)
 
 
@@ -172,26 +179,27 @@ def test_a_step_redone_after_a_crash_counts_nothing_twice(settings, redis_client
 
     # A roller records its step, then dies with some of the step's inserts in ClickHouse.
     crashed = build_roller(settings, clean_clickhouse)
-    assert crashed._hold()
-    start = crashed.stream.bookmark()
+    crashed.elect()
+    share = crashed.shares[0]
+    start = share.share.bookmark()
     assert start is not None
-    until = crashed.stream.stored_until()
-    entries = crashed.stream.read_range(start, until, None)
+    until = share.stream.stored_until()
+    entries = share.stream.read_range(start, until, None)
     end = entries[-1][0]
-    crashed.stream.begin_step(start, end)
-    token = step_token(redis_client.get(redis_keys.ROLLUP_READY).decode(), start, end)
+    share.share.begin_step(start, end)
+    token = step_token(share.share.generation(), 0, start, end)
     if landed != "nothing":
-        real_insert_sessions = rollup_store.insert_sessions
+        real_insert_events = rollup_store.insert_events
         if landed == "totals only":
-            rollup_store.insert_sessions = lambda *args, **kwargs: None  # type: ignore[assignment]
+            rollup_store.insert_events = lambda *args, **kwargs: None  # type: ignore[assignment]
         try:
-            crashed._fold(entries, token, version=1 << 62)
+            share._fold(entries, token)
         finally:
-            rollup_store.insert_sessions = real_insert_sessions  # type: ignore[assignment]
-    redis_client.delete(redis_keys.ROLLUP_LOCK)  # its lock expired
+            rollup_store.insert_events = real_insert_events  # type: ignore[assignment]
+    redis_client.delete(LOCK)  # its lock expired
 
     roll(settings, clean_clickhouse)
-    assert redis_client.get(redis_keys.ROLLUP_STEP) is None
+    assert redis_client.get(STEP) is None
     assert_rollup_matches_events(clean_clickhouse)
 
 
@@ -200,10 +208,9 @@ def test_rebuild_recomputes_from_abacus_events(settings, redis_client, clean_cli
     store_and_roll(settings, redis_client, clean_clickhouse, random_events(rng, 200))
     # An analyst deletes a session's rows by hand; the rollup no longer matches until rebuilt.
     clean_clickhouse.client().command("DELETE FROM abacus.events WHERE session_id = 's4'")
-    redis_client.set(redis_keys.ROLLUP_REBUILD, 1)
+    redis_client.incr(redis_keys.ROLLUP_REBUILD)
     roll(settings, clean_clickhouse)
-    assert not redis_client.exists(redis_keys.ROLLUP_REBUILD)
-    assert redis_client.exists(redis_keys.ROLLUP_READY)
+    assert build_roller(settings, clean_clickhouse).shares[0].share.generation() is not None, "built, request served"
     assert_rollup_matches_events(clean_clickhouse)
     # And it keeps folding new traffic on top of the rebuilt state.
     store_and_roll(settings, redis_client, clean_clickhouse, random_events(rng, 200))
@@ -223,14 +230,14 @@ def test_one_roller_at_a_time_and_a_standby_takes_over(settings, redis_client, c
     first = build_roller(settings, clean_clickhouse)
     second = build_roller(settings, clean_clickhouse)
     first.run_once()
-    assert first._holding
+    assert first.held == {0}
     publish(redis_client, settings, random_events(random.Random(23), 30))
     drain_workers(settings, clean_clickhouse)
-    assert second.run_once() is False and not second._holding
+    assert second.run_once()[0] is False and not second.held
     first.request_stop()
     first.run()  # returns at once and releases the lock
     second.run(until_caught_up=True)
-    assert second._holding is False  # released on return
+    assert not second.held and not redis_client.exists(LOCK)  # released on return
     assert_rollup_matches_events(clean_clickhouse)
 
 
@@ -270,14 +277,15 @@ def test_a_roller_that_lost_its_lock_writes_nothing(settings, redis_client, clea
     publish(redis_client, settings, random_events(random.Random(31), 40))
     drain_workers(settings, clean_clickhouse)
     stalled = build_roller(settings, clean_clickhouse)
-    assert stalled._hold()
-    start = stalled.stream.bookmark()
-    entries = stalled.stream.read_range(start, stalled.stream.stored_until(), None)
-    redis_client.set(redis_keys.ROLLUP_LOCK, "another-roller")  # its lock lapsed and was taken
+    stalled.elect()
+    share = stalled.shares[0]
+    start = share.share.bookmark()
+    entries = share.stream.read_range(start, share.stream.stored_until(), None)
+    redis_client.set(LOCK, "another-roller")  # its lock lapsed and was taken
     with pytest.raises(LostLock):
-        stalled._fold(entries, "rollup:test", version=1)
+        share._fold(entries, "rollup:test")
     assert fetch_rollup_totals(clean_clickhouse.client(), list(EXPERIMENTS)) == {}
-    redis_client.delete(redis_keys.ROLLUP_LOCK)
+    redis_client.delete(LOCK)
     roll(settings, clean_clickhouse)
     assert_rollup_matches_events(clean_clickhouse)
 
@@ -292,7 +300,7 @@ def test_a_rebuild_still_skips_dead_letters_left_in_the_stream(settings, redis_c
     worker._process(delivered[1:])
     roller = build_roller(settings, clean_clickhouse)
     roller.run(until_caught_up=True)
-    redis_client.set(redis_keys.ROLLUP_REBUILD, 1)  # the same roller rebuilds and refolds the stream
+    redis_client.incr(redis_keys.ROLLUP_REBUILD)  # the same roller rebuilds and refolds the stream
     roller.stopping.clear()
     roller.run(until_caught_up=True)
     assert redis_client.xlen(settings.stream) == 6, "the refold must have had entries to read"
@@ -301,11 +309,11 @@ def test_a_rebuild_still_skips_dead_letters_left_in_the_stream(settings, redis_c
 
 def test_an_abandoned_rollup_stops_holding_back_trimming(settings, redis_client, clean_clickhouse):
     roll(settings, clean_clickhouse)
-    redis_client.delete(redis_keys.ROLLUP_ALIVE)  # no roller has run for five minutes
+    redis_client.delete(ALIVE)  # no roller has run for five minutes
     publish(redis_client, settings, random_events(random.Random(41), 30), per_entry=1)
     drain_workers(settings, clean_clickhouse)  # its burst ends with a trim
     assert redis_client.xlen(settings.stream) == 0, "a rollup nobody folds must not make the stream grow"
-    assert not redis_client.exists(redis_keys.ROLLUP_READY), "results must stop trusting the abandoned rollup"
+    assert not redis_client.exists(BUILT), "results must stop trusting the abandoned rollup"
     # The next roller finds no bookmark and rebuilds from the events.
     roll(settings, clean_clickhouse)
     assert_rollup_matches_events(clean_clickhouse)
@@ -320,14 +328,14 @@ def test_the_lock_is_kept_between_steps_and_released_for_good_on_stop(settings, 
     thread = threading.Thread(target=roller.run)
     thread.start()
     try:
-        wait_for(lambda: redis_client.exists(redis_keys.ROLLUP_READY))
+        wait_for(lambda: redis_client.exists(BUILT))
         time.sleep(1.0)  # more than three lifetimes of the lock
-        assert redis_client.get(redis_keys.ROLLUP_LOCK) == roller._owner.encode()
+        assert redis_client.get(LOCK) == roller.owner.encode()
     finally:
         roller.request_stop()
         thread.join(10)
     assert not thread.is_alive()
-    assert not redis_client.exists(redis_keys.ROLLUP_LOCK)  # released, and not taken again
+    assert not redis_client.exists(LOCK)  # released, and not taken again
 
 
 def test_a_rebuild_that_failed_half_way_runs_again(settings, redis_client, clean_clickhouse, monkeypatch):
@@ -336,16 +344,16 @@ def test_a_rebuild_that_failed_half_way_runs_again(settings, redis_client, clean
     real_rebuild = rollup_store.rebuild_from_events
     calls = []
 
-    def fails_first(client):
+    def fails_first(client, *share):
         calls.append(client)
         if len(calls) == 1:
             raise ClickHouseError("ClickHouse went away in the middle of the rebuild")
-        real_rebuild(client)
+        real_rebuild(client, *share)
 
     monkeypatch.setattr(rollup_store, "rebuild_from_events", fails_first)
     roll(settings, clean_clickhouse)  # logs the failure, backs off, tries again
     assert len(calls) == 2
-    assert redis_client.exists(redis_keys.ROLLUP_READY)
+    assert redis_client.exists(BUILT)
     assert_rollup_matches_events(clean_clickhouse)
 
 
@@ -355,12 +363,16 @@ def test_a_roller_taking_the_lock_again_forgets_what_it_knew(settings, redis_cli
     drain_workers(settings, clean_clickhouse)
     first = build_roller(settings, clean_clickhouse)
     first.run_once()
-    assert first._bookmark is not None and len(first.cache) > 0
+    share = first.shares[0]
+    assert share._bookmark is not None and len(share.cache) > 0
     # Its lock lapses (a long pause), another roller holds it for a while, then lets it lapse too.
-    redis_client.set(redis_keys.ROLLUP_LOCK, "another-roller")
-    redis_client.delete(redis_keys.ROLLUP_LOCK)
-    assert first._hold()
-    assert first._bookmark is None and len(first.cache) == 0 and first._known is None
+    redis_client.set(LOCK, "another-roller")
+    first.elect()
+    assert not first.held
+    redis_client.delete(LOCK)
+    first.elect()
+    assert first.held == {0}
+    assert share._bookmark is None and len(share.cache) == 0 and share._known is None
 
 
 def test_a_roller_far_behind_is_given_up_so_the_stream_cannot_grow_without_bound(settings, redis_client, clean_clickhouse):
@@ -373,6 +385,6 @@ def test_a_roller_far_behind_is_given_up_so_the_stream_cannot_grow_without_bound
     publish(redis_client, settings, random_events(random.Random(59), 30), per_entry=1)
     drain_workers(settings, clean_clickhouse)
     assert redis_client.xlen(settings.stream) == 0
-    assert not redis_client.exists(redis_keys.ROLLUP_READY)
+    assert not redis_client.exists(BUILT)
     roll(settings, clean_clickhouse)  # rebuilds from the events
     assert_rollup_matches_events(clean_clickhouse)

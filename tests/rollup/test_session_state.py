@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from shared.rollup.session import SessionState, add_difference
+from shared.rollup.session import ADDED, REPLACED, UNCHANGED, SessionState, add_difference
 from shared.rollup.totals import TOTAL_FIELDS, VariantRollup
 
 
@@ -69,20 +69,20 @@ def test_session_exposed_to_two_variants_leaves_the_clean_statistics():
     for variant in ("control", "variant_b"):
         assert after[variant]["clean_exposed"] == 0
         assert after[variant]["multi_variant_share"] == 0.5
-    totals: dict[tuple[str, str], list[float]] = {}
+    totals: dict[tuple[str, str, int], list[float]] = {}
     add_difference(totals, "exp", before, state.contribution())
-    control = dict(zip(TOTAL_FIELDS, totals[("exp", "control")]))
+    control = dict(zip(TOTAL_FIELDS, totals[("exp", "control", 0)]))
     assert control["clean_exposed"] == -1 and control["clean_converted"] == -1 and control["clean_value_sum"] == -3.0
     assert control["unique_sessions"] == 0 and control["multi_variant_share"] == 0.5
-    variant_b = dict(zip(TOTAL_FIELDS, totals[("exp", "variant_b")]))
+    variant_b = dict(zip(TOTAL_FIELDS, totals[("exp", "variant_b", 0)]))
     assert variant_b["unique_sessions"] == 1 and variant_b["exposed_sessions"] == 1 and variant_b["clean_exposed"] == 0
 
 
 def test_apply_says_whether_anything_changed():
     state = SessionState()
-    assert state.apply("control", "e1", "conversion", 5.0) is True
-    assert state.apply("control", "e1", "conversion", 5.0) is False
-    assert state.apply("control", "e1", "conversion", 7.0) is True  # same id, new contents: replaced
+    assert state.apply("control", "e1", "conversion", 5.0) == ADDED
+    assert state.apply("control", "e1", "conversion", 5.0) == UNCHANGED
+    assert state.apply("control", "e1", "conversion", 7.0) == REPLACED  # same id, new contents
     got = contribution(state)["control"]
     assert got["conversions"] == 1 and got["value_total"] == 7.0
     assert state.events() == {("control", "e1"): ("conversion", 7.0)}
@@ -92,5 +92,47 @@ def test_from_arrays_rebuilds_the_same_state():
     state = SessionState()
     state.apply("control", "e1", "impression", None)
     state.apply("variant_b", "e2", "conversion", 4.0)
-    again = SessionState.from_arrays(state.variant_keys, state.event_ids, state.event_types, state.event_values)
-    assert again.events() == state.events() and again.contribution() == state.contribution()
+    events = state.events()
+    variants, ids = zip(*events)
+    types, values = zip(*events.values())
+    again = SessionState.from_arrays(list(variants), list(ids), list(types), list(values), [0, 0])
+    assert again.events() == events and again.contribution() == state.contribution()
+    assert again.summary() == state.summary() == (0, 1, [("control", 1, 0, 0, 0, 0, 0.0), ("variant_b", 0, 0, 0, 0, 1, 4.0)])
+
+
+DAY_MS = 86_400_000
+
+
+def test_the_cohort_day_is_the_first_impressions_utc_day_in_any_variant():
+    state = SessionState()
+    state.apply("control", "e1", "conversion", 2.0, 20 * DAY_MS + 5)
+    assert state.cohort_day == 0, "never exposed"
+    state.apply("variant_b", "e2", "impression", None, 21 * DAY_MS + 7)
+    assert state.cohort_day == 21
+    state.apply("control", "e3", "impression", None, 20 * DAY_MS + 3)  # a late event from earlier
+    assert state.cohort_day == 20
+    state.apply("control", "e3", "cta_click", None, 20 * DAY_MS + 3)  # its copy with other contents replaces it
+    assert state.cohort_day == 21
+
+
+def test_a_session_moving_to_an_earlier_day_moves_its_whole_contribution():
+    state = SessionState()
+    state.apply("control", "e1", "impression", None, 21 * DAY_MS)
+    state.apply("control", "e2", "conversion", 4.0, 22 * DAY_MS)
+    before_day, before = state.cohort_day, state.contribution()
+    state.apply("control", "e0", "impression", None, 20 * DAY_MS)
+    totals: dict[tuple[str, str, int], list[float]] = {}
+    add_difference(totals, "exp", before, state.contribution(), before_day, state.cohort_day)
+    old_day = dict(zip(TOTAL_FIELDS, totals[("exp", "control", 21)]))
+    new_day = dict(zip(TOTAL_FIELDS, totals[("exp", "control", 20)]))
+    assert old_day["unique_sessions"] == -1 and old_day["impressions"] == -1 and old_day["conversions"] == -1
+    assert new_day["unique_sessions"] == 1 and new_day["impressions"] == 2 and new_day["conversions"] == 1
+    assert new_day["clean_value_sum"] == 4.0 and old_day["clean_value_sum"] == -4.0
+
+
+def test_the_rollers_event_layout_is_the_streams():
+    from shared.wire import StreamEnvelope, StreamEvent
+    from worker.rollup_share import FoldEnvelope, FoldEvent
+
+    assert FoldEvent.__struct_fields__ == StreamEvent.__struct_fields__
+    assert FoldEnvelope.__struct_fields__ == StreamEnvelope.__struct_fields__

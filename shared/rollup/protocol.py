@@ -1,0 +1,378 @@
+"""The results rollup's protocol and state, owned here: nothing else reads or writes its keys.
+
+Experiments are split into ``shards`` shares by a hash of experiment_key (``shard_of``); each share is folded
+by one roller at a time (a lock per share) and has its own bookmark (a consumer group on the
+stream that only marks how far the share is folded). This module answers the three questions the
+rest of Abacus asks:
+
+- the query API: *how fresh is the rollup for these experiments?* (``freshness``), measured at
+  the moment of asking against what the workers may have stored: every entry delivered to the
+  workers' group, pending ones included, since a worker may have inserted a batch and died
+  before acknowledging it. Nothing is inferred from a roller's report, which a dead roller
+  leaves behind stale;
+- worker trimming: *up to where may the stream be trimmed?* (``trim_bound``), giving up on a
+  share nobody folds any more or whose backlog grew too old, judged by the oldest entry it
+  actually holds back (none, on an idle or empty stream: nothing to give up on);
+- the roller: its lock, bookmark, step in hand and rebuild requests (``Share``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+
+import msgspec
+import redis
+from redis.exceptions import ResponseError
+
+from shared import redis_keys
+
+log = logging.getLogger(__name__)
+
+ALIVE_GRACE_MS = 300_000
+"""A share whose roller has not run for this long is abandoned: trimming stops waiting for it."""
+MAX_BACKLOG_MS = 600_000
+"""A share holding back an entry this much older than the workers' position is given up on (it
+rebuilds from the events), so the stream cannot grow until Redis refuses writes."""
+FRESHNESS_SCAN_ENTRIES = 20_000
+"""At most this many unfolded entries are read to count the events a rollup answer lacks; beyond,
+the gap is not measured exactly and results come from the events."""
+_SCAN_CHUNK = 2_000
+
+
+class _EventKey(msgspec.Struct, array_like=True):
+    event_id: str
+    experiment_key: str
+
+
+class _EnvelopeKeys(msgspec.Struct):
+    events: list[_EventKey]
+
+
+_keys_decoder = msgspec.msgpack.Decoder(_EnvelopeKeys)
+
+
+def shard_of(experiment_key: str, shards: int) -> int:
+    """The share an experiment belongs to: the first 8 bytes of the key's MD5, big-endian, modulo
+    the shares, which is ClickHouse's ``halfMD5(experiment_key) % shards`` (results_sql)."""
+    if shards == 1:
+        return 0
+    return int.from_bytes(hashlib.md5(experiment_key.encode()).digest()[:8], "big") % shards
+
+
+def is_rollup_group(name: str) -> bool:
+    """Whether a consumer group on the stream is a rollup share's bookmark."""
+    return name == redis_keys.ROLLUP_GROUP or name.startswith(redis_keys.ROLLUP_GROUP + ":")
+
+
+def id_key(entry_id: bytes | str) -> tuple[int, int]:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = text.lstrip("(").partition("-")
+    return int(ms), int(seq or 0)
+
+
+class Freshness(msgspec.Struct, frozen=True):
+    """How current the rollup is for some experiments, measured when asked."""
+
+    current: bool
+    """Built, folded by a running roller, and everything the workers may have stored more than
+    ``max_lag_ms`` ago is folded, with the gap below measured exactly: results may come from it."""
+    built: bool
+    roller_running: bool
+    rebuild_requested: bool
+    unfolded_events: int
+    """Events of these experiments the workers have stored (or are storing) that the rollup has
+    not folded yet; a lower bound when ``unfolded_exact`` is false."""
+    unfolded_exact: bool
+    behind_ms: int
+    """Age of the oldest such event (0 when there is none)."""
+    max_lag_ms: int
+
+
+@dataclass
+class _Groups:
+    workers_delivered: bytes | None
+    bookmarks: dict[str, bytes]
+
+
+class RollupProtocol:
+    def __init__(self, client: redis.Redis, stream: str, worker_group: str, shards: int = 1, max_lag_ms: int = 10_000) -> None:
+        self.redis = client
+        self.stream = stream
+        self.worker_group = worker_group
+        self.shards = max(1, shards)
+        self.max_lag_ms = max_lag_ms
+
+    def share(self, shard: int) -> Share:
+        return Share(self.redis, self.stream, shard, self.shards)
+
+    # ----- asked by the query API -------------------------------------------------------------
+    def freshness(self, experiment_keys: list[str]) -> Freshness:
+        shares = sorted({shard_of(key, self.shards) for key in experiment_keys}) or [0]
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.time()
+        pipe.get(redis_keys.ROLLUP_REBUILD)
+        for shard in shares:
+            pipe.get(redis_keys.rollup_shard_key("built", shard, self.shards))
+            pipe.exists(redis_keys.rollup_shard_key("lock", shard, self.shards))
+        now, requested, *per_share = pipe.execute()
+        now_ms = int(now[0]) * 1000 + int(now[1]) // 1000
+        groups = self._groups()
+        built = running = True
+        rebuild = False
+        unfolded, exact, oldest_ms = 0, True, None
+        wanted = set(experiment_keys)
+        for index, shard in enumerate(shares):
+            built_value, locked = per_share[2 * index], per_share[2 * index + 1]
+            bookmark = groups.bookmarks.get(redis_keys.rollup_group(shard, self.shards))
+            built = built and bool(built_value) and bookmark is not None
+            running = running and bool(locked)
+            rebuild = rebuild or _rebuild_wanted(requested, built_value)
+            if bookmark is None or groups.workers_delivered is None:
+                continue
+            count, share_exact, share_oldest = self._unfolded(bookmark, groups.workers_delivered, wanted)
+            unfolded += count
+            exact = exact and share_exact
+            if share_oldest is not None:
+                oldest_ms = share_oldest if oldest_ms is None else min(oldest_ms, share_oldest)
+        behind_ms = max(0, now_ms - oldest_ms) if oldest_ms is not None else 0
+        current = built and running and not rebuild and exact and behind_ms <= self.max_lag_ms
+        return Freshness(current, built, running, rebuild, unfolded, exact, behind_ms, self.max_lag_ms)
+
+    def request_rebuild(self) -> None:
+        self.redis.incr(redis_keys.ROLLUP_REBUILD)
+
+    def _groups(self) -> _Groups:
+        try:
+            groups = self.redis.xinfo_groups(self.stream)
+        except ResponseError:
+            groups = []  # no stream yet
+        delivered, bookmarks = None, {}
+        for group in groups:
+            name = _text(group["name"])
+            last = group["last-delivered-id"]
+            last = last if isinstance(last, bytes) else last.encode()
+            if name == self.worker_group:
+                delivered = last
+            elif is_rollup_group(name):
+                bookmarks[name] = last
+        return _Groups(delivered, bookmarks)
+
+    def _unfolded(self, bookmark: bytes, delivered: bytes, wanted: set[str]) -> tuple[int, bool, int | None]:
+        """Events of ``wanted`` experiments in entries after ``bookmark`` up to what the workers
+        were delivered; whether all such entries were read; the oldest such entry's time (ms)."""
+        count, oldest, read = 0, None, 0
+        after = bookmark
+        if id_key(after) >= id_key(delivered):
+            return 0, True, None
+        while read < FRESHNESS_SCAN_ENTRIES:
+            entries = self.redis.execute_command(b"XRANGE", self.stream, b"(" + after, delivered, b"COUNT", _SCAN_CHUNK) or []
+            for entry_id, fields in entries:
+                events = _events_of(fields)
+                mine = sum(1 for event in events if event.experiment_key in wanted)
+                if mine:
+                    count += mine
+                    if oldest is None:
+                        oldest = id_key(entry_id)[0]
+            read += len(entries)
+            if len(entries) < _SCAN_CHUNK:
+                return count, True, oldest
+            after = entries[-1][0]
+        return count, False, oldest if oldest is not None else id_key(after)[0]
+
+    # ----- asked by worker trimming -----------------------------------------------------------
+    def trim_bound(self, groups: list[dict], others_bound: tuple[int, int] | None) -> tuple[int, int] | None:
+        """The id below which every live share has folded (None: no share holds the stream back).
+        A share nobody has folded for ``ALIVE_GRACE_MS``, or whose oldest unfolded entry is more
+        than ``MAX_BACKLOG_MS`` older than ``others_bound`` (what the workers still hold back), is
+        dropped: its bookmark goes, so trimming no longer waits, and its next roller rebuilds."""
+        bound = None
+        for group in groups:
+            name = _text(group["name"])
+            if not is_rollup_group(name):
+                continue
+            shard, shards = _parse_group(name)
+            last = id_key(group["last-delivered-id"])
+            if not self.redis.exists(redis_keys.rollup_shard_key("alive", shard, shards)):
+                self._drop(name, shard, shards, "no roller has folded it for minutes")
+                continue
+            held = self.redis.execute_command(b"XRANGE", self.stream, f"({last[0]}-{last[1]}", b"+", b"COUNT", 1)
+            if held and others_bound is not None:
+                behind_ms = others_bound[0] - id_key(held[0][0])[0]
+                if behind_ms > MAX_BACKLOG_MS:
+                    self._drop(name, shard, shards, f"its roller is {behind_ms // 1000} s behind the workers")
+                    continue
+            own = (last[0], last[1] + 1)
+            bound = own if bound is None else min(bound, own)
+        return bound
+
+    def _drop(self, group: str, shard: int, shards: int, why: str) -> None:
+        log.warning("trimming no longer waits for rollup share %s: %s", group, why)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.xgroup_destroy(self.stream, group)
+        pipe.delete(redis_keys.rollup_shard_key("built", shard, shards), redis_keys.rollup_shard_key("step", shard, shards))
+        pipe.execute()
+
+    # ----- roller membership ------------------------------------------------------------------
+    def heartbeat(self, owner: str, ttl_ms: int) -> int:
+        """Say this roller runs for ``ttl_ms`` more; how many rollers run now (this one included)."""
+        now_ms = int(time.time() * 1000)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zadd(redis_keys.ROLLUP_ROLLERS, {owner: now_ms + ttl_ms})
+        pipe.zremrangebyscore(redis_keys.ROLLUP_ROLLERS, 0, now_ms)
+        pipe.zcard(redis_keys.ROLLUP_ROLLERS)
+        return max(1, int(pipe.execute()[-1]))
+
+    def leave(self, owner: str) -> None:
+        self.redis.zrem(redis_keys.ROLLUP_ROLLERS, owner)
+
+
+# Take the lock when free, keep it when ours, and say the share is alive; one round trip.
+# 2 means newly taken: whatever this process remembers may be stale (another roller ran meanwhile).
+_ACQUIRE_LOCK = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
+if holder then
+  return 1
+end
+return 2
+"""
+# Only extend a lock still ours: the renewing thread must never take a lapsed one.
+_RENEW_LOCK = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
+return 1
+"""
+_RELEASE_LOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+
+class Share:
+    """One share's state as its roller sees and changes it."""
+
+    def __init__(self, client: redis.Redis, stream: str, shard: int, shards: int) -> None:
+        self.redis = client
+        self.stream = stream
+        self.shard, self.shards = shard, shards
+        self.group = redis_keys.rollup_group(shard, shards)
+        self.lock_key = redis_keys.rollup_shard_key("lock", shard, shards)
+        self._alive = redis_keys.rollup_shard_key("alive", shard, shards)
+        self._built = redis_keys.rollup_shard_key("built", shard, shards)
+        self._step = redis_keys.rollup_shard_key("step", shard, shards)
+        self._acquire = client.register_script(_ACQUIRE_LOCK)
+        self._renew = client.register_script(_RENEW_LOCK)
+        self._release = client.register_script(_RELEASE_LOCK)
+
+    # the lock
+    def hold(self, owner: str, ttl_ms: int) -> int:
+        """0: another process holds it; 1: kept; 2: newly taken."""
+        return int(self._acquire(keys=[self.lock_key, self._alive], args=[owner, ttl_ms, ALIVE_GRACE_MS]))
+
+    def renew(self, owner: str, ttl_ms: int) -> bool:
+        return bool(self._renew(keys=[self.lock_key, self._alive], args=[owner, ttl_ms, ALIVE_GRACE_MS]))
+
+    def release(self, owner: str) -> None:
+        self._release(keys=[self.lock_key], args=[owner])
+
+    def holds(self, owner: str) -> bool:
+        return self.redis.get(self.lock_key) == owner.encode()
+
+    # built and rebuilds
+    def generation(self) -> str | None:
+        """The generation (completion time of its last rebuild) of a built share; None when it
+        must be rebuilt: never built, given up on, or a rebuild was requested since."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(self._built)
+        pipe.get(redis_keys.ROLLUP_REBUILD)
+        built, requested = pipe.execute()
+        if not built or _rebuild_wanted(requested, built):
+            return None
+        return built.split(b" ")[0].decode()
+
+    def begin_rebuild(self) -> int:
+        """Forget the built state and bookmark the stream's start (so nothing is trimmed that the
+        rebuild's snapshot might miss); the rebuild request number this rebuild serves."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.get(redis_keys.ROLLUP_REBUILD)
+        pipe.delete(self._built, self._step)
+        requested = pipe.execute()[0]
+        try:
+            self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+            self.redis.xgroup_setid(self.stream, self.group, id="0")
+        return int(requested or 0)
+
+    def finish_rebuild(self, served: int) -> str:
+        generation = str(int(time.time() * 1000))
+        self.redis.set(self._built, f"{generation} {served}")
+        return generation
+
+    # the bookmark and the step in hand
+    def bookmark(self) -> bytes | None:
+        try:
+            groups = self.redis.xinfo_groups(self.stream)
+        except ResponseError:
+            return None
+        for group in groups:
+            if _text(group["name"]) == self.group:
+                last = group["last-delivered-id"]
+                return last if isinstance(last, bytes) else last.encode()
+        return None
+
+    def step_in_hand(self) -> tuple[bytes, bytes] | None:
+        raw = self.redis.get(self._step)
+        if not raw:
+            return None
+        start, _, end = raw.partition(b" ")
+        return start, end
+
+    def begin_step(self, start: bytes, end: bytes) -> None:
+        self.redis.set(self._step, start + b" " + end)
+
+    def finish_step(self, end: bytes) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.xgroup_setid(self.stream, self.group, id=end)
+        pipe.delete(self._step)
+        pipe.execute()
+
+
+def _rebuild_wanted(requested: bytes | None, built: bytes | None) -> bool:
+    if not requested:
+        return False
+    served = built.split(b" ")[1] if built and b" " in built else b"0"
+    return int(requested) > int(served)
+
+
+def _parse_group(name: str) -> tuple[int, int]:
+    """(shard, shards) of a rollup group name."""
+    if name == redis_keys.ROLLUP_GROUP:
+        return 0, 1
+    share = name.rpartition(":")[2]
+    shard, _, shards = share.partition("of")
+    return int(shard), int(shards)
+
+
+def _events_of(fields: list | dict | None) -> list[_EventKey]:
+    if not fields:
+        return []
+    raw = fields.get(b"e") if isinstance(fields, dict) else dict(zip(fields[::2], fields[1::2])).get(b"e")
+    if raw is None:
+        return []
+    try:
+        return _keys_decoder.decode(raw).events
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return []  # poison: the workers dead-letter it, it is never stored
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,361 @@
+"""One share of the rollup as its roller folds it: rebuild when needed, then step by step."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import msgspec
+from redis.exceptions import RedisError
+
+from shared.clickhouse import ClickHouse
+from shared.rollup.known_sessions import KnownSessions
+from shared.rollup.protocol import Share, id_key, shard_of
+from shared.rollup.session import REPLACED, SessionState, Summary
+from worker import rollup_store
+from worker.rollup_stream import RollupStream
+from worker.rows import envelope_bytes
+from worker.stream import Entry
+
+log = logging.getLogger(__name__)
+
+# Larger steps share ClickHouse's per-insert cost among more events; bounded so a step's memory is.
+_EVENTS_PER_STEP = 50_000
+_MAX_ENTRIES_PER_STEP = 50_000
+_MOST_EVENTS_PER_ENTRY = 500  # ingest's cap on the events it packs into one stream entry
+
+
+class FoldEvent(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """``shared.wire.StreamEvent``'s layout, decoded without the garbage collector tracking each
+    event (a step holds tens of thousands: the collector walked them all)."""
+
+    event_id: str
+    experiment_key: str
+    variant_key: str
+    session_id: str
+    event_type: str
+    path: str
+    conversion_value: float | None
+    metadata_json: str
+    client_ts_ms: int | None
+    received_at_ms: int
+
+
+class FoldEnvelope(msgspec.Struct, gc=False):
+    events: list[FoldEvent]
+    v: int = 1
+
+
+_decoder = msgspec.msgpack.Decoder(FoldEnvelope)
+
+
+class LostLock(RedisError):
+    """Another process holds the share's lock now; this step must not write."""
+
+
+class SessionCache:
+    """The most recently touched session states, bounded: the rest are looked up in ClickHouse."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._states: OrderedDict[tuple[str, str], SessionState] = OrderedDict()
+
+    def get(self, key: tuple[str, str]) -> SessionState | None:
+        state = self._states.get(key)
+        if state is not None:
+            self._states.move_to_end(key)
+        return state
+
+    def put(self, key: tuple[str, str], state: SessionState) -> None:
+        self._states[key] = state
+        self._states.move_to_end(key)
+        while len(self._states) > self.capacity:
+            self._states.popitem(last=False)
+
+    def clear(self) -> None:
+        self._states.clear()
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+
+class ShareRoller:
+    def __init__(self, share: Share, stream: RollupStream, clickhouse: ClickHouse, cache_sessions: int, owner: str) -> None:
+        self.share = share
+        self.stream = stream
+        self.clickhouse = clickhouse
+        self.owner = owner
+        self.cache = SessionCache(cache_sessions)
+        self.sink = rollup_store.events_sink(clickhouse)
+        self.folded_events = 0
+        self._bookmark: bytes | None = None
+        self._dead: set[bytes] = set()
+        self._dead_cursor = b"0-0"
+        self._known: KnownSessions | None = None
+        self._shard_of: dict[str, int] = {}
+        # Assume full entries until a step has shown otherwise: the first step stays small
+        # instead of reading _MAX_ENTRIES_PER_STEP entries that could each be full.
+        self._events_per_entry = float(_MOST_EVENTS_PER_ENTRY)
+        # Steps are pipelined: while one step's inserts run (chDB and the HTTP client wait without
+        # the interpreter lock), the next is read and folded in memory; it is recorded and written
+        # only once the one before has landed, so at most one step is ever in flight.
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"rollup-write-{share.shard}")
+        self._pending: Future | None = None
+        self._pinned: dict[tuple[str, str], SessionState] = {}
+        """The states of the step in flight: they are not in ClickHouse yet, so a session the cache
+        let go of meanwhile is taken from here, never read back stale."""
+
+    def forget(self) -> None:
+        """After a failed step: re-read the bookmark and the session states, as ClickHouse and
+        Redis hold them, before the next step (once the write in flight, if any, has ended)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            try:
+                pending.result()
+            except Exception:  # noqa: BLE001 - what ClickHouse and Redis hold now is re-read anyway
+                pass
+        self._pinned = {}
+        self.cache.clear()
+        self._bookmark = None
+
+    def settle(self) -> None:
+        """Wait until the step being written has landed and its bookmark moved; its error, if any."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def new_tenure(self) -> None:
+        """Another roller may have run this share since this process last held it: forget everything."""
+        self.forget()
+        self._known = None
+        self._dead.clear()
+        self._dead_cursor = b"0-0"
+
+    def run_once(self) -> bool:
+        """One step (after a rebuild, when one is due); True when it folded something."""
+        generation = self.share.generation()
+        if self._bookmark is None or generation is None:
+            self._bookmark = self.share.bookmark()
+            if self._bookmark is None or generation is None:
+                generation = self.rebuild()
+        return self._step(generation)
+
+    # ----- rebuild -----------------------------------------------------------------------------
+    def rebuild(self) -> str:
+        """Recompute the share from abacus.events, then refold whatever is still in the stream;
+        returns the rebuild's generation (its completion time), which names its steps' tokens.
+
+        The bookmark moves to the stream's start first, so nothing is trimmed that the snapshot
+        might miss; refolded events the snapshot already holds change nothing (same event ids)."""
+        log.info("rebuilding rollup share %d of %d from abacus.events", self.share.shard, self.share.shards)
+        self.settle()
+        started = time.monotonic()
+        # The request is taken now, not when done: one made while this rebuild runs starts another.
+        served = self.share.begin_rebuild()
+        self.new_tenure()
+        self._fence()
+        rollup_store.rebuild_from_events(self.clickhouse.client(), self.share.shard, self.share.shards)
+        self._bookmark = b"0-0"
+        generation = self.share.finish_rebuild(served)
+        log.info("rollup share %d rebuilt in %.1fs", self.share.shard, time.monotonic() - started)
+        return generation
+
+    # ----- one step ----------------------------------------------------------------------------
+    def _step(self, generation: str) -> bool:
+        assert self._bookmark is not None
+        if self._pending is None:
+            in_hand = self.share.step_in_hand()
+            if in_hand is not None:  # left by a crash: redo exactly that range, before anything else
+                start, end = in_hand
+                entries = self.stream.read_range(start, end, None)
+                self._update_dead_letters()
+                folded, read = self._fold(entries, token=step_token(generation, self.share.shard, start, end))
+                self.share.finish_step(end)
+                self._moved_past(end, entries, folded, read)
+                return True
+        until = self.stream.stored_until()
+        start = self._bookmark
+        count = max(1, min(_MAX_ENTRIES_PER_STEP, int(_EVENTS_PER_STEP / self._events_per_entry)))
+        entries = self.stream.read_range(start, until, count) if until is not None else []
+        if not entries:
+            self.settle()
+            return False
+        end = entries[-1][0]
+        self._update_dead_letters()
+        summaries, events, read, states = self._fold_in_memory(entries)
+        self.settle()  # the step before has landed: now this one may be recorded and written
+        self.share.begin_step(start, end)
+        self._fence()
+        self._pinned = states
+        self._pending = self._writer.submit(self._write, summaries, events, step_token(generation, self.share.shard, start, end), end)
+        self._moved_past(end, entries, len(events), read)
+        return True
+
+    def _moved_past(self, end: bytes, entries: list[Entry], folded: int, read: int) -> None:
+        self._bookmark = end
+        end_key = id_key(end)
+        self._dead = {entry_id for entry_id in self._dead if id_key(entry_id) > end_key}
+        if entries:
+            self._events_per_entry = max(1.0, read / len(entries))
+        self.folded_events += folded
+
+    def _update_dead_letters(self) -> None:
+        dead, self._dead_cursor = self.stream.dead_letters_after(self._dead_cursor)
+        self._dead.update(dead)
+
+    def _fold(self, entries: list[Entry], token: str) -> tuple[int, int]:
+        """Fold this share's events of ``entries`` and write them, at once; (events folded, events read)."""
+        summaries, events, read, _ = self._fold_in_memory(entries)
+        self._fence()
+        rollup_store.insert_summaries(self.sink, summaries, token)
+        rollup_store.insert_events(self.sink, events, token)
+        return len(events), read
+
+    def _write(self, summaries: list[tuple], events: list[FoldEvent], token: str, end: bytes) -> None:
+        """A step's inserts, then its bookmark: on the writer thread."""
+        # The totals first, then the events, never both at once: a redo after only the totals
+        # landed recomputes them (dropped by token); had only the events landed, the redo would
+        # find them folded and add nothing, and the totals would lack them for good.
+        rollup_store.insert_summaries(self.sink, summaries, token)
+        rollup_store.insert_events(self.sink, events, token)
+        self.share.finish_step(end)
+
+    def _fold_in_memory(self, entries: list[Entry]) -> tuple[list[tuple], list[FoldEvent], int, dict]:
+        """Apply this share's events of ``entries`` to the session states: (the step's signed
+        session summaries, its events one copy each as abacus.events keeps them, events read,
+        the states it touched)."""
+        events = self._events_of(entries)
+        read = len(events)
+        if self.share.shards > 1:
+            events = [event for event in events if self._owns(event.experiment_key)]
+        known = self._known_sessions()
+        states: dict[tuple[str, str], SessionState] = {}
+        missing = []
+        pinned = self._pinned
+        for key in dict.fromkeys((event.experiment_key, event.session_id) for event in events):
+            state = self.cache.get(key)
+            if state is None:
+                state = pinned.get(key)
+            if state is not None:
+                states[key] = state
+            elif known.may_contain(*key):
+                missing.append(key)  # folded once and since evicted (or a rare false positive)
+        if missing:
+            states.update(rollup_store.load_sessions(self.clickhouse.client(), missing))
+        # States change in place: if this step fails, the cache is cleared and the states are
+        # read back from ClickHouse, as they were before the step.
+        before: dict[tuple[str, str], Summary | None] = {}
+        changed: dict[tuple[str, str], SessionState] = {}
+        created = []
+        replaced = []
+        for event in events:
+            key = (event.experiment_key, event.session_id)
+            state = states.get(key)
+            if state is None:
+                state = states[key] = SessionState()
+                created.append(key)
+                before[key] = None
+            elif key not in before:
+                before[key] = state.summary()
+            outcome = state.apply(event.variant_key, event.event_id, event.event_type, event.conversion_value, event.received_at_ms)
+            if outcome:
+                changed[key] = state
+                if outcome == REPLACED:
+                    replaced.append(event)
+        events = self._as_stored(events, replaced, states)
+        # Each changed session's contribution before (-1) and after (+1) the step, as summaries:
+        # ClickHouse turns them into the per-day total differences with the results' own SQL.
+        summaries: list[tuple] = []
+        add = summaries.append
+        for key, state in changed.items():
+            experiment_key = key[0]
+            earlier = before[key]
+            if earlier is not None:
+                day, exposed, parts = earlier
+                for part in parts:
+                    add((-1, experiment_key, part[0], day, *part[1:], exposed))
+            day, exposed, parts = state.summary()
+            for part in parts:
+                add((1, experiment_key, part[0], day, *part[1:], exposed))
+        # Before the inserts: a session marked folded that never was costs one needless lookup,
+        # while one folded but not marked would be counted as new.
+        for key in created:
+            known.add(*key)
+        for key, state in states.items():
+            self.cache.put(key, state)
+        return summaries, events, read, states
+
+    def _as_stored(self, events: list[FoldEvent], replaced: list[FoldEvent], states: dict) -> list[FoldEvent]:
+        """The step's events, one copy per event as abacus.events keeps it.
+
+        Two copies of one event (same experiment, variant, session and event_id) with other
+        contents, a client's retry received later say, are one row in abacus.events: the copy
+        inserted last, which is not always the later in the stream (copies in one insert, or in
+        batches two workers inserted out of order). So for every event whose copy this step
+        replaced, the copy abacus.events holds is read back and becomes the state's (all the
+        copies are stored: the roller folds only stored entries)."""
+        if not replaced:
+            return events  # repeated copies, if any, are identical: any of them is the stored one
+        latest = {(e.experiment_key, e.variant_key, e.session_id, e.event_id): e for e in events}
+        if replaced:
+            keys = list(dict.fromkeys((e.experiment_key, e.variant_key, e.session_id, e.event_id) for e in replaced))
+            for row in rollup_store.stored_copies(self.clickhouse.client(), keys):
+                stored = FoldEvent(*row)
+                latest[(stored.experiment_key, stored.variant_key, stored.session_id, stored.event_id)] = stored
+                state = states[(stored.experiment_key, stored.session_id)]
+                state.apply(stored.variant_key, stored.event_id, stored.event_type, stored.conversion_value, stored.received_at_ms)
+        return list(latest.values())
+
+    def _fence(self) -> None:
+        # Had this process stalled past the lock's lifetime, another roller may have folded
+        # these entries already (under another range, so another token): write nothing then.
+        if not self.share.holds(self.owner):
+            raise LostLock(f"the lock of rollup share {self.share.shard} passed to another process")
+
+    def _owns(self, experiment_key: str) -> bool:
+        shard = self._shard_of.get(experiment_key)
+        if shard is None:
+            shard = self._shard_of[experiment_key] = shard_of(experiment_key, self.share.shards)
+        return shard == self.share.shard
+
+    def _events_of(self, entries: list[Entry]) -> list[FoldEvent]:
+        events: list[FoldEvent] = []
+        dead = self._dead
+        for entry_id, fields in entries:
+            if entry_id in dead:
+                continue
+            raw = envelope_bytes(fields) if fields else None  # None: trimmed away before it was read
+            if raw is None:
+                continue
+            try:
+                events.extend(_decoder.decode(raw).events)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue  # poison: the workers dead-letter it, so it is not in abacus.events either
+        return events
+
+    def _known_sessions(self) -> KnownSessions:
+        """The filter of folded sessions, built from ClickHouse when missing or overfull."""
+        if self._known is None or self._known.overfull:
+            started = time.monotonic()
+            client = self.clickhouse.client()
+            sessions = rollup_store.count_sessions(client, self.share.shard, self.share.shards)
+            # Room to grow: rebuilt (larger) only once it holds about four times this many.
+            known = KnownSessions(2 * sessions + 100_000)
+
+            def add_block(experiment_keys: list[str], session_ids: list[str]) -> None:
+                for key in zip(experiment_keys, session_ids):
+                    known.add(*key)
+
+            rollup_store.stored_session_keys(client, self.share.shard, self.share.shards, add_block)
+            log.info("indexed %d folded rollup sessions in %.1fs", sessions, time.monotonic() - started)
+            self._known = known
+        return self._known
+
+
+def step_token(generation: str, shard: int, start: bytes, end: bytes) -> str:
+    """The deduplication token of a step's inserts: the same range folded again (after a crash)
+    gets the same token; the generation (the share's last rebuild) keeps a step after a rebuild,
+    which restarts from the stream's start, from reusing a token of a step before it."""
+    return f"rollup:{generation}:{shard}:{start.decode()}:{end.decode()}"
