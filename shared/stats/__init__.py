@@ -5,7 +5,8 @@ Entry points: `analyze_experiment` for the results endpoint and `rate_interval` 
 
 from .analysis import analyze_experiment, rate_interval
 from .models import (
-    ALLOWED_CONFIDENCE_LEVELS,
+    MAX_CONFIDENCE,
+    MIN_CONFIDENCE,
     ProportionStats,
     SampleMeanStats,
     VariantInput,
@@ -13,7 +14,8 @@ from .models import (
 )
 
 __all__ = [
-    "ALLOWED_CONFIDENCE_LEVELS",
+    "MAX_CONFIDENCE",
+    "MIN_CONFIDENCE",
     "ProportionStats",
     "SampleMeanStats",
     "VariantInput",

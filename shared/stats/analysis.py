@@ -1,12 +1,17 @@
 """Experiment-level analysis: turns per-variant aggregates into the JSON `analysis` of the results API.
 
-The conversion rate is the primary metric: it alone decides each variant's plain-language `status`.
-The conversion value per exposed session is reported alongside with its own tests.
+The conversion rate is the primary metric: it decides each variant's verdict (`status_code`, with the
+`status` label and `status_message` sentence; see statuses.py). The conversion value per exposed
+session is reported alongside as the default guardrail: a significant drop makes the verdict
+"guardrail regression".
+
+Every `significant` is exactly "the interval shown excludes 0": with 2+ treatments the intervals are
+Holm-adjusted (`holm_interval_levels`) and the p-values Holm-adjusted, and the two agree.
 
 Nothing here raises for odd data (no sessions, no conversions, zero variance, missing control, bad
 counts): the affected numbers become None and a `message` says why. The only exceptions are
-ValueErrors for arguments the caller chose: `confidence` outside ALLOWED_CONFIDENCE_LEVELS and a
-non-positive `sequential_planned_sessions`.
+ValueErrors for arguments the caller chose: `confidence` outside [MIN_CONFIDENCE, MAX_CONFIDENCE] and
+non-positive planned sizes.
 """
 
 from __future__ import annotations
@@ -16,49 +21,57 @@ import numbers
 from typing import Any, Sequence
 
 from .bayesian import BayesianResult, beta_binomial_comparison
+from .distributions import normal_ppf
 from .frequentist import Estimate, LiftTest, holm_adjust, two_proportion_z_test, welch_t_test, wilson_interval
 from .models import VariantInput, validate_confidence
-from .sequential import DEFAULT_PLANNED_SESSIONS, sequential_test
+from .planning import DEFAULT_POWER, comparison_alpha, minimum_detectable_effect, sessions_per_variant
+from .sequential import DEFAULT_PLANNED_SESSIONS, mixture_rho, sequential_half_width, sequential_test
 from .srm import sample_ratio_mismatch
+from .statuses import MIN_CONVERSIONS, MIN_SESSIONS, STATUS_LABELS, StatusCode, verdict
 
-# Below these counts (in the variant or in the control) the verdict is "not enough data": the normal
-# approximations behind the tests are unreliable and early results swing wildly. Numbers are still
-# reported when they are defined.
-MIN_SESSIONS = 100
-MIN_CONVERSIONS = 5
-# Sessions seen in several variants are dropped upstream; above this share of all sessions that is a
-# sign of broken (non-sticky) assignment worth an experiment-level message.
+# Sessions seen in several variants are dropped upstream; above this share of all exposed sessions
+# that is a sign of broken (non-sticky) assignment: a warning in `messages` and `flagged` set.
 MULTI_VARIANT_WARNING_SHARE = 0.01
 
-STATUS_CONTROL = "control"
-STATUS_NOT_ENOUGH_DATA = "not enough data"
-STATUS_WIN = "significant win"
-STATUS_LOSS = "significant loss"
-STATUS_NO_DIFFERENCE = "no detectable difference"
-STATUS_NOT_ANALYZED = "not analyzed"
+# Kept for callers of the old module-level names.
+STATUS_CONTROL = STATUS_LABELS[StatusCode.CONTROL]
+STATUS_NOT_ENOUGH_DATA = STATUS_LABELS[StatusCode.NOT_ENOUGH_DATA]
+STATUS_WIN = STATUS_LABELS[StatusCode.WIN]
+STATUS_LOSS = STATUS_LABELS[StatusCode.LOSS]
+STATUS_NO_DIFFERENCE = STATUS_LABELS[StatusCode.NO_DIFFERENCE]
+STATUS_NOT_ANALYZED = STATUS_LABELS[StatusCode.NOT_ANALYZED]
+STATUS_UNRELIABLE_SRM = STATUS_LABELS[StatusCode.UNRELIABLE_SRM]
 
 METHODS = {
     "conversion_rate": (
-        "Two-proportion z-test: p-value with the pooled standard error, confidence intervals with the "
-        "unpooled (Wald) standard error; relative lift interval by the delta method."
+        "Pooled two-proportion z-test; absolute and relative lift intervals are the score intervals that "
+        "invert it (Mee / Miettinen-Nurminen), so an interval excludes 0 exactly when p < alpha."
     ),
     "conversion_rate_sequential": (
         "Always-valid asymptotic confidence sequence (Waudby-Smith et al. 2023, normal mixture, as in "
-        "GrowthBook's sequential testing) with the unpooled variance; p-value = 1 / mixture e-value."
+        "GrowthBook's sequential testing) with the unpooled variance; p-value = 1 / mixture e-value; "
+        "relative lift by Fieller's interval with the same boundary."
     ),
     "bayesian": (
-        "Beta-binomial with a uniform Beta(1, 1) prior: exact chance to beat control and expected loss; "
-        "credible interval of the absolute lift from the posteriors' difference (normal approximation with "
-        "Cornish-Fisher skewness/kurtosis correction)."
+        "Beta-binomial with a uniform Beta(1, 1) prior: chance to beat control and expected loss (exact "
+        "sums, Edgeworth expansion for very large counts); credible interval of the absolute lift from "
+        "the posteriors' difference (Cornish-Fisher expansion)."
     ),
     "value_per_session": (
-        "Welch t-test with Welch-Satterthwaite degrees of freedom; relative lift interval by the delta method."
+        "Welch t-test with Welch-Satterthwaite degrees of freedom, its t interval, and Fieller's interval "
+        "for the relative lift."
     ),
-    "value_per_session_sequential": "Always-valid asymptotic confidence sequence with the Welch variance.",
-    "multiple_comparisons": "Holm-Bonferroni across treatments (per metric) when there are 2 or more treatments.",
-    "srm": "Pearson chi-square goodness of fit of exposed sessions against the allocations.",
+    "value_per_session_sequential": "Always-valid confidence sequence with the Welch variance; Fieller relative lift.",
+    "multiple_comparisons": (
+        "Holm-Bonferroni across treatments (per metric) when there are 2 or more treatments; intervals at "
+        "Holm's step-down levels, so each excludes 0 exactly when its Holm-adjusted p < alpha."
+    ),
+    "srm": "Pearson chi-square goodness of fit of exposed sessions against the allocations; a flag makes every verdict unreliable.",
+    "minimum_detectable_effect": (
+        "Absolute conversion-rate difference detectable with 80% power at the current sizes: "
+        "(interval multiplier + z_power) * pooled SE at the control's rate."
+    ),
 }
-
 
 def rate_interval(
     converted: int | None, n: int | None, confidence: float = 0.95
@@ -68,7 +81,7 @@ def rate_interval(
     Wilson rather than Wald because time series buckets are often small: it stays inside [0, 1] and
     gives a sensible interval at 0 or n conversions. Returns (None, None, None) when there is no
     session (n is None or <= 0); `converted` is clamped into [0, n]. Raises ValueError for a
-    confidence outside ALLOWED_CONFIDENCE_LEVELS.
+    confidence outside [MIN_CONFIDENCE, MAX_CONFIDENCE].
     """
     confidence = validate_confidence(confidence)
     if n is None or n <= 0:
@@ -83,41 +96,51 @@ def analyze_experiment(
     confidence: float = 0.95,
     sequential: bool = False,
     multi_variant_sessions: int = 0,
-    sequential_planned_sessions: int = DEFAULT_PLANNED_SESSIONS,
+    sequential_planned_sessions: float | None = None,
+    planned_sessions: float | None = None,
+    target_mde: float | None = None,
+    power: float = DEFAULT_POWER,
 ) -> dict[str, Any]:
     """Analyze one experiment; returns a JSON-ready dict (no NaN or infinity anywhere).
 
     Shape (None wherever a number is undefined, with a `message` saying why):
-        confidence, sequential, sequential_planned_sessions, control_variant_key,
-        multiple_comparison_correction ("holm" | None), thresholds, methods, messages [str],
+        confidence, sequential, sequential_planned_sessions, sequential_tuning {source,
+        planned_sessions, target_mde, planned_sessions_per_comparison {variant_key: n}},
+        control_variant_key, multiple_comparison_correction ("holm" | None), primary_metric,
+        guardrail_metrics, thresholds, methods, rate_definitions, messages [str],
         srm {p_value, chi_square, df, flagged, threshold, min_sessions, observed, expected,
              excluded_variants, message},
-        multi_variant_sessions {count, message},
+        multi_variant_sessions {count, share, threshold, flagged, message},
         variants [{variant_key, is_control, allocation, sessions, conversions, conversion_rate,
                    conversion_rate_interval {low, high}, value_sum, value_per_session,
-                   status, status_message,
+                   status_code, status, status_message, minimum_detectable_effect {absolute,
+                   relative, power, alpha} | None,
                    comparison: None for the control, else {
                        conversion_rate: {control, variant, absolute_lift {estimate, ci_low, ci_high},
                            relative_lift {...}, statistic, df, p_value, p_value_raw, p_value_adjusted,
-                           significant, message,
+                           significant, interval_confidence, interval_adjusted, message,
                            bayesian {chance_to_beat_control, expected_loss, expected_loss_control,
                                      credible_interval {low, high}, message}},
                        value_per_session: {same keys as conversion_rate, without bayesian}}}]
 
     `p_value` is the one `significant` uses: Holm-adjusted when there are 2+ treatments (then equal
-    to `p_value_adjusted`), else raw. Intervals are not multiplicity-adjusted.
+    to `p_value_adjusted`), else raw. `interval_confidence` is the level of the intervals shown:
+    `confidence`, or Holm's step-down level; `significant` is true exactly when that interval excludes 0.
 
-    `sequential_planned_sessions` tunes the sequential boundary (gbstats' `sequential_tuning_parameter`):
-    the expected exposed sessions of control + one treatment when the experiment is read; the
-    intervals are narrowest there and valid at every sample size.
+    Sequential tuning (where the always-valid interval is narrowest; it is valid at every size), first
+    that is given: `sequential_planned_sessions` (control + one treatment, as gbstats'
+    `sequential_tuning_parameter`), `planned_sessions` (the whole experiment, split by allocation),
+    `target_mde` (relative lift; sessions from the plan at the control's observed rate, `power`),
+    else DEFAULT_PLANNED_SESSIONS.
     """
     confidence = validate_confidence(confidence)
-    if not (
-        isinstance(sequential_planned_sessions, (int, float))
-        and math.isfinite(sequential_planned_sessions)
-        and sequential_planned_sessions > 0
-    ):
-        raise ValueError("sequential_planned_sessions must be a positive number")
+    for name, value in (("sequential_planned_sessions", sequential_planned_sessions), ("planned_sessions", planned_sessions)):
+        if value is not None and not (_is_number(value) and value > 0):
+            raise ValueError(f"{name} must be a positive number")
+    if target_mde is not None and not (_is_number(target_mde) and target_mde > 0):
+        raise ValueError("target_mde must be a positive relative lift (0.05 = +5%)")
+    if not (_is_number(power) and 0.5 <= power < 1.0):
+        raise ValueError("power must be in [0.5, 1)")
     alpha = 1.0 - confidence
     variants = list(variants)
     messages: list[str] = []
@@ -134,53 +157,87 @@ def analyze_experiment(
 
     srm = sample_ratio_mismatch([v for v in variants if not problems[id(v)]])
     if srm["flagged"]:
-        messages.append(srm["message"])
+        messages.append(srm["message"] + " Every verdict is marked unreliable until this is fixed.")
 
     treatments = [v for v in variants if v is not control and not v.is_control]
     can_compare = control is not None and not problems[id(control)]
+    compared = [v for v in treatments if can_compare and not problems[id(v)]]
+    tuning = _sequential_tuning(
+        control, compared, variants, sequential, sequential_planned_sessions, planned_sessions, target_mde, alpha, power
+    )
+    planned_for = tuning["planned_sessions_per_comparison"]
     comparisons = {
-        id(v): _compare(control, v, confidence, sequential, sequential_planned_sessions)
-        for v in treatments
-        if can_compare and not problems[id(v)]
+        id(v): _compare(control, v, confidence, sequential, planned_for.get(v.variant_key, DEFAULT_PLANNED_SESSIONS))
+        for v in compared
     }
     correction = "holm" if len(treatments) >= 2 else None
     for metric in ("conversion_rate", "value_per_session"):
-        _apply_significance([comparisons[id(v)][metric] for v in treatments if id(v) in comparisons], alpha, correction)
+        _apply_significance(
+            [(v, comparisons[id(v)][metric]) for v in compared],
+            metric,
+            control,
+            confidence,
+            correction,
+            sequential,
+            planned_for,
+        )
 
     variant_rows = []
     for v in variants:
         comparison = comparisons.get(id(v))
         if v is control:
-            status, status_message = STATUS_CONTROL, "Baseline that every other variant is compared with."
+            code, status_message = StatusCode.CONTROL, "Baseline that every other variant is compared with."
         elif problems[id(v)]:
-            status, status_message = STATUS_NOT_ANALYZED, f"Invalid data: {problems[id(v)]}."
+            code, status_message = StatusCode.NOT_ANALYZED, f"Invalid data: {problems[id(v)]}."
         elif comparison is None:
-            status = STATUS_NOT_ANALYZED
+            code = StatusCode.NOT_ANALYZED
             status_message = control_problem or "The control's data is invalid, so nothing can be compared."
         else:
-            status, status_message = _status(control, v, comparison["conversion_rate"])
-        variant_rows.append(_variant_row(v, confidence, status, status_message, comparison, problems[id(v)]))
+            code, status_message = verdict(
+                (control.sessions, control.conversions.converted),
+                (v.sessions, v.conversions.converted),
+                comparison["conversion_rate"],
+                {"value_per_session": comparison["value_per_session"]},
+                srm["flagged"],
+            )
+        mde = _mde(control, v, comparison, alpha, len(treatments), sequential, planned_for, power)
+        variant_rows.append(_variant_row(v, confidence, code, status_message, comparison, problems[id(v)], mde))
 
     multi = _count(multi_variant_sessions)
     total_sessions = sum(v.sessions for v in variants if not problems[id(v)])
-    if multi > MULTI_VARIANT_WARNING_SHARE * (total_sessions + multi):
+    share = multi / (total_sessions + multi) if total_sessions + multi else 0.0
+    multi_flagged = share > MULTI_VARIANT_WARNING_SHARE
+    if multi_flagged:
         messages.append(
-            f"{multi} sessions saw more than one variant ({multi / (total_sessions + multi):.1%} of all); "
-            "check that assignment is sticky."
+            f"{multi} sessions saw more than one variant ({share:.1%} of all, above the "
+            f"{MULTI_VARIANT_WARNING_SHARE:.0%} threshold); check that assignment is sticky."
         )
 
     result = {
         "confidence": confidence,
         "sequential": bool(sequential),
-        "sequential_planned_sessions": sequential_planned_sessions if sequential else None,
+        "sequential_planned_sessions": (next(iter(planned_for.values()), None) if sequential else None),
+        "sequential_tuning": tuning if sequential else None,
         "control_variant_key": control.variant_key if control is not None else None,
         "multiple_comparison_correction": correction,
-        "thresholds": {"min_sessions": MIN_SESSIONS, "min_conversions": MIN_CONVERSIONS},
+        "primary_metric": "conversion_rate",
+        "guardrail_metrics": ["value_per_session"],
+        "thresholds": {
+            "min_sessions": MIN_SESSIONS,
+            "min_conversions": MIN_CONVERSIONS,
+            "srm_p_value": srm["threshold"],
+            "multi_variant_share": MULTI_VARIANT_WARNING_SHARE,
+            "mde_power": power,
+        },
         "methods": _methods(sequential),
+        "rate_definitions": RATE_DEFINITIONS,
         "messages": messages,
         "srm": srm,
         "multi_variant_sessions": {
             "count": multi,
+            "share": share,
+            "threshold": MULTI_VARIANT_WARNING_SHARE,
+            "flagged": multi_flagged,
             "message": (
                 f"{multi} session(s) saw more than one variant and were excluded from every variant."
                 if multi
@@ -192,7 +249,57 @@ def analyze_experiment(
     return _json_safe(result)
 
 
+RATE_DEFINITIONS = {
+    "analysis": (
+        "analysis.variants[].conversion_rate: converted / exposed sessions that saw only this variant "
+        "(sessions exposed to several variants are left out, as every test here assumes one arm per session)."
+    ),
+    "results": (
+        "variants[].conversion_rate of the results body: converted / exposed sessions of this variant, "
+        "including sessions also exposed to another variant (the original API's definition)."
+    ),
+}
+
+
 # --- helpers ---------------------------------------------------------------------------------------
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _sequential_tuning(control, compared, variants, sequential, per_comparison, planned_total, target_mde, alpha, power):
+    """Planned sessions of control + each treatment, and where the number came from."""
+    planned: dict[str, float] = {}
+    source = "default"
+    if per_comparison is not None:
+        source = "sequential_planned_sessions"
+        planned = {v.variant_key: float(per_comparison) for v in compared}
+    elif planned_total is not None:
+        source = "planned_sessions"
+        weight = sum(max(0, x.allocation) for x in variants) or 1
+        for v in compared:
+            share = (max(0, control.allocation) + max(0, v.allocation)) / weight
+            # a treatment with 0 % allocation still gets a usable (if meaningless) tuning
+            planned[v.variant_key] = max(1.0, planned_total * share) if share > 0 else float(planned_total)
+    elif target_mde is not None and control is not None and 0 < control.conversions.mean < 1:
+        source = "target_mde"
+        for v in compared:
+            try:
+                planned[v.variant_key] = 2.0 * sessions_per_variant(control.conversions.mean, target_mde, alpha, power)
+            except ValueError:
+                planned[v.variant_key] = float(DEFAULT_PLANNED_SESSIONS)
+    if not planned:
+        source = "default" if source != "target_mde" else source
+        planned = {v.variant_key: float(DEFAULT_PLANNED_SESSIONS) for v in compared}
+    if not sequential:
+        source = None
+    return {
+        "source": source,
+        "planned_sessions": planned_total,
+        "target_mde": target_mde,
+        "planned_sessions_per_comparison": planned,
+    }
 
 
 def _count(value: Any) -> int:
@@ -225,13 +332,20 @@ def _input_problem(v: VariantInput) -> str | None:
     return None
 
 
-def _compare(control: VariantInput, variant: VariantInput, confidence: float, sequential: bool, planned: float) -> dict:
+def _tests(control, variant, confidence: float, sequential: bool, planned: float, tuning_confidence: float) -> tuple[LiftTest, LiftTest]:
     if sequential:
-        conversion = sequential_test(control.conversions, variant.conversions, confidence, planned)
-        value = sequential_test(control.value, variant.value, confidence, planned)
-    else:
-        conversion = two_proportion_z_test(control.conversions, variant.conversions, confidence)
-        value = welch_t_test(control.value, variant.value, confidence)
+        return (
+            sequential_test(control.conversions, variant.conversions, confidence, planned, tuning_confidence),
+            sequential_test(control.value, variant.value, confidence, planned, tuning_confidence),
+        )
+    return (
+        two_proportion_z_test(control.conversions, variant.conversions, confidence),
+        welch_t_test(control.value, variant.value, confidence),
+    )
+
+
+def _compare(control: VariantInput, variant: VariantInput, confidence: float, sequential: bool, planned: float) -> dict:
+    conversion, value = _tests(control, variant, confidence, sequential, planned, confidence)
     bayes = beta_binomial_comparison(control.conversions, variant.conversions, confidence)
     conversion_block = _test_block(control.conversions.mean, variant.conversions.mean, conversion, control, variant)
     conversion_block["bayesian"] = _bayesian_block(bayes)
@@ -254,6 +368,8 @@ def _test_block(control_mean: float, variant_mean: float, test: LiftTest, contro
         "p_value_raw": test.p_value,
         "p_value_adjusted": None,
         "significant": None,
+        "interval_confidence": None,
+        "interval_adjusted": False,
         "message": " ".join(test.messages) or (None if has_data else "A group has no exposed sessions yet."),
     }
 
@@ -272,44 +388,89 @@ def _bayesian_block(b: BayesianResult) -> dict:
     }
 
 
-def _apply_significance(blocks: list[dict], alpha: float, correction: str | None) -> None:
-    """Fill p_value / p_value_adjusted / significant; Holm when several treatments share the control."""
-    if correction == "holm":
-        for block, adjusted in zip(blocks, holm_adjust([b["p_value_raw"] for b in blocks])):
-            block["p_value_adjusted"] = adjusted
-            block["p_value"] = adjusted
-    for block in blocks:
-        block["significant"] = None if block["p_value"] is None else block["p_value"] < alpha
+def holm_interval_levels(p_values: Sequence[float | None], alpha: float) -> list[float | None]:
+    """Per-hypothesis alpha of intervals that agree with Holm's step-down decisions.
+
+    With the raw p-values sorted, p_(1) <= ... <= p_(m), Holm rejects H_(k) while p_(k) < alpha / (m - k + 1)
+    for it and every smaller one, and stops at the first rank s that fails. The interval of rank k is
+    at level alpha / (m - min(k, s) + 1): a rejected hypothesis' interval excludes 0 (p_(k) is below its
+    level), a retained one's includes 0 (p_(k) >= p_(s) >= alpha / (m - s + 1)). They are not
+    simultaneous intervals (Bonferroni's alpha / m would be), but never contradict the verdict.
+    """
+    ranked = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
+    m = len(ranked)
+    levels: list[float | None] = [None] * len(p_values)
+    stop = m + 1
+    for rank, (p, _) in enumerate(ranked, start=1):
+        if p >= alpha / (m - rank + 1):
+            stop = rank
+            break
+    for rank, (_, index) in enumerate(ranked, start=1):
+        levels[index] = alpha / (m - min(rank, stop) + 1)
+    return levels
 
 
-def _status(control: VariantInput, variant: VariantInput, conversion: dict) -> tuple[str, str]:
-    short = []
-    for label, v in (("this variant", variant), ("the control", control)):
-        if v.sessions < MIN_SESSIONS or v.conversions.converted < MIN_CONVERSIONS:
-            short.append(f"{label} has {v.sessions} exposed sessions and {v.conversions.converted} conversions")
-    if short:
-        return STATUS_NOT_ENOUGH_DATA, (
-            f"Needs at least {MIN_SESSIONS} exposed sessions and {MIN_CONVERSIONS} conversions in both this "
-            f"variant and the control; {' and '.join(short)}."
-        )
-    if conversion["significant"] is None:
-        return STATUS_NOT_ENOUGH_DATA, conversion["message"] or "The conversion rates cannot be compared yet."
-    lift = conversion["absolute_lift"]["estimate"]
-    kind = "Holm-adjusted p" if conversion["p_value_adjusted"] is not None else "p"
-    p_text = f"{kind} = {conversion['p_value']:.2g}"
-    if conversion["significant"]:
-        direction = "higher" if lift > 0 else "lower"
-        return (STATUS_WIN if lift > 0 else STATUS_LOSS), (
-            f"The conversion rate is {direction} than the control's ({p_text})."
-        )
-    return STATUS_NO_DIFFERENCE, (
-        f"No significant difference in conversion rate from the control ({p_text}); "
-        "the true difference may still be anywhere within the interval."
+def _apply_significance(pairs, metric, control, confidence, correction, sequential, planned_for) -> None:
+    """Fill p_value / p_value_adjusted / significant and the intervals' level (Holm-adjusted when 2+ treatments)."""
+    alpha = 1.0 - confidence
+    blocks = [block for _, block in pairs]
+    if correction != "holm":
+        for block in blocks:
+            block["interval_confidence"] = confidence
+            block["significant"] = None if block["p_value"] is None else block["p_value"] < alpha
+        return
+    for block, adjusted in zip(blocks, holm_adjust([b["p_value_raw"] for b in blocks])):
+        block["p_value_adjusted"] = adjusted
+        block["p_value"] = adjusted
+    levels = holm_interval_levels([b["p_value_raw"] for b in blocks], alpha)
+    for (variant, block), level in zip(pairs, levels):
+        block["interval_confidence"] = confidence
+        if level is None:
+            block["significant"] = None
+            continue
+        adjusted_confidence = 1.0 - level
+        tests = _tests(control, variant, adjusted_confidence, sequential, planned_for[variant.variant_key], confidence)
+        test = tests[0 if metric == "conversion_rate" else 1]
+        block["absolute_lift"] = _estimate(test.absolute)
+        block["relative_lift"] = _estimate(test.relative)
+        block["interval_confidence"] = adjusted_confidence
+        block["interval_adjusted"] = True
+        block["significant"] = block["p_value"] < alpha
+
+
+def _mde(control, variant, comparison, alpha, treatments, sequential, planned_for, power) -> dict | None:
+    """Minimum detectable effect on the conversion rate at the current sizes (None for the control)."""
+    if comparison is None or control is None:
+        return None
+    level = comparison_alpha(alpha, treatments + 1)
+    if sequential:
+        total = control.sessions + variant.sessions
+        rho = mixture_rho(alpha, planned_for[variant.variant_key])
+        multiplier = sequential_half_width(1.0, total, level, rho) if total > 0 else None
+    else:
+        multiplier = normal_ppf(1.0 - level / 2.0)
+    rate = control.conversions.mean
+    absolute = (
+        minimum_detectable_effect(rate, control.sessions, variant.sessions, multiplier, power)
+        if multiplier is not None
+        else None
     )
+    return {
+        "absolute": absolute,
+        "relative": absolute / rate if absolute is not None and rate > 0 else None,
+        "power": power,
+        "alpha": level,
+    }
 
 
 def _variant_row(
-    v: VariantInput, confidence: float, status: str, status_message: str, comparison: dict | None, problem: str | None
+    v: VariantInput,
+    confidence: float,
+    code: StatusCode,
+    status_message: str,
+    comparison: dict | None,
+    problem: str | None,
+    mde: dict | None,
 ) -> dict:
     if problem:
         rate = low = high = value_mean = None
@@ -326,8 +487,10 @@ def _variant_row(
         "conversion_rate_interval": {"low": low, "high": high},
         "value_sum": v.value.sum,
         "value_per_session": value_mean,
-        "status": status,
+        "status_code": code.value,
+        "status": STATUS_LABELS[code],
         "status_message": status_message,
+        "minimum_detectable_effect": mde,
         "comparison": comparison,
     }
 
@@ -339,6 +502,7 @@ def _methods(sequential: bool) -> dict[str, str]:
         "value_per_session": METHODS["value_per_session_sequential" if sequential else "value_per_session"],
         "multiple_comparisons": METHODS["multiple_comparisons"],
         "srm": METHODS["srm"],
+        "minimum_detectable_effect": METHODS["minimum_detectable_effect"],
         "conversion_rate_interval": "Wilson score interval per variant.",
     }
 

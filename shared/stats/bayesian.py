@@ -15,12 +15,16 @@ forms (sum over alpha_B, alpha_A, beta_A or beta_B) the one with the fewest term
 Expected loss uses the identity E[p_A 1{p_A > p_B}] = E[p_A] P(A+ > B) with A+ ~ Beta(alpha_A + 1,
 beta_A), so it is exact too.
 
-The credible interval of the absolute lift p_B - p_A is a normal approximation refined by the
-Cornish-Fisher expansion with the exact first four cumulants of the difference of the two Beta
-posteriors. The plain normal approximation is visibly off for low conversion counts, where the
-posteriors are skewed; with the skewness/kurtosis terms the quantiles are within ~1% of a posterior
-standard deviation once each group has 100 sessions and 5 conversions (the "enough data" bar), and
-within ~5% even for a handful of sessions (checked against Monte Carlo in the tests).
+The credible interval of the absolute lift p_B - p_A is the Cornish-Fisher expansion with the exact
+first four cumulants of the difference of the two Beta posteriors once every posterior parameter is
+at least 100 (within 0.001 posterior SD of the exact quantiles at any confidence up to 0.999 and any n,
+1e9 included); below that, where the posteriors are skewed, the quantiles are solved exactly by
+quadrature (credible.py).
+
+Chance to beat control and expected loss: the exact sums below while any posterior parameter is under
+20,000; above, the Edgeworth expansion (the sums' log-Beta terms carry rounding of ~n * 1e-16 that the
+loss amplifies). Both within 1e-8 absolute (chance) and 1e-7 relative (loss) of scipy quadrature from
+n = 1e4 to 1e9 (tested).
 """
 
 from __future__ import annotations
@@ -28,12 +32,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .distributions import log_beta, normal_ppf
+from .credible import EXACT_MAX_PARAMETER, difference_quantiles
+from .distributions import log_beta, normal_cdf, normal_ppf
 from .models import ProportionStats
 
 PRIOR_ALPHA = 1
 PRIOR_BETA = 1
 _RELATIVE_TOLERANCE = 1e-17  # stop summing once the remainder is below this fraction of the sum
+# From this many conversions *and* non-conversions in both groups, chance and loss come from the
+# Edgeworth expansion: the exact sums' log-Beta terms carry rounding of ~n * 1e-16, which the loss
+# (a small difference of two large products) amplifies, while the expansion's error shrinks as n^-3/2.
+EDGEWORTH_MIN_PARAMETER = 20_000
 
 
 @dataclass(frozen=True)
@@ -128,6 +137,28 @@ def _difference_quantiles(control: tuple, variant: tuple, confidence: float) -> 
     return bounds[0], bounds[1]
 
 
+def _edgeworth_chance_and_loss(control: tuple, variant: tuple) -> tuple[float, float]:
+    """P(p_B > p_A) and E[max(p_A - p_B, 0)] from the Edgeworth expansion of D = p_B - p_A.
+
+    With t = -mean/sd, the standardised D has CDF Phi(t) - phi(t) [g1/6 He2 + g2/24 He3 + g1^2/72 He5]
+    and E[(t - Z)+] = t Phi(t) + phi(t) + phi(t) [g1/6 He1 + g2/24 He2 + g1^2/72 He4] (integrating the
+    Hermite terms twice). For large counts the omitted terms are O(n^-3/2), far below the rounding
+    the exact sums accumulate there.
+    """
+    mean = variant[0] - control[0]
+    variance = variant[1] + control[1]
+    sd = math.sqrt(variance)
+    g1 = (variant[2] - control[2]) / sd**3
+    g2 = (variant[3] + control[3]) / variance**2
+    t = -mean / sd
+    density = math.exp(-0.5 * t * t) / math.sqrt(2.0 * math.pi)
+    he1, he2, he3 = t, t * t - 1.0, t**3 - 3.0 * t
+    he4, he5 = t**4 - 6.0 * t * t + 3.0, t**5 - 10.0 * t**3 + 15.0 * t
+    cdf = normal_cdf(t) - density * (g1 / 6.0 * he2 + g2 / 24.0 * he3 + g1 * g1 / 72.0 * he5)
+    partial = t * normal_cdf(t) + density * (1.0 + g1 / 6.0 * he1 + g2 / 24.0 * he2 + g1 * g1 / 72.0 * he4)
+    return min(1.0, max(0.0, 1.0 - cdf)), max(0.0, sd * partial)
+
+
 def beta_binomial_comparison(control: ProportionStats, variant: ProportionStats, confidence: float) -> BayesianResult:
     if control.n <= 0 or variant.n <= 0:
         return BayesianResult(None, None, None, None, None, "A group has no exposed sessions yet.")
@@ -139,13 +170,19 @@ def beta_binomial_comparison(control: ProportionStats, variant: ProportionStats,
     cumulants_b = _beta_cumulants(alpha_b, beta_b)
     mean_a, mean_b = cumulants_a[0], cumulants_b[0]
 
-    chance = prob_beta_greater(alpha_a, beta_a, alpha_b, beta_b)
-    # E[max(p_A - p_B, 0)] = E[p_A 1{A > B}] - E[p_B 1{A > B}]
-    #                      = mean_A P(A+ > B) - mean_B P(A > B+), with X+ ~ Beta(alpha_X + 1, beta_X).
-    a_plus_wins = 1.0 - prob_beta_greater(alpha_a + 1, beta_a, alpha_b, beta_b)
-    a_wins_over_b_plus = 1.0 - prob_beta_greater(alpha_a, beta_a, alpha_b + 1, beta_b)
-    loss_variant = max(0.0, mean_a * a_plus_wins - mean_b * a_wins_over_b_plus)
+    if min(alpha_a, beta_a, alpha_b, beta_b) >= EDGEWORTH_MIN_PARAMETER:
+        chance, loss_variant = _edgeworth_chance_and_loss(cumulants_a, cumulants_b)
+    else:
+        chance = prob_beta_greater(alpha_a, beta_a, alpha_b, beta_b)
+        # E[max(p_A - p_B, 0)] = E[p_A 1{A > B}] - E[p_B 1{A > B}]
+        #                      = mean_A P(A+ > B) - mean_B P(A > B+), with X+ ~ Beta(alpha_X + 1, beta_X).
+        a_plus_wins = 1.0 - prob_beta_greater(alpha_a + 1, beta_a, alpha_b, beta_b)
+        a_wins_over_b_plus = 1.0 - prob_beta_greater(alpha_a, beta_a, alpha_b + 1, beta_b)
+        loss_variant = max(0.0, mean_a * a_plus_wins - mean_b * a_wins_over_b_plus)
     loss_control = max(0.0, (mean_b - mean_a) + loss_variant)  # E[max(x, 0)] = E[x] + E[max(-x, 0)]
 
     low, high = _difference_quantiles(cumulants_a, cumulants_b, confidence)
+    if min(alpha_a, beta_a, alpha_b, beta_b) < EXACT_MAX_PARAMETER:
+        probabilities = (0.5 - confidence / 2.0, 0.5 + confidence / 2.0)
+        low, high = difference_quantiles((alpha_a, beta_a), (alpha_b, beta_b), probabilities, (low, high))
     return BayesianResult(chance, loss_variant, loss_control, low, high)

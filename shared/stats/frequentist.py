@@ -1,16 +1,17 @@
 """Fixed-horizon frequentist comparisons of one treatment against the control.
 
-Conversion rate: two-proportion z-test. The p-value uses the *pooled* standard error (the classic
-test of H0: p_control = p_variant, identical to statsmodels' `proportions_ztest` and to the 2x2
-chi-square test without continuity correction); the confidence intervals use the *unpooled* (Wald)
-standard error, because under the alternative the two rates differ. The two can disagree right at the
-significance boundary; `significant` always follows the p-value.
+Every interval here is the inversion of the test that gives the p-value, so an interval excludes 0
+exactly when p < 1 - confidence (see intervals.py):
+
+Conversion rate: two-proportion z-test with the *pooled* standard error (the classic test of
+H0: p_control = p_variant, identical to statsmodels' `proportions_ztest` and to the 2x2 chi-square
+test without continuity correction). Absolute and relative lift intervals are the matching score
+intervals (Mee / Miettinen-Nurminen without the n/(n-1) factor); the relative one is positive, so it
+never reaches below -100 %.
 
 Conversion value per exposed session: Welch's unequal-variance t-test with Welch-Satterthwaite degrees
-of freedom (identical to scipy's `ttest_ind_from_stats(equal_var=False)` and gbstats' `TwoSidedTTest`).
-
-Relative lift uses the delta-method variance of (mean_b - mean_a) / mean_a exactly as gbstats'
-`frequentist_variance`, which treats the control mean in the denominator as random.
+of freedom (identical to scipy's `ttest_ind_from_stats(equal_var=False)` and gbstats' `TwoSidedTTest`),
+the t interval of the difference, and Fieller's interval (same t quantile) for the relative lift.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from .distributions import normal_ppf, normal_two_sided_p, student_t_ppf, student_t_two_sided_p
+from .intervals import fieller_ratio_interval, score_interval_difference, score_interval_ratio
 from .models import ProportionStats, SampleMeanStats
 
 
@@ -50,12 +52,6 @@ def absolute_variance(control, variant) -> float:
     return control.variance / control.n + variant.variance / variant.n
 
 
-def relative_variance(control, variant) -> float:
-    """Delta-method variance of (mean_b - mean_a) / mean_a, as gbstats' `frequentist_variance`."""
-    mean_a, mean_b = control.mean, variant.mean
-    return variant.variance / (mean_a**2 * variant.n) + control.variance * mean_b**2 / (mean_a**4 * control.n)
-
-
 def zero_variance_message(control, variant) -> str:
     """Why nothing can be tested when neither group varies, in the metric's own words."""
     if isinstance(control, ProportionStats):
@@ -69,51 +65,57 @@ def zero_variance_message(control, variant) -> str:
 
 
 def lift_estimates(
-    control, variant, half_width: Callable[[float], float], zero_variance_text: str
+    control, variant, multiplier: float | None, zero_variance_text: str
 ) -> tuple[Estimate, Estimate, list[str]]:
-    """Absolute and relative lift with intervals estimate +- half_width(variance of the estimate).
+    """Absolute lift +- multiplier * SE and Fieller's relative-lift interval with the same multiplier.
 
-    Shared by the fixed-horizon tests (half width = quantile * SE) and the sequential test (half width
-    from the confidence-sequence boundary). Undefined parts come back as None plus a message.
+    Shared by Welch (t quantile) and the sequential test (the confidence sequence's multiplier), so
+    each relative interval excludes 0 exactly when the absolute one does. `multiplier` None: no
+    interval (a test that cannot be run). Undefined parts come back as None plus a message.
     """
     messages: list[str] = []
     difference = variant.mean - control.mean
     var_abs = absolute_variance(control, variant)
-    if var_abs > 0:
-        w = half_width(var_abs)
+    if var_abs > 0 and multiplier is not None:
+        w = multiplier * math.sqrt(var_abs)
         absolute = Estimate(difference, difference - w, difference + w)
     else:
         absolute = Estimate(difference)
         messages.append(zero_variance_text)
     if control.mean == 0:
-        relative = _NO_ESTIMATE
-        messages.append("The control's average is 0, so the relative lift is undefined.")
-    else:
-        lift = difference / control.mean
-        var_rel = relative_variance(control, variant)
-        if var_rel > 0:
-            w = half_width(var_rel)
-            relative = Estimate(lift, lift - w, lift + w)
-        else:
-            relative = Estimate(lift)
-            if var_abs > 0:
-                messages.append("The relative lift's interval is undefined (zero variance).")
-    return absolute, relative, messages
+        return absolute, _NO_ESTIMATE, messages + ["The control's average is 0, so the relative lift is undefined."]
+    lift = difference / control.mean
+    if absolute.ci_low is None:
+        return absolute, Estimate(lift), messages
+    low, high = fieller_ratio_interval(
+        control.mean, control.variance / control.n, variant.mean, variant.variance / variant.n, multiplier
+    )
+    if low is None:
+        messages.append("The control's average is too uncertain for a bounded relative-lift interval yet.")
+        return absolute, Estimate(lift), messages
+    return absolute, Estimate(lift, low - 1.0, high - 1.0), messages
 
 
 def two_proportion_z_test(control: ProportionStats, variant: ProportionStats, confidence: float) -> LiftTest:
-    """Two-sided z-test of equal conversion rates; pooled SE for the p-value, unpooled for the CIs."""
+    """Two-sided pooled z-test of equal conversion rates with the score intervals that invert it."""
     if control.n <= 0 or variant.n <= 0:
         return LiftTest(_NO_ESTIMATE, _NO_ESTIMATE, None, messages=("A group has no exposed sessions yet.",))
-    z_quantile = normal_ppf(0.5 + confidence / 2.0)
-    absolute, relative, messages = lift_estimates(
-        control, variant, lambda v: z_quantile * math.sqrt(v), zero_variance_message(control, variant)
-    )
+    difference = variant.mean - control.mean
+    lift = difference / control.mean if control.mean > 0 else None
     pooled_rate = (control.converted + variant.converted) / (control.n + variant.n)
     pooled_se = math.sqrt(pooled_rate * (1.0 - pooled_rate) * (1.0 / control.n + 1.0 / variant.n))
+    messages = [] if control.mean > 0 else ["The control's average is 0, so the relative lift is undefined."]
     if pooled_se == 0:
-        return LiftTest(absolute, relative, None, messages=tuple(messages))
-    z = (variant.mean - control.mean) / pooled_se
+        messages.insert(0, zero_variance_message(control, variant))
+        return LiftTest(Estimate(difference), Estimate(lift), None, messages=tuple(messages))
+    z_quantile = normal_ppf(0.5 + confidence / 2.0)
+    low, high = score_interval_difference(control, variant, z_quantile)
+    absolute = Estimate(difference, low, high)
+    relative = Estimate(lift)
+    if lift is not None:
+        ratio_low, ratio_high = score_interval_ratio(control, variant, z_quantile)
+        relative = Estimate(lift, ratio_low - 1.0, None if ratio_high is None else ratio_high - 1.0)
+    z = difference / pooled_se
     return LiftTest(absolute, relative, normal_two_sided_p(z), statistic=z, messages=tuple(messages))
 
 
@@ -133,14 +135,12 @@ def welch_t_test(control: SampleMeanStats, variant: SampleMeanStats, confidence:
             messages=("Each group needs at least 2 exposed sessions to estimate the value's variance.",),
         )
     if absolute_variance(control, variant) == 0:
-        absolute, relative, messages = lift_estimates(
-            control, variant, lambda v: 0.0, zero_variance_message(control, variant)  # never called
-        )
+        absolute, relative, messages = lift_estimates(control, variant, None, zero_variance_message(control, variant))
         return LiftTest(absolute, relative, None, messages=tuple(messages))
     df = welch_degrees_of_freedom(control, variant)
     t_quantile = student_t_ppf(0.5 + confidence / 2.0, df)
     absolute, relative, messages = lift_estimates(
-        control, variant, lambda v: t_quantile * math.sqrt(v), zero_variance_message(control, variant)
+        control, variant, t_quantile, zero_variance_message(control, variant)
     )
     t = (variant.mean - control.mean) / math.sqrt(absolute_variance(control, variant))
     return LiftTest(absolute, relative, student_t_two_sided_p(t, df), statistic=t, df=df, messages=tuple(messages))

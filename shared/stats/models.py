@@ -9,6 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Relative size of the centred sum of squares below which a value metric counts as constant; well
+# above the rounding error of summing a billion doubles (~1e-16 * n in the worst case is rare;
+# ClickHouse's pairwise-ish sums stay far below 1e-9).
+ZERO_VARIANCE_RELATIVE_TOLERANCE = 1e-9
+
 
 @dataclass(frozen=True)
 class ProportionStats:
@@ -43,13 +48,19 @@ class SampleMeanStats:
 
     @property
     def variance(self) -> float:
-        """Sample variance (n - 1 denominator); 0 when undefined (n < 2).
+        """Sample variance (n - 1 denominator); 0 when undefined (n < 2) or indistinguishable from 0.
 
-        Clamped at 0 because sum_squares - sum^2/n can come out slightly negative from rounding.
+        sum_squares - sum^2/n cancels catastrophically when every value is (nearly) the same: all
+        values 0.1 leave rounding noise of ~1e-17 * sum_squares, which an exact `== 0` would take for
+        real spread. So a centred sum of squares below ZERO_VARIANCE_RELATIVE_TOLERANCE * sum_squares
+        counts as zero variance (a coefficient of variation below ~3e-5 is not measurable this way).
         """
         if self.n < 2:
             return 0.0
-        return max(0.0, (self.sum_squares - self.sum * self.sum / self.n) / (self.n - 1))
+        centred = self.sum_squares - self.sum * self.sum / self.n
+        if centred <= ZERO_VARIANCE_RELATIVE_TOLERANCE * self.sum_squares:
+            return 0.0
+        return centred / (self.n - 1)
 
 
 @dataclass(frozen=True)
@@ -72,16 +83,21 @@ class VariantInput:
         return self.conversions.n
 
 
-# The results API offers exactly these levels; anything else is a client error (the API maps the
-# ValueError to HTTP 400). Restricting them keeps cached/compared results on a few well-known levels.
-ALLOWED_CONFIDENCE_LEVELS = (0.90, 0.95, 0.99)
+# Any confidence level in this closed range is accepted (the API maps the ValueError to HTTP 400).
+# Below 0.5 an "interval" covers less often than not; above 0.999 the normal approximations behind
+# the intervals are no longer trustworthy in the far tails.
+MIN_CONFIDENCE = 0.5
+MAX_CONFIDENCE = 0.999
 
 
 def validate_confidence(confidence: float) -> float:
-    """Return the canonical allowed level equal to `confidence`, or raise ValueError."""
-    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)):
-        raise ValueError(f"confidence must be one of {ALLOWED_CONFIDENCE_LEVELS}, got {confidence!r}")
-    for level in ALLOWED_CONFIDENCE_LEVELS:
-        if abs(confidence - level) < 1e-9:
-            return level
-    raise ValueError(f"confidence must be one of {ALLOWED_CONFIDENCE_LEVELS}, got {confidence!r}")
+    """Return `confidence` as a float if it lies in [MIN_CONFIDENCE, MAX_CONFIDENCE], else raise ValueError."""
+    if (
+        isinstance(confidence, bool)
+        or not isinstance(confidence, (int, float))
+        or not MIN_CONFIDENCE <= confidence <= MAX_CONFIDENCE
+    ):
+        raise ValueError(
+            f"confidence must be a number between {MIN_CONFIDENCE} and {MAX_CONFIDENCE}, got {confidence!r}"
+        )
+    return float(confidence)

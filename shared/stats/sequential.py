@@ -51,12 +51,21 @@ def sequential_p_value(estimate: float, variance: float, total_n: int, rho: floa
 
 
 def sequential_test(
-    control, variant, confidence: float, planned_sessions: float = DEFAULT_PLANNED_SESSIONS
+    control,
+    variant,
+    confidence: float,
+    planned_sessions: float = DEFAULT_PLANNED_SESSIONS,
+    tuning_confidence: float | None = None,
 ) -> LiftTest:
     """Always-valid comparison of two groups given ProportionStats or SampleMeanStats.
 
     For conversion rates the variance is the unpooled p(1 - p)/n per group, for values the sample
-    variance / n per group, as in gbstats. The p-value tests the absolute difference.
+    variance / n per group, as in gbstats. The p-value tests the absolute difference; the relative
+    interval is Fieller's with the boundary's multiplier, so all three agree on significance.
+
+    `tuning_confidence` (default: `confidence`) sets rho. A Holm-adjusted interval is the same
+    boundary at a stricter level with rho left at the nominal level: then it excludes 0 exactly when
+    p < 1 - confidence, as the p-value is computed with that same rho.
     """
     min_n = 2 if isinstance(control, SampleMeanStats) else 1  # a sample variance needs 2 sessions
     if control.n < min_n or variant.n < min_n:
@@ -64,13 +73,10 @@ def sequential_test(
             Estimate(None), Estimate(None), None, messages=(f"Each group needs at least {min_n} exposed session(s).",)
         )
     alpha = 1.0 - confidence
-    rho = mixture_rho(alpha, planned_sessions)
+    rho = mixture_rho(1.0 - (confidence if tuning_confidence is None else tuning_confidence), planned_sessions)
     total_n = control.n + variant.n
     absolute, relative, messages = lift_estimates(
-        control,
-        variant,
-        lambda v: sequential_half_width(v, total_n, alpha, rho),
-        zero_variance_message(control, variant),
+        control, variant, sequential_half_width(1.0, total_n, alpha, rho), zero_variance_message(control, variant)
     )
     variance = absolute_variance(control, variant)
     if variance <= 0:

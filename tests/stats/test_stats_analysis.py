@@ -31,14 +31,20 @@ def dumps(result):
 
 STATUSES = {
     "control", "not enough data", "significant win", "significant loss", "no detectable difference", "not analyzed",
+    "unreliable: sample ratio mismatch", "guardrail regression",
+}
+STATUS_CODES = {
+    "control", "not_analyzed", "unreliable_srm", "not_enough_data", "guardrail_regression", "win", "loss",
+    "no_difference",
 }
 VARIANT_KEYS = {
     "variant_key", "is_control", "allocation", "sessions", "conversions", "conversion_rate",
     "conversion_rate_interval", "value_sum", "value_per_session", "status", "status_message", "comparison",
+    "status_code", "minimum_detectable_effect",
 }
 BLOCK_KEYS = {
     "control", "variant", "absolute_lift", "relative_lift", "statistic", "df", "p_value", "p_value_raw",
-    "p_value_adjusted", "significant", "message",
+    "p_value_adjusted", "significant", "message", "interval_confidence", "interval_adjusted",
 }
 
 
@@ -49,7 +55,8 @@ def test_output_shape_and_values_for_a_simple_experiment():
     assert set(result) == {
         "confidence", "sequential", "sequential_planned_sessions", "control_variant_key",
         "multiple_comparison_correction", "thresholds", "methods", "messages", "srm",
-        "multi_variant_sessions", "variants",
+        "multi_variant_sessions", "variants", "sequential_tuning", "primary_metric", "guardrail_metrics",
+        "rate_definitions",
     }
     assert result["control_variant_key"] == "a" and result["multiple_comparison_correction"] is None
     assert result["multi_variant_sessions"]["count"] == 7 and "excluded" in result["multi_variant_sessions"]["message"]
@@ -83,7 +90,9 @@ def test_statuses():
         ]
     )["variants"]
     assert [r["status"] for r in rows] == ["control", "significant win", "significant loss", "no detectable difference"]
-    few = analyze_experiment([variant("a", 99, 50, control=True), variant("b", 5000, 900)])["variants"][1]
+    few = analyze_experiment(
+        [variant("a", 99, 50, control=True, allocation=2), variant("b", 5000, 900, allocation=98)]
+    )["variants"][1]
     assert few["status"] == "not enough data" and "99 exposed sessions" in few["status_message"]
     few_conversions = analyze_experiment([variant("a", 5000, 4, control=True), variant("b", 5000, 40)])["variants"][1]
     assert few_conversions["status"] == "not enough data"
@@ -121,13 +130,18 @@ def test_sequential_mode_uses_the_confidence_sequence():
     assert value["p_value"] == sequential_test(a.value, b.value, 0.95, 20000).p_value
 
 
-@pytest.mark.parametrize("confidence", [0.9, 0.95, 0.99, 0.90000000001])
-def test_allowed_confidence_levels(confidence):
+@pytest.mark.parametrize("confidence", [0.5, 0.8, 0.9, 0.951, 0.99, 0.999])
+def test_any_confidence_in_range(confidence):
     result = analyze_experiment([variant("a", 1000, 100, control=True), variant("b", 1000, 130)], confidence=confidence)
-    assert result["confidence"] in (0.9, 0.95, 0.99)
+    assert result["confidence"] == confidence
+    block = result["variants"][1]["comparison"]["conversion_rate"]
+    assert block["interval_confidence"] == confidence
+    ref = two_proportion_z_test(ProportionStats(1000, 100), ProportionStats(1000, 130), confidence)
+    assert block["absolute_lift"]["ci_low"] == ref.absolute.ci_low
+    assert block["significant"] == (block["p_value"] < 1 - confidence)
 
 
-@pytest.mark.parametrize("confidence", [0.8, 0.951, 0.999, 1.0, 0.0, -0.95, 95, math.nan, "0.95", None, True])
+@pytest.mark.parametrize("confidence", [0.49, 0.9991, 1.0, 0.0, -0.95, 95, math.nan, "0.95", None, True])
 def test_bad_confidence_raises_value_error(confidence):
     with pytest.raises(ValueError):
         analyze_experiment([variant("a", 10, 1, control=True)], confidence=confidence)
@@ -220,7 +234,8 @@ def test_degenerate_messages():
     assert all(r["status"] == "not analyzed" and r["comparison"] is None for r in missing["variants"])
     assert "2 variants are marked as control" in analyze_experiment(DEGENERATE["two controls"])["messages"][0]
     empty = rows("variant without data")[1]
-    assert empty["status"] == "not enough data" and empty["conversion_rate"] is None
+    # all sessions in one arm of a 50/50 split: the SRM gate speaks first
+    assert empty["status"] == "unreliable: sample ratio mismatch" and empty["conversion_rate"] is None
     assert empty["comparison"]["conversion_rate"]["control"] == 0.1 and empty["comparison"]["conversion_rate"]["variant"] is None
     invalid = rows("converted > n")[1]
     assert invalid["status"] == "not analyzed" and "impossible" in invalid["status_message"]
@@ -242,6 +257,7 @@ def test_srm_and_multi_variant_messages_reach_the_top_level():
     assert result["srm"]["flagged"]
     assert any("Sample ratio mismatch" in m for m in result["messages"])
     assert any("800 sessions saw more than one variant" in m for m in result["messages"])
+    assert result["multi_variant_sessions"]["flagged"] and result["multi_variant_sessions"]["share"] == 800 / 19800
 
 
 def test_rate_interval():
@@ -256,7 +272,9 @@ def test_rate_interval():
 @pytest.mark.parametrize("junk", [None, -5, math.nan, math.inf, "x"])
 def test_multi_variant_sessions_junk_counts_as_zero(junk):
     result = analyze_experiment([variant("a", 100, 10, control=True)], multi_variant_sessions=junk)
-    assert result["multi_variant_sessions"] == {"count": 0, "message": "No session saw more than one variant."}
+    assert result["multi_variant_sessions"] == {
+        "count": 0, "share": 0.0, "threshold": 0.01, "flagged": False, "message": "No session saw more than one variant."
+    }
 
 
 def test_package_is_stdlib_only():

@@ -1,0 +1,1 @@
+"""Metric definitions beyond the conversion rate: the SQL for their sufficient statistics and its rows."""
