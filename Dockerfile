@@ -37,10 +37,11 @@ COPY ingest ./ingest
 COPY worker ./worker
 COPY query_api ./query_api
 COPY shared ./shared
+COPY sdk ./sdk
 COPY deploy ./deploy
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev \
-    && /app/.venv/bin/python -m compileall -q ingest worker query_api shared
+    && /app/.venv/bin/python -m compileall -q ingest worker query_api shared sdk
 
 # ----- runtime: no uv, no build tools, not root ------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime

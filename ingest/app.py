@@ -14,6 +14,7 @@ from ingest.dispatch import BeaconDispatcher
 from ingest.handler import BeaconEndpoint
 from ingest.openapi_docs import document_beacon_routes
 from ingest.rsgi import IngestRSGI
+from ingest.sdk_routes import sdk_route_handlers
 from ingest.service import IngestService
 from shared.app_config import app_config, bounded_shutdown
 from shared.bots import BotDetector
@@ -41,7 +42,12 @@ def _build(settings: Settings) -> tuple[CORS, dict[str, BeaconEndpoint]]:
     registry = RegistryCache(redis_client, settings.registry_poll_ms / 1000)
     service = IngestService(redis_client, settings.stream, registry, BotDetector().is_bot)
     app = Litestar(
-        route_handlers=[*service.route_handlers(), *health_handlers({"ingest": service.readiness})],
+        route_handlers=[
+            *service.route_handlers(),
+            # No query API shares this origin, so the SDK's registry is served here too.
+            *sdk_route_handlers(registry, public_registry=True),
+            *health_handlers({"ingest": service.readiness}),
+        ],
         on_startup=[registry.start],
         on_shutdown=bounded_shutdown(registry.stop, service.publisher.close, redis_client.aclose),
         **app_config("Abacus ingest"),  # type: ignore[arg-type]

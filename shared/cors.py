@@ -28,7 +28,8 @@ class CORS:
             return []
         return [
             (b"access-control-allow-origin", origin),
-            (b"access-control-expose-headers", b"x-abacus-reason, etag"),
+            # Retry-After too: the browser SDK waits as long as a 503 asks before retrying.
+            (b"access-control-expose-headers", b"x-abacus-reason, etag, retry-after"),
             (b"vary", b"origin"),
         ]
 

@@ -15,6 +15,7 @@ from litestar.datastructures import State
 
 from ingest.dispatch import BeaconDispatcher
 from ingest.openapi_docs import document_beacon_routes
+from ingest.sdk_routes import sdk_route_handlers
 from ingest.service import IngestService
 from query_api.app import build_query
 from query_api.errors import EXCEPTION_HANDLERS
@@ -81,6 +82,7 @@ def create_serve_app(settings: Settings, liveness: dict[str, LivenessCheck] | No
     app = Litestar(
         route_handlers=[
             *ingest.route_handlers(),
+            *sdk_route_handlers(registry, public_registry=False),  # the query API serves the registry
             *query.route_handlers,
             *health_handlers(
                 {"ingest": ingest.readiness, "query": query.readiness, "worker": worker_ready},

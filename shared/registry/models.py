@@ -14,6 +14,7 @@ Key = Annotated[str, Meta(pattern=r"^[a-z0-9_]{1,64}$")]
 CookieName = Annotated[str, Meta(pattern=r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$")]
 Route = Annotated[str, Meta(pattern=r"^/", max_length=2048)]
 Allocation = Annotated[int, Meta(ge=0, le=100)]
+HashSeed = Annotated[str, Meta(min_length=1, max_length=200)]
 
 
 class Variant(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -32,6 +33,9 @@ class ExperimentFields(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     enabled: bool = True
     eligible_routes: Annotated[list[Route], Meta(max_length=200)] = []
     variants: Annotated[list[Variant], Meta(min_length=2, max_length=26)]
+    # Optional: seeds the variant hash instead of the key (see ingest/assignment.py). UNSET is left
+    # out of every encoding, so definitions, answers and stored rows without one are unchanged.
+    hash_seed: HashSeed | msgspec.UnsetType = msgspec.UNSET
 
 
 class NewExperiment(ExperimentFields, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -57,6 +61,7 @@ class Experiment(msgspec.Struct, frozen=True, kw_only=True):
     updated_at: datetime
     updated_by: str
     archived: bool = False
+    hash_seed: str | msgspec.UnsetType = msgspec.UNSET
 
     def public(self) -> PublicExperiment:
         return PublicExperiment(
@@ -67,6 +72,7 @@ class Experiment(msgspec.Struct, frozen=True, kw_only=True):
             enabled=self.enabled,
             eligible_routes=self.eligible_routes,
             variants=self.variants,
+            hash_seed=self.hash_seed,
         )
 
 
@@ -78,6 +84,7 @@ class PublicExperiment(msgspec.Struct, frozen=True, kw_only=True):
     enabled: bool
     eligible_routes: list[str]
     variants: list[Variant]
+    hash_seed: str | msgspec.UnsetType = msgspec.UNSET
 
 
 class SiteSettingsBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
