@@ -9,6 +9,7 @@ from typing import Any
 from litestar import Litestar
 from litestar.datastructures import State
 
+from query_api.analyst_tools import ANALYST_TOOL_ROUTES
 from query_api.auth import TokenVerifier
 from query_api.errors import EXCEPTION_HANDLERS
 from query_api.plan_routes import PLAN_ROUTES
@@ -66,8 +67,8 @@ def build_query(settings: Settings, clickhouse: ClickHouse, registry: RegistryCa
     )
     return QueryParts(
         service=service,
-        route_handlers=[*REGISTRY_ROUTES, *RESULTS_ROUTES, *ROLLUP_ROUTES, *PLAN_ROUTES],
-        state={"query_service": service, "token_verifier": verifier},
+        route_handlers=[*REGISTRY_ROUTES, *RESULTS_ROUTES, *ROLLUP_ROUTES, *PLAN_ROUTES, *ANALYST_TOOL_ROUTES],
+        state={"query_service": service, "token_verifier": verifier, "settings": settings},
     )
 
 

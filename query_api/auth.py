@@ -89,11 +89,18 @@ def _read_key(value: str) -> str:
     return Path(value).read_text()
 
 
-def mint_token(secret: str, sub: str, role: str, ttl: dt.timedelta) -> str:
+def mint_token(
+    secret: str, sub: str, role: str, ttl: dt.timedelta, issuer: str | None = None, audience: str | None = None
+) -> str:
+    """An HS256 token the query API accepts: with ``iss``/``aud`` when the API requires them."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
     now = dt.datetime.now(dt.timezone.utc)
-    claims = {"sub": sub, "role": role, "iat": now, "exp": now + ttl}
+    claims: dict[str, object] = {"sub": sub, "role": role, "iat": now, "exp": now + ttl}
+    if issuer:
+        claims["iss"] = issuer
+    if audience:
+        claims["aud"] = audience
     return jwt.encode(claims, check_secret(secret), algorithm="HS256")
 
 

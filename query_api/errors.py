@@ -1,20 +1,28 @@
-"""One mapping from Abacus's own errors to HTTP responses, for every query-API route."""
+"""One mapping from Abacus's own errors to HTTP responses, for every query-API route.
+
+Every error answers ingest's shape, ``{"ok": false, "error": "...", "field": "$.path" | null}``,
+so a client handles one body whichever service refused it.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 
 from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
 from redis.exceptions import RedisError
 
 from shared.registry.models import DefinitionError
-from shared.registry.store import Busy, Conflict, NotFound, RegistryError, VersionMismatch
+from shared.registry.store import Busy, Conflict, NeedsConfirmation, NotArchived, NotFound, RegistryError, VersionMismatch
 
-_STATUS = {NotFound: 404, Conflict: 409, VersionMismatch: 412, Busy: 503}
+_STATUS = {NotFound: 404, Conflict: 409, NeedsConfirmation: 409, NotArchived: 409, VersionMismatch: 412, Busy: 503}
 _DETAIL = {
     NotFound: "No experiment {}",
     Conflict: "Experiment {} already exists (archived experiments keep their key)",
+    NeedsConfirmation: "{}",
+    NotArchived: "{}",
     VersionMismatch: "{}",
     Busy: "{}",
 }
@@ -34,18 +42,53 @@ class BadQuery(ValueError):
         self.field = field
 
 
+_PATH_IN_MESSAGE = re.compile(r" - at `(\$[^`]*)`$")
+_MISSING_FIELD = re.compile(r"missing required field `([^`]*)`")
+
+
+def error_body(message: str, field: str | None = None) -> dict[str, object]:
+    return {"ok": False, "error": message, "field": field}
+
+
+class SqlRefused(Exception):
+    """ClickHouse refused or stopped an analyst's query; ``status`` says how (403 read-only,
+    422 past its limits, 400 bad SQL, 503 unavailable)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 def _registry_error(_: Request, exc: RegistryError) -> Response:
     status = _STATUS.get(type(exc), 500)
     detail = _DETAIL.get(type(exc), "{}").format(exc)
     headers = {"Retry-After": "1"} if status == 503 else None
-    return Response({"status_code": status, "detail": detail}, status_code=status, headers=headers)
+    return Response(error_body(detail, getattr(exc, "field", None)), status_code=status, headers=headers)
 
 
 def _field_error(_: Request, exc: DefinitionError | BadQuery) -> Response:
-    return Response(
-        {"status_code": 400, "detail": str(exc), "field": exc.field, "extra": [{"key": exc.field, "message": str(exc)}]},
-        status_code=400,
-    )
+    return Response(error_body(str(exc), exc.field), status_code=400)
+
+
+def _http_error(_: Request, exc: HTTPException) -> Response:
+    """Litestar's own refusals (auth, 404, a body or parameter it cannot decode) in the same shape;
+    a validation error names the first offending value as msgspec's JSON path."""
+    message, field = exc.detail, None
+    if isinstance(exc, ValidationException) and isinstance(exc.extra, list) and exc.extra:
+        first = exc.extra[0] if isinstance(exc.extra[0], dict) else {}
+        message = str(first.get("message") or message)
+        located = _PATH_IN_MESSAGE.search(message)
+        missing = _MISSING_FIELD.search(message)
+        where = located.group(1) if located else "$"
+        if missing:
+            field = f"{where}.{missing.group(1)}"
+        elif located:
+            field = where
+        elif first.get("key"):
+            # Litestar names a body field by its path without "$." and a parameter by its name.
+            key = str(first["key"])
+            field = key if first.get("source") != "body" or key.startswith("$") else f"$.{key}"
+    return Response(error_body(message, field), status_code=exc.status_code, headers=exc.headers)
 
 
 def _redis_unavailable(request: Request, exc: RedisError) -> Response:
@@ -55,12 +98,19 @@ def _redis_unavailable(request: Request, exc: RedisError) -> Response:
     if now - _last_logged[0] >= _LOG_EVERY_S:
         _last_logged[0] = now
         log.warning("Redis unavailable on %s %s: %r", request.method, request.url.path, exc)
-    return Response({"status_code": 503, "detail": REDIS_UNAVAILABLE}, status_code=503, headers={"Retry-After": "1"})
+    return Response(error_body(REDIS_UNAVAILABLE), status_code=503, headers={"Retry-After": "1"})
+
+
+def _sql_refused(_: Request, exc: SqlRefused) -> Response:
+    headers = {"Retry-After": "1"} if exc.status == 503 else None
+    return Response(error_body(str(exc), "$.query"), status_code=exc.status, headers=headers)
 
 
 EXCEPTION_HANDLERS = {
+    HTTPException: _http_error,
     RegistryError: _registry_error,
     DefinitionError: _field_error,
     BadQuery: _field_error,
     RedisError: _redis_unavailable,
+    SqlRefused: _sql_refused,
 }

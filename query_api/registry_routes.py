@@ -85,10 +85,14 @@ async def get_experiment(request: Request, key: FromPath[str]) -> Response[Exper
 
 
 @put("/api/admin/experiments/{key:str}", guards=admin_experiment_guards, tags=["admin"])
-async def update_experiment(request: Request, key: FromPath[str], data: JSONBody[ExperimentFields]) -> Response[Experiment]:
+async def update_experiment(
+    request: Request, key: FromPath[str], data: JSONBody[ExperimentFields], force: FromQuery[bool] = False
+) -> Response[Experiment]:
+    """409 when the change removes a variant that has events, or changes the allocations of an
+    enabled experiment, unless ``force=true`` confirms it."""
     service: QueryService = request.app.state.query_service
     version, sub = if_match_version(request), principal(request).sub
-    updated = await in_thread(service.apply, lambda store: store.update(key, data, sub, version))
+    updated = await in_thread(service.apply, lambda store: store.update(key, data, sub, version, force))
     return Response(updated, status_code=HTTP_200_OK, headers=_etag(updated))
 
 
@@ -98,6 +102,15 @@ async def archive_experiment(request: Request, key: FromPath[str]) -> Experiment
     service: QueryService = request.app.state.query_service
     version, sub = if_match_version(request), principal(request).sub
     return await in_thread(service.apply, lambda store: store.archive(key, sub, version))
+
+
+@post("/api/admin/experiments/{key:str}/restore", guards=admin_experiment_guards, tags=["admin"], status_code=HTTP_200_OK)
+async def restore_experiment(request: Request, key: FromPath[str]) -> Response[Experiment]:
+    """Undo an archive: the definition returns to the registry (and to ingest) as it was."""
+    service: QueryService = request.app.state.query_service
+    version, sub = if_match_version(request), principal(request).sub
+    restored = await in_thread(service.apply, lambda store: store.restore(key, sub, version))
+    return Response(restored, headers=_etag(restored))
 
 
 @get("/api/admin/experiments/{key:str}/history", guards=admin_experiment_guards, tags=["admin"])
@@ -124,6 +137,7 @@ REGISTRY_ROUTES = [
     get_experiment,
     update_experiment,
     archive_experiment,
+    restore_experiment,
     experiment_history,
     get_settings,
     put_settings,

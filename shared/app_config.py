@@ -13,7 +13,8 @@ from litestar.exceptions import HTTPException
 from litestar.logging import LoggingConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.openapi.plugins import SwaggerRenderPlugin
+
+from shared.docs_page import OfflineSwaggerRenderPlugin
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ def app_config(title: str, exception_handlers: Mapping[type[Exception], object] 
             title=title,
             version="1",
             path="/schema",
-            render_plugins=[SwaggerRenderPlugin()],
+            render_plugins=[OfflineSwaggerRenderPlugin()],
             components=Components(security_schemes={BEARER: SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")}),
         ),
         "exception_handlers": handlers,

@@ -7,6 +7,7 @@ import argparse
 import datetime as dt
 import fcntl
 import logging
+import os
 import re
 import secrets
 import sys
@@ -69,6 +70,13 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", default="1h", help="lifetime such as 30m, 1h, 7d (default 1h)")
     token.add_argument("--data-dir", type=Path, default=None, help="with no ABACUS_JWT_SECRET: serve's data dir")
     token.set_defaults(run=run_token)
+
+    sql = commands.add_parser("sql", help="run a read-only SQL query through the API (POST /api/v1/sql)")
+    sql.add_argument("query", help='e.g. "SELECT variant_key, count() FROM abacus.events GROUP BY variant_key"')
+    sql.add_argument("--format", default="tsv", choices=["json", "csv", "tsv", "parquet"], help="output format (default tsv)")
+    sql.add_argument("--token", default=None, help="bearer token (default: ABACUS_TOKEN)")
+    sql.add_argument("--url", default=None, help="query API or serve URL (default: ABACUS_API_URL)")
+    sql.set_defaults(run=run_sql)
     return parser
 
 
@@ -144,22 +152,68 @@ def run_migrate(args: argparse.Namespace, settings: Settings) -> int:
     from shared.clickhouse import ClickHouse, chdb_url, migrate
 
     url = settings.clickhouse_url or chdb_url(settings.data_dir)
+    if not settings.clickhouse_url:
+        _refuse_while_serving(settings.data_dir)
+    analyst_role = None
+    if settings.clickhouse_url:
+        from shared.analyst_role import analyst_role_sql
+
+        analyst_role = analyst_role_sql(
+            settings.clickhouse_analyst_password, settings.sql_max_execution_s, settings.sql_max_result_rows, settings.sql_max_memory_bytes
+        )
     clickhouse = ClickHouse(url)
-    applied = migrate(clickhouse.client())
+    try:
+        applied = migrate(clickhouse.client(), analyst_role)
+    except Exception as exc:
+        if "Cannot lock file" not in str(exc):
+            raise
+        raise CliError(f"another process holds the chDB data in {settings.data_dir}; stop it first") from None
     print("applied: " + ", ".join(applied) if applied else "schema is up to date")
     clickhouse.close()
     return 0
 
 
+def _refuse_while_serving(data_dir: Path) -> None:
+    """chDB locks its data dir for the one process that opened it: say so in one sentence."""
+    try:
+        with open(data_dir / "serve.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    except FileNotFoundError:
+        return
+    except BlockingIOError:
+        raise CliError(
+            f"`abacus serve` is running on {data_dir} and holds its chDB data; it applies migrations itself when it "
+            "starts, so stop it and run `abacus migrate` again only if you need to (SQL goes through `abacus sql`)"
+        ) from None
+
+
 def run_token(args: argparse.Namespace, settings: Settings) -> int:
     from query_api.auth import AuthConfigError, mint_token
 
+    if settings.jwt_algorithm != "HS256":
+        raise CliError(
+            f"ABACUS_JWT_ALGORITHM is {settings.jwt_algorithm}: tokens come from your identity provider then; "
+            "`abacus token` signs only HS256 tokens with ABACUS_JWT_SECRET"
+        )
     secret = settings.jwt_secret or _read_secret(settings.data_dir)
     if not secret:
         raise CliError("no ABACUS_JWT_SECRET set and no secret in the data dir (start `abacus serve` once)")
     try:
-        print(mint_token(secret, args.sub, args.role, parse_ttl(args.ttl)))
+        ttl = parse_ttl(args.ttl)
+        print(mint_token(secret, args.sub, args.role, ttl, issuer=settings.jwt_issuer, audience=settings.jwt_audience))
     except (AuthConfigError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    return 0
+
+
+def run_sql(args: argparse.Namespace, settings: Settings) -> int:
+    from shared.sql_client import SqlClientError
+    from shared.sql_client import run_sql as send
+
+    try:
+        send(args.url or settings.api_url, args.token or settings.token, args.query, args.format)
+    except SqlClientError as exc:
         raise CliError(str(exc)) from None
     return 0
 
@@ -184,16 +238,37 @@ def _read_secret(data_dir: Path) -> str | None:
         return None
 
 
-def _ensure_secret(data_dir: Path) -> str:
+def _ensure_secret(data_dir: Path) -> tuple[str, bool]:
+    """The secret, and whether it was made just now (the first start on this data dir)."""
     from shared.embedded import private_file
 
     existing = _read_secret(data_dir)
     if existing:
         _secret_path(data_dir).chmod(0o600)  # one written by hand may be readable by others
-        return existing
+        return existing, False
     secret = secrets.token_urlsafe(48)
     private_file(_secret_path(data_dir), secret + "\n")
-    return secret
+    return secret, True
+
+
+def token_hint(data_dir: Path) -> str:
+    """A token command that runs as typed from here: `abacus` when that is what the PATH finds,
+    else the path of the running script (e.g. .venv/bin/abacus) or `python -m shared.cli`."""
+    import shlex
+    import shutil
+
+    script = Path(sys.argv[0])
+    on_path = shutil.which("abacus")
+    if script.name == "abacus" and on_path and Path(on_path).resolve() == script.resolve():
+        command = "abacus"
+    elif script.name == "abacus":
+        relative = os.path.relpath(script.resolve())
+        command = str(script.resolve()) if relative.startswith("..") else relative
+        command = shlex.quote(command if "/" in command else "./" + command)
+    else:
+        command = f"{shlex.quote(sys.executable)} -m shared.cli"
+    directory = "" if data_dir == Path(".abacus") else f" --data-dir {shlex.quote(str(data_dir))}"
+    return f"{command} token{directory} --sub you@example.com --role admin"
 
 
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -223,12 +298,9 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
 
         overrides["clickhouse_url"] = chdb_url(data_dir)
     if not settings.jwt_secret:
-        overrides["jwt_secret"] = _ensure_secret(data_dir)
-        print(
-            f"JWT secret kept in {_secret_path(data_dir)}; mint a token with:\n"
-            f"  abacus token --data-dir {data_dir} --sub you@example.com --role admin",
-            flush=True,
-        )
+        overrides["jwt_secret"], created = _ensure_secret(data_dir)
+        if created:
+            print(f"JWT secret kept in {_secret_path(data_dir)}; mint a token with:\n  {token_hint(data_dir)}", flush=True)
     settings = dataclasses.replace(settings, **overrides)  # type: ignore[arg-type]
     try:
         from granian.constants import Interfaces

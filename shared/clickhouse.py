@@ -93,9 +93,10 @@ def _strip_comments(sql: str) -> str:
     return "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
 
 
-def migrate(client: Client) -> list[str]:
+def migrate(client: Client, analyst_role: list[str] | None = None) -> list[str]:
     """Apply the migrations not yet recorded; every statement is idempotent, so two processes
-    migrating at once, or a crash between a statement and its record, do no harm."""
+    migrating at once, or a crash between a statement and its record, do no harm. On a server,
+    ``analyst_role`` (from shared.analyst_role) is applied after them, on every run."""
     client.command("CREATE DATABASE IF NOT EXISTS abacus")
     client.command(
         "CREATE TABLE IF NOT EXISTS abacus.schema_migrations "
@@ -112,4 +113,8 @@ def migrate(client: Client) -> list[str]:
         client.insert("abacus.schema_migrations", [[version, name]], column_names=["version", "name"])
         log.info("applied ClickHouse migration %s", name)
         done.append(name)
+    if analyst_role:
+        from shared.analyst_role import apply_analyst_role
+
+        apply_analyst_role(client, analyst_role)
     return done

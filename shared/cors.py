@@ -12,6 +12,18 @@ from typing import Any
 ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
 
 
+_VARIED_PATH = "/api/experiments"
+
+
+def _with_vary(send: Any) -> Any:
+    async def send_with_vary(message: dict) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", []), (b"vary", b"origin")]
+        await send(message)
+
+    return send_with_vary
+
+
 class CORS:
     def __init__(self, app: ASGIApp, origins: tuple[str, ...]) -> None:
         self.app = app
@@ -43,15 +55,17 @@ class CORS:
                 origin = value
             elif name == b"access-control-request-method":
                 preflight_method = value
-        if origin is None:
-            await self.app(scope, receive, send)
-            return
-        if scope["method"] == "OPTIONS" and preflight_method is not None:
+        if origin is not None and scope["method"] == "OPTIONS" and preflight_method is not None:
             await self._preflight(origin, send)
             return
         cors_headers = self.response_headers(origin)
         if not cors_headers:
-            await self.app(scope, receive, send)
+            if scope["path"] == _VARIED_PATH and (self._any or self._origins):
+                # The public registry is cached by browsers and CDNs: an answer without CORS
+                # headers must not be served to an allowed origin from cache, nor the reverse.
+                await self.app(scope, receive, _with_vary(send))
+            else:
+                await self.app(scope, receive, send)
             return
 
         async def send_with_cors(message: dict) -> None:

@@ -82,6 +82,18 @@ class Settings:
     """ABACUS_HTTP_BODY_TIMEOUT_MS: a request body must arrive within this long of its header, or the answer is 408 and the connection closed (serve and query-api)."""
     http_keep_alive: bool = True
     """ABACUS_HTTP_KEEP_ALIVE: whether connections stay open for further requests (true/false); idle ones close after ABACUS_HTTP_HEADER_TIMEOUT_MS."""
+    sql_max_execution_s: int = 30
+    """ABACUS_SQL_MAX_EXECUTION_S: longest an analyst's `POST /api/v1/sql` query or an export may run, in seconds; ClickHouse stops it then."""
+    sql_max_result_rows: int = 1000000
+    """ABACUS_SQL_MAX_RESULT_ROWS: most rows a `POST /api/v1/sql` answer may have; a query that would return more is stopped with 422 (exports are not capped)."""
+    sql_max_memory_bytes: int = 2000000000
+    """ABACUS_SQL_MAX_MEMORY_BYTES: most memory one `POST /api/v1/sql` query or export may use in ClickHouse, in bytes."""
+    clickhouse_analyst_password: str | None = None
+    """ABACUS_CLICKHOUSE_ANALYST_PASSWORD: on a ClickHouse server, `abacus migrate` creates the read-only user `abacus_analyst` with this password (the role `abacus_readonly` is created either way)."""
+    api_url: str = "http://127.0.0.1:8000"
+    """ABACUS_API_URL: where `abacus sql` sends its query (the query API or `abacus serve`)."""
+    token: str | None = None
+    """ABACUS_TOKEN: bearer token `abacus sql` sends when no --token is given."""
     log_level: str = "INFO"
     """ABACUS_LOG_LEVEL: Python logging level."""
 

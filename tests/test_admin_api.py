@@ -181,3 +181,61 @@ def test_openapi_and_health(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200, ready.text
+
+
+def test_archived_experiment_is_restored_with_its_definition(client, admin):
+    assert client.post("/api/admin/experiments", json=NEW, headers=admin).status_code == 201
+    url = "/api/admin/experiments/checkout_copy_test"
+    assert client.post(f"{url}/restore", headers=admin).status_code == 409  # not archived
+    assert client.delete(url, headers=admin).status_code == 200
+    assert client.get(url, headers=admin).status_code == 404
+    assert client.post(f"{url}/restore", headers={**admin, "If-Match": '"1"'}).status_code == 412
+    restored = client.post(f"{url}/restore", headers=admin)
+    assert restored.status_code == 200, restored.text
+    assert restored.json()["archived"] is False and restored.json()["version"] == 3
+    assert fields_of(restored.json()) == fields_of(NEW) | {"variants": [{"is_control": False} | v for v in NEW["variants"]]}
+    assert "checkout_copy_test" in [e["experiment_key"] for e in client.get("/api/experiments").json()]
+    history = client.get(f"{url}/history", headers=admin).json()
+    assert [h["action"] for h in history] == ["create", "archive", "restore"]
+    assert client.post("/api/admin/experiments/nope/restore", headers=admin).status_code == 404
+
+
+def test_changing_allocations_of_an_enabled_experiment_needs_force(client, admin):
+    assert client.post("/api/admin/experiments", json=NEW, headers=admin).status_code == 201
+    url = "/api/admin/experiments/checkout_copy_test"
+    moved = fields_of(NEW) | {"variants": [dict(v, allocation=a) for v, a in zip(NEW["variants"], (50, 25, 25))]}
+    refused = client.put(url, json=moved, headers=admin)
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["ok"] is False and refused.json()["field"] == "$.variants"
+    assert "force=true" in refused.json()["error"] and "allocations" in refused.json()["error"]
+    assert client.get(url, headers=admin).json()["version"] == 1
+    forced = client.put(f"{url}?force=true", json=moved, headers=admin)
+    assert forced.status_code == 200 and forced.json()["variants"][0]["allocation"] == 50
+    # Disabled in the same change, or already disabled: nothing is running to disturb.
+    back = fields_of(NEW) | {"enabled": False}
+    assert client.put(url, json=back, headers=admin).status_code == 200
+    assert [h["action"] for h in client.get(f"{url}/history", headers=admin).json()] == ["create", "update", "update"]
+
+
+def test_removing_a_variant_with_events_needs_force(client, admin, clickhouse):
+    from tests.test_results_api import NOW, insert
+
+    disabled = NEW | {"enabled": False}
+    assert client.post("/api/admin/experiments", json=disabled, headers=admin).status_code == 201
+    url = "/api/admin/experiments/checkout_copy_test"
+    without_shorter = fields_of(disabled) | {"variants": [NEW["variants"][0], dict(NEW["variants"][1], allocation=66)]}
+    assert client.put(url, json=without_shorter, headers=admin).status_code == 200  # no data yet: no question
+    restored = fields_of(disabled)
+    assert client.put(url, json=restored, headers=admin).status_code == 200
+    insert(clickhouse, [("checkout_copy_test", "shorter", "s1", "impression", None, NOW)])
+    refused = client.put(url, json=without_shorter, headers=admin)
+    assert refused.status_code == 409 and "shorter" in refused.json()["error"] and "force=true" in refused.json()["error"]
+    assert client.put(f"{url}?force=true", json=without_shorter, headers=admin).status_code == 200
+
+
+def test_public_registry_varies_on_origin_on_every_answer(client):
+    for headers in ({}, {"Origin": "https://site.example"}, {"Origin": "https://elsewhere.example"}):
+        answer = client.get("/api/experiments", headers=headers)
+        assert "origin" in answer.headers.get("vary", "").lower(), (headers, answer.headers)
+        again = client.get("/api/experiments", headers={**headers, "If-None-Match": answer.headers["etag"]})
+        assert again.status_code == 304 and "origin" in again.headers.get("vary", "").lower()

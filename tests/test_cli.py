@@ -97,3 +97,26 @@ def test_readme_documents_every_setting_with_its_default():
         assert shown == (default or "(unset)"), f"{variable}: README says {shown!r}, code says {default!r}"
     documented = set(re.findall(r"^\| `(ABACUS_[A-Z_]+)` \|", readme, re.MULTILINE))
     assert documented == {variable for variable, _, _ in settings_doc()}
+
+
+def test_token_honours_issuer_and_audience():
+    result = abacus(
+        "token", "--sub", "dana", "--role", "admin",
+        ABACUS_JWT_SECRET=TEST_SECRET, ABACUS_JWT_ISSUER="https://id.example", ABACUS_JWT_AUDIENCE="abacus-api",
+    )
+    assert result.returncode == 0, result.stderr
+    claims = jwt.decode(result.stdout.strip(), TEST_SECRET, algorithms=["HS256"], issuer="https://id.example", audience="abacus-api")
+    assert claims["iss"] == "https://id.example" and claims["aud"] == "abacus-api"
+
+
+@pytest.mark.parametrize("algorithm", ["RS256", "ES256"])
+def test_token_refuses_clearly_when_tokens_come_from_an_identity_provider(algorithm):
+    result = abacus("token", "--sub", "dana", "--role", "admin", ABACUS_JWT_SECRET=TEST_SECRET, ABACUS_JWT_ALGORITHM=algorithm)
+    assert result.returncode == 2 and result.stdout == ""
+    assert f"ABACUS_JWT_ALGORITHM is {algorithm}: tokens come from your identity provider" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_sql_without_a_token_says_how_to_get_one():
+    result = abacus("sql", "SELECT 1")
+    assert result.returncode == 2 and "ABACUS_TOKEN" in result.stderr and "Traceback" not in result.stderr

@@ -116,7 +116,7 @@ def test_a_token_whose_date_claim_is_a_numeric_string_is_refused(client, claim):
     claims[claim] = str(claims[claim])
     token = jwt.encode(claims, TEST_SECRET, algorithm="HS256")
     response = client.get("/api/admin/settings", headers={"Authorization": f"Bearer {token}"})
-    assert response.status_code == 401 and "must be numbers" in response.json()["detail"]
+    assert response.status_code == 401 and "must be numbers" in response.json()["error"]
 
 
 def test_head_on_get_routes_answers_like_get_without_a_body(client, settings):

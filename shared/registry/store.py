@@ -46,12 +46,24 @@ class Conflict(RegistryError):
     pass
 
 
+class NotArchived(RegistryError):
+    """A restore of an experiment that is not archived."""
+
+
 class VersionMismatch(RegistryError):
     pass
 
 
 class Busy(RegistryError):
     pass
+
+
+class NeedsConfirmation(RegistryError):
+    """A change with consequences for data already collected; sent again with ``force`` it is made."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class RegistryStore:
@@ -110,12 +122,57 @@ class RegistryStore:
             self._insert_version(new.experiment_key, 1, "create", new.fields(), actor, _now())
             return self._publish().find(new.experiment_key)  # type: ignore[return-value]
 
-    def update(self, key: str, fields: ExperimentFields, actor: str, if_match: int | None) -> Experiment:
+    def update(self, key: str, fields: ExperimentFields, actor: str, if_match: int | None, force: bool = False) -> Experiment:
         validate_fields(fields)
         with self._locked():
             current = self._current(key, if_match)
+            if not force:
+                self._confirm_consequences(current, fields)
             self._insert_version(key, current.version + 1, "update", fields, actor, _now())
             return self._publish().find(key)  # type: ignore[return-value]
+
+    def restore(self, key: str, actor: str, if_match: int | None) -> Experiment:
+        """Bring an archived experiment back, with the definition it was archived with."""
+        with self._locked():
+            current = self._latest(key)
+            if current is None:
+                raise NotFound(key)
+            if not current.archived:
+                raise NotArchived(f"Experiment {key} is not archived")
+            if if_match is not None and if_match != current.version:
+                raise VersionMismatch(f"{key} is at version {current.version}, not {if_match}")
+            fields = ExperimentFields(**{f: getattr(current, f) for f in ExperimentFields.__struct_fields__})
+            self._insert_version(key, current.version + 1, "restore", fields, actor, _now())
+            return self._publish().find(key)  # type: ignore[return-value]
+
+    def _confirm_consequences(self, current: Experiment, fields: ExperimentFields) -> None:
+        kept = {v.variant_key for v in fields.variants}
+        removed = [v.variant_key for v in current.variants if v.variant_key not in kept]
+        with_data = self._variants_with_events(current.experiment_key, removed) if removed else []
+        if with_data:
+            raise NeedsConfirmation(
+                "$.variants",
+                f"Variant {', '.join(with_data)} of {current.experiment_key} has recorded events: removing it drops it from "
+                "the results and the analysis (its events are kept). Send force=true to remove it anyway.",
+            )
+        before = {v.variant_key: v.allocation for v in current.variants}
+        after = {v.variant_key: v.allocation for v in fields.variants}
+        # Disabling it in the same change stops the test, so new allocations then start afresh.
+        if current.enabled and fields.enabled and before != after:
+            raise NeedsConfirmation(
+                "$.variants",
+                f"{current.experiment_key} is enabled: changing its allocations moves visitors between variants mid-test, "
+                "so the sample ratio check and the comparison mix two allocations. Send force=true to change them anyway.",
+            )
+
+    def _variants_with_events(self, key: str, variant_keys: list[str]) -> list[str]:
+        rows = self._clickhouse.client().query(
+            "SELECT DISTINCT variant_key FROM abacus.events WHERE experiment_key = {key:String} "
+            "AND variant_key IN {variants:Array(String)}",
+            parameters={"key": key, "variants": variant_keys},
+        ).result_rows
+        found = {row[0] for row in rows}
+        return [v for v in variant_keys if v in found]
 
     def archive(self, key: str, actor: str, if_match: int | None) -> Experiment:
         with self._locked():
