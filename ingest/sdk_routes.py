@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.datastructures import Cookie
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath
 from msgspec import Meta
 
@@ -33,6 +34,22 @@ PUBLIC_REGISTRY_MAX_AGE_S = 5  # as the query API's GET /api/experiments
 _VISITOR_BODY_LIMIT = 1024
 _FIELD_IN_MESSAGE = re.compile(r" - at `\$\.([^`]*)`$")
 _RETRY_SOON = {"Retry-After": "1"}
+
+
+class SdkError(msgspec.Struct):
+    ok: bool
+    error: str
+    field: str | None
+
+
+_BAD_QUERY = ResponseSpec(SdkError, description="A query parameter is missing or invalid; `field` names it")
+_NOT_LOADED = ResponseSpec(SdkError, description="The registry is not loaded yet; retry after Retry-After")
+_ASSIGNMENT_ERRORS = {400: _BAD_QUERY, 503: _NOT_LOADED}
+_VISITOR_ERRORS = {
+    400: ResponseSpec(SdkError, description="Malformed JSON or an invalid visitor id or domain; `field` names it"),
+    413: ResponseSpec(SdkError, description=f"Body over {_VISITOR_BODY_LIMIT} bytes"),
+    415: ResponseSpec(SdkError, description="Content-Type other than application/json or text/plain"),
+}
 
 
 class SdkFile:
@@ -119,13 +136,13 @@ def sdk_route_handlers(registry: RegistryCache, *, public_registry: bool) -> lis
     def sdk_file(request: Request) -> Response[bytes]:
         return sdk.response(request, SHORT_CACHE)
 
-    @get("/sdk/{name:str}", tags=["sdk"], summary="The browser SDK at its versioned URL (cached for a year)", sync_to_thread=False)
+    @get("/sdk/{name:str}", tags=["sdk"], summary="The browser SDK at its versioned URL (cached for a year)", responses={404: ResponseSpec(None, description="No SDK has that version")}, sync_to_thread=False)
     def sdk_versioned(request: Request, name: FromPath[str]) -> Response[Any]:
         if f"/sdk/{name}" != sdk.versioned_path:
             return Response({"status_code": 404, "detail": "No such SDK version"}, status_code=404)
         return sdk.response(request, IMMUTABLE_CACHE)
 
-    @get("/api/experiments/assignments", tags=["sdk"], summary="Server-side assignment: {experiment_key: variant_key}", sync_to_thread=False)
+    @get("/api/experiments/assignments", tags=["sdk"], summary="Server-side assignment: {experiment_key: variant_key}", responses=_ASSIGNMENT_ERRORS, sync_to_thread=False)
     def server_assignments(request: Request) -> Response[Any]:
         query = {name: request.query_params.get(name) for name in ("visitor_id", "path")}
         missing = [name for name, value in query.items() if value is None]
@@ -142,7 +159,7 @@ def sdk_route_handlers(registry: RegistryCache, *, public_registry: bool) -> lis
         # Depends on the visitor and on a registry that changes: never to be cached.
         return Response(chosen, headers={"Cache-Control": "no-store"})
 
-    @post("/api/experiments/visitor", tags=["sdk"], status_code=204, summary="Sets the visitor cookie from the server (Safari keeps it 400 days)")
+    @post("/api/experiments/visitor", tags=["sdk"], status_code=204, responses=_VISITOR_ERRORS, summary="Sets the visitor cookie from the server (Safari keeps it 400 days)")
     async def visitor_cookie(request: Request) -> Response[None]:  # 204; refusals carry a body
         media_type = (request.headers.get("content-type") or "application/json").split(";", 1)[0].strip().lower()
         if media_type not in ("application/json", "text/plain"):

@@ -34,11 +34,11 @@ async def results_as_csv(
     if start is not None and end is not None and start >= end:
         raise BadQuery("from", "from must be earlier than to")
     level = parse_confidence(confidence)
-    body, source = await in_thread(build_results, service, experiment_key, start, end, level, sequential)
+    body, freshness_headers = await in_thread(build_results, service, experiment_key, start, end, level, sequential)
     return Response(
         results_csv(body),
         media_type="text/csv; charset=utf-8",
-        headers={"X-Abacus-Source": source, "Content-Disposition": 'attachment; filename="results.csv"'},
+        headers={**freshness_headers, "Content-Disposition": 'attachment; filename="results.csv"'},
     )
 
 
