@@ -23,22 +23,26 @@ def free_port() -> int:
 
 
 def start_serve(data_dir: Path, port: int, settings: dict[str, str] | None = None, timeout: float = 60.0) -> subprocess.Popen:
-    """serve in a child process, returned once /readyz answers 200; its output is on stdout."""
+    """serve in a child process, returned once /readyz answers 200; its output is in a file beside
+    the data dir (``serve_output``): a pipe nobody reads fills up and then blocks serve's logging."""
     # The tests' own ABACUS_ variables (an external test Redis, say) are not serve's to see.
     env = {k: v for k, v in os.environ.items() if not k.startswith("ABACUS_")}
     env["ABACUS_BATCH_WAIT_MS"] = "100"
     env.update(settings or {})
-    process = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "serve", "--port", str(port), "--data-dir", str(data_dir)],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    log_path = data_dir.parent / f"serve-{port}.log"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "shared.cli", "serve", "--port", str(port), "--data-dir", str(data_dir)],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    process.log_path = log_path  # type: ignore[attr-defined]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise AssertionError(f"serve exited: {process.stdout.read().decode()}")  # type: ignore[union-attr]
+            raise AssertionError(f"serve exited: {serve_output(process)}")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
                 return process
@@ -47,6 +51,11 @@ def start_serve(data_dir: Path, port: int, settings: dict[str, str] | None = Non
         time.sleep(0.2)
     process.kill()
     raise AssertionError(f"serve did not become ready in {timeout:.0f} s")
+
+
+def serve_output(process: subprocess.Popen) -> str:
+    """Everything the serve started by ``start_serve`` has printed so far."""
+    return process.log_path.read_text(errors="replace")  # type: ignore[attr-defined]
 
 
 def stop_serve(process: subprocess.Popen, timeout: float = 30.0) -> int:

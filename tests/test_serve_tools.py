@@ -10,7 +10,7 @@ import sys
 import jwt
 
 from tests.conftest import REPO
-from tests.live_serve import LiveServe
+from tests.live_serve import LiveServe, serve_output
 
 
 def abacus(*args: str, **env: str) -> subprocess.CompletedProcess:
@@ -36,7 +36,7 @@ def test_hint_works_as_typed_once_migrate_refuses_in_a_sentence_and_sql_goes_thr
         assert refused.returncode == 2 and "403" in refused.stderr and "Read-only" in refused.stderr
     finally:
         assert serve.stop() == 0
-    first_output = serve.process.stdout.read().decode()  # type: ignore[union-attr]
+    first_output = serve_output(serve.process)
     hint = next(line.strip() for line in first_output.splitlines() if " token " in line and "--role admin" in line)
     # The hint is a command line that runs as printed, from where serve was started.
     minted = subprocess.run(hint, shell=True, cwd=REPO, capture_output=True, text=True, timeout=60, env={k: v for k, v in os.environ.items() if not k.startswith("ABACUS_")})
@@ -46,4 +46,4 @@ def test_hint_works_as_typed_once_migrate_refuses_in_a_sentence_and_sql_goes_thr
 
     again = LiveServe(data_dir)
     assert again.stop() == 0
-    assert "mint a token" not in again.process.stdout.read().decode()  # type: ignore[union-attr]
+    assert "mint a token" not in serve_output(again.process)

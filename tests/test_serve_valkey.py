@@ -18,7 +18,7 @@ import redis
 
 from tests.conftest import wait_for
 from tests.helpers import BROWSER_UA, beacon
-from tests.live_serve import free_port, mint_token, start_serve, stop_serve
+from tests.live_serve import free_port, mint_token, serve_output, start_serve, stop_serve
 from tests.test_serve_process import impressions, pid_alive, valkey_pid
 
 pytestmark = pytest.mark.slow
@@ -140,7 +140,7 @@ def test_a_valkey_that_cannot_be_restarted_fails_healthz_and_ends_serve_non_zero
             time.sleep(0.1)
         assert unhealthy is not None, "/healthz said ok while Valkey was gone"
         assert unhealthy.status_code == 503 and "valkey" in unhealthy.json()["problems"]
-        assert serve.wait(40) == 1, serve.stdout.read().decode()[-3000:]
+        assert serve.wait(40) == 1, serve_output(serve)[-3000:]
     finally:
         blocker.close()
         if serve.poll() is None:

@@ -461,13 +461,9 @@ class LosesFirstReadSentAhead:
         connection = sent._connection
         assert connection.can_read(timeout=5), "Valkey answered the read sent ahead"
         connection.disconnect()
-
-        class Lost:
-            def entries(self) -> list:
-                sent._pool.release(connection)
-                raise redis.ConnectionError("connection lost while a read was sent ahead")
-
-        return Lost()
+        # The worker collects the real read, whose connection is now gone: collecting it raises
+        # as a reset connection does (and a second collection would be a bug of the worker's).
+        return sent
 
 
 def test_entries_of_a_read_sent_ahead_and_lost_are_recovered_once(settings, redis_client, merges_stopped, workers, caplog):
@@ -478,7 +474,7 @@ def test_entries_of_a_read_sent_ahead_and_lost_are_recovered_once(settings, redi
         worker.run(burst=True)
 
     assert worker.consumer.request_new.lost == 1, "the failure was staged"
-    assert "connection lost while a read was sent ahead" in caplog.text
+    assert "Connection closed by server" in caplog.text or "Error while reading" in caplog.text, caplog.text
     # The 1,000 entries delivered before the failure were pending, recovered and stored once.
     assert raw_count(merges_stopped) == 1_200
     assert count_events(merges_stopped) == 1_200

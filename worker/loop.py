@@ -178,7 +178,9 @@ class Worker:
             while decoded.size < self.batch_size and not self.stopping.is_set():
                 got = []
                 if ahead is not None:
-                    got, ahead = ahead.entries(), None
+                    # Cleared before collecting: a read that fails must not be collected again below.
+                    sent, ahead = ahead, None
+                    got = sent.entries()
                 if not got:
                     if not block:
                         # A burst drains what is queued and stops: once a read comes back empty there is
@@ -204,7 +206,8 @@ class Worker:
                     # The first entry starts the clock: at low load a beacon waits at most one batch_wait.
                     deadline = time.monotonic() + self.batch_wait_ms / 1000
             if ahead is not None:  # the batch filled up (or a stop came) sooner than expected
-                got, ahead = ahead.entries(), None
+                sent, ahead = ahead, None
+                got = sent.entries()
                 entries.extend(got)
                 decode_entries(got, into=decoded)
         finally:
