@@ -173,3 +173,34 @@ def test_srm_within_the_current_phase_makes_the_status_unreliable(client, analys
     assert response.headers["x-abacus-source"] == client.source  # one phase: all time, from the rollup when it runs
     assert len(body["phases"]) == 1 and body["phases"][0]["srm"]["flagged"] is True
     assert body["analysis"]["variants"][1]["status_code"] == "unreliable_srm"
+
+
+@pytest.mark.parametrize(
+    ("fields", "source", "planned"),
+    [({"planned_sessions": 40_000}, "planned_sessions", 40_000.0), ({}, "default", 5_000.0)],
+)
+def test_sequential_uses_the_definitions_planned_sessions(client, analyst, clean_clickhouse, fields, source, planned):
+    assert client.post("/api/admin/experiments", json={**DEFINITION, **fields}, headers=client.admin).status_code == 201
+    at = datetime.fromisoformat(client.get(f"/api/admin/experiments/{KEY}/history", headers=client.admin).json()[0]["changed_at"])
+    insert(clean_clickhouse, sessions_rows(1, PHASE_1, at + timedelta(seconds=1)))
+    if client.source == "rollup":
+        rebuild_rollup(client, client.admin)
+    analysis = client.get(f"/api/v1/experiments/results?experiment_key={KEY}&sequential=true", headers=analyst).json()[0]["analysis"]
+    tuning = analysis["sequential_tuning"]
+    assert tuning["source"] == source and tuning["planned_sessions_per_comparison"] == {"treat": planned}
+    assert analysis["sequential_planned_sessions"] == planned
+
+
+def test_sequential_derives_the_planned_size_from_the_target_mde(client, analyst, clean_clickhouse):
+    from statsmodels.stats.power import NormalIndPower
+    from statsmodels.stats.proportion import proportion_effectsize
+
+    assert client.post("/api/admin/experiments", json={**DEFINITION, "target_mde": 0.2}, headers=client.admin).status_code == 201
+    at = datetime.fromisoformat(client.get(f"/api/admin/experiments/{KEY}/history", headers=client.admin).json()[0]["changed_at"])
+    insert(clean_clickhouse, sessions_rows(1, PHASE_1, at + timedelta(seconds=1)))
+    if client.source == "rollup":
+        rebuild_rollup(client, client.admin)
+    tuning = client.get(f"/api/v1/experiments/results?experiment_key={KEY}&sequential=true", headers=analyst).json()[0]["analysis"]["sequential_tuning"]
+    assert tuning["source"] == "target_mde" and tuning["target_mde"] == 0.2
+    per_variant = NormalIndPower().solve_power(proportion_effectsize(0.12, 0.10), alpha=0.05, power=0.8, ratio=1.0)
+    assert tuning["planned_sessions_per_comparison"]["treat"] == pytest.approx(2 * per_variant, rel=0.02)
