@@ -45,7 +45,9 @@ def phase_inputs(
         else:
             rollup = totals.get(variant.variant_key, VariantRollup())
             conversions = ProportionStats(n=rollup.clean_exposed, converted=rollup.clean_converted)
-            value = SampleMeanStats(n=rollup.clean_exposed, sum=rollup.clean_value_sum, sum_squares=rollup.clean_value_sum_squares)
+            value = SampleMeanStats(
+                n=rollup.clean_exposed, sum=rollup.clean_value_sum, sum_squares=rollup.clean_value_sum_squares
+            )
         inputs.append(VariantInput(variant.variant_key, variant.is_control, allocation, conversions, value))
     return inputs
 
@@ -89,7 +91,9 @@ def analyse(
             name: {key: [_metric_stats(plan, name, (m or {}).get(key)) for m in (metrics_by_phase or [])] for key in keys}
             for name in plan.names
         }
-        worst = min(summary, key=lambda p: (not p["srm"]["flagged"], p["srm"]["p_value"] if p["srm"]["p_value"] is not None else 2.0))
+        worst = min(
+            summary, key=lambda p: (not p["srm"]["flagged"], p["srm"]["p_value"] if p["srm"]["p_value"] is not None else 2.0)
+        )
         srm = {**worst["srm"], "phase": worst["phase"]}
         if srm["flagged"]:
             srm["message"] = f"Phase {worst['phase']}: {srm['message']}"
@@ -134,7 +138,9 @@ def _pooled_input(experiment: Experiment, parts: list[VariantInput]) -> VariantI
         first,
         allocation=allocation,
         conversions=ProportionStats(sum(p.conversions.n for p in parts), sum(p.conversions.converted for p in parts)),
-        value=SampleMeanStats(sum(p.value.n for p in parts), sum(p.value.sum for p in parts), sum(p.value.sum_squares for p in parts)),
+        value=SampleMeanStats(
+            sum(p.value.n for p in parts), sum(p.value.sum for p in parts), sum(p.value.sum_squares for p in parts)
+        ),
     )
 
 

@@ -51,7 +51,9 @@ class MetricPlan:
         return bool(self.names) or self.cap_fraction is not None
 
 
-def metric_plan(experiment: Experiment, requested: tuple[str, ...], everything: bool, custom_events: tuple[str, ...] = ()) -> MetricPlan:
+def metric_plan(
+    experiment: Experiment, requested: tuple[str, ...], everything: bool, custom_events: tuple[str, ...] = ()
+) -> MetricPlan:
     """The definition's primary and guardrail metrics plus those requested (`metrics=`), minus the
     two every analysis has; `everything` adds a binomial metric per event type and the default ratio."""
     wanted = [experiment.primary_metric, *experiment.guardrail_metrics, *requested]

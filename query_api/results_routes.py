@@ -8,7 +8,6 @@ from datetime import datetime, timezone
 from typing import Annotated, Any, Literal, NamedTuple
 
 import msgspec
-
 from litestar import Request, Response, get
 from litestar.exceptions import NotFoundException
 from litestar.params import FromQuery, QueryParameter

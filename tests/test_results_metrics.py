@@ -5,6 +5,7 @@ Every expected number is recomputed here from the generated sessions (numpy / sc
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from datetime import datetime, timedelta, timezone
 
@@ -13,8 +14,8 @@ import pytest
 from scipy import stats as sps
 from statsmodels.stats.proportion import proportions_ztest
 
+from tests.helpers import auth, rebuild_rollup, serve_client
 from tests.test_results_api import insert
-from tests.test_results_phases import analyst, client  # noqa: F401 (fixtures)
 
 KEY = "metric_mix_test"
 VARIANTS = [
@@ -22,6 +23,19 @@ VARIANTS = [
     {"variant_key": "treat", "label": "Treat", "allocation": 50},
 ]
 START = datetime(2026, 3, 2, tzinfo=timezone.utc)
+
+
+@pytest.fixture(params=["events", "rollup"])
+def client(settings, request):
+    with serve_client(dataclasses.replace(settings, rollup=request.param == "rollup")) as test_client:
+        test_client.source = request.param  # type: ignore[attr-defined]
+        test_client.admin = auth(settings, "admin")  # type: ignore[attr-defined]
+        yield test_client
+
+
+@pytest.fixture()
+def analyst(settings):
+    return auth(settings, "analyst", "ana")
 
 
 def generate(seed: int, submit_rate: dict, value_scale: dict, sessions: int = 1500):
@@ -131,8 +145,6 @@ def test_a_guardrail_regression_sets_the_status(client, analyst, clean_clickhous
     rows, data = generate(5, {"control": 0.3, "treat": 0.3}, {"control": 40.0, "treat": 8.0}, sessions=2000)
     insert(clean_clickhouse, rows)
     if client.source == "rollup":
-        from tests.helpers import rebuild_rollup
-
         rebuild_rollup(client, client.admin)
     response = results(client, analyst)
     assert response.headers["x-abacus-source"] == client.source

@@ -121,7 +121,9 @@ def test_default_analysis_is_the_current_phase_and_phase_selects_another(client,
     first = get(client, analyst, "&phase=1")
     assert first["analysis_phase"] == 1
     assert {v["variant_key"]: (v["sessions"], v["allocation"]) for v in first["analysis"]["variants"]} == {
-        "control": (2000, 50), "treat": (2000, 50)}
+        "control": (2000, 50),
+        "treat": (2000, 50),
+    }
     # Pooling the phases, as before, would call this no-effect experiment a significant loss.
     pooled_p = proportions_ztest([400, 250], [6000, 3000])[1]
     assert pooled_p < 0.01
@@ -153,9 +155,14 @@ def test_all_phases_is_the_stratified_comparison(client, analyst, clean_clickhou
 
 def test_bad_phase_parameters_are_400(client, analyst, clean_clickhouse):
     two_phases(client, clean_clickhouse)
-    for query, field in (("&phase=3", "phase"), ("&phase=0", "phase"), ("&phase=two", "phase"),
-                         ("&phase=all&sequential=true", "phase"), ("&metrics=Bad", "metrics"),
-                         ("&metrics=impression", "metrics")):
+    for query, field in (
+        ("&phase=3", "phase"),
+        ("&phase=0", "phase"),
+        ("&phase=two", "phase"),
+        ("&phase=all&sequential=true", "phase"),
+        ("&metrics=Bad", "metrics"),
+        ("&metrics=impression", "metrics"),
+    ):
         response = client.get(f"/api/v1/experiments/results?experiment_key={KEY}{query}", headers=analyst)
         assert response.status_code == 400, (query, response.text)
         assert response.json()["field"] == field
@@ -185,7 +192,9 @@ def test_sequential_uses_the_definitions_planned_sessions(client, analyst, clean
     insert(clean_clickhouse, sessions_rows(1, PHASE_1, at + timedelta(seconds=1)))
     if client.source == "rollup":
         rebuild_rollup(client, client.admin)
-    analysis = client.get(f"/api/v1/experiments/results?experiment_key={KEY}&sequential=true", headers=analyst).json()[0]["analysis"]
+    analysis = client.get(f"/api/v1/experiments/results?experiment_key={KEY}&sequential=true", headers=analyst).json()[0][
+        "analysis"
+    ]
     tuning = analysis["sequential_tuning"]
     assert tuning["source"] == source and tuning["planned_sessions_per_comparison"] == {"treat": planned}
     assert analysis["sequential_planned_sessions"] == planned
@@ -200,7 +209,9 @@ def test_sequential_derives_the_planned_size_from_the_target_mde(client, analyst
     insert(clean_clickhouse, sessions_rows(1, PHASE_1, at + timedelta(seconds=1)))
     if client.source == "rollup":
         rebuild_rollup(client, client.admin)
-    tuning = client.get(f"/api/v1/experiments/results?experiment_key={KEY}&sequential=true", headers=analyst).json()[0]["analysis"]["sequential_tuning"]
+    tuning = client.get(f"/api/v1/experiments/results?experiment_key={KEY}&sequential=true", headers=analyst).json()[0][
+        "analysis"
+    ]["sequential_tuning"]
     assert tuning["source"] == "target_mde" and tuning["target_mde"] == 0.2
     per_variant = NormalIndPower().solve_power(proportion_effectsize(0.12, 0.10), alpha=0.05, power=0.8, ratio=1.0)
     assert tuning["planned_sessions_per_comparison"]["treat"] == pytest.approx(2 * per_variant, rel=0.02)

@@ -22,11 +22,11 @@ from typing import Any, Mapping, Sequence
 
 from .bayesian import BayesianResult, beta_binomial_comparison
 from .distributions import normal_ppf
-from .frequentist import Estimate, LiftTest, holm_adjust, two_proportion_z_test, welch_t_test, wilson_interval
+from .frequentist import Estimate, LiftTest, holm_adjust, wilson_interval
+from .metric_tests import MetricInputs, block_of, compare_metric, metric_label, metric_value
 from .models import ProportionStats, VariantInput, validate_confidence
 from .planning import DEFAULT_POWER, comparison_alpha, minimum_detectable_effect, sessions_per_variant
-from .sequential import DEFAULT_PLANNED_SESSIONS, mixture_rho, sequential_half_width, sequential_test
-from .metric_tests import MetricInputs, block_of, compare_metric, metric_label, metric_value
+from .sequential import DEFAULT_PLANNED_SESSIONS, mixture_rho, sequential_half_width
 from .srm import sample_ratio_mismatch
 from .statuses import MIN_CONVERSIONS, MIN_SESSIONS, STATUS_LABELS, StatusCode, verdict
 
