@@ -207,19 +207,6 @@ def timings(client_http, headers, service, ch, rows, generated_s, waited_s, stil
     out["results_metrics"], out["results_metrics_p95"] = line(
         f"GET /results?experiment_key={one}&metrics=all (events)", timed(http_get(client_http, path, headers), calls, warmup)
     )
-    # Last, and at the largest size only, as it changes the registry for good: an allocation change
-    # makes two phases, grouped from the events.
-    if args.split_phases:
-        split_allocations(client_http, headers, one)
-    for key, label, query in (
-        ("results_phases", f"GET /results?experiment_key={one}, two phases (current; events)", ""),
-        ("results_phases_all", f"GET /results?experiment_key={one}&phase=all (stratified; events)", "&phase=all"),
-    ) if args.split_phases else ():
-        path = f"{api}?experiment_key={one}{query}"
-        answer = client_http.get(path, headers=headers)
-        if answer.headers["x-abacus-source"] != "events" or len(answer.json()[0]["phases"]) != 2:
-            raise RuntimeError(f"{path}: expected two phases from the events")
-        out[key], out[key + "_p95"] = line(label, timed(http_get(client_http, path, headers), calls, warmup))
     print(" baseline:")
     out["baseline"], out["baseline_p95"] = line("SELECT count() FROM abacus.events", timed(sql(ch, "SELECT count() FROM abacus.events"), calls, warmup))
 
@@ -245,6 +232,19 @@ def timings(client_http, headers, service, ch, rows, generated_s, waited_s, stil
     if args.explain:
         print(" EXPLAIN indexes = 1 (results SQL, long lines cut):")
         print(explain(ch, full, params))
+    # Last, and at the largest size only, as it changes the registry for good: an allocation change
+    # makes two phases, grouped from the events.
+    if args.split_phases:
+        split_allocations(client_http, headers, one)
+    for key, label, query in (
+        ("results_phases", f"GET /results?experiment_key={one}, two phases (current; events)", ""),
+        ("results_phases_all", f"GET /results?experiment_key={one}&phase=all (stratified; events)", "&phase=all"),
+    ) if args.split_phases else ():
+        path = f"{api}?experiment_key={one}{query}"
+        answer = client_http.get(path, headers=headers)
+        if answer.headers["x-abacus-source"] != "events" or len(answer.json()[0]["phases"]) != 2:
+            raise RuntimeError(f"{path}: expected two phases from the events")
+        out[key], out[key + "_p95"] = line(label, timed(http_get(client_http, path, headers), calls, warmup))
     return out
 
 

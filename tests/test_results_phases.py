@@ -215,3 +215,15 @@ def test_sequential_derives_the_planned_size_from_the_target_mde(client, analyst
     assert tuning["source"] == "target_mde" and tuning["target_mde"] == 0.2
     per_variant = NormalIndPower().solve_power(proportion_effectsize(0.12, 0.10), alpha=0.05, power=0.8, ratio=1.0)
     assert tuning["planned_sessions_per_comparison"]["treat"] == pytest.approx(2 * per_variant, rel=0.02)
+
+
+def test_a_window_applies_within_the_phases(client, analyst, clean_clickhouse):
+    history = two_phases(client, clean_clickhouse)
+    since = (datetime.fromisoformat(history[1]["changed_at"]) - timedelta(days=1)).isoformat().replace("+00:00", "Z")
+    response = client.get(f"/api/v1/experiments/results?experiment_key={KEY}&from={since}", headers=analyst)
+    assert response.status_code == 200, response.text
+    body = response.json()[0]
+    # Phase 1's sessions were first exposed two days before the change: outside the window.
+    assert [p["sessions"] for p in body["phases"]] == [{"control": 0, "treat": 0}, {k: n for k, (n, _) in PHASE_2.items()}]
+    assert {v["variant_key"]: v["unique_sessions"] for v in body["variants"]} == {k: n for k, (n, _) in PHASE_2.items()}
+    assert body["analysis_phase"] == 2
