@@ -171,7 +171,7 @@ _TIMED_TABLES = ("events", "rollup_events", "rollup_day_totals")
 
 
 def timings(client_http, headers, service, ch, rows, generated_s, waited_s, still_running, args, rebuild_s) -> dict[str, float]:  # type: ignore[no-untyped-def]
-    from query_api.results_routes import build_results
+    from query_api.results_routes import ResultsQuery, build_results
     from shared.rollup.results_sql import EVENTS_SOURCE, variant_totals_sql
 
     parts, on_disk = ch.query(
@@ -202,6 +202,11 @@ def timings(client_http, headers, service, ch, rows, generated_s, waited_s, stil
         if got != source:
             raise RuntimeError(f"{path}: expected the {source}, the answer came from the {got}")
         out[key], out[key + "_p95"] = line(label, timed(http_get(client_http, path, headers), calls, warmup))
+    # Metrics beyond the rollup's (a binomial metric per event type, the ratio): from the events.
+    path = f"{api}?experiment_key={one}&metrics=all"
+    out["results_metrics"], out["results_metrics_p95"] = line(
+        f"GET /results?experiment_key={one}&metrics=all (events)", timed(http_get(client_http, path, headers), calls, warmup)
+    )
     print(" baseline:")
     out["baseline"], out["baseline_p95"] = line("SELECT count() FROM abacus.events", timed(sql(ch, "SELECT count() FROM abacus.events"), calls, warmup))
 
@@ -215,7 +220,7 @@ def timings(client_http, headers, service, ch, rows, generated_s, waited_s, stil
     )
     print(f" split ({split_calls} calls each):")
     out["build"], _ = line(
-        "build_results() without HTTP (rollup + analysis)", timed(lambda: build_results(service, None, None, None, 0.95, False), split_calls, 1)
+        "build_results() without HTTP (rollup + analysis)", timed(lambda: build_results(service, ResultsQuery(None, None, None, 0.95, False, None)), split_calls, 1)
     )
     for key, label, text in (
         ("sql", "results SQL over the events alone", full),
@@ -227,7 +232,32 @@ def timings(client_http, headers, service, ch, rows, generated_s, waited_s, stil
     if args.explain:
         print(" EXPLAIN indexes = 1 (results SQL, long lines cut):")
         print(explain(ch, full, params))
+    # Last, and at the largest size only, as it changes the registry for good: an allocation change
+    # makes two phases, grouped from the events.
+    if args.split_phases:
+        split_allocations(client_http, headers, one)
+    for key, label, query in (
+        ("results_phases", f"GET /results?experiment_key={one}, two phases (current; events)", ""),
+        ("results_phases_all", f"GET /results?experiment_key={one}&phase=all (stratified; events)", "&phase=all"),
+    ) if args.split_phases else ():
+        path = f"{api}?experiment_key={one}{query}"
+        answer = client_http.get(path, headers=headers)
+        if answer.headers["x-abacus-source"] != "events" or len(answer.json()[0]["phases"]) != 2:
+            raise RuntimeError(f"{path}: expected two phases from the events")
+        out[key], out[key + "_p95"] = line(label, timed(http_get(client_http, path, headers), calls, warmup))
     return out
+
+
+def split_allocations(client_http, headers, key: str) -> None:  # type: ignore[no-untyped-def]
+    """Change the experiment's allocations (forced, as it is enabled): a second phase starts now."""
+    current = client_http.get(f"/api/admin/experiments/{key}", headers=headers).json()
+    fields = {f: current[f] for f in ("name", "description", "cookie_name", "enabled", "eligible_routes", "variants")}
+    shares = [50] + [50 // (len(fields["variants"]) - 1)] * (len(fields["variants"]) - 1)
+    shares[-1] += 100 - sum(shares)
+    fields["variants"] = [{**v, "allocation": share} for v, share in zip(fields["variants"], shares)]
+    answer = client_http.put(f"/api/admin/experiments/{key}?force=true", json=fields, headers=headers)
+    if answer.status_code != 200:
+        raise RuntimeError(f"allocation change refused: {answer.status_code} {answer.text}")
 
 
 def main() -> None:
@@ -277,6 +307,7 @@ def main() -> None:
                 litestar_app = litestar_app.app
             service = litestar_app.state.query_service  # the app's own ClickHouse and registry
             for rows in sizes:
+                args.split_phases = rows == sizes[-1]
                 results[rows] = measure_size(client, headers, service, rows, args)
     finally:
         valkey.stop()
@@ -288,7 +319,9 @@ def main() -> None:
             f"{rows:>12,} events: results p50 {r['results']:.1f} ms from the rollup (rebuild {r['rebuild_s']:.1f} s); "
             f"7 whole days {r['results_week']:.1f} ms from the rollup; one hour {r['results_window']:.1f} ms from the events "
             f"(SQL alone over all events {r['sql']:.1f} ms); daily time series {r['timeseries']:.1f} ms; "
-            f"baseline p50 {r['baseline']:.2f} ms"
+            f"metrics=all {r['results_metrics']:.1f} ms from the events; "
+            + (f"two phases {r['results_phases']:.1f} ms (phase=all {r['results_phases_all']:.1f} ms) from the events; " if "results_phases" in r else "")
+            + f"baseline p50 {r['baseline']:.2f} ms"
         )
     largest = sizes[-1]
     r = results[largest]

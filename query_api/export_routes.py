@@ -11,7 +11,7 @@ from litestar.response import Stream
 from query_api.auth import requires_analyst
 from query_api.errors import BadQuery, SqlRefused
 from query_api.results_csv import results_csv
-from query_api.results_routes import build_results, experiments_for, parse_confidence, parse_instant
+from query_api.results_routes import build_results, experiments_for, parse_instant, results_query
 from query_api.service import QueryService, in_thread
 from query_api.sql_exec import FORMATS, STREAM_SETTINGS, QueryFailed, stream_query
 from shared.settings import Settings
@@ -27,14 +27,12 @@ async def results_as_csv(
     to: FromQuery[str | None] = None,
     confidence: FromQuery[float] = 0.95,
     sequential: FromQuery[bool] = False,
+    phase: FromQuery[str | None] = None,
 ) -> Response[str]:
     """The same parameters and numbers as ``/api/v1/experiments/results``, one row per variant."""
     service: QueryService = request.app.state.query_service
-    start, end = parse_instant("from", from_), parse_instant("to", to)
-    if start is not None and end is not None and start >= end:
-        raise BadQuery("from", "from must be earlier than to")
-    level = parse_confidence(confidence)
-    body, freshness_headers = await in_thread(build_results, service, experiment_key, start, end, level, sequential)
+    query = results_query(experiment_key, from_, to, confidence, sequential, phase, None)
+    body, freshness_headers = await in_thread(build_results, service, query)
     return Response(
         results_csv(body),
         media_type="text/csv; charset=utf-8",

@@ -38,6 +38,8 @@ ANALYSIS_COLUMNS = [
     "status",
     "srm_p_value",
     "srm_flagged",
+    "status_code",
+    "analysis_phase",
 ]
 COLUMNS = EXPERIMENT_COLUMNS + COUNT_COLUMNS + ANALYSIS_COLUMNS
 
@@ -53,12 +55,12 @@ def results_csv(results: Iterable[object]) -> str:
         for variant in experiment.get("variants") or []:
             analysed = by_variant.get(variant.get("variant_key"), {})
             row = [experiment.get(c) for c in EXPERIMENT_COLUMNS] + [variant.get(c) for c in COUNT_COLUMNS]
-            row += _analysis_cells(analysed, srm)
+            row += _analysis_cells(analysed, srm, experiment.get("analysis_phase"))
             writer.writerow(["" if cell is None else _cell(cell) for cell in row])
     return buffer.getvalue()
 
 
-def _analysis_cells(variant: dict, srm: dict) -> list[object]:
+def _analysis_cells(variant: dict, srm: dict, analysis_phase: object) -> list[object]:
     interval = variant.get("conversion_rate_interval") or {}
     rate = ((variant.get("comparison") or {}).get("conversion_rate")) or {}
     absolute = rate.get("absolute_lift") or {}
@@ -80,6 +82,8 @@ def _analysis_cells(variant: dict, srm: dict) -> list[object]:
         variant.get("status"),
         srm.get("p_value"),
         srm.get("flagged"),
+        variant.get("status_code"),
+        analysis_phase,
     ]
 
 

@@ -70,8 +70,21 @@ _COHORT_SESSIONS = (
 
 def fetch_rollups(client: Client, keys: list[str], start: dt.datetime | None, end: dt.datetime | None) -> Totals:
     """Totals computed from abacus.events: all time, or the sessions first exposed in a window."""
+    return {(e, v): totals for (e, v, _), totals in fetch_cohort_totals(client, keys, start, end).items()}
+
+
+def fetch_cohort_totals(
+    client: Client,
+    keys: list[str],
+    start: dt.datetime | None,
+    end: dt.datetime | None,
+    cohort: str = "0",
+    cohort_parameters: dict[str, object] | None = None,
+) -> dict[tuple[str, str, object], VariantRollup]:
+    """As ``fetch_rollups``, per (experiment, variant, cohort): ``cohort`` is an SQL expression over
+    ``s_first_impression`` (a phase number, say) whose parameters come in ``cohort_parameters``."""
     conditions = []
-    parameters: dict[str, object] = {"keys": keys}
+    parameters: dict[str, object] = {"keys": keys, **(cohort_parameters or {})}
     if start is not None:
         conditions.append("s_first_impression >= {start:DateTime64(3, 'UTC')}")
         parameters["start"] = start
@@ -83,8 +96,9 @@ def fetch_rollups(client: Client, keys: list[str], start: dt.datetime | None, en
         first_in_window = " AND ".join(c.replace("s_first_impression", "min(received_at)") for c in conditions)
         before_end = "AND received_at < {end:DateTime64(3, 'UTC')}" if end is not None else ""
         source += _COHORT_SESSIONS.replace("{before_end}", before_end).replace("{first_in_window}", first_in_window)
-    sql = variant_totals_sql(source, cohort_filter=" AND ".join(conditions) or "1")
-    return _by_variant([(e, v, *numbers) for e, v, _cohort, *numbers in client.query(sql, parameters=parameters).result_rows])
+    sql = variant_totals_sql(source, cohort=cohort, cohort_filter=" AND ".join(conditions) or "1")
+    rows = client.query(sql, parameters=parameters).result_rows
+    return {(e, v, c): VariantRollup(*numbers) for e, v, c, *numbers in rows}
 
 
 def fetch_rollup_days(client: Client, key: str) -> dict[str, list[tuple[dt.datetime, int, int]]]:

@@ -3,23 +3,28 @@ answered as typed structs (so the OpenAPI schema is the real one)."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import msgspec
-
 from litestar import Request, Response, get
 from litestar.exceptions import NotFoundException
 from litestar.params import FromQuery, QueryParameter
 
 from query_api.auth import requires_analyst
 from query_api.errors import BadQuery
+from query_api.results_analysis import ALL_PHASES, add_totals, analyse
+from query_api.results_phases import custom_event_types, fetch_phase_metrics, fetch_phase_totals, metric_plan
 from query_api.results_query import fetch_event_buckets, fetch_rollup_days, fetch_rollup_totals, fetch_rollups, whole_days
 from query_api.service import QueryService, in_thread
-from shared.registry.models import Experiment
+from shared.registry.models import DefinitionError, Experiment, MetricName, metric_problem
 from shared.rollup.protocol import Freshness
 from shared.rollup.totals import VariantRollup
-from shared.stats import ProportionStats, SampleMeanStats, VariantInput, analyze_experiment, rate_interval, validate_confidence
+from shared.stats import rate_interval, validate_confidence
+from shared.stats.phases import split_phases
+
+METRIC_NAME = re.compile(MetricName.__metadata__[0].pattern)
 
 
 def parse_instant(field: str, raw: str | None) -> datetime | None:
@@ -56,6 +61,36 @@ class VariantCounts(msgspec.Struct):
     conversion_value_total: float
 
 
+class PhaseSrm(msgspec.Struct):
+    """The phase's sample-ratio check against its own allocations (see `analysis.srm` for the keys)."""
+
+    p_value: float | None
+    flagged: bool
+    message: str | None = None
+    chi_square: float | None = None
+    df: int | None = None
+    threshold: float | None = None
+    min_sessions: int | None = None
+    observed: dict[str, int] | None = None
+    expected: dict[str, float] | None = None
+    excluded_variants: list[str] | None = None
+
+
+class PhaseSummary(msgspec.Struct):
+    """One phase: a span of the definition history with the same allocations."""
+
+    phase: int
+    """1-based; the last one is the current phase."""
+    start: str
+    """When the definition got these allocations (sessions first exposed earlier count in phase 1)."""
+    end: str | None
+    """When the next phase started (None: the current phase)."""
+    allocations: dict[str, int]
+    sessions: dict[str, int]
+    """Exposed sessions first exposed in this phase that saw only that variant."""
+    srm: PhaseSrm
+
+
 class ExperimentResults(msgspec.Struct):
     experiment_key: str
     name: str
@@ -68,6 +103,10 @@ class ExperimentResults(msgspec.Struct):
     """The window's end (exclusive)."""
     variants: list[VariantCounts]
     analysis: dict[str, Any]
+    phases: list[PhaseSummary] = []
+    """Every phase of the definition history, with its allocations and its own SRM check."""
+    analysis_phase: int | Literal["all"] = 1
+    """The phase `analysis` covers (the current one unless `phase=` says otherwise), or "all"."""
 
 
 class TimePoint(msgspec.Struct):
@@ -107,16 +146,6 @@ def variant_body(variant_key: str, rollup: VariantRollup) -> VariantCounts:
     )
 
 
-def variant_input(variant, rollup: VariantRollup) -> VariantInput:  # type: ignore[no-untyped-def]
-    return VariantInput(
-        variant_key=variant.variant_key,
-        is_control=variant.is_control,
-        allocation=variant.allocation,
-        conversions=ProportionStats(n=rollup.clean_exposed, converted=rollup.clean_converted),
-        value=SampleMeanStats(n=rollup.clean_exposed, sum=rollup.clean_value_sum, sum_squares=rollup.clean_value_sum_squares),
-    )
-
-
 def experiments_for(service: QueryService, key: str | None) -> list[Experiment]:
     snapshot = service.store.snapshot()
     if key is None:
@@ -147,60 +176,139 @@ async def experiment_results(
     to: FromQuery[str | None] = None,
     confidence: FromQuery[float] = 0.95,
     sequential: FromQuery[bool] = False,
+    phase: FromQuery[str | None] = None,
+    metrics: FromQuery[str | None] = None,
 ) -> Response[list[ExperimentResults]]:
     """Per-variant counts and their analysis. A ``from``/``to`` window selects the sessions first
-    exposed in it (their events count whenever they arrived). ``X-Abacus-Source`` says whether the
-    totals came from the rollup (all time, or whole UTC days) or from the events;
+    exposed in it (their events count whenever they arrived). ``phases`` lists every allocation
+    phase of the definition history with its own SRM check; ``analysis`` covers the current phase,
+    or ``phase=N`` (1-based), or ``phase=all`` (stratified by phase; not with ``sequential``).
+    ``metrics=all`` (or a comma-separated list of metric names) adds metrics to those the
+    definition names. ``X-Abacus-Source`` says whether the totals came from the rollup (all time,
+    or whole UTC days, for an experiment with one phase) or from the events;
     ``X-Abacus-Unfolded-Events`` and ``X-Abacus-Behind-Ms`` what the rollup had not folded yet."""
     service: QueryService = request.app.state.query_service
+    query = results_query(experiment_key, from_, to, confidence, sequential, phase, metrics)
+    body, headers = await in_thread(build_results, service, query)
+    return Response(body, headers=headers)
+
+
+def results_query(
+    experiment_key: str | None,
+    from_: str | None,
+    to: str | None,
+    confidence: float,
+    sequential: bool,
+    phase: str | None,
+    metrics: str | None,
+) -> ResultsQuery:
+    """The results parameters checked (a 400 naming the first bad one)."""
     start, end = parse_instant("from", from_), parse_instant("to", to)
     if start is not None and end is not None and start >= end:
         raise BadQuery("from", "from must be earlier than to")
     level = parse_confidence(confidence)
-    body, headers = await in_thread(build_results, service, experiment_key, start, end, level, sequential)
-    return Response(body, headers=headers)
+    selection = parse_phase(phase)
+    if selection == ALL_PHASES and sequential:
+        raise BadQuery("phase", "phase=all is the fixed-horizon stratified analysis; sequential=true needs one phase")
+    requested, everything = parse_metrics(metrics)
+    return ResultsQuery(experiment_key, start, end, level, sequential, selection, requested, everything)
 
 
-def build_results(
-    service: QueryService,
-    experiment_key: str | None,
-    start: datetime | None,
-    end: datetime | None,
-    confidence: float,
-    sequential: bool,
-) -> tuple[list[ExperimentResults], dict[str, str]]:
+def parse_phase(raw: str | None) -> int | str | None:
+    """None (the current phase), a 1-based phase number, or ALL_PHASES."""
+    if raw is None or raw == "current":
+        return None
+    if raw == ALL_PHASES:
+        return ALL_PHASES
+    if raw.isdigit() and 1 <= int(raw) <= 10_000:
+        return int(raw)
+    raise BadQuery("phase", f"phase must be a phase number (1, 2, ...), 'current' or 'all', got {raw!r}")
+
+
+def parse_metrics(raw: str | None) -> tuple[tuple[str, ...], bool]:
+    """(metric names asked for, whether `all` was)."""
+    if raw is None or not raw.strip():
+        return (), False
+    names = [name.strip() for name in raw.split(",") if name.strip()]
+    if len(names) > 20:
+        raise BadQuery("metrics", "At most 20 metrics per request")
+    for name in names:
+        if name == ALL_PHASES:
+            continue
+        if not METRIC_NAME.fullmatch(name):
+            raise BadQuery("metrics", f"{name!r} is not a metric name (an event type, 'a/b' or value_per_session)")
+        try:
+            metric_problem(name, "metrics")
+        except DefinitionError as exc:
+            raise BadQuery("metrics", str(exc).rsplit(" - at ", 1)[0]) from None
+    return tuple(n for n in names if n != ALL_PHASES), ALL_PHASES in names
+
+
+class ResultsQuery(NamedTuple):
+    experiment_key: str | None
+    start: datetime | None
+    end: datetime | None
+    confidence: float
+    sequential: bool
+    phase: int | str | None
+    metrics: tuple[str, ...] = ()
+    all_metrics: bool = False
+
+
+def build_results(service: QueryService, query: ResultsQuery) -> tuple[list[ExperimentResults], dict[str, str]]:
     """The body, and headers saying where its totals came from (``rollup`` or ``events``)."""
-    experiments = experiments_for(service, experiment_key)
-    keys = [e.experiment_key for e in experiments]
-    freshness = service.rollup_freshness(keys) if whole_days(start, end) else None
-    if freshness is not None and freshness.current:
-        source, rollups = "rollup", fetch_rollup_totals(service.clickhouse.client(), keys, start, end)
+    experiments = experiments_for(service, query.experiment_key)
+    start, end = query.start, query.end
+    phases = {e.experiment_key: split_phases(service.store.history(e.experiment_key)) for e in experiments}
+    for experiment in experiments:
+        count = len(phases[experiment.experiment_key])
+        if isinstance(query.phase, int) and query.phase > count:
+            raise BadQuery("phase", f"{experiment.experiment_key} has {count} phase(s), so there is no phase {query.phase}")
+    client = service.clickhouse.client()
+    one_phase = [e.experiment_key for e in experiments if len(phases[e.experiment_key]) == 1]
+    freshness = service.rollup_freshness(one_phase) if one_phase and whole_days(start, end) else None
+    rollups: dict = {}
+    if one_phase and freshness is not None and freshness.current:
+        source, rollups = "rollup", fetch_rollup_totals(client, one_phase, start, end)
+    elif one_phase:
+        source, rollups = "events", fetch_rollups(client, one_phase, start, end)
     else:
-        source, rollups = "events", fetch_rollups(service.clickhouse.client(), keys, start, end)
-    empty = VariantRollup()
+        source = "events"
     body = []
     for experiment in experiments:
-        pairs = [(v, rollups.get((experiment.experiment_key, v.variant_key), empty)) for v in experiment.variants]
-        multi_variant_sessions = round(sum(r.multi_variant_share for _, r in pairs))
+        key = experiment.experiment_key
+        its_phases = phases[key]
+        if len(its_phases) == 1:
+            totals_by_phase = [{v.variant_key: rollups.get((key, v.variant_key), VariantRollup()) for v in experiment.variants}]
+        else:
+            source = "events"
+            totals_by_phase = fetch_phase_totals(client, key, its_phases, start, end)
+        customs = custom_event_types(client, key) if query.all_metrics else ()
+        plan = metric_plan(experiment, query.metrics, query.all_metrics, customs)
+        metrics_by_phase = fetch_phase_metrics(client, key, its_phases, plan, start, end) if plan.needs_query else None
+        if metrics_by_phase is not None:
+            source = "events"
+        selection = ALL_PHASES if query.phase == ALL_PHASES else (len(its_phases) if query.phase is None else query.phase) - 1
+        summary, analysis = analyse(
+            experiment, its_phases, totals_by_phase, metrics_by_phase, plan, selection, query.confidence, query.sequential
+        )
+        all_time = {v.variant_key: add_totals([phase.get(v.variant_key, VariantRollup()) for phase in totals_by_phase]) for v in experiment.variants}
         body.append(
             ExperimentResults(
-                experiment_key=experiment.experiment_key,
+                experiment_key=key,
                 name=experiment.name,
                 enabled=experiment.enabled,
                 archived=experiment.archived,
                 version=experiment.version,
                 from_=start.isoformat() if start else None,
                 to=end.isoformat() if end else None,
-                variants=[variant_body(v.variant_key, r) for v, r in pairs],
-                analysis=analyze_experiment(
-                    [variant_input(v, r) for v, r in pairs],
-                    confidence=confidence,
-                    sequential=sequential,
-                    multi_variant_sessions=multi_variant_sessions,
-                ),
+                variants=[variant_body(v.variant_key, all_time[v.variant_key]) for v in experiment.variants],
+                analysis=analysis,
+                phases=msgspec.convert(summary, list[PhaseSummary]),
+                analysis_phase=analysis["phase"],
             )
         )
-    return body, source_headers(source, freshness)
+    return body, source_headers(source, freshness if source == "rollup" else None)
 
 
 @get("/api/v1/experiments/results/timeseries", guards=[requires_analyst], tags=["results"])

@@ -125,6 +125,22 @@ def _variants(*allocations_and_controls):
         ({"variants": [{"variant_key": "a", "label": "A", "allocation": 50, "is_control": True}, {"variant_key": "a", "label": "B", "allocation": 50}]}, "variants"),
         ({"variants": [{"variant_key": "Bad Key", "label": "A", "allocation": 50, "is_control": True}, {"variant_key": "b", "label": "B", "allocation": 50}]}, "variants"),
         ({"unexpected": 1}, "unexpected"),
+        ({"planned_sessions": 1}, "planned_sessions"),
+        ({"planned_sessions": 1.5}, "planned_sessions"),
+        ({"planned_sessions": 10_000, "target_mde": 0.05}, "target_mde"),
+        ({"target_mde": 0}, "target_mde"),
+        ({"target_mde": -0.1}, "target_mde"),
+        ({"primary_metric": "Conversion"}, "primary_metric"),
+        ({"primary_metric": "impression"}, "primary_metric"),
+        ({"primary_metric": "form_start/form_start"}, "primary_metric"),
+        ({"primary_metric": "value_per_session/form_start"}, "primary_metric"),
+        ({"primary_metric": "value_per_session"}, "guardrail_metrics[0]"),
+        ({"guardrail_metrics": ["cta_click", "cta_click"]}, "guardrail_metrics[1]"),
+        ({"guardrail_metrics": ["conversion"]}, "guardrail_metrics[0]"),
+        ({"guardrail_metrics": "cta_click"}, "guardrail_metrics"),
+        ({"guardrail_metrics": [f"e{i}" for i in range(11)]}, "guardrail_metrics"),
+        ({"value_cap_percentile": 100}, "value_cap_percentile"),
+        ({"value_cap_percentile": 0}, "value_cap_percentile"),
     ],
 )
 def test_invalid_definitions_are_400_naming_the_field_and_change_nothing(client, admin, change, field):
@@ -138,6 +154,38 @@ def test_invalid_definitions_are_400_naming_the_field_and_change_nothing(client,
         put = client.put("/api/admin/experiments/homepage_hero_test", json=put_body, headers=admin)
         assert put.status_code == 400, put.text
     assert client.get("/api/admin/experiments", headers=admin).json() == before
+
+
+ANALYSIS_FIELDS = ("planned_sessions", "target_mde", "primary_metric", "guardrail_metrics", "value_cap_percentile")
+
+
+def test_analysis_fields_default_are_stored_versioned_and_kept_out_of_the_public_registry(client, admin):
+    created = client.post("/api/admin/experiments", json=NEW, headers=admin).json()
+    assert {f: created[f] for f in ANALYSIS_FIELDS} == {
+        "planned_sessions": None,
+        "target_mde": None,
+        "primary_metric": "conversion",
+        "guardrail_metrics": ["value_per_session"],
+        "value_cap_percentile": None,
+    }
+    url = "/api/admin/experiments/checkout_copy_test"
+    tuned = {
+        **fields_of(created),
+        "planned_sessions": 40_000,
+        "primary_metric": "form_submit",
+        "guardrail_metrics": ["value_per_session", "form_submit/form_start"],
+        "value_cap_percentile": 99.5,
+    }
+    assert client.put(url, json=tuned, headers=admin).status_code == 200
+    current = client.get(url, headers=admin).json()
+    assert {f: current[f] for f in ANALYSIS_FIELDS} == {f: tuned.get(f) for f in ANALYSIS_FIELDS}
+    history = client.get(f"{url}/history", headers=admin).json()
+    assert [h["definition"]["planned_sessions"] for h in history] == [None, 40_000]
+    assert history[1]["definition"]["guardrail_metrics"] == ["value_per_session", "form_submit/form_start"]
+    by_mde = {**fields_of(current), "target_mde": 0.05, "guardrail_metrics": []}
+    assert client.put(url, json=by_mde, headers=admin).json()["target_mde"] == 0.05
+    public = next(e for e in client.get("/api/experiments").json() if e["experiment_key"] == "checkout_copy_test")
+    assert not set(ANALYSIS_FIELDS) & set(public)
 
 
 def test_malformed_admin_json_is_400(client, admin):

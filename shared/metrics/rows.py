@@ -22,10 +22,16 @@ class VariantMetrics:
 
 
 def variant_metrics(query: MetricQuery, rows: Sequence[Sequence[object]]) -> dict[str, VariantMetrics]:
-    """{variant_key: VariantMetrics} from the query's result rows (columns in the query's order)."""
+    """{variant_key: VariantMetrics} from the query's result rows, for a query of one cohort."""
+    return {key: metrics for (_, key), metrics in cohort_metrics(query, rows).items()}
+
+
+def cohort_metrics(query: MetricQuery, rows: Sequence[Sequence[object]]) -> dict[tuple[object, str], VariantMetrics]:
+    """{(cohort, variant_key): VariantMetrics} from the query's result rows (columns in the query's order)."""
     result = {}
     for row in rows:
         values = list(row)
+        cohort = values.pop(0)
         key, n = str(values.pop(0)), int(values.pop(0))  # type: ignore[call-overload]
         binomial = {kind: ProportionStats(n, int(values.pop(0))) for kind in query.event_types}  # type: ignore[call-overload]
         ratios = {}
@@ -37,5 +43,5 @@ def variant_metrics(query: MetricQuery, rows: Sequence[Sequence[object]]) -> dic
         if "cap_percentile" in query.parameters:
             capped = SampleMeanStats(n, float(values.pop(0)), float(values.pop(0)))  # type: ignore[arg-type]
             cap = float(values.pop(0))  # type: ignore[arg-type]
-        result[key] = VariantMetrics(n, binomial, ratios, value, capped, cap)
+        result[(cohort, key)] = VariantMetrics(n, binomial, ratios, value, capped, cap)
     return result

@@ -11,6 +11,11 @@ the few numbers the tests need:
   quantile of the positive per-session values of the whole experiment (all variants share the cap),
   computed in ClickHouse with quantileExact.
 
+`cohort` groups the sessions besides their variant (an SQL expression over `s_first_impression`,
+the session's first impression in the experiment: the phase it falls in, say) and is the rows'
+first column; `cohort_filter` keeps the sessions first exposed in a window. The cap is computed
+over every session the filter keeps, all cohorts together.
+
 Event types are passed as query parameters ({event_0:String}, ...); only the column aliases derive
 from the metric's position, never from user text.
 """
@@ -36,8 +41,11 @@ def metric_statistics_sql(
     ratios: tuple[tuple[str, str], ...] = (),
     cap_percentile: float | None = None,
     source: str = "abacus.events FINAL",
+    cohort: str = "0",
+    cohort_filter: str = "1",
 ) -> MetricQuery:
-    """The query and its parameters; rows are (variant_key, sessions, sessions_with_..., ratio_..., value_...)."""
+    """The query and its parameters; rows are (cohort, variant_key, sessions, sessions_with_...,
+    ratio_..., value_...). The caller adds the parameters `cohort` and `cohort_filter` use."""
     if cap_percentile is not None and not 0.0 < cap_percentile < 1.0:
         raise ValueError("cap_percentile must be strictly between 0 and 1")
     kinds = tuple(dict.fromkeys([*event_types, *(t for pair in ratios for t in pair)]))
@@ -81,15 +89,17 @@ WITH sessions AS (
         countIf(event_type = 'impression') AS s_impressions,
         {", ".join(per_session) or "0 AS s_none"},
         sumIf(ifNull(conversion_value, 0), event_type = 'conversion') AS s_value,
-        sum(s_impressions > 0) OVER (PARTITION BY session_id) AS s_exposed_variants
+        sum(s_impressions > 0) OVER (PARTITION BY session_id) AS s_exposed_variants,
+        min(if(s_impressions > 0, minIf(received_at, event_type = 'impression'), NULL))
+            OVER (PARTITION BY session_id) AS s_first_impression
     FROM {source}
     WHERE experiment_key = {{experiment_key:String}}
     GROUP BY variant_key, session_id
 ),
-clean AS (SELECT * FROM sessions WHERE s_impressions > 0 AND s_exposed_variants = 1){cap_cte}
-SELECT variant_key, {", ".join(outer)}
+clean AS (SELECT * FROM sessions WHERE s_impressions > 0 AND s_exposed_variants = 1 AND ({cohort_filter})){cap_cte}
+SELECT {cohort} AS cohort, variant_key, {", ".join(outer)}
 FROM clean
-GROUP BY variant_key
-ORDER BY variant_key
+GROUP BY cohort, variant_key
+ORDER BY cohort, variant_key
 """
     return MetricQuery(sql, parameters, tuple(event_types), tuple(ratios))

@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from .bayesian import BayesianResult, beta_binomial_comparison
 from .distributions import normal_ppf
-from .frequentist import Estimate, LiftTest, holm_adjust, two_proportion_z_test, welch_t_test, wilson_interval
-from .models import VariantInput, validate_confidence
+from .frequentist import Estimate, LiftTest, holm_adjust, wilson_interval
+from .metric_tests import MetricInputs, block_of, compare_metric, metric_label, metric_value
+from .models import ProportionStats, VariantInput, validate_confidence
 from .planning import DEFAULT_POWER, comparison_alpha, minimum_detectable_effect, sessions_per_variant
-from .sequential import DEFAULT_PLANNED_SESSIONS, mixture_rho, sequential_half_width, sequential_test
+from .sequential import DEFAULT_PLANNED_SESSIONS, mixture_rho, sequential_half_width
 from .srm import sample_ratio_mismatch
 from .statuses import MIN_CONVERSIONS, MIN_SESSIONS, STATUS_LABELS, StatusCode, verdict
 
@@ -100,6 +101,11 @@ def analyze_experiment(
     planned_sessions: float | None = None,
     target_mde: float | None = None,
     power: float = DEFAULT_POWER,
+    metrics: Mapping[str, Mapping[str, Any]] | None = None,
+    primary_metric: str = "conversion",
+    guardrail_metrics: Sequence[str] = ("value_per_session",),
+    strata: Mapping[str, Sequence[VariantInput]] | None = None,
+    srm_result: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Analyze one experiment; returns a JSON-ready dict (no NaN or infinity anywhere).
 
@@ -132,6 +138,18 @@ def analyze_experiment(
     `sequential_tuning_parameter`), `planned_sessions` (the whole experiment, split by allocation),
     `target_mde` (relative lift; sessions from the plan at the control's observed rate, `power`),
     else DEFAULT_PLANNED_SESSIONS.
+
+    Metrics: `conversion` (the `conversion_rate` block) and `value_per_session` always; `metrics`
+    adds others, {metric name: {variant_key: ProportionStats | SampleMeanStats | RatioStats}}, each
+    compared as `metric_tests.compare_metric` does, Holm-adjusted like the two above, under
+    `comparison.metrics` and `variants[].metrics`. `primary_metric` decides the verdict,
+    `guardrail_metrics` can turn it into `guardrail_regression` (names as in a definition:
+    "conversion", "value_per_session", an event type, "numerator/denominator").
+
+    `strata` ({variant_key: [VariantInput per phase]}; the per-phase values of `metrics` are then
+    lists in the same order) makes every comparison the stratified all-phases one, fixed-horizon
+    only; `variants` are then the pooled totals (for the rates shown and the MDE). `srm_result`
+    replaces the SRM check of `variants` (e.g. the per-phase checks, which pooled totals cannot give).
     """
     confidence = validate_confidence(confidence)
     for name, value in (("sequential_planned_sessions", sequential_planned_sessions), ("planned_sessions", planned_sessions)):
@@ -141,6 +159,9 @@ def analyze_experiment(
         raise ValueError("target_mde must be a positive relative lift (0.05 = +5%)")
     if not (_is_number(power) and 0.5 <= power < 1.0):
         raise ValueError("power must be in [0.5, 1)")
+    if strata is not None and sequential:
+        raise ValueError("the stratified all-phases analysis is fixed-horizon: sequential applies to one phase")
+    inputs = MetricInputs(dict(metrics or {}), strata)
     alpha = 1.0 - confidence
     variants = list(variants)
     messages: list[str] = []
@@ -155,7 +176,7 @@ def analyze_experiment(
     if len(set(keys)) != len(keys):
         messages.append("Some variant keys appear more than once; each row is analyzed separately.")
 
-    srm = sample_ratio_mismatch([v for v in variants if not problems[id(v)]])
+    srm = srm_result if srm_result is not None else sample_ratio_mismatch([v for v in variants if not problems[id(v)]])
     if srm["flagged"]:
         messages.append(srm["message"] + " Every verdict is marked unreliable until this is fixed.")
 
@@ -167,20 +188,22 @@ def analyze_experiment(
     )
     planned_for = tuning["planned_sessions_per_comparison"]
     comparisons = {
-        id(v): _compare(control, v, confidence, sequential, planned_for.get(v.variant_key, DEFAULT_PLANNED_SESSIONS))
+        id(v): _compare(control, v, confidence, sequential, planned_for.get(v.variant_key, DEFAULT_PLANNED_SESSIONS), inputs)
         for v in compared
     }
     correction = "holm" if len(treatments) >= 2 else None
-    for metric in ("conversion_rate", "value_per_session"):
+    for metric in ("conversion_rate", "value_per_session", *inputs.metrics):
         _apply_significance(
-            [(v, comparisons[id(v)][metric]) for v in compared],
+            [(v, block_of(comparisons[id(v)], metric)) for v in compared],
             metric,
             control,
             confidence,
             correction,
             sequential,
             planned_for,
+            inputs,
         )
+    guardrails = [g for g in guardrail_metrics if g != primary_metric]
 
     variant_rows = []
     for v in variants:
@@ -194,14 +217,19 @@ def analyze_experiment(
             status_message = control_problem or "The control's data is invalid, so nothing can be compared."
         else:
             code, status_message = verdict(
-                (control.sessions, control.conversions.converted),
-                (v.sessions, v.conversions.converted),
-                comparison["conversion_rate"],
-                {"value_per_session": comparison["value_per_session"]},
+                _verdict_counts(control, primary_metric, inputs),
+                _verdict_counts(v, primary_metric, inputs),
+                block_of(comparison, primary_metric),
+                {name: block_of(comparison, name) for name in guardrails},
                 srm["flagged"],
+                metric_label=metric_label(primary_metric),
             )
         mde = _mde(control, v, comparison, alpha, len(treatments), sequential, planned_for, power)
-        variant_rows.append(_variant_row(v, confidence, code, status_message, comparison, problems[id(v)], mde))
+        extra_blocks = comparison.pop("metrics") if comparison is not None else None
+        row = _variant_row(v, confidence, code, status_message, comparison, problems[id(v)], mde)
+        row["metrics"] = {name: metric_value(inputs.value_stats(name, v.variant_key)) for name in inputs.metrics}
+        row["metric_comparisons"] = extra_blocks
+        variant_rows.append(row)
 
     multi = _count(multi_variant_sessions)
     total_sessions = sum(v.sessions for v in variants if not problems[id(v)])
@@ -220,8 +248,9 @@ def analyze_experiment(
         "sequential_tuning": tuning if sequential else None,
         "control_variant_key": control.variant_key if control is not None else None,
         "multiple_comparison_correction": correction,
-        "primary_metric": "conversion_rate",
-        "guardrail_metrics": ["value_per_session"],
+        "primary_metric": primary_metric,
+        "guardrail_metrics": guardrails,
+        "stratified": strata is not None,
         "thresholds": {
             "min_sessions": MIN_SESSIONS,
             "min_conversions": MIN_CONVERSIONS,
@@ -302,6 +331,15 @@ def _sequential_tuning(control, compared, variants, sequential, per_comparison, 
     }
 
 
+def _verdict_counts(v: VariantInput, primary_metric: str, inputs: MetricInputs) -> tuple[int, int]:
+    """(sessions, sessions with the primary event) behind the not-enough-data rule; conversions unless
+    the primary is another binomial metric."""
+    stats = inputs.value_stats(primary_metric, v.variant_key)
+    if isinstance(stats, ProportionStats):
+        return v.sessions, stats.converted
+    return v.sessions, v.conversions.converted
+
+
 def _count(value: Any) -> int:
     """A non-negative session count from whatever the caller passed (None, numpy ints, junk -> 0)."""
     if isinstance(value, numbers.Real) and math.isfinite(value) and value > 0:
@@ -332,30 +370,39 @@ def _input_problem(v: VariantInput) -> str | None:
     return None
 
 
-def _tests(control, variant, confidence: float, sequential: bool, planned: float, tuning_confidence: float) -> tuple[LiftTest, LiftTest]:
-    if sequential:
-        return (
-            sequential_test(control.conversions, variant.conversions, confidence, planned, tuning_confidence),
-            sequential_test(control.value, variant.value, confidence, planned, tuning_confidence),
-        )
-    return (
-        two_proportion_z_test(control.conversions, variant.conversions, confidence),
-        welch_t_test(control.value, variant.value, confidence),
-    )
-
-
-def _compare(control: VariantInput, variant: VariantInput, confidence: float, sequential: bool, planned: float) -> dict:
-    conversion, value = _tests(control, variant, confidence, sequential, planned, confidence)
-    bayes = beta_binomial_comparison(control.conversions, variant.conversions, confidence)
-    conversion_block = _test_block(control.conversions.mean, variant.conversions.mean, conversion, control, variant)
-    conversion_block["bayesian"] = _bayesian_block(bayes)
+def _tests(control, variant, confidence: float, sequential: bool, planned: float, tuning_confidence: float, inputs: MetricInputs) -> dict[str, tuple[LiftTest, float | None, float | None]]:
+    """{block name: (test, control value, variant value)} for every metric of one comparison."""
+    if inputs.strata is not None:
+        c_strata, v_strata = inputs.strata.get(control.variant_key, []), inputs.strata.get(variant.variant_key, [])
+        groups = {
+            "conversion_rate": ([s.conversions for s in c_strata], [s.conversions for s in v_strata]),
+            "value_per_session": ([s.value for s in c_strata], [s.value for s in v_strata]),
+        }
+    else:
+        groups = {"conversion_rate": (control.conversions, variant.conversions), "value_per_session": (control.value, variant.value)}
+    for name, by_variant in inputs.metrics.items():
+        groups[name] = (by_variant.get(control.variant_key), by_variant.get(variant.variant_key))
     return {
-        "conversion_rate": conversion_block,
-        "value_per_session": _test_block(control.value.mean, variant.value.mean, value, control, variant),
+        name: compare_metric(c, v, confidence, sequential, planned, tuning_confidence) for name, (c, v) in groups.items()
     }
 
 
-def _test_block(control_mean: float, variant_mean: float, test: LiftTest, control, variant) -> dict:
+def _compare(control: VariantInput, variant: VariantInput, confidence: float, sequential: bool, planned: float, inputs: MetricInputs) -> dict:
+    tests = _tests(control, variant, confidence, sequential, planned, confidence, inputs)
+    blocks = {name: _test_block(c_value, v_value, test, control, variant) for name, (test, c_value, v_value) in tests.items()}
+    if inputs.strata is None:
+        bayes = beta_binomial_comparison(control.conversions, variant.conversions, confidence)
+        blocks["conversion_rate"]["bayesian"] = _bayesian_block(bayes)
+    else:
+        blocks["conversion_rate"]["bayesian"] = _bayesian_block(
+            BayesianResult(None, None, None, None, None, "Not computed for the stratified all-phases analysis.")
+        )
+    comparison = {"conversion_rate": blocks.pop("conversion_rate"), "value_per_session": blocks.pop("value_per_session")}
+    comparison["metrics"] = blocks
+    return comparison
+
+
+def _test_block(control_mean: float | None, variant_mean: float | None, test: LiftTest, control, variant) -> dict:
     has_data = control.sessions > 0 and variant.sessions > 0
     return {
         "control": control_mean if control.sessions > 0 else None,
@@ -410,7 +457,7 @@ def holm_interval_levels(p_values: Sequence[float | None], alpha: float) -> list
     return levels
 
 
-def _apply_significance(pairs, metric, control, confidence, correction, sequential, planned_for) -> None:
+def _apply_significance(pairs, metric, control, confidence, correction, sequential, planned_for, inputs) -> None:
     """Fill p_value / p_value_adjusted / significant and the intervals' level (Holm-adjusted when 2+ treatments)."""
     alpha = 1.0 - confidence
     blocks = [block for _, block in pairs]
@@ -429,8 +476,7 @@ def _apply_significance(pairs, metric, control, confidence, correction, sequenti
             block["significant"] = None
             continue
         adjusted_confidence = 1.0 - level
-        tests = _tests(control, variant, adjusted_confidence, sequential, planned_for[variant.variant_key], confidence)
-        test = tests[0 if metric == "conversion_rate" else 1]
+        test = _tests(control, variant, adjusted_confidence, sequential, planned_for[variant.variant_key], confidence, inputs)[metric][0]
         block["absolute_lift"] = _estimate(test.absolute)
         block["relative_lift"] = _estimate(test.relative)
         block["interval_confidence"] = adjusted_confidence

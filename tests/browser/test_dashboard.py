@@ -215,3 +215,33 @@ def test_admin_archives_restores_and_flips_the_kill_switch(browser, served):
         assert len(httpx.get(f"{served.base_url}/api/experiments").json()) == 2
     finally:
         context.close()
+
+
+def test_admin_edits_the_analysis_settings(browser, served):
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        sign_in(page, served, "admin")
+        open_experiment(page)
+        planned = page.get_by_label("Planned sessions")
+        assert planned.input_value() == "" and page.get_by_label("Primary metric").input_value() == "conversion"
+        assert page.get_by_label("Guardrail metrics").input_value() == "value_per_session"
+        planned.fill("1")
+        page.get_by_role("button", name="Save", exact=True).click()
+        error = page.locator('[data-error-for="$.planned_sessions"]')
+        wait_for(lambda: ">= 2" in error.inner_text(), timeout=10)
+        assert planned.get_attribute("aria-invalid") == "true"
+        planned.fill("40000")
+        page.get_by_label("Guardrail metrics").fill("value_per_session, form_submit/form_start")
+        page.get_by_label("Value cap percentile").fill("99")
+        page.get_by_role("button", name="Save", exact=True).click()
+        page.locator("#save-outcome", has_text="Saved version").wait_for()
+        # The page is rebuilt from the saved definition.
+        wait_for(lambda: page.get_by_label("Planned sessions").input_value() == "40000", timeout=10)
+        assert page.get_by_label("Guardrail metrics").input_value() == "value_per_session, form_submit/form_start"
+        assert page.get_by_label("Value cap percentile").input_value() == "99"
+        assert page.get_by_label("Target minimum detectable effect").input_value() == ""
+        phases = page.locator("section", has=page.get_by_role("heading", name="Allocation phases"))
+        assert "(analysed)" in phases.inner_text()
+    finally:
+        context.close()

@@ -40,12 +40,17 @@ STATUS_CODES = {
 VARIANT_KEYS = {
     "variant_key", "is_control", "allocation", "sessions", "conversions", "conversion_rate",
     "conversion_rate_interval", "value_sum", "value_per_session", "status", "status_message", "comparison",
-    "status_code", "minimum_detectable_effect",
+    "status_code", "minimum_detectable_effect", "metrics", "metric_comparisons",
 }
 BLOCK_KEYS = {
     "control", "variant", "absolute_lift", "relative_lift", "statistic", "df", "p_value", "p_value_raw",
     "p_value_adjusted", "significant", "message", "interval_confidence", "interval_adjusted",
 }
+
+
+def rows_metrics_empty(result):
+    rows = result["variants"]
+    return all(r["metrics"] == {} for r in rows) and rows[0]["metric_comparisons"] is None and rows[1]["metric_comparisons"] == {}
 
 
 def test_output_shape_and_values_for_a_simple_experiment():
@@ -56,8 +61,10 @@ def test_output_shape_and_values_for_a_simple_experiment():
         "confidence", "sequential", "sequential_planned_sessions", "control_variant_key",
         "multiple_comparison_correction", "thresholds", "methods", "messages", "srm",
         "multi_variant_sessions", "variants", "sequential_tuning", "primary_metric", "guardrail_metrics",
-        "rate_definitions",
+        "rate_definitions", "stratified",
     }
+    assert result["primary_metric"] == "conversion" and result["guardrail_metrics"] == ["value_per_session"]
+    assert result["stratified"] is False and rows_metrics_empty(result)
     assert result["control_variant_key"] == "a" and result["multiple_comparison_correction"] is None
     assert result["multi_variant_sessions"]["count"] == 7 and "excluded" in result["multi_variant_sessions"]["message"]
     rows = result["variants"]

@@ -9,6 +9,10 @@ export function definitionView(definition) {
     ["Name", definition.name], ["Description", definition.description || "–"], ["Cookie", definition.cookie_name],
     ["Enabled", definition.enabled ? "yes" : "no"], ["Eligible routes", (definition.eligible_routes || []).join(", ") || "all"],
     ["Variants", (definition.variants || []).map((v) => `${v.variant_key} (${v.label}) ${v.allocation}%${v.is_control ? ", control" : ""}`).join("; ")],
+    ["Primary metric", definition.primary_metric || "conversion"],
+    ["Guardrail metrics", (definition.guardrail_metrics || []).join(", ") || "none"],
+    ["Planned sessions", definition.planned_sessions ?? (definition.target_mde != null ? `from a target MDE of ${definition.target_mde * 100}%` : "default")],
+    ["Value cap", definition.value_cap_percentile != null ? `${definition.value_cap_percentile}th percentile` : "none"],
     ["Version", definition.version],
   ];
   return h("section", { "aria-labelledby": "definition-title" },
@@ -35,6 +39,13 @@ export function definitionEditor(definition, reload) {
   const enabled = h("input", { type: "checkbox", checked: definition.enabled });
   const routes = h("textarea", { rows: 2 }, (definition.eligible_routes || []).join("\n"));
   const variantRows = definition.variants.map((v, i) => variantRow(v, i));
+  // The analysis settings: an empty box sends null (the documented default).
+  const optional = (value) => h("input", { type: "number", step: "any", value: value ?? "" });
+  const planned = optional(definition.planned_sessions);
+  const targetMde = optional(definition.target_mde);
+  const cap = optional(definition.value_cap_percentile);
+  const primary = h("input", { type: "text", value: definition.primary_metric || "conversion" });
+  const guardrails = h("input", { type: "text", value: (definition.guardrail_metrics || []).join(", ") });
   const variantsError = h("span", { class: "field-error", id: "variants-error", "data-error-for": "$.variants", role: "alert" });
   const variantsTable = h("table", { class: "variants-edit", "aria-describedby": "variants-error", "data-path": "$.variants" },
     h("caption", {}, "Variants (allocations in percent, summing to 100; exactly one control)"),
@@ -51,6 +62,11 @@ export function definitionEditor(definition, reload) {
     h("div", {}, h("label", {}, enabled, " Enabled (visitors are assigned while it runs)")),
     field("$.eligible_routes", "Eligible routes", routes, " one path per line, each starting with /"),
     variantsTable, variantsError,
+    field("$.primary_metric", "Primary metric", primary, " conversion, value_per_session, an event type, or numerator/denominator"),
+    field("$.guardrail_metrics", "Guardrail metrics", guardrails, " comma-separated; empty for none"),
+    field("$.planned_sessions", "Planned sessions", planned, " exposed sessions the experiment plans (tunes sequential results); empty for the default"),
+    field("$.target_mde", "Target minimum detectable effect", targetMde, " relative, 0.05 = +5%; instead of planned sessions"),
+    field("$.value_cap_percentile", "Value cap percentile", cap, " winsorize value per session, e.g. 99; empty for none"),
     h("div", { class: "row" }, save, archiveButton(definition, reload, outcome)),
     confirmArea, outcome);
   enabled.dataset.path = "$.enabled";
@@ -59,6 +75,11 @@ export function definitionEditor(definition, reload) {
     name: name.value, description: description.value, cookie_name: cookie.value, enabled: enabled.checked,
     eligible_routes: routes.value.split("\n").map((r) => r.trim()).filter(Boolean),
     variants: variantRows.map((r) => r.value()),
+    primary_metric: primary.value.trim(),
+    guardrail_metrics: guardrails.value.split(",").map((m) => m.trim()).filter(Boolean),
+    planned_sessions: numberOrNull(planned), target_mde: numberOrNull(targetMde), value_cap_percentile: numberOrNull(cap),
+    // Not editable here, but a save must not drop it.
+    ...(definition.hash_seed !== undefined ? { hash_seed: definition.hash_seed } : {}),
   });
   const submit = async (force) => {
     clearErrors(form);
@@ -87,6 +108,10 @@ export function definitionEditor(definition, reload) {
   };
   form.addEventListener("submit", (event) => { event.preventDefault(); submit(false); });
   return h("section", {}, form);
+}
+
+function numberOrNull(input) {
+  return input.value.trim() === "" ? null : Number(input.value);
 }
 
 function variantRow(variant, index) {

@@ -28,6 +28,7 @@ export async function experimentPage(key, show) {
     warnings(result, results.headers),
     countsTable(result),
     liftSection(result),
+    phasesSection(result),
     timeseriesSection(series && series.data),
     session.isAdmin() && definition ? definitionEditor(definition, reload) : definitionView(definition || result),
     historyDiff(history.data),
@@ -86,6 +87,23 @@ function liftSection(result) {
     h("h2", { id: "lift-title" }, `Conversion rate lift against ${analysis.control_variant_key || "control"} (${level} interval)`),
     rows.length ? intervalBars(rows, "Absolute lift of the conversion rate per variant, with its interval, against zero") : h("p", { class: "notice" }, "Not enough data for a comparison yet."),
     h("ul", {}, statuses));
+}
+
+// Every allocation phase of the definition history with its own sample-ratio check; the analysis
+// above covers the current one (result.analysis_phase).
+function phasesSection(result) {
+  const phases = result.phases || [];
+  const text = (object) => Object.entries(object || {}).map(([k, v]) => `${k} ${v}`).join(", ");
+  const rows = phases.map((p) => h("tr", {},
+    h("th", { scope: "row" }, `${p.phase}${p.phase === result.analysis_phase ? " (analysed)" : ""}`),
+    h("td", {}, p.start), h("td", {}, p.end || "now"), h("td", {}, text(Object.fromEntries(Object.entries(p.allocations).map(([k, v]) => [k, `${v}%`])))),
+    h("td", {}, text(p.sessions)),
+    h("td", {}, p.srm.p_value === null || p.srm.p_value === undefined ? "–" : `p = ${p.srm.p_value.toPrecision(2)}${p.srm.flagged ? " (mismatch)" : ""}`)));
+  return h("section", { "aria-labelledby": "phases-title" },
+    h("h2", { id: "phases-title" }, "Allocation phases"),
+    h("table", {}, h("caption", {}, result.analysis_phase === "all" ? "All phases analysed, stratified" : "Each change of allocations starts a phase"),
+      h("thead", {}, h("tr", {}, ["Phase", "Start", "End", "Allocations", "Sessions", "Sample ratio check"].map((c) => h("th", { scope: "col" }, c)))),
+      h("tbody", {}, rows)));
 }
 
 function timeseriesSection(series) {

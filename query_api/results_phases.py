@@ -1,0 +1,122 @@
+"""What the analysis of one experiment needs besides its all-time counts: its phases, each phase's
+per-variant statistics, and the definition's extra metrics, all as sufficient statistics from SQL.
+
+Phases come from the definition history (`shared.stats.phases.split_phases`): every change of
+allocations starts one. A session belongs to the phase its first impression in the experiment falls
+in; the first phase also holds the sessions first exposed before the definition's first version
+(backfilled events), so no exposed session is left out of every phase.
+
+An experiment that never changed its allocations has one phase, its totals are the ones the
+results body already has (from the rollup when it can answer), and nothing else is queried. With
+several phases, one query over the events groups the sessions by phase (`PHASE_INDEX`). Metrics
+beyond the conversion rate and the raw value per session (another event type, a ratio, a capped
+value) come from one more query over the events (`shared.metrics.sql`), grouped by phase the same way.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from clickhouse_connect.driver.client import Client
+
+from query_api.results_query import fetch_cohort_totals
+from shared.metrics.rows import VariantMetrics, cohort_metrics
+from shared.metrics.sql import DEFAULT_EVENT_TYPES, metric_statistics_sql
+from shared.registry.models import VALUE_METRIC, Experiment
+from shared.rollup.totals import TOTAL_FIELDS, VariantRollup
+from shared.stats.phases import Phase
+
+# The phase (0-based) a session's first impression falls in: how many later phases had started by
+# then. A session never exposed counts in the first (it is in no analysis anyway).
+PHASE_INDEX = (
+    "arrayCount(b -> b <= ifNull(s_first_impression, toDateTime64(0, 3, 'UTC')), {phase_starts:Array(DateTime64(3, 'UTC'))})"
+)
+BUILT_IN_METRICS = ("conversion", VALUE_METRIC)
+DEFAULT_RATIOS = (("form_submit", "form_start"),)
+"""The ratio `metrics=all` adds: form submissions per form start."""
+
+
+@dataclass(frozen=True)
+class MetricPlan:
+    """Which extra metrics one experiment's analysis needs, and the value cap (a fraction) if any."""
+
+    event_types: tuple[str, ...] = ()
+    ratios: tuple[tuple[str, str], ...] = ()
+    cap_fraction: float | None = None
+    names: tuple[str, ...] = field(default=())
+
+    @property
+    def needs_query(self) -> bool:
+        return bool(self.names) or self.cap_fraction is not None
+
+
+def metric_plan(
+    experiment: Experiment, requested: tuple[str, ...], everything: bool, custom_events: tuple[str, ...] = ()
+) -> MetricPlan:
+    """The definition's primary and guardrail metrics plus those requested (`metrics=`), minus the
+    two every analysis has; `everything` adds a binomial metric per event type and the default ratio."""
+    wanted = [experiment.primary_metric, *experiment.guardrail_metrics, *requested]
+    if everything:
+        wanted += [*DEFAULT_EVENT_TYPES, *custom_events, *("/".join(pair) for pair in DEFAULT_RATIOS)]
+    names = tuple(dict.fromkeys(name for name in wanted if name not in BUILT_IN_METRICS))
+    event_types = tuple(name for name in names if "/" not in name)
+    ratios = tuple(tuple(name.split("/")) for name in names if "/" in name)
+    cap = experiment.value_cap_percentile / 100.0 if experiment.value_cap_percentile is not None else None
+    return MetricPlan(event_types, ratios, cap, names)  # type: ignore[arg-type]
+
+
+def custom_event_types(client: Client, key: str) -> tuple[str, ...]:
+    """Event types of the experiment beyond the built-in ones (for `metrics=all`)."""
+    rows = client.query(
+        "SELECT DISTINCT event_type FROM abacus.events WHERE experiment_key = {key:String} "
+        "AND event_type NOT IN ('impression', 'cta_click', 'form_start', 'form_submit', 'conversion') ORDER BY event_type",
+        parameters={"key": key},
+    ).result_rows
+    return tuple(row[0] for row in rows)
+
+
+def phase_starts(phases: list[Phase]) -> list[dt.datetime]:
+    return [phase.start for phase in phases[1:]]
+
+
+def fetch_phase_totals(
+    client: Client, key: str, phases: list[Phase], start: dt.datetime | None, end: dt.datetime | None
+) -> list[dict[str, VariantRollup]]:
+    """Per phase, in order: {variant_key: totals of the sessions first exposed in that phase (and window)}."""
+    rows = fetch_cohort_totals(client, [key], start, end, PHASE_INDEX, {"phase_starts": phase_starts(phases)})
+    by_phase: list[dict[str, VariantRollup]] = [{} for _ in phases]
+    for (_, variant_key, index), totals in rows.items():
+        by_phase[int(index)][variant_key] = totals  # type: ignore[call-overload]
+    return by_phase
+
+
+def fetch_phase_metrics(
+    client: Client, key: str, phases: list[Phase], plan: MetricPlan, start: dt.datetime | None, end: dt.datetime | None
+) -> list[dict[str, VariantMetrics]]:
+    """Per phase, in order: {variant_key: the plan's metrics over its clean exposed sessions}."""
+    conditions, parameters = [], {"phase_starts": phase_starts(phases)}
+    if start is not None:
+        conditions.append("s_first_impression >= {start:DateTime64(3, 'UTC')}")
+        parameters["start"] = start  # type: ignore[assignment]
+    if end is not None:
+        conditions.append("s_first_impression < {end:DateTime64(3, 'UTC')}")
+        parameters["end"] = end  # type: ignore[assignment]
+    query = metric_statistics_sql(
+        key,
+        event_types=("conversion", *(e for e in plan.event_types if e != "conversion")),
+        ratios=plan.ratios,
+        cap_percentile=plan.cap_fraction,
+        cohort=PHASE_INDEX,
+        cohort_filter=" AND ".join(conditions) or "1",
+    )
+    rows = client.query(query.sql, parameters={**query.parameters, **parameters}).result_rows
+    by_phase: list[dict[str, VariantMetrics]] = [{} for _ in phases]
+    for (index, variant_key), metrics in cohort_metrics(query, rows).items():
+        by_phase[int(index)][variant_key] = metrics  # type: ignore[call-overload]
+    return by_phase
+
+
+def add_totals(parts: list[VariantRollup]) -> VariantRollup:
+    """The totals of several cohorts together (every field is a sum)."""
+    return VariantRollup(*(sum(getattr(p, name) for p in parts) for name in TOTAL_FIELDS))
