@@ -37,7 +37,7 @@ def build_worker(settings: Settings, clickhouse: ClickHouse, consumer_name: str 
     )
     return Worker(
         consumer,
-        ClickHouseSink(clickhouse),
+        ClickHouseSink(clickhouse, token_scope=layout.tag),
         batch_size=settings.batch_size,
         batch_wait_ms=settings.batch_wait_ms,
         max_deliveries=settings.max_deliveries,
