@@ -78,7 +78,7 @@ def create_app(settings: Settings) -> Any:
         raise ValueError("abacus query-api needs ABACUS_REDIS_URL")
     if not settings.clickhouse_url or is_chdb(settings.clickhouse_url):
         raise ValueError("abacus query-api needs an http(s):// ABACUS_CLICKHOUSE_URL")
-    clickhouse = ClickHouse(settings.clickhouse_url)
+    clickhouse = ClickHouse(settings.clickhouse_url, settings.clickhouse_cluster)
     redis_client = async_client_for(settings)
     registry = RegistryCache(redis_client, settings.registry_poll_ms / 1000)
     parts = build_query(settings, clickhouse, registry)

@@ -39,8 +39,8 @@ SERVE_CONSUMER = "serve"
 def create_serve_app(settings: Settings, liveness: dict[str, LivenessCheck] | None = None) -> Any:
     """``settings`` must carry resolved Redis and ClickHouse URLs (the CLI starts the embedded ones);
     ``liveness`` adds what /healthz checks besides the worker thread (the embedded Valkey)."""
-    clickhouse = ClickHouse(settings.clickhouse_url or "")
-    migrate(clickhouse.client())
+    clickhouse = ClickHouse(settings.clickhouse_url or "", settings.clickhouse_cluster)
+    migrate(clickhouse.client(), cluster=settings.clickhouse_cluster)
     redis_client = async_client_for(settings)
     registry = RegistryCache(redis_client, settings.registry_poll_ms / 1000)
     query = build_query(settings, clickhouse, registry)

@@ -63,7 +63,7 @@ def build_roller(settings: Settings, clickhouse: ClickHouse, owner: str | None =
 
 
 def run_worker_process(settings: Settings, burst: bool = False) -> int:
-    clickhouse = ClickHouse(settings.clickhouse_url or "")
+    clickhouse = ClickHouse(settings.clickhouse_url or "", settings.clickhouse_cluster)
     workers = build_workers(settings, clickhouse)
     worker = workers[0]
     # Every worker may become the roller; the others wait as standbys in case it dies. A burst
@@ -123,7 +123,7 @@ def run_worker_process(settings: Settings, burst: bool = False) -> int:
 def run_roller_process(settings: Settings) -> int:
     """`abacus rollup`: the roller alone, for deployments that keep it off the workers' cores
     (ABACUS_ROLLUP=false on the workers). Several can run: one folds, the others stand by."""
-    clickhouse = ClickHouse(settings.clickhouse_url or "")
+    clickhouse = ClickHouse(settings.clickhouse_url or "", settings.clickhouse_cluster)
     roller = build_roller(settings, clickhouse)
 
     def on_signal(signum: int, _frame: object) -> None:

@@ -162,7 +162,7 @@ class ShareRoller:
         served = self.share.begin_rebuild()
         self.new_tenure()
         self._fence()
-        rollup_store.rebuild_from_events(self.clickhouse.client(), self.share.shard, self.share.shards)
+        rollup_store.rebuild_from_events(self.clickhouse.client(), self.share.shard, self.share.shards, self.clickhouse.cluster)
         self._bookmarks = [b"0-0" for _ in self._streams]
         generation = self.share.finish_rebuild(served)
         log.info("rollup share %d rebuilt in %.1fs", self.share.shard, time.monotonic() - started)
