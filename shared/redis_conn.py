@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
 
-from shared.settings import Settings
+from shared.settings import Settings, SettingsError
 
 _CONNECT_TIMEOUT = 2.0
 
@@ -42,11 +42,18 @@ def sync_client(url: str, socket_timeout: float = 5.0, *, cluster: bool = False,
     return redis.Redis.from_url(url, socket_timeout=socket_timeout, socket_connect_timeout=_CONNECT_TIMEOUT)
 
 
+def _check(settings: Settings) -> None:
+    if settings.redis_cluster and settings.redis_sentinel_master:
+        raise SettingsError("ABACUS_REDIS_CLUSTER and ABACUS_REDIS_SENTINEL_MASTER exclude each other: a cluster fails over by itself")
+
+
 def async_client_for(settings: Settings) -> aioredis.Redis:
+    _check(settings)
     return async_client(settings.redis_url or "", cluster=settings.redis_cluster, sentinel_master=settings.redis_sentinel_master)
 
 
 def sync_client_for(settings: Settings, socket_timeout: float = 5.0) -> redis.Redis:
+    _check(settings)
     return sync_client(
         settings.redis_url or "", socket_timeout, cluster=settings.redis_cluster, sentinel_master=settings.redis_sentinel_master
     )

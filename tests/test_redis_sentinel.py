@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from shared.redis_conn import async_client_for, sync_client_for
-from shared.settings import Settings
+from shared.settings import Settings, SettingsError
 from tests.conftest import wait_for
 from tests.valkey_cluster import _free_port
 
@@ -83,3 +83,11 @@ def test_clients_built_through_sentinel_reach_the_primary_and_follow_a_failover(
 
     wait_for(written_after_failover, timeout=30)
     assert redis.Redis(port=sentinel_setup["replica"]).get("abacus:test") == b"two"
+
+
+def test_cluster_and_sentinel_together_are_refused_naming_both():
+    settings = Settings(redis_url="redis://127.0.0.1:1/0", redis_cluster=True, redis_sentinel_master="m")
+    with pytest.raises(SettingsError, match="ABACUS_REDIS_CLUSTER and ABACUS_REDIS_SENTINEL_MASTER"):
+        sync_client_for(settings)
+    with pytest.raises(SettingsError):
+        async_client_for(settings)
