@@ -16,13 +16,14 @@ from ingest.openapi_docs import document_beacon_routes
 from ingest.rsgi import IngestRSGI
 from ingest.sdk_routes import sdk_route_handlers
 from ingest.service import IngestService
+from shared import redis_keys
 from shared.app_config import app_config, bounded_shutdown
 from shared.bots import BotDetector
 from shared.cors import CORS
-from shared.openapi_statuses import document_statuses
 from shared.health import health_handlers
 from shared.http_edge import HeadAsGet
-from shared.redis_conn import async_client
+from shared.openapi_statuses import document_statuses
+from shared.redis_conn import async_client_for
 from shared.registry.cache import RegistryCache
 from shared.settings import Settings
 
@@ -38,9 +39,10 @@ def create_rsgi_app(settings: Settings) -> IngestRSGI:
 def _build(settings: Settings) -> tuple[CORS, dict[str, BeaconEndpoint]]:
     if not settings.redis_url:
         raise ValueError("abacus ingest needs ABACUS_REDIS_URL")
-    redis_client = async_client(settings.redis_url)
+    redis_client = async_client_for(settings)
     registry = RegistryCache(redis_client, settings.registry_poll_ms / 1000)
-    service = IngestService(redis_client, settings.stream, registry, BotDetector().is_bot)
+    streams = [shard.stream for shard in redis_keys.stream_layout(settings)]
+    service = IngestService(redis_client, streams, registry, BotDetector().is_bot)
     app = Litestar(
         route_handlers=[
             *service.route_handlers(),

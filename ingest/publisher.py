@@ -17,6 +17,7 @@ import msgspec
 from redis.exceptions import RedisError
 
 from ingest.resp import RespError
+from shared.redis_keys import session_shard
 from shared.wire import StreamEnvelope, StreamEvent
 
 # Bounded entries keep a worker's read of N entries bounded in rows, and the dead-letter unit small.
@@ -105,6 +106,37 @@ class StreamPublisher:
 
     async def close(self) -> None:
         await self._sink.close()
+
+
+class ShardedPublisher:
+    """One ``StreamPublisher`` per stream shard; a request's events go to their sessions' shards.
+
+    A request whose events span shards is answered 202 only once every shard took its part; if
+    one failed, the client's retry re-sends the parts that did land with the same event ids, which
+    abacus.events deduplicates (the rollup counts an event id once), so nothing is counted twice."""
+
+    def __init__(self, sinks: list[Sink]) -> None:
+        self._shards = [StreamPublisher(sink) for sink in sinks]
+
+    async def publish(self, events: list[StreamEvent]) -> None:
+        count = len(self._shards)
+        parts: dict[int, list[StreamEvent]] = {}
+        for event in events:
+            parts.setdefault(session_shard(event.session_id, count), []).append(event)
+        if len(parts) <= 1:
+            if not parts:
+                return
+            ((shard, part),) = parts.items()
+            await self._shards[shard].publish(part)
+            return
+        outcomes = await asyncio.gather(*(self._shards[s].publish(p) for s, p in parts.items()), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+    async def close(self) -> None:
+        for shard in self._shards:
+            await shard.close()
 
 
 def _resolve(waiters: list[asyncio.Future[None]], error: SinkUnavailable | None) -> None:

@@ -10,7 +10,7 @@ from litestar import MediaType, asgi, get
 from litestar.types import Receive, Scope, Send
 
 from ingest.handler import BeaconEndpoint
-from ingest.publisher import StreamPublisher
+from ingest.publisher import ShardedPublisher, StreamPublisher
 from ingest.request import BATCH, EVENT, IMPRESSION
 from ingest.sink import sink_for
 from ingest.steps import DropCounter, DropReason
@@ -27,16 +27,21 @@ class IngestService:
     def __init__(
         self,
         redis_client: aioredis.Redis,
-        stream: str,
+        streams: str | list[str],
         registry: RegistryCache,
         is_bot: Callable[[str | None], bool],
     ) -> None:
         self.redis = redis_client
         self.registry = registry
         self.counter = DropCounter()
-        self.publisher = StreamPublisher(sink_for(redis_client, stream))
+        if isinstance(streams, str) or len(streams) == 1:
+            stream = streams if isinstance(streams, str) else streams[0]
+            self.publisher: StreamPublisher | ShardedPublisher = StreamPublisher(sink_for(redis_client, stream))
+        else:
+            self.publisher = ShardedPublisher([sink_for(redis_client, stream) for stream in streams])
         self.beacon_endpoints = {
-            path: BeaconEndpoint(endpoint, self.publisher, registry, is_bot, self.counter) for path, endpoint in BEACON_PATHS.items()
+            path: BeaconEndpoint(endpoint, self.publisher, registry, is_bot, self.counter)
+            for path, endpoint in BEACON_PATHS.items()
         }
 
     def route_handlers(self) -> list:

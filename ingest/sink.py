@@ -4,7 +4,7 @@ or raises. Two implementations behind that one method:
 - ``LeanStreamSink``: pre-encoded XADDs on one pipelined connection (``ingest/resp.py``), for
   plain TCP and TLS servers, which is every deployment Abacus documents;
 - ``RedisPySink``: redis-py, for what the lean connection does not speak (unix sockets, a
-  credential provider).
+  credential provider, Sentinel, a Redis Cluster).
 
 ``sink_for`` picks one from the redis-py client the rest of ingest uses, so both always reach
 the same server with the same address, credentials, database, TLS settings and timeouts.
@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection, SSLConnection
 
 from ingest.resp import ReplyError, RespAddress, RespConnection, RespError, encode_command, open_connection
+from shared.redis_conn import is_cluster
 from shared.wire import ENVELOPE_FIELD
 
 _MULTI = encode_command(b"MULTI")
@@ -85,6 +86,10 @@ class LeanStreamSink:
 
 
 def sink_for(redis_client: aioredis.Redis, stream: str) -> LeanStreamSink | RedisPySink:
+    if is_cluster(redis_client):
+        # The cluster client follows the slot map (and its changes on a failover): the lean
+        # connection talks to one server only.
+        return RedisPySink(redis_client, stream)
     pool = redis_client.connection_pool
     # Built only to read its settings the way redis-py resolved them from the URL; never connected.
     probe = pool.connection_class(**pool.connection_kwargs)

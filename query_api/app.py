@@ -20,10 +20,11 @@ from query_api.service import QueryService, in_thread
 from shared.app_config import app_config, bounded_shutdown
 from shared.clickhouse import ClickHouse, is_chdb
 from shared.cors import CORS
-from shared.openapi_statuses import document_statuses
 from shared.health import health_handlers
 from shared.http_edge import guarded
-from shared.redis_conn import async_client, sync_client
+from shared.openapi_statuses import document_statuses
+from shared.redis_conn import async_client_for, sync_client_for
+from shared.redis_keys import stream_layout
 from shared.registry.cache import RegistryCache
 from shared.registry.seed import find_seed, load_seed
 from shared.registry.store import RegistryStore
@@ -48,7 +49,7 @@ class QueryParts:
 def build_query(settings: Settings, clickhouse: ClickHouse, registry: RegistryCache) -> QueryParts:
     """Routes and state of the query API; loads (and on first start seeds) the registry."""
     verifier = TokenVerifier(settings)
-    redis_client = sync_client(settings.redis_url or "")
+    redis_client = sync_client_for(settings)
     store = RegistryStore(clickhouse, redis_client)
     seed_path = find_seed(settings.registry_seed)
     if seed_path is None:
@@ -61,7 +62,7 @@ def build_query(settings: Settings, clickhouse: ClickHouse, registry: RegistryCa
         clickhouse,
         redis_client,
         settings.rollup_max_lag_ms,
-        stream=settings.stream,
+        stream=stream_layout(settings),
         worker_group=settings.consumer_group,
         rollup_shards=settings.rollup_shards,
     )
@@ -77,10 +78,11 @@ def create_app(settings: Settings) -> Any:
         raise ValueError("abacus query-api needs ABACUS_REDIS_URL")
     if not settings.clickhouse_url or is_chdb(settings.clickhouse_url):
         raise ValueError("abacus query-api needs an http(s):// ABACUS_CLICKHOUSE_URL")
-    clickhouse = ClickHouse(settings.clickhouse_url)
-    redis_client = async_client(settings.redis_url)
+    clickhouse = ClickHouse(settings.clickhouse_url, settings.clickhouse_cluster)
+    redis_client = async_client_for(settings)
     registry = RegistryCache(redis_client, settings.registry_poll_ms / 1000)
     parts = build_query(settings, clickhouse, registry)
+
     async def close_clickhouse() -> None:
         clickhouse.close()
 

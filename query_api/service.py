@@ -11,10 +11,11 @@ from litestar.exceptions import ServiceUnavailableException
 from redis.exceptions import RedisError
 
 from shared.clickhouse import ClickHouse
-from shared.rollup.protocol import Freshness, RollupProtocol
+from shared.redis_keys import StreamShard
 from shared.registry.cache import RegistryCache
 from shared.registry.models import RegistrySnapshot
 from shared.registry.store import RegistryStore
+from shared.rollup.protocol import Freshness, RollupProtocol
 
 T = TypeVar("T")
 
@@ -27,7 +28,7 @@ class QueryService:
         clickhouse: ClickHouse,
         redis_client: redis.Redis,
         rollup_max_lag_ms: int,
-        stream: str = "abacus:events",
+        stream: str | list[StreamShard] = "abacus:events",
         worker_group: str = "abacus-workers",
         rollup_shards: int = 1,
     ) -> None:

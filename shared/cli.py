@@ -161,9 +161,9 @@ def run_migrate(args: argparse.Namespace, settings: Settings) -> int:
         analyst_role = analyst_role_sql(
             settings.clickhouse_analyst_password, settings.sql_max_execution_s, settings.sql_max_result_rows, settings.sql_max_memory_bytes
         )
-    clickhouse = ClickHouse(url)
+    clickhouse = ClickHouse(url, settings.clickhouse_cluster)
     try:
-        applied = migrate(clickhouse.client(), analyst_role)
+        applied = migrate(clickhouse.client(), analyst_role, settings.clickhouse_cluster)
     except Exception as exc:
         if "Cannot lock file" not in str(exc):
             raise

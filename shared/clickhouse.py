@@ -38,8 +38,12 @@ during a drain and slowed the inserts they follow. Niced, they run on what the f
 idle, and ClickHouse still throttles inserts itself (``parts_to_delay_insert``) if parts pile up."""
 
 
-def connect(url: str) -> Client:
+def connect(url: str, cluster: str = "") -> Client:
+    """``cluster``: ABACUS_CLICKHOUSE_CLUSTER; its session settings keep queries exact on the
+    Distributed tables (shared/clickhouse_cluster.py)."""
     if is_chdb(url):
+        if cluster:
+            raise ValueError("ABACUS_CLICKHOUSE_CLUSTER needs a ClickHouse server, not the embedded chDB")
         # Take the whole remainder as the path: chdb://relative/dir would otherwise be parsed as
         # host "relative" and database "dir".
         path = url.split("://", 1)[1] or ":memory:"
@@ -49,6 +53,10 @@ def connect(url: str) -> Client:
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https"):
         raise ValueError(f"ClickHouse URL must be http(s):// or chdb://, got {url!r}")
+    if cluster:
+        from shared.clickhouse_cluster import QUERY_SETTINGS
+
+        return clickhouse_connect.get_client(dsn=url, autogenerate_session_id=False, settings=dict(QUERY_SETTINGS))
     return clickhouse_connect.get_client(dsn=url, autogenerate_session_id=False)
 
 
@@ -56,8 +64,9 @@ class ClickHouse:
     """Hands each thread its own client: a chDB client serializes its calls behind a lock, and
     the HTTP client is cheapest with one connection pool per thread."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, cluster: str = "") -> None:
         self.url = url
+        self.cluster = cluster
         self._local = threading.local()
         self._all: list[Client] = []
         self._lock = threading.Lock()
@@ -65,7 +74,7 @@ class ClickHouse:
     def client(self) -> Client:
         client = getattr(self._local, "client", None)
         if client is None:
-            client = connect(self.url)
+            client = connect(self.url, self.cluster)
             self._local.client = client
             with self._lock:
                 self._all.append(client)
@@ -93,22 +102,35 @@ def _strip_comments(sql: str) -> str:
     return "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
 
 
-def migrate(client: Client, analyst_role: list[str] | None = None) -> list[str]:
+_SCHEMA_MIGRATIONS = (
+    "CREATE TABLE IF NOT EXISTS abacus.schema_migrations "
+    "(version UInt32, name String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
+    "ENGINE = ReplacingMergeTree ORDER BY version"
+)
+
+
+def migration_statements(statements: list[str], cluster: str = "") -> list[str]:
+    """The statements as run: unchanged on one server, in their cluster form on a cluster."""
+    if not cluster:
+        return statements
+    from shared.clickhouse_cluster import render
+
+    return [rendered for statement in statements for rendered in render(statement, cluster)]
+
+
+def migrate(client: Client, analyst_role: list[str] | None = None, cluster: str = "") -> list[str]:
     """Apply the migrations not yet recorded; every statement is idempotent, so two processes
     migrating at once, or a crash between a statement and its record, do no harm. On a server,
-    ``analyst_role`` (from shared.analyst_role) is applied after them, on every run."""
-    client.command("CREATE DATABASE IF NOT EXISTS abacus")
-    client.command(
-        "CREATE TABLE IF NOT EXISTS abacus.schema_migrations "
-        "(version UInt32, name String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
-        "ENGINE = ReplacingMergeTree ORDER BY version"
-    )
+    ``analyst_role`` (from shared.analyst_role) is applied after them, on every run. ``cluster``
+    (ABACUS_CLICKHOUSE_CLUSTER): create everything ON CLUSTER, replicated and distributed."""
+    for statement in migration_statements(["CREATE DATABASE IF NOT EXISTS abacus", _SCHEMA_MIGRATIONS], cluster):
+        client.command(statement)
     applied = {row[0] for row in client.query("SELECT version FROM abacus.schema_migrations").result_rows}
     done = []
     for version, name, statements in migrations():
         if version in applied:
             continue
-        for statement in statements:
+        for statement in migration_statements(statements, cluster):
             client.command(statement)
         client.insert("abacus.schema_migrations", [[version, name]], column_names=["version", "name"])
         log.info("applied ClickHouse migration %s", name)

@@ -1,5 +1,14 @@
 """Names of every Redis key Abacus uses, in one place."""
 
+from __future__ import annotations
+
+import dataclasses
+import zlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from shared.settings import Settings
+
 REGISTRY_SNAPSHOT = "abacus:registry:snapshot"
 REGISTRY_GENERATION = "abacus:registry:generation"
 REGISTRY_LOCK = "abacus:registry:lock"
@@ -15,6 +24,7 @@ def inflight_batch(consumer: str) -> str:
     """What a worker before the hash above wrote: one batch as "<count> <last id>" (or the count
     alone); still read on recovery, so a batch left in flight across an upgrade is re-formed."""
     return f"abacus:worker:inflight:{consumer}"
+
 
 # The results rollup's keys: read and written only by shared/rollup/protocol.py, which owns them.
 ROLLUP_GROUP = "abacus-rollup"
@@ -41,3 +51,63 @@ def rollup_shard_key(name: str, shard: int, shards: int) -> str:
     longer waits for the share and its next roller rebuilds)."""
     base = f"abacus:rollup:{name}"
     return base if shards == 1 else f"{base}:{shard}of{shards}"
+
+
+# ----- stream shards ---------------------------------------------------------------------------
+# With ABACUS_STREAM_SHARDS=n > 1, or on a Redis Cluster, every key of one stream shard (the stream,
+# its dead letters, the workers' in-flight markers, the rollup's step in hand) carries the shard's
+# hash tag, so Redis Cluster keeps them in one slot and the transactions and scripts over them
+# stay legal. The consumer groups (workers' and rollup bookmarks) live inside the stream itself.
+# One stream on a single server keeps the untagged names, so existing data keeps working.
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StreamShard:
+    index: int
+    shards: int
+    stream: str
+    dead_letter: str
+    tag: str
+    """"" for the untagged single stream, else "{...}" (the hash tag, braces included)."""
+
+    def inflight_batches(self, consumer: str) -> str:
+        return inflight_batches(consumer) if not self.tag else f"abacus:worker:inflight-batches:{self.tag}:{consumer}"
+
+    def inflight_batch(self, consumer: str) -> str:
+        return inflight_batch(consumer) if not self.tag else f"abacus:worker:inflight:{self.tag}:{consumer}"
+
+    def rollup_step(self, share: int, shares: int) -> str:
+        """The stream range a rollup share is folding from this stream shard (redone after a crash)."""
+        base = rollup_shard_key("step", share, shares)
+        return base if not self.tag else f"{base}:{self.tag}"
+
+
+def stream_shards(stream: str, dead_letter: str, shards: int = 1, tagged: bool = False) -> list[StreamShard]:
+    """The stream shards, in order. ``tagged``: hash tags even for one shard (Redis Cluster)."""
+    shards = max(1, shards)
+    if shards == 1 and not tagged:
+        return [StreamShard(0, 1, stream, dead_letter, "")]
+    layout = []
+    for index in range(shards):
+        tag = "{" + (stream if shards == 1 else f"{stream}:{index}") + "}"
+        layout.append(StreamShard(index, shards, tag, f"{dead_letter}:{tag}", tag))
+    return layout
+
+
+def rollup_share_key(name: str, shard: int, shards: int, tagged: bool) -> str:
+    """``rollup_shard_key`` with the share's own hash tag when ``tagged``: its lock script sets
+    ``lock`` and ``alive`` in one call, so on a Redis Cluster they must share a slot."""
+    if not tagged:
+        return rollup_shard_key(name, shard, shards)
+    return "{abacus:rollup:" + f"{shard}of{shards}" + "}:" + name
+
+
+def session_shard(session_id: str, shards: int) -> int:
+    """The stream shard of a session: CRC-32 of its id, so every process (of any version) agrees
+    and one session's events stay in order in one stream."""
+    return 0 if shards <= 1 else zlib.crc32(session_id.encode()) % shards
+
+
+def stream_layout(settings: Settings) -> list[StreamShard]:
+    """The stream shards the settings name: what every process of one deployment agrees on."""
+    return stream_shards(settings.stream, settings.dead_letter_stream, settings.stream_shards, settings.hash_tagged)

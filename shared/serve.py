@@ -23,13 +23,14 @@ from shared.app_config import app_config, bounded_shutdown
 from shared.bots import BotDetector
 from shared.clickhouse import ClickHouse, migrate
 from shared.cors import CORS
-from shared.openapi_statuses import document_statuses
 from shared.health import LivenessCheck, health_handlers
 from shared.http_edge import guarded
-from shared.redis_conn import async_client
+from shared.openapi_statuses import document_statuses
+from shared.redis_conn import async_client_for
+from shared.redis_keys import stream_layout
 from shared.registry.cache import RegistryCache
 from shared.settings import Settings
-from worker.main import build_roller, build_worker
+from worker.main import build_roller, build_workers
 
 log = logging.getLogger(__name__)
 SERVE_CONSUMER = "serve"
@@ -38,23 +39,27 @@ SERVE_CONSUMER = "serve"
 def create_serve_app(settings: Settings, liveness: dict[str, LivenessCheck] | None = None) -> Any:
     """``settings`` must carry resolved Redis and ClickHouse URLs (the CLI starts the embedded ones);
     ``liveness`` adds what /healthz checks besides the worker thread (the embedded Valkey)."""
-    clickhouse = ClickHouse(settings.clickhouse_url or "")
-    migrate(clickhouse.client())
-    redis_client = async_client(settings.redis_url or "")
+    clickhouse = ClickHouse(settings.clickhouse_url or "", settings.clickhouse_cluster)
+    migrate(clickhouse.client(), cluster=settings.clickhouse_cluster)
+    redis_client = async_client_for(settings)
     registry = RegistryCache(redis_client, settings.registry_poll_ms / 1000)
     query = build_query(settings, clickhouse, registry)
-    ingest = IngestService(redis_client, settings.stream, registry, BotDetector().is_bot)
+    ingest = IngestService(redis_client, [shard.stream for shard in stream_layout(settings)], registry, BotDetector().is_bot)
     # One data dir has one serve process, so a fixed consumer name lets a restart finish the
     # batch the previous run had in hand, with the same deduplication token.
-    worker = build_worker(settings, clickhouse, consumer_name=SERVE_CONSUMER)
-    worker_thread = threading.Thread(target=worker.run, name="abacus-worker", daemon=True)
+    workers = build_workers(settings, clickhouse, consumer_name=SERVE_CONSUMER)
+    worker_threads = [
+        threading.Thread(target=worker.run, name=f"abacus-worker-{i}" if i else "abacus-worker", daemon=True)
+        for i, worker in enumerate(workers)
+    ]
     roller = build_roller(settings, clickhouse, owner=SERVE_CONSUMER) if settings.rollup else None
     roller_thread = threading.Thread(target=roller.run, name="abacus-rollup", daemon=True) if roller else None
 
     worker_started = threading.Event()
 
     async def start_worker() -> None:
-        worker_thread.start()
+        for thread in worker_threads:
+            thread.start()
         worker_started.set()
         if roller_thread is not None:
             roller_thread.start()
@@ -62,19 +67,22 @@ def create_serve_app(settings: Settings, liveness: dict[str, LivenessCheck] | No
     async def stop_worker() -> None:
         import anyio
 
-        worker.request_stop()
+        for worker in workers:
+            worker.request_stop()
         if roller is not None and roller_thread is not None:
             roller.request_stop()
             await anyio.to_thread.run_sync(roller_thread.join, 30)
             roller.redis.close()
-        await anyio.to_thread.run_sync(worker_thread.join, 30)
+        for thread in worker_threads:
+            await anyio.to_thread.run_sync(thread.join, 30)
 
     def worker_alive() -> str | None:
         # Not running before start-up has started it, or after it ended: only a death counts.
-        return "the worker thread has stopped" if worker_started.is_set() and not worker_thread.is_alive() else None
+        stopped = worker_started.is_set() and not all(thread.is_alive() for thread in worker_threads)
+        return "the worker thread has stopped" if stopped else None
 
     async def worker_ready() -> str | None:
-        return None if worker_thread.is_alive() else "the worker thread is not running"
+        return None if all(thread.is_alive() for thread in worker_threads) else "the worker thread is not running"
 
     async def close_clickhouse() -> None:
         clickhouse.close()

@@ -26,6 +26,12 @@ class Settings:
     """ABACUS_CLICKHOUSE_URL: ClickHouse server (http(s)://user:pass@host:8123). Unset under `abacus serve`: chdb://DATA_DIR/clickhouse."""
     data_dir: Path = Path(".abacus")
     """ABACUS_DATA_DIR: where `abacus serve` keeps Valkey and chDB data and the generated JWT secret (also --data-dir)."""
+    redis_cluster: bool = False
+    """ABACUS_REDIS_CLUSTER: whether ABACUS_REDIS_URL names a node of a Redis/Valkey Cluster (true/false); every process then uses redis-py's cluster client and every key carries a hash tag."""
+    redis_sentinel_master: str = ""
+    """ABACUS_REDIS_SENTINEL_MASTER: when set, ABACUS_REDIS_URL names a Sentinel (redis://host:26379) and Abacus talks to the primary Sentinel reports for this master name."""
+    stream_shards: int = 1
+    """ABACUS_STREAM_SHARDS: streams the events are split into (by a hash of session_id), each with its own hash tag so a Redis Cluster spreads them over its primaries; every worker and roller consumes all of them. 1 keeps the single stream ABACUS_STREAM. Same value on every process; change it only with the stream drained (README, "Operating at scale")."""
     stream: str = "abacus:events"
     """ABACUS_STREAM: Redis stream that ingest appends beacons to and workers read."""
     dead_letter_stream: str = "abacus:events:dead"
@@ -94,6 +100,8 @@ class Settings:
     """ABACUS_API_URL: where `abacus sql` sends its query (the query API or `abacus serve`)."""
     token: str | None = None
     """ABACUS_TOKEN: bearer token `abacus sql` sends when no --token is given."""
+    clickhouse_cluster: str = ""
+    """ABACUS_CLICKHOUSE_CLUSTER: when set, `abacus migrate` creates the tables ON CLUSTER this name: Replicated*MergeTree local tables (`*_local`) and Distributed tables over them, sharded by cityHash64(experiment_key, session_id). Empty: plain tables on one server."""
     log_level: str = "INFO"
     """ABACUS_LOG_LEVEL: Python logging level."""
 
@@ -108,6 +116,11 @@ class Settings:
             values[field.name] = _parse(field.name, field.type, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+    @property
+    def hash_tagged(self) -> bool:
+        """Whether Redis keys carry hash tags: on a cluster, or once the stream is sharded."""
+        return self.redis_cluster or self.stream_shards > 1
 
     @property
     def worker_name(self) -> str:
@@ -153,7 +166,7 @@ def settings_doc() -> list[tuple[str, str, str]]:
     source = inspect.getsource(Settings)
     rows = []
     for field in dataclasses.fields(Settings):
-        marker = f"\"\"\"{env_name(field.name)}: "
+        marker = f'"""{env_name(field.name)}: '
         start = source.index(marker) + len(marker)
         description = source[start : source.index('"""', start)]
         default = field.default

@@ -26,7 +26,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from redis.exceptions import RedisError
 
-from shared import redis_keys
 from worker.rows import Decoded, decode_entries, subset, undecodable
 from worker.sink import ClickHouseSink, RejectedBatch, RetryableSinkError
 from worker.stream import Entry, PendingRead, StreamConsumer, id_key
@@ -64,8 +63,8 @@ class Worker:
         # this run's nonce and a sequence number; the sequence moves on once a tag received entries.
         self._batch_nonce = secrets.token_hex(4)
         self._batch_seq = 0
-        self._markers = redis_keys.inflight_batches(consumer.consumer)
-        self._legacy_marker = redis_keys.inflight_batch(consumer.consumer)
+        self._markers = consumer.shard.inflight_batches(consumer.consumer)
+        self._legacy_marker = consumer.shard.inflight_batch(consumer.consumer)
         self._inserter: ThreadPoolExecutor | None = None
         self._in_flight: Future | None = None
         self._acker: ThreadPoolExecutor | None = None

@@ -8,7 +8,8 @@ import signal
 import threading
 
 from shared.clickhouse import ClickHouse
-from shared.redis_conn import sync_client
+from shared.redis_conn import sync_client_for
+from shared.redis_keys import stream_layout
 from shared.rollup.protocol import RollupProtocol
 from shared.settings import Settings
 from worker.loop import Worker
@@ -20,20 +21,23 @@ from worker.stream import StreamConsumer
 log = logging.getLogger(__name__)
 
 
-def build_worker(settings: Settings, clickhouse: ClickHouse, consumer_name: str | None = None) -> Worker:
+def build_worker(settings: Settings, clickhouse: ClickHouse, consumer_name: str | None = None, shard: int = 0) -> Worker:
+    """The worker of one stream shard (the only one, by default)."""
     assert settings.redis_url, "the worker needs a Redis URL"
     # The socket timeout must outlast the longest blocking read (batch_wait) by a margin.
-    client = sync_client(settings.redis_url, socket_timeout=settings.batch_wait_ms / 1000 + 10)
+    client = sync_client_for(settings, socket_timeout=settings.batch_wait_ms / 1000 + 10)
+    layout = stream_layout(settings)[shard]
     consumer = StreamConsumer(
         client,
-        settings.stream,
+        layout.stream,
         settings.consumer_group,
         consumer_name or settings.worker_name,
-        settings.dead_letter_stream,
+        layout.dead_letter,
+        shard=layout,
     )
     return Worker(
         consumer,
-        ClickHouseSink(clickhouse),
+        ClickHouseSink(clickhouse, token_scope=layout.tag),
         batch_size=settings.batch_size,
         batch_wait_ms=settings.batch_wait_ms,
         max_deliveries=settings.max_deliveries,
@@ -41,20 +45,27 @@ def build_worker(settings: Settings, clickhouse: ClickHouse, consumer_name: str 
     )
 
 
+def build_workers(settings: Settings, clickhouse: ClickHouse, consumer_name: str | None = None) -> list[Worker]:
+    """One worker per stream shard: a process consumes every shard, each in a loop of its own."""
+    return [build_worker(settings, clickhouse, consumer_name, shard) for shard in range(max(1, settings.stream_shards))]
+
+
 def build_roller(settings: Settings, clickhouse: ClickHouse, owner: str | None = None) -> Roller:
     """``owner``: a name that stays the roller's across restarts (serve's, one per data dir), so a
     restarted process takes its shares back at once instead of waiting for its old locks to lapse."""
     assert settings.redis_url, "the roller needs a Redis URL"
     # Its own connection: the roller runs in its own thread beside the worker loop.
-    client = sync_client(settings.redis_url, socket_timeout=30)
-    stream = RollupStream(client, settings.stream, settings.consumer_group, settings.dead_letter_stream)
-    protocol = RollupProtocol(client, settings.stream, settings.consumer_group, settings.rollup_shards, settings.rollup_max_lag_ms)
+    client = sync_client_for(settings, socket_timeout=30)
+    layout = stream_layout(settings)
+    stream = RollupStream(client, layout, settings.consumer_group)
+    protocol = RollupProtocol(client, layout, settings.consumer_group, settings.rollup_shards, settings.rollup_max_lag_ms)
     return Roller(protocol, stream, clickhouse, settings.rollup_cache_sessions, settings.rollup_idle_ms, owner=owner)
 
 
 def run_worker_process(settings: Settings, burst: bool = False) -> int:
-    clickhouse = ClickHouse(settings.clickhouse_url or "")
-    worker = build_worker(settings, clickhouse)
+    clickhouse = ClickHouse(settings.clickhouse_url or "", settings.clickhouse_cluster)
+    workers = build_workers(settings, clickhouse)
+    worker = workers[0]
     # Every worker may become the roller; the others wait as standbys in case it dies. A burst
     # run drains and exits, so it leaves the rollup to the long-running workers.
     roller = build_roller(settings, clickhouse) if settings.rollup and not burst else None
@@ -69,32 +80,50 @@ def run_worker_process(settings: Settings, burst: bool = False) -> int:
         if worker.stopping.is_set():
             raise SystemExit(128 + signum)  # second signal: stop now, entries stay pending
         log.info("signal %d: finishing the batch in hand, then stopping", signum)
-        worker.request_stop()
+        for each in workers:
+            each.request_stop()
         if roller is not None:
             roller.request_stop()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    log.info("worker %s reading %s as group %s", worker.consumer.consumer, settings.stream, settings.consumer_group)
+    streams = ", ".join(each.consumer.stream for each in workers)
+    log.info("worker %s reading %s as group %s", worker.consumer.consumer, streams, settings.consumer_group)
     if roller_thread is not None:
         roller_thread.start()
+    # The other stream shards' loops in threads; the first in this (the signal-handling) thread.
+    others = [
+        threading.Thread(target=each.run, kwargs={"burst": burst}, name=f"abacus-worker-{i + 1}")
+        for i, each in enumerate(workers[1:])
+    ]
+    for thread in others:
+        thread.start()
     try:
         worker.run(burst=burst)
+        for thread in others:
+            thread.join()
     finally:
+        for each in workers[1:]:
+            each.request_stop()
+        for thread in others:
+            thread.join(30)
+            # (a thread still running after 30 s is a daemon-less straggler: its batch stays pending)
+        for each in workers[1:]:
+            each.consumer.redis.close()
         if roller is not None and roller_thread is not None:
             roller.request_stop()
             roller_thread.join(30)
             roller.redis.close()
         worker.consumer.redis.close()
         clickhouse.close()
-    log.info("worker stopped after inserting %d rows", worker.inserted_rows)
+    log.info("worker stopped after inserting %d rows", sum(each.inserted_rows for each in workers))
     return 0
 
 
 def run_roller_process(settings: Settings) -> int:
     """`abacus rollup`: the roller alone, for deployments that keep it off the workers' cores
     (ABACUS_ROLLUP=false on the workers). Several can run: one folds, the others stand by."""
-    clickhouse = ClickHouse(settings.clickhouse_url or "")
+    clickhouse = ClickHouse(settings.clickhouse_url or "", settings.clickhouse_cluster)
     roller = build_roller(settings, clickhouse)
 
     def on_signal(signum: int, _frame: object) -> None:

@@ -90,9 +90,14 @@ class ShareRoller:
         self.cache = SessionCache(cache_sessions)
         self.sink = rollup_store.events_sink(clickhouse)
         self.folded_events = 0
-        self._bookmark: bytes | None = None
-        self._dead: set[bytes] = set()
-        self._dead_cursor = b"0-0"
+        self._streams = range(len(stream.streams))
+        # Per stream shard: how far this share is folded (None: to be read from Redis), the ids
+        # dead-lettered ahead of it and the cursor in its dead letters. A session's events are
+        # all in one stream shard, so the shards fold independently, in turn.
+        self._bookmarks: list[bytes] | None = None
+        self._dead: list[set[bytes]] = [set() for _ in self._streams]
+        self._dead_cursor = [b"0-0" for _ in self._streams]
+        self._next_stream = 0
         self._known: KnownSessions | None = None
         self._shard_of: dict[str, int] = {}
         # Assume full entries until a step has shown otherwise: the first step stays small
@@ -118,7 +123,7 @@ class ShareRoller:
                 pass
         self._pinned = {}
         self.cache.clear()
-        self._bookmark = None
+        self._bookmarks = None
 
     def settle(self) -> None:
         """Wait until the step being written has landed and its bookmark moved; its error, if any."""
@@ -130,15 +135,16 @@ class ShareRoller:
         """Another roller may have run this share since this process last held it: forget everything."""
         self.forget()
         self._known = None
-        self._dead.clear()
-        self._dead_cursor = b"0-0"
+        self._dead = [set() for _ in self._streams]
+        self._dead_cursor = [b"0-0" for _ in self._streams]
 
     def run_once(self) -> bool:
         """One step (after a rebuild, when one is due); True when it folded something."""
         generation = self.share.generation()
-        if self._bookmark is None or generation is None:
-            self._bookmark = self.share.bookmark()
-            if self._bookmark is None or generation is None:
+        if self._bookmarks is None or generation is None:
+            bookmarks = [self.share.bookmark(s) for s in self._streams]
+            self._bookmarks = bookmarks if None not in bookmarks else None  # type: ignore[assignment]
+            if self._bookmarks is None or generation is None:
                 generation = self.rebuild()
         return self._step(generation)
 
@@ -156,77 +162,90 @@ class ShareRoller:
         served = self.share.begin_rebuild()
         self.new_tenure()
         self._fence()
-        rollup_store.rebuild_from_events(self.clickhouse.client(), self.share.shard, self.share.shards)
-        self._bookmark = b"0-0"
+        rollup_store.rebuild_from_events(self.clickhouse.client(), self.share.shard, self.share.shards, self.clickhouse.cluster)
+        self._bookmarks = [b"0-0" for _ in self._streams]
         generation = self.share.finish_rebuild(served)
         log.info("rollup share %d rebuilt in %.1fs", self.share.shard, time.monotonic() - started)
         return generation
 
     # ----- one step ----------------------------------------------------------------------------
     def _step(self, generation: str) -> bool:
-        assert self._bookmark is not None
+        """One step of the next stream shard (in turn) that has entries the workers stored."""
+        assert self._bookmarks is not None
         if self._pending is None:
-            in_hand = self.share.step_in_hand()
-            if in_hand is not None:  # left by a crash: redo exactly that range, before anything else
-                start, end = in_hand
-                entries = self.stream.read_range(start, end, None)
-                self._update_dead_letters()
-                folded, read = self._fold(entries, token=step_token(generation, self.share.shard, start, end))
-                self.share.finish_step(end)
-                self._moved_past(end, entries, folded, read)
-                return True
-        until = self.stream.stored_until()
-        start = self._bookmark
+            for stream in self._streams:
+                in_hand = self.share.step_in_hand(stream)
+                if in_hand is not None:  # left by a crash: redo exactly that range, before anything else
+                    start, end = in_hand
+                    entries = self.stream.read_range(start, end, None, stream)
+                    self._update_dead_letters(stream)
+                    token = step_token(generation, self.share.shard, start, end, self._stream_tag(stream))
+                    folded, read = self._fold(entries, token, stream)
+                    self.share.finish_step(end, stream)
+                    self._moved_past(stream, end, entries, folded, read)
+                    return True
         count = max(1, min(_MAX_ENTRIES_PER_STEP, int(_EVENTS_PER_STEP / self._events_per_entry)))
-        entries = self.stream.read_range(start, until, count) if until is not None else []
-        if not entries:
+        for offset in self._streams:
+            stream = (self._next_stream + offset) % len(self._streams)
+            until = self.stream.stored_until(stream)
+            start = self._bookmarks[stream]
+            entries = self.stream.read_range(start, until, count, stream) if until is not None else []
+            if entries:
+                break
+        else:
             self.settle()
             return False
+        self._next_stream = (stream + 1) % len(self._streams)
         end = entries[-1][0]
-        self._update_dead_letters()
-        summaries, events, read, states = self._fold_in_memory(entries)
+        self._update_dead_letters(stream)
+        summaries, events, read, states = self._fold_in_memory(entries, stream)
         self.settle()  # the step before has landed: now this one may be recorded and written
-        self.share.begin_step(start, end)
+        self.share.begin_step(start, end, stream)
         self._fence()
         self._pinned = states
-        self._pending = self._writer.submit(self._write, summaries, events, step_token(generation, self.share.shard, start, end), end)
-        self._moved_past(end, entries, len(events), read)
+        token = step_token(generation, self.share.shard, start, end, self._stream_tag(stream))
+        self._pending = self._writer.submit(self._write, summaries, events, token, end, stream)
+        self._moved_past(stream, end, entries, len(events), read)
         return True
 
-    def _moved_past(self, end: bytes, entries: list[Entry], folded: int, read: int) -> None:
-        self._bookmark = end
+    def _stream_tag(self, stream: int) -> str:
+        return "" if len(self._streams) == 1 else str(stream)
+
+    def _moved_past(self, stream: int, end: bytes, entries: list[Entry], folded: int, read: int) -> None:
+        assert self._bookmarks is not None
+        self._bookmarks[stream] = end
         end_key = id_key(end)
-        self._dead = {entry_id for entry_id in self._dead if id_key(entry_id) > end_key}
+        self._dead[stream] = {entry_id for entry_id in self._dead[stream] if id_key(entry_id) > end_key}
         if entries:
             self._events_per_entry = max(1.0, read / len(entries))
         self.folded_events += folded
 
-    def _update_dead_letters(self) -> None:
-        dead, self._dead_cursor = self.stream.dead_letters_after(self._dead_cursor)
-        self._dead.update(dead)
+    def _update_dead_letters(self, stream: int) -> None:
+        dead, self._dead_cursor[stream] = self.stream.dead_letters_after(self._dead_cursor[stream], stream)
+        self._dead[stream].update(dead)
 
-    def _fold(self, entries: list[Entry], token: str) -> tuple[int, int]:
+    def _fold(self, entries: list[Entry], token: str, stream: int = 0) -> tuple[int, int]:
         """Fold this share's events of ``entries`` and write them, at once; (events folded, events read)."""
-        summaries, events, read, _ = self._fold_in_memory(entries)
+        summaries, events, read, _ = self._fold_in_memory(entries, stream)
         self._fence()
         rollup_store.insert_summaries(self.sink, summaries, token)
         rollup_store.insert_events(self.sink, events, token)
         return len(events), read
 
-    def _write(self, summaries: list[tuple], events: list[FoldEvent], token: str, end: bytes) -> None:
+    def _write(self, summaries: list[tuple], events: list[FoldEvent], token: str, end: bytes, stream: int) -> None:
         """A step's inserts, then its bookmark: on the writer thread."""
         # The totals first, then the events, never both at once: a redo after only the totals
         # landed recomputes them (dropped by token); had only the events landed, the redo would
         # find them folded and add nothing, and the totals would lack them for good.
         rollup_store.insert_summaries(self.sink, summaries, token)
         rollup_store.insert_events(self.sink, events, token)
-        self.share.finish_step(end)
+        self.share.finish_step(end, stream)
 
-    def _fold_in_memory(self, entries: list[Entry]) -> tuple[list[tuple], list[FoldEvent], int, dict]:
+    def _fold_in_memory(self, entries: list[Entry], stream: int = 0) -> tuple[list[tuple], list[FoldEvent], int, dict]:
         """Apply this share's events of ``entries`` to the session states: (the step's signed
         session summaries, its events one copy each as abacus.events keeps them, events read,
         the states it touched)."""
-        events = self._events_of(entries)
+        events = self._events_of(entries, stream)
         read = len(events)
         if self.share.shards > 1:
             events = [event for event in events if self._owns(event.experiment_key)]
@@ -259,7 +278,9 @@ class ShareRoller:
                 before[key] = None
             elif key not in before:
                 before[key] = state.summary()
-            outcome = state.apply(event.variant_key, event.event_id, event.event_type, event.conversion_value, event.received_at_ms)
+            outcome = state.apply(
+                event.variant_key, event.event_id, event.event_type, event.conversion_value, event.received_at_ms
+            )
             if outcome:
                 changed[key] = state
                 if outcome == REPLACED:
@@ -305,7 +326,9 @@ class ShareRoller:
                 stored = FoldEvent(*row)
                 latest[(stored.experiment_key, stored.variant_key, stored.session_id, stored.event_id)] = stored
                 state = states[(stored.experiment_key, stored.session_id)]
-                state.apply(stored.variant_key, stored.event_id, stored.event_type, stored.conversion_value, stored.received_at_ms)
+                state.apply(
+                    stored.variant_key, stored.event_id, stored.event_type, stored.conversion_value, stored.received_at_ms
+                )
         return list(latest.values())
 
     def _fence(self) -> None:
@@ -320,9 +343,9 @@ class ShareRoller:
             shard = self._shard_of[experiment_key] = shard_of(experiment_key, self.share.shards)
         return shard == self.share.shard
 
-    def _events_of(self, entries: list[Entry]) -> list[FoldEvent]:
+    def _events_of(self, entries: list[Entry], stream: int) -> list[FoldEvent]:
         events: list[FoldEvent] = []
-        dead = self._dead
+        dead = self._dead[stream]
         for entry_id, fields in entries:
             if entry_id in dead:
                 continue
@@ -354,8 +377,10 @@ class ShareRoller:
         return self._known
 
 
-def step_token(generation: str, shard: int, start: bytes, end: bytes) -> str:
+def step_token(generation: str, shard: int, start: bytes, end: bytes, stream: str = "") -> str:
     """The deduplication token of a step's inserts: the same range folded again (after a crash)
     gets the same token; the generation (the share's last rebuild) keeps a step after a rebuild,
     which restarts from the stream's start, from reusing a token of a step before it."""
-    return f"rollup:{generation}:{shard}:{start.decode()}:{end.decode()}"
+    # Ids of different stream shards may coincide: a sharded stream's tokens name their shard.
+    token = f"rollup:{generation}:{shard}:{start.decode()}:{end.decode()}"
+    return f"{token}:s{stream}" if stream else token

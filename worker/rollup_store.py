@@ -13,6 +13,7 @@ from collections.abc import Callable
 import msgspec
 from clickhouse_connect.driver.client import Client
 
+from shared.clickhouse_cluster import clear_table
 from shared.rollup.results_sql import (
     COHORT_DAY,
     ROLLUP_EVENTS_SOURCE,
@@ -128,16 +129,13 @@ def events_sink(clickhouse) -> ClickHouseSink:  # type: ignore[no-untyped-def]
     return ClickHouseSink(clickhouse, table=EVENTS_TABLE)
 
 
-def rebuild_from_events(client: Client, shard: int = 0, shards: int = 1) -> None:
+def rebuild_from_events(client: Client, shard: int = 0, shards: int = 1, cluster: str = "") -> None:
     """Recompute a share of the rollup from ``abacus.events``: copy one snapshot of its events,
     then compute the totals from that copy (not from the events again, which workers may have
     added to meanwhile), so folded events and totals agree with each other."""
     condition = shard_condition(shard, shards)
     for table in (EVENTS_TABLE, DAY_TOTALS_TABLE):
-        if shards == 1:
-            client.command(f"TRUNCATE TABLE {table}")
-        else:
-            client.command(f"DELETE FROM {table} WHERE {condition}")
+        client.command(clear_table(table, cluster, None if shards == 1 else condition))
     # No deduplication: a rebuild must store its rows even if an earlier one produced the same.
     once = {"insert_deduplicate": 0}
     columns = ", ".join(COLUMNS)

@@ -30,12 +30,14 @@ class RejectedBatch(Exception):
     """ClickHouse refused the data itself: retrying the same rows will fail again."""
 
 
-def dedup_token(decoded: Decoded) -> str:
+def dedup_token(decoded: Decoded, scope: bytes = b"") -> str:
     """Same entries, same token: ClickHouse then drops a re-insert of a batch it already stored.
 
     The hash of every id followed by a comma, hashed in one call; a worker of an earlier version
-    hashed the same bytes id by id, so a batch it left in flight keeps its token after an upgrade."""
-    return hashlib.sha256(b",".join(decoded.ids) + b",").hexdigest()
+    hashed the same bytes id by id, so a batch it left in flight keeps its token after an upgrade.
+    ``scope`` (a stream shard's name) comes first: ids of different stream shards may coincide,
+    and a batch of one shard must never pass for a re-insert of another's."""
+    return hashlib.sha256(scope + b",".join(decoded.ids) + b",").hexdigest()
 
 
 # The wire layout of one event (shared/wire.py StreamEvent), as ClickHouse reads it. Timestamps
@@ -55,8 +57,10 @@ _SELECT_ROWS = (
 
 
 class ClickHouseSink:
-    def __init__(self, clickhouse: ClickHouse, table: str = "abacus.events") -> None:
+    def __init__(self, clickhouse: ClickHouse, table: str = "abacus.events", token_scope: str = "") -> None:
+        """``token_scope``: the stream shard's hash tag ("" for the one untagged stream)."""
         self._clickhouse = clickhouse
+        self._token_scope = token_scope.encode() + b"\n" if token_scope else b""
         self._insert_into = f"INSERT INTO {table} ({', '.join(COLUMNS)}) "
         self._staging_dir = _staging_dir() if is_chdb(clickhouse.url) else None
 
@@ -65,7 +69,7 @@ class ClickHouseSink:
         names its steps); by default one derived from the batch's entry ids."""
         # In the statement, not as client settings: chDB applies those with SET statements before
         # and after the insert, which cost a quarter of the insert's time.
-        token = token if token is not None else dedup_token(decoded)
+        token = token if token is not None else dedup_token(decoded, self._token_scope)
         insert = (
             f"{self._insert_into}SETTINGS insert_deduplication_token = '{token}', "
             f"insert_deduplicate = 1 {_SELECT_ROWS}"

@@ -9,6 +9,8 @@ import time
 import redis
 from redis.exceptions import ResponseError
 
+from shared.redis_conn import is_cluster, raw_name
+from shared.redis_keys import StreamShard
 from shared.rollup.protocol import RollupProtocol, is_rollup_group
 
 log = logging.getLogger(__name__)
@@ -21,13 +23,19 @@ Entry = tuple[bytes, Fields]
 
 
 class StreamConsumer:
-    def __init__(self, client: redis.Redis, stream: str, group: str, consumer: str, dead_letter: str) -> None:
+    def __init__(
+        self, client: redis.Redis, stream: str, group: str, consumer: str, dead_letter: str, shard: StreamShard | None = None
+    ) -> None:
+        """``shard``: the stream shard read (its keys); by default the one untagged ``stream``."""
         self.redis = client
-        self.stream = stream
+        self.shard = shard or StreamShard(0, 1, stream, dead_letter, "")
+        self.stream = self.shard.stream
         self.group = group
         self.consumer = consumer
-        self.dead_letter_stream = dead_letter
+        self.dead_letter_stream = self.shard.dead_letter
         self._claim_cursor: bytes | str = "0-0"
+        self._xreadgroup = raw_name(client, b"XREADGROUP")
+        self._cluster = is_cluster(client)
 
     def ensure_group(self) -> None:
         # "0": a group created after ingest started still gets everything already queued.
@@ -46,6 +54,10 @@ class StreamConsumer:
         From the moment it is sent, what it delivers is pending to this consumer: the caller
         must collect it before anything else reads this consumer's pending entries, or, if it
         cannot (an error on the way), let recovery find them there."""
+        if self._cluster:
+            # The cluster client owns its connections per node (and re-routes on a failover):
+            # the read is made at once, without overlapping the caller's work.
+            return PendingRead(None, None, self._read_group(">", count, None, as_consumer))
         connection = self.redis.connection_pool.get_connection()
         try:
             connection.send_command(
@@ -69,7 +81,7 @@ class StreamConsumer:
         # redis-py finds its reply parser by the command name as a str; named in bytes, the reply
         # comes back as hiredis built it. Its parser turned every entry's fields into a dict in
         # pure Python: a fifth of the drain's time, for the one field the worker reads.
-        return _entries_of(self.redis.execute_command(b"XREADGROUP", *args))
+        return _entries_of(self.redis.execute_command(self._xreadgroup, *args))
 
     # ----- batch consumers ---------------------------------------------------------------
     # The worker reads each batch as a consumer of its own, named after this one. Its pending
@@ -179,11 +191,10 @@ class StreamConsumer:
         go is the rollup's to say (``RollupProtocol.trim_bound``)."""
         groups = self.redis.xinfo_groups(self.stream)
         bounds = [
-            acknowledged_below(self.redis, self.stream, group)
-            for group in groups
-            if not is_rollup_group(as_text(group["name"]))
+            acknowledged_below(self.redis, self.stream, group) for group in groups if not is_rollup_group(as_text(group["name"]))
         ]
-        rollup_bound = RollupProtocol(self.redis, self.stream, self.group).trim_bound(groups, min(bounds, default=None))
+        protocol = RollupProtocol(self.redis, [self.shard], self.group)
+        rollup_bound = protocol.trim_bound(groups, min(bounds, default=None), self.shard)
         if rollup_bound is not None:
             bounds.append(rollup_bound)
         if not bounds:
@@ -219,11 +230,15 @@ return 1
 class PendingRead:
     """An XREADGROUP sent and not yet answered, on a connection of its own until it is."""
 
-    def __init__(self, pool: redis.ConnectionPool, connection: redis.Connection) -> None:
+    def __init__(self, pool: redis.ConnectionPool | None, connection: redis.Connection | None, done: list | None = None) -> None:
         self._pool = pool
         self._connection: redis.Connection | None = connection
+        self._done = done
 
     def entries(self) -> list[Entry]:
+        if self._done is not None:
+            done, self._done = self._done, None
+            return done
         connection, self._connection = self._connection, None
         assert connection is not None, "a read is collected once"
         try:
@@ -233,6 +248,7 @@ class PendingRead:
             connection.disconnect()
             raise
         finally:
+            assert self._pool is not None
             self._pool.release(connection)
         return _entries_of(reply)
 

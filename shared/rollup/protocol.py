@@ -28,6 +28,8 @@ import redis
 from redis.exceptions import ResponseError
 
 from shared import redis_keys
+from shared.redis_conn import raw_name
+from shared.redis_keys import StreamShard
 
 log = logging.getLogger(__name__)
 
@@ -98,15 +100,23 @@ class _Groups:
 
 
 class RollupProtocol:
-    def __init__(self, client: redis.Redis, stream: str, worker_group: str, shards: int = 1, max_lag_ms: int = 10_000) -> None:
+    def __init__(
+        self, client: redis.Redis, stream: str | list[StreamShard], worker_group: str, shards: int = 1, max_lag_ms: int = 10_000
+    ) -> None:
+        """``stream``: the one untagged stream, or every stream shard (``redis_keys.stream_shards``)."""
         self.redis = client
-        self.stream = stream
+        self.streams = [StreamShard(0, 1, stream, "", "")] if isinstance(stream, str) else stream
+        self.stream = self.streams[0].stream
         self.worker_group = worker_group
         self.shards = max(1, shards)
         self.max_lag_ms = max_lag_ms
+        self.tagged = bool(self.streams[0].tag)
 
     def share(self, shard: int) -> Share:
-        return Share(self.redis, self.stream, shard, self.shards)
+        return Share(self.redis, self.streams, shard, self.shards)
+
+    def _share_key(self, name: str, shard: int, shards: int) -> str:
+        return redis_keys.rollup_share_key(name, shard, shards, self.tagged)
 
     # ----- asked by the query API -------------------------------------------------------------
     def freshness(self, experiment_keys: list[str]) -> Freshness:
@@ -115,28 +125,30 @@ class RollupProtocol:
         pipe.time()
         pipe.get(redis_keys.ROLLUP_REBUILD)
         for shard in shares:
-            pipe.get(redis_keys.rollup_shard_key("built", shard, self.shards))
-            pipe.exists(redis_keys.rollup_shard_key("lock", shard, self.shards))
+            pipe.get(self._share_key("built", shard, self.shards))
+            pipe.exists(self._share_key("lock", shard, self.shards))
         now, requested, *per_share = pipe.execute()
         now_ms = int(now[0]) * 1000 + int(now[1]) // 1000
-        groups = self._groups()
+        per_stream = [(stream, self._groups(stream.stream)) for stream in self.streams]
         built = running = True
         rebuild = False
         unfolded, exact, oldest_ms = 0, True, None
         wanted = set(experiment_keys)
         for index, shard in enumerate(shares):
             built_value, locked = per_share[2 * index], per_share[2 * index + 1]
-            bookmark = groups.bookmarks.get(redis_keys.rollup_group(shard, self.shards))
-            built = built and bool(built_value) and bookmark is not None
+            built = built and bool(built_value)
             running = running and bool(locked)
             rebuild = rebuild or _rebuild_wanted(requested, built_value)
-            if bookmark is None or groups.workers_delivered is None:
-                continue
-            count, share_exact, share_oldest = self._unfolded(bookmark, groups.workers_delivered, wanted)
-            unfolded += count
-            exact = exact and share_exact
-            if share_oldest is not None:
-                oldest_ms = share_oldest if oldest_ms is None else min(oldest_ms, share_oldest)
+            for stream, groups in per_stream:
+                bookmark = groups.bookmarks.get(redis_keys.rollup_group(shard, self.shards))
+                built = built and bookmark is not None
+                if bookmark is None or groups.workers_delivered is None:
+                    continue
+                count, share_exact, share_oldest = self._unfolded(stream.stream, bookmark, groups.workers_delivered, wanted)
+                unfolded += count
+                exact = exact and share_exact
+                if share_oldest is not None:
+                    oldest_ms = share_oldest if oldest_ms is None else min(oldest_ms, share_oldest)
         behind_ms = max(0, now_ms - oldest_ms) if oldest_ms is not None else 0
         current = built and running and not rebuild and exact and behind_ms <= self.max_lag_ms
         return Freshness(current, built, running, rebuild, unfolded, exact, behind_ms, self.max_lag_ms)
@@ -144,9 +156,9 @@ class RollupProtocol:
     def request_rebuild(self) -> None:
         self.redis.incr(redis_keys.ROLLUP_REBUILD)
 
-    def _groups(self) -> _Groups:
+    def _groups(self, stream: str) -> _Groups:
         try:
-            groups = self.redis.xinfo_groups(self.stream)
+            groups = self.redis.xinfo_groups(stream)
         except ResponseError:
             groups = []  # no stream yet
         delivered, bookmarks = None, {}
@@ -160,7 +172,7 @@ class RollupProtocol:
                 bookmarks[name] = last
         return _Groups(delivered, bookmarks)
 
-    def _unfolded(self, bookmark: bytes, delivered: bytes, wanted: set[str]) -> tuple[int, bool, int | None]:
+    def _unfolded(self, stream: str, bookmark: bytes, delivered: bytes, wanted: set[str]) -> tuple[int, bool, int | None]:
         """Events of ``wanted`` experiments in entries after ``bookmark`` up to what the workers
         were delivered; whether all such entries were read; the oldest such entry's time (ms)."""
         count, oldest, read = 0, None, 0
@@ -168,7 +180,12 @@ class RollupProtocol:
         if id_key(after) >= id_key(delivered):
             return 0, True, None
         while read < FRESHNESS_SCAN_ENTRIES:
-            entries = self.redis.execute_command(b"XRANGE", self.stream, b"(" + after, delivered, b"COUNT", _SCAN_CHUNK) or []
+            entries = (
+                self.redis.execute_command(
+                    raw_name(self.redis, b"XRANGE"), stream, b"(" + after, delivered, b"COUNT", _SCAN_CHUNK
+                )
+                or []
+            )
             for entry_id, fields in entries:
                 events = _events_of(fields)
                 mine = sum(1 for event in events if event.experiment_key in wanted)
@@ -183,11 +200,15 @@ class RollupProtocol:
         return count, False, oldest if oldest is not None else id_key(after)[0]
 
     # ----- asked by worker trimming -----------------------------------------------------------
-    def trim_bound(self, groups: list[dict], others_bound: tuple[int, int] | None) -> tuple[int, int] | None:
+    def trim_bound(
+        self, groups: list[dict], others_bound: tuple[int, int] | None, stream: StreamShard | None = None
+    ) -> tuple[int, int] | None:
         """The id below which every live share has folded (None: no share holds the stream back).
         A share nobody has folded for ``ALIVE_GRACE_MS``, or whose oldest unfolded entry is more
         than ``MAX_BACKLOG_MS`` older than ``others_bound`` (what the workers still hold back), is
-        dropped: its bookmark goes, so trimming no longer waits, and its next roller rebuilds."""
+        dropped: its bookmark goes, so trimming no longer waits, and its next roller rebuilds.
+        ``groups``: those of ``stream`` (a stream shard; the first by default)."""
+        stream = stream or self.streams[0]
         bound = None
         for group in groups:
             name = _text(group["name"])
@@ -195,24 +216,35 @@ class RollupProtocol:
                 continue
             shard, shards = _parse_group(name)
             last = id_key(group["last-delivered-id"])
-            if not self.redis.exists(redis_keys.rollup_shard_key("alive", shard, shards)):
-                self._drop(name, shard, shards, "no roller has folded it for minutes")
+            if not self.redis.exists(self._share_key("alive", shard, shards)):
+                self._drop(stream, name, shard, shards, "no roller has folded it for minutes")
                 continue
-            held = self.redis.execute_command(b"XRANGE", self.stream, f"({last[0]}-{last[1]}", b"+", b"COUNT", 1)
+            held = self.redis.execute_command(
+                raw_name(self.redis, b"XRANGE"), stream.stream, f"({last[0]}-{last[1]}", b"+", b"COUNT", 1
+            )
             if held and others_bound is not None:
                 behind_ms = others_bound[0] - id_key(held[0][0])[0]
                 if behind_ms > MAX_BACKLOG_MS:
-                    self._drop(name, shard, shards, f"its roller is {behind_ms // 1000} s behind the workers")
+                    self._drop(stream, name, shard, shards, f"its roller is {behind_ms // 1000} s behind the workers")
                     continue
             own = (last[0], last[1] + 1)
             bound = own if bound is None else min(bound, own)
         return bound
 
-    def _drop(self, group: str, shard: int, shards: int, why: str) -> None:
+    def _drop(self, stream: StreamShard, group: str, shard: int, shards: int, why: str) -> None:
         log.warning("trimming no longer waits for rollup share %s: %s", group, why)
+        if not self.tagged:
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.xgroup_destroy(stream.stream, group)
+            pipe.delete(redis_keys.rollup_shard_key("built", shard, shards), stream.rollup_step(shard, shards))
+            pipe.execute()
+            return
+        # The keys are in different slots: built goes first, so whatever happens next, the
+        # share's next roller rebuilds (and re-creates this bookmark at the stream's start).
+        self.redis.delete(self._share_key("built", shard, shards))
         pipe = self.redis.pipeline(transaction=True)
-        pipe.xgroup_destroy(self.stream, group)
-        pipe.delete(redis_keys.rollup_shard_key("built", shard, shards), redis_keys.rollup_shard_key("step", shard, shards))
+        pipe.xgroup_destroy(stream.stream, group)
+        pipe.delete(stream.rollup_step(shard, shards))
         pipe.execute()
 
     # ----- roller membership ------------------------------------------------------------------
@@ -258,15 +290,16 @@ _RELEASE_LOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call
 class Share:
     """One share's state as its roller sees and changes it."""
 
-    def __init__(self, client: redis.Redis, stream: str, shard: int, shards: int) -> None:
+    def __init__(self, client: redis.Redis, streams: list[StreamShard], shard: int, shards: int) -> None:
         self.redis = client
-        self.stream = stream
+        self.streams = streams
         self.shard, self.shards = shard, shards
         self.group = redis_keys.rollup_group(shard, shards)
-        self.lock_key = redis_keys.rollup_shard_key("lock", shard, shards)
-        self._alive = redis_keys.rollup_shard_key("alive", shard, shards)
-        self._built = redis_keys.rollup_shard_key("built", shard, shards)
-        self._step = redis_keys.rollup_shard_key("step", shard, shards)
+        self.tagged = bool(streams[0].tag)
+        self.lock_key = redis_keys.rollup_share_key("lock", shard, shards, self.tagged)
+        self._alive = redis_keys.rollup_share_key("alive", shard, shards, self.tagged)
+        self._built = redis_keys.rollup_share_key("built", shard, shards, self.tagged)
+        self._steps = [stream.rollup_step(shard, shards) for stream in streams]
         self._acquire = client.register_script(_ACQUIRE_LOCK)
         self._renew = client.register_script(_RENEW_LOCK)
         self._release = client.register_script(_RELEASE_LOCK)
@@ -299,17 +332,18 @@ class Share:
 
     def begin_rebuild(self) -> int:
         """Forget the built state and bookmark the stream's start (so nothing is trimmed that the
-        rebuild's snapshot might miss); the rebuild request number this rebuild serves."""
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.get(redis_keys.ROLLUP_REBUILD)
-        pipe.delete(self._built, self._step)
-        requested = pipe.execute()[0]
-        try:
-            self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-            self.redis.xgroup_setid(self.stream, self.group, id="0")
+        rebuild's snapshot might miss), on every stream shard; the rebuild request number this
+        rebuild serves. (A request made after it was read starts another rebuild.)"""
+        requested = self.redis.get(redis_keys.ROLLUP_REBUILD)
+        for key in (self._built, *self._steps):
+            self.redis.delete(key)  # one by one: on a cluster they are in different slots
+        for stream in self.streams:
+            try:
+                self.redis.xgroup_create(stream.stream, self.group, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+                self.redis.xgroup_setid(stream.stream, self.group, id="0")
         return int(requested or 0)
 
     def finish_rebuild(self, served: int) -> str:
@@ -318,9 +352,10 @@ class Share:
         return generation
 
     # the bookmark and the step in hand
-    def bookmark(self) -> bytes | None:
+    def bookmark(self, stream: int = 0) -> bytes | None:
+        """How far the share is folded in stream shard ``stream``."""
         try:
-            groups = self.redis.xinfo_groups(self.stream)
+            groups = self.redis.xinfo_groups(self.streams[stream].stream)
         except ResponseError:
             return None
         for group in groups:
@@ -329,20 +364,21 @@ class Share:
                 return last if isinstance(last, bytes) else last.encode()
         return None
 
-    def step_in_hand(self) -> tuple[bytes, bytes] | None:
-        raw = self.redis.get(self._step)
+    def step_in_hand(self, stream: int = 0) -> tuple[bytes, bytes] | None:
+        raw = self.redis.get(self._steps[stream])
         if not raw:
             return None
         start, _, end = raw.partition(b" ")
         return start, end
 
-    def begin_step(self, start: bytes, end: bytes) -> None:
-        self.redis.set(self._step, start + b" " + end)
+    def begin_step(self, start: bytes, end: bytes, stream: int = 0) -> None:
+        self.redis.set(self._steps[stream], start + b" " + end)
 
-    def finish_step(self, end: bytes) -> None:
+    def finish_step(self, end: bytes, stream: int = 0) -> None:
+        # The step key carries its stream shard's hash tag: one slot, so one transaction.
         pipe = self.redis.pipeline(transaction=True)
-        pipe.xgroup_setid(self.stream, self.group, id=end)
-        pipe.delete(self._step)
+        pipe.xgroup_setid(self.streams[stream].stream, self.group, id=end)
+        pipe.delete(self._steps[stream])
         pipe.execute()
 
 
