@@ -23,7 +23,7 @@ from shared.registry.models import DefinitionError, Experiment, MetricName, metr
 from shared.rollup.protocol import Freshness
 from shared.rollup.totals import VariantRollup
 from shared.stats import rate_interval, validate_confidence
-from shared.stats.phases import split_phases
+from shared.stats.phases import Phase, split_phases
 
 METRIC_NAME = re.compile(MetricName.__metadata__[0].pattern)
 
@@ -171,11 +171,17 @@ class ResultsQuery(NamedTuple):
     all_metrics: bool = False
 
 
+def only_phase(experiment: Experiment) -> Phase:
+    """The one phase of a definition whose history cannot be read (never expected: every version is stored)."""
+    return Phase(1, experiment.updated_at, None, {v.variant_key: v.allocation for v in experiment.variants})
+
+
 def build_results(service: QueryService, query: ResultsQuery) -> tuple[list[ExperimentResults], dict[str, str]]:
     """The body, and headers saying where its totals came from (``rollup`` or ``events``)."""
     experiments = experiments_for(service, query.experiment_key)
     start, end = query.start, query.end
-    phases = {e.experiment_key: split_phases(service.store.history(e.experiment_key)) for e in experiments}
+    histories = service.store.histories([e.experiment_key for e in experiments]) if experiments else {}
+    phases = {e.experiment_key: split_phases(histories.get(e.experiment_key, [])) or [only_phase(e)] for e in experiments}
     for experiment in experiments:
         count = len(phases[experiment.experiment_key])
         if isinstance(query.phase, int) and query.phase > count:
