@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timezone
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import Annotated, Literal, NamedTuple
 
 import msgspec
 from litestar import Request, Response, get
@@ -17,12 +17,13 @@ from query_api.errors import BadQuery
 from query_api.results_analysis import ALL_PHASES, add_totals, analyse
 from query_api.results_phases import custom_event_types, fetch_phase_metrics, fetch_phase_totals, metric_plan
 from query_api.results_query import fetch_event_buckets, fetch_rollup_days, fetch_rollup_totals, fetch_rollups, whole_days
+from query_api.results_types import ExperimentResults, PhaseSummary, TimePoint, Timeseries, VariantCounts, VariantSeries
 from query_api.service import QueryService, in_thread
 from shared.registry.models import DefinitionError, Experiment, MetricName, metric_problem
 from shared.rollup.protocol import Freshness
 from shared.rollup.totals import VariantRollup
 from shared.stats import rate_interval, validate_confidence
-from shared.stats.phases import split_phases
+from shared.stats.phases import Phase, split_phases
 
 METRIC_NAME = re.compile(MetricName.__metadata__[0].pattern)
 
@@ -45,91 +46,6 @@ def parse_confidence(raw: float) -> float:
         return validate_confidence(raw)
     except ValueError as exc:
         raise BadQuery("confidence", str(exc)) from None
-
-
-class VariantCounts(msgspec.Struct):
-    """Exactly the nine keys the original API returned per variant, in its order."""
-
-    variant_key: str
-    impressions: int
-    cta_clicks: int
-    form_starts: int
-    form_submits: int
-    conversions: int
-    unique_sessions: int
-    conversion_rate: float
-    conversion_value_total: float
-
-
-class PhaseSrm(msgspec.Struct):
-    """The phase's sample-ratio check against its own allocations (see `analysis.srm` for the keys)."""
-
-    p_value: float | None
-    flagged: bool
-    message: str | None = None
-    chi_square: float | None = None
-    df: int | None = None
-    threshold: float | None = None
-    min_sessions: int | None = None
-    observed: dict[str, int] | None = None
-    expected: dict[str, float] | None = None
-    excluded_variants: list[str] | None = None
-
-
-class PhaseSummary(msgspec.Struct):
-    """One phase: a span of the definition history with the same allocations."""
-
-    phase: int
-    """1-based; the last one is the current phase."""
-    start: str
-    """When the definition got these allocations (sessions first exposed earlier count in phase 1)."""
-    end: str | None
-    """When the next phase started (None: the current phase)."""
-    allocations: dict[str, int]
-    sessions: dict[str, int]
-    """Exposed sessions first exposed in this phase that saw only that variant."""
-    srm: PhaseSrm
-
-
-class ExperimentResults(msgspec.Struct):
-    experiment_key: str
-    name: str
-    enabled: bool
-    archived: bool
-    version: int
-    from_: str | None = msgspec.field(name="from")
-    """The window's start: the sessions first exposed at or after it (None: all time)."""
-    to: str | None
-    """The window's end (exclusive)."""
-    variants: list[VariantCounts]
-    analysis: dict[str, Any]
-    phases: list[PhaseSummary] = []
-    """Every phase of the definition history, with its allocations and its own SRM check."""
-    analysis_phase: int | Literal["all"] = 1
-    """The phase `analysis` covers (the current one unless `phase=` says otherwise), or "all"."""
-
-
-class TimePoint(msgspec.Struct):
-    bucket: str
-    """Start of the day (or hour) of first exposure; the counts are cumulative up to its end."""
-    exposed_sessions: int
-    converted_sessions: int
-    conversion_rate: float | None
-    ci_low: float | None
-    ci_high: float | None
-
-
-class VariantSeries(msgspec.Struct):
-    variant_key: str
-    is_control: bool
-    points: list[TimePoint]
-
-
-class Timeseries(msgspec.Struct):
-    experiment_key: str
-    interval: str
-    confidence: float
-    variants: list[VariantSeries]
 
 
 def variant_body(variant_key: str, rollup: VariantRollup) -> VariantCounts:
@@ -255,11 +171,17 @@ class ResultsQuery(NamedTuple):
     all_metrics: bool = False
 
 
+def only_phase(experiment: Experiment) -> Phase:
+    """The one phase of a definition whose history cannot be read (never expected: every version is stored)."""
+    return Phase(1, experiment.updated_at, None, {v.variant_key: v.allocation for v in experiment.variants})
+
+
 def build_results(service: QueryService, query: ResultsQuery) -> tuple[list[ExperimentResults], dict[str, str]]:
     """The body, and headers saying where its totals came from (``rollup`` or ``events``)."""
     experiments = experiments_for(service, query.experiment_key)
     start, end = query.start, query.end
-    phases = {e.experiment_key: split_phases(service.store.history(e.experiment_key)) for e in experiments}
+    histories = service.store.histories([e.experiment_key for e in experiments]) if experiments else {}
+    phases = {e.experiment_key: split_phases(histories.get(e.experiment_key, [])) or [only_phase(e)] for e in experiments}
     for experiment in experiments:
         count = len(phases[experiment.experiment_key])
         if isinstance(query.phase, int) and query.phase > count:

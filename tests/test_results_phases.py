@@ -227,3 +227,20 @@ def test_a_window_applies_within_the_phases(client, analyst, clean_clickhouse):
     assert [p["sessions"] for p in body["phases"]] == [{"control": 0, "treat": 0}, {k: n for k, (n, _) in PHASE_2.items()}]
     assert {v["variant_key"]: v["unique_sessions"] for v in body["variants"]} == {k: n for k, (n, _) in PHASE_2.items()}
     assert body["analysis_phase"] == 2
+
+
+def test_results_csv_follows_the_phase_parameter(client, analyst, clean_clickhouse):
+    import csv
+    import io
+
+    two_phases(client, clean_clickhouse)
+    for query, expected in (("", "2"), ("&phase=1", "1"), ("&phase=all", "all")):
+        response = client.get(f"/api/v1/experiments/results.csv?experiment_key={KEY}{query}", headers=analyst)
+        assert response.status_code == 200, response.text
+        rows = list(csv.DictReader(io.StringIO(response.text)))
+        assert [r["analysis_phase"] for r in rows] == [expected, expected]
+        sessions = {"2": PHASE_2, "1": PHASE_1}.get(expected)
+        if sessions:
+            assert {r["variant_key"]: int(r["exposed_sessions"]) for r in rows} == {k: n for k, (n, _) in sessions.items()}
+        assert {r["variant_key"]: r["status_code"] for r in rows}["treat"] == "no_difference"
+    assert client.get(f"/api/v1/experiments/results.csv?experiment_key={KEY}&phase=9", headers=analyst).status_code == 400

@@ -1,9 +1,9 @@
 """Experiment-level analysis: turns per-variant aggregates into the JSON `analysis` of the results API.
 
-The conversion rate is the primary metric: it decides each variant's verdict (`status_code`, with the
-`status` label and `status_message` sentence; see statuses.py). The conversion value per exposed
-session is reported alongside as the default guardrail: a significant drop makes the verdict
-"guardrail regression".
+The primary metric (default: the conversion rate; a definition may name another) decides each
+variant's verdict (`status_code`, with the `status` label and `status_message` sentence; see
+statuses.py). Guardrail metrics (default: the conversion value per exposed session) are reported
+alongside: a significant drop of one makes the verdict "guardrail regression".
 
 Every `significant` is exactly "the interval shown excludes 0": with 2+ treatments the intervals are
 Holm-adjusted (`holm_interval_levels`) and the p-values Holm-adjusted, and the two agree.

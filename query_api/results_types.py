@@ -1,0 +1,92 @@
+"""The typed answers of the results routes (so the OpenAPI schema is the real one)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+
+class VariantCounts(msgspec.Struct):
+    """Exactly the nine keys the original API returned per variant, in its order."""
+
+    variant_key: str
+    impressions: int
+    cta_clicks: int
+    form_starts: int
+    form_submits: int
+    conversions: int
+    unique_sessions: int
+    conversion_rate: float
+    conversion_value_total: float
+
+
+class PhaseSrm(msgspec.Struct):
+    """The phase's sample-ratio check against its own allocations (see `analysis.srm` for the keys)."""
+
+    p_value: float | None
+    flagged: bool
+    message: str | None = None
+    chi_square: float | None = None
+    df: int | None = None
+    threshold: float | None = None
+    min_sessions: int | None = None
+    observed: dict[str, int] | None = None
+    expected: dict[str, float] | None = None
+    excluded_variants: list[str] | None = None
+
+
+class PhaseSummary(msgspec.Struct):
+    """One phase: a span of the definition history with the same allocations."""
+
+    phase: int
+    """1-based; the last one is the current phase."""
+    start: str
+    """When the definition got these allocations (sessions first exposed earlier count in phase 1)."""
+    end: str | None
+    """When the next phase started (None: the current phase)."""
+    allocations: dict[str, int]
+    sessions: dict[str, int]
+    """Exposed sessions first exposed in this phase that saw only that variant."""
+    srm: PhaseSrm
+
+
+class ExperimentResults(msgspec.Struct):
+    experiment_key: str
+    name: str
+    enabled: bool
+    archived: bool
+    version: int
+    from_: str | None = msgspec.field(name="from")
+    """The window's start: the sessions first exposed at or after it (None: all time)."""
+    to: str | None
+    """The window's end (exclusive)."""
+    variants: list[VariantCounts]
+    analysis: dict[str, Any]
+    phases: list[PhaseSummary] = []
+    """Every phase of the definition history, with its allocations and its own SRM check."""
+    analysis_phase: int | Literal["all"] = 1
+    """The phase `analysis` covers (the current one unless `phase=` says otherwise), or "all"."""
+
+
+class TimePoint(msgspec.Struct):
+    bucket: str
+    """Start of the day (or hour) of first exposure; the counts are cumulative up to its end."""
+    exposed_sessions: int
+    converted_sessions: int
+    conversion_rate: float | None
+    ci_low: float | None
+    ci_high: float | None
+
+
+class VariantSeries(msgspec.Struct):
+    variant_key: str
+    is_control: bool
+    points: list[TimePoint]
+
+
+class Timeseries(msgspec.Struct):
+    experiment_key: str
+    interval: str
+    confidence: float
+    variants: list[VariantSeries]
