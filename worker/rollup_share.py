@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 _EVENTS_PER_STEP = 50_000
 _MAX_ENTRIES_PER_STEP = 50_000
 _MOST_EVENTS_PER_ENTRY = 500  # ingest's cap on the events it packs into one stream entry
-_READ_CHUNK = 2000  # entries per XRANGE within a step (see _read_events)
+_READ_CHUNK = 5000  # entries per XRANGE within a step (see _read_events)
 
 
 class FoldEvent(msgspec.Struct, array_like=True, frozen=True, gc=False):
@@ -310,12 +310,11 @@ class ShareRoller:
         # ClickHouse turns them into the per-day total differences with the results' own SQL.
         pieces: list[bytes] = []
         add = pieces.append
-        subtracted, added = rollup_store.SUBTRACTED_PREFIX, rollup_store.ADDED_PREFIX
+        subtracted = rollup_store.SUBTRACTED_PREFIX
         for key, state, before in changed:
             for row in before:
-                add(subtracted + row)
-            for row in summary_rows(state, key[0]):
-                add(added + row)
+                add(subtracted + row[2:])
+            pieces.extend(summary_rows(state, key[0]))
         # Before the inserts: a session marked folded that never was costs one needless lookup,
         # while one folded but not marked would be counted as new.
         for key in created:

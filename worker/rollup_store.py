@@ -36,8 +36,8 @@ _TOTALS_COLUMNS = ["experiment_key", "variant_key", "cohort_day", *TOTAL_FIELDS]
 # Keeps each lookup's SQL text small; a step's misses are looked up in a few queries at most.
 _LOOKUP_CHUNK = 5000
 _encoder = msgspec.msgpack.Encoder()
-# A summary row is a msgpack array of SUMMARY_WIDTH values, the sign first: these two prefixes
-# (array header, then +1 or -1) in front of the rest of a row make it added or subtracted.
+# A summary row is a msgpack array of SUMMARY_WIDTH values, the sign first: an added row begins
+# with ADDED_PREFIX (array header, +1); the same row subtracted begins with SUBTRACTED_PREFIX.
 _HEADER = _encoder.encode((0,) * SUMMARY_WIDTH)[:1]
 ADDED_PREFIX, SUBTRACTED_PREFIX = _HEADER + _encoder.encode(1), _HEADER + _encoder.encode(-1)
 
@@ -93,15 +93,38 @@ def stored_session_keys(client: Client, shard: int, shards: int, block: Callable
 
 
 def summary_rows(state: SessionState, experiment_key: str) -> tuple[bytes, ...]:
-    """The session's summary (``SESSION_SUMMARY_STRUCTURE``) as msgpack rows without their first
-    two bytes (array header and sign): put ``ADDED_PREFIX`` or ``SUBTRACTED_PREFIX`` in front.
-    (The rest is encoded as an array of one value fewer, a fixarray with a one-byte header.)
-    Cached in the state until it changes, so a step subtracts what the last one added without
-    computing it again; bytes, which the garbage collector does not walk."""
+    """The session's summary (``SESSION_SUMMARY_STRUCTURE``) as msgpack rows, added (+1); for
+    the same rows subtracted, put ``SUBTRACTED_PREFIX`` in front of each row's ``[2:]`` (the
+    array header and the sign are one byte each). Cached in the state until it changes, so a
+    step subtracts what the last one added without computing it again; bytes, which the garbage
+    collector does not walk."""
     rows = state.rows
     if rows is None:
-        day, exposed, parts = state.summary()
-        rows = state.rows = tuple(_encoder.encode((experiment_key, part[0], day, *part[1:], exposed))[1:] for part in parts)
+        day = state.cohort_day
+        variants = state.variants
+        exposed = 0
+        for variant in variants.values():
+            if variant.impressions > 0:
+                exposed += 1
+        encode = _encoder.encode
+        rows = state.rows = tuple(
+            encode(
+                (
+                    1,
+                    experiment_key,
+                    variant_key,
+                    day,
+                    variant.impressions,
+                    variant.cta_clicks,
+                    variant.form_starts,
+                    variant.form_submits,
+                    variant.conversions,
+                    variant.value,
+                    exposed,
+                )
+            )
+            for variant_key, variant in variants.items()
+        )
     return rows
 
 
