@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 from shared.clickhouse import ClickHouse
 from shared.rollup.known_sessions import KnownSessions
 from shared.rollup.protocol import Share, id_key, shard_of
-from shared.rollup.session import REPLACED, SessionState, Summary
+from shared.rollup.session import REPLACED, SessionState
 from worker import rollup_store
 from worker.rollup_stream import RollupStream
 from worker.rows import envelope_bytes
@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 _EVENTS_PER_STEP = 50_000
 _MAX_ENTRIES_PER_STEP = 50_000
 _MOST_EVENTS_PER_ENTRY = 500  # ingest's cap on the events it packs into one stream entry
+_READ_CHUNK = 5000  # entries per XRANGE within a step (see _read_events)
 
 
 class FoldEvent(msgspec.Struct, array_like=True, frozen=True, gc=False):
@@ -182,23 +183,25 @@ class ShareRoller:
                     token = step_token(generation, self.share.shard, start, end, self._stream_tag(stream))
                     folded, read = self._fold(entries, token, stream)
                     self.share.finish_step(end, stream)
-                    self._moved_past(stream, end, entries, folded, read)
+                    self._moved_past(stream, end, len(entries), folded, read)
                     return True
         count = max(1, min(_MAX_ENTRIES_PER_STEP, int(_EVENTS_PER_STEP / self._events_per_entry)))
         for offset in self._streams:
             stream = (self._next_stream + offset) % len(self._streams)
             until = self.stream.stored_until(stream)
+            if until is None:
+                continue
             start = self._bookmarks[stream]
-            entries = self.stream.read_range(start, until, count, stream) if until is not None else []
-            if entries:
+            # Dead letters first: every entry below ``until`` that a worker dead-lettered is listed by now.
+            self._update_dead_letters(stream)
+            events, entries, end = self._read_events(start, until, count, stream)
+            if end is not None:
                 break
         else:
             self.settle()
             return False
         self._next_stream = (stream + 1) % len(self._streams)
-        end = entries[-1][0]
-        self._update_dead_letters(stream)
-        summaries, events, read, states = self._fold_in_memory(entries, stream)
+        summaries, events, read, states = self._fold_in_memory(events)
         self.settle()  # the step before has landed: now this one may be recorded and written
         self.share.begin_step(start, end, stream)
         self._fence()
@@ -211,13 +214,38 @@ class ShareRoller:
     def _stream_tag(self, stream: int) -> str:
         return "" if len(self._streams) == 1 else str(stream)
 
-    def _moved_past(self, stream: int, end: bytes, entries: list[Entry], folded: int, read: int) -> None:
+    def _read_events(
+        self, after: bytes, until: str | bytes, count: int | None, stream: int
+    ) -> tuple[list[FoldEvent], int, bytes | None]:
+        """The events of up to ``count`` entries (every one when None) of stream shard ``stream``
+        after ``after`` up to ``until``: (events, entries read, the last entry's id, None when
+        there was none).
+
+        Read in chunks and decoded as each arrives: a whole step's reply holds two lists per
+        entry, which the garbage collector's full collections walked again and again while the
+        step was folded; a chunk's lists are gone before they reach the oldest generation."""
+        events: list[FoldEvent] = []
+        entries = 0
+        last = None
+        while count is None or entries < count:
+            want = _READ_CHUNK if count is None else min(_READ_CHUNK, count - entries)
+            chunk = self.stream.read_range(after, until, want, stream)
+            if not chunk:
+                break
+            self._decode_into(events, chunk, stream)
+            entries += len(chunk)
+            last = after = chunk[-1][0]
+            if len(chunk) < want:
+                break
+        return events, entries, last
+
+    def _moved_past(self, stream: int, end: bytes, entries: int, folded: int, read: int) -> None:
         assert self._bookmarks is not None
         self._bookmarks[stream] = end
         end_key = id_key(end)
         self._dead[stream] = {entry_id for entry_id in self._dead[stream] if id_key(entry_id) > end_key}
         if entries:
-            self._events_per_entry = max(1.0, read / len(entries))
+            self._events_per_entry = max(1.0, read / entries)
         self.folded_events += folded
 
     def _update_dead_letters(self, stream: int) -> None:
@@ -226,13 +254,15 @@ class ShareRoller:
 
     def _fold(self, entries: list[Entry], token: str, stream: int = 0) -> tuple[int, int]:
         """Fold this share's events of ``entries`` and write them, at once; (events folded, events read)."""
-        summaries, events, read, _ = self._fold_in_memory(entries, stream)
+        events: list[FoldEvent] = []
+        self._decode_into(events, entries, stream)
+        summaries, events, read, _ = self._fold_in_memory(events)
         self._fence()
         rollup_store.insert_summaries(self.sink, summaries, token)
         rollup_store.insert_events(self.sink, events, token)
         return len(events), read
 
-    def _write(self, summaries: list[tuple], events: list[FoldEvent], token: str, end: bytes, stream: int) -> None:
+    def _write(self, summaries: bytes, events: list[FoldEvent], token: str, end: bytes, stream: int) -> None:
         """A step's inserts, then its bookmark: on the writer thread."""
         # The totals first, then the events, never both at once: a redo after only the totals
         # landed recomputes them (dropped by token); had only the events landed, the redo would
@@ -241,20 +271,30 @@ class ShareRoller:
         rollup_store.insert_events(self.sink, events, token)
         self.share.finish_step(end, stream)
 
-    def _fold_in_memory(self, entries: list[Entry], stream: int = 0) -> tuple[list[tuple], list[FoldEvent], int, dict]:
-        """Apply this share's events of ``entries`` to the session states: (the step's signed
-        session summaries, its events one copy each as abacus.events keeps them, events read,
-        the states it touched)."""
-        events = self._events_of(entries, stream)
+    def _fold_in_memory(self, events: list[FoldEvent]) -> tuple[bytes, list[FoldEvent], int, dict]:
+        """Apply this share's ``events`` (of the step's entries) to the session states: (the
+        step's signed session summaries as msgpack rows, its events one copy each as
+        abacus.events keeps them, events read, the states it touched)."""
         read = len(events)
         if self.share.shards > 1:
             events = [event for event in events if self._owns(event.experiment_key)]
+        # Each session's events together, in stream order: its state is looked up, and its
+        # contribution before and after the step computed, once per step, not once per event.
+        by_session: dict[tuple[str, str], list[FoldEvent]] = {}
+        for event in events:
+            key = (event.experiment_key, event.session_id)
+            group = by_session.get(key)
+            if group is None:
+                by_session[key] = [event]
+            else:
+                group.append(event)
         known = self._known_sessions()
         states: dict[tuple[str, str], SessionState] = {}
         missing = []
         pinned = self._pinned
-        for key in dict.fromkeys((event.experiment_key, event.session_id) for event in events):
-            state = self.cache.get(key)
+        cache_get = self.cache.get
+        for key in by_session:
+            state = cache_get(key)
             if state is None:
                 state = pinned.get(key)
             if state is not None:
@@ -265,48 +305,46 @@ class ShareRoller:
             states.update(rollup_store.load_sessions(self.clickhouse.client(), missing))
         # States change in place: if this step fails, the cache is cleared and the states are
         # read back from ClickHouse, as they were before the step.
-        before: dict[tuple[str, str], Summary | None] = {}
-        changed: dict[tuple[str, str], SessionState] = {}
+        changed: list[tuple[tuple[str, str], SessionState, tuple[bytes, ...]]] = []
         created = []
         replaced = []
-        for event in events:
-            key = (event.experiment_key, event.session_id)
+        summary_rows = rollup_store.summary_rows
+        for key, group in by_session.items():
             state = states.get(key)
             if state is None:
                 state = states[key] = SessionState()
                 created.append(key)
-                before[key] = None
-            elif key not in before:
-                before[key] = state.summary()
-            outcome = state.apply(
-                event.variant_key, event.event_id, event.event_type, event.conversion_value, event.received_at_ms
-            )
-            if outcome:
-                changed[key] = state
-                if outcome == REPLACED:
-                    replaced.append(event)
+                before: tuple[bytes, ...] = ()
+            else:
+                before = summary_rows(state, key[0])
+            apply = state.apply
+            touched = False
+            for event in group:
+                outcome = apply(event.variant_key, event.event_id, event.event_type, event.conversion_value, event.received_at_ms)
+                if outcome:
+                    touched = True
+                    if outcome == REPLACED:
+                        replaced.append(event)
+            if touched:
+                changed.append((key, state, before))
         events = self._as_stored(events, replaced, states)
         # Each changed session's contribution before (-1) and after (+1) the step, as summaries:
         # ClickHouse turns them into the per-day total differences with the results' own SQL.
-        summaries: list[tuple] = []
-        add = summaries.append
-        for key, state in changed.items():
-            experiment_key = key[0]
-            earlier = before[key]
-            if earlier is not None:
-                day, exposed, parts = earlier
-                for part in parts:
-                    add((-1, experiment_key, part[0], day, *part[1:], exposed))
-            day, exposed, parts = state.summary()
-            for part in parts:
-                add((1, experiment_key, part[0], day, *part[1:], exposed))
+        pieces: list[bytes] = []
+        add = pieces.append
+        subtracted = rollup_store.SUBTRACTED_PREFIX
+        for key, state, before in changed:
+            for row in before:
+                add(subtracted + row[2:])
+            pieces.extend(summary_rows(state, key[0]))
         # Before the inserts: a session marked folded that never was costs one needless lookup,
         # while one folded but not marked would be counted as new.
         for key in created:
             known.add(*key)
+        cache_put = self.cache.put
         for key, state in states.items():
-            self.cache.put(key, state)
-        return summaries, events, read, states
+            cache_put(key, state)
+        return b"".join(pieces), events, read, states
 
     def _as_stored(self, events: list[FoldEvent], replaced: list[FoldEvent], states: dict) -> list[FoldEvent]:
         """The step's events, one copy per event as abacus.events keeps it.
@@ -343,9 +381,10 @@ class ShareRoller:
             shard = self._shard_of[experiment_key] = shard_of(experiment_key, self.share.shards)
         return shard == self.share.shard
 
-    def _events_of(self, entries: list[Entry], stream: int) -> list[FoldEvent]:
-        events: list[FoldEvent] = []
+    def _decode_into(self, events: list[FoldEvent], entries: list[Entry], stream: int) -> None:
         dead = self._dead[stream]
+        extend = events.extend
+        decode = _decoder.decode
         for entry_id, fields in entries:
             if entry_id in dead:
                 continue
@@ -353,10 +392,9 @@ class ShareRoller:
             if raw is None:
                 continue
             try:
-                events.extend(_decoder.decode(raw).events)
+                extend(decode(raw).events)
             except (msgspec.DecodeError, msgspec.ValidationError):
                 continue  # poison: the workers dead-letter it, so it is not in abacus.events either
-        return events
 
     def _known_sessions(self) -> KnownSessions:
         """The filter of folded sessions, built from ClickHouse when missing or overfull."""

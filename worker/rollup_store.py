@@ -18,6 +18,7 @@ from shared.rollup.results_sql import (
     COHORT_DAY,
     ROLLUP_EVENTS_SOURCE,
     SESSION_SUMMARY_STRUCTURE,
+    SUMMARY_WIDTH,
     shard_condition,
     summary_totals_sql,
     variant_totals_sql,
@@ -36,6 +37,10 @@ _TOTALS_COLUMNS = ["experiment_key", "variant_key", "cohort_day", *TOTAL_FIELDS]
 # Keeps each lookup's SQL text small; a step's misses are looked up in a few queries at most.
 _LOOKUP_CHUNK = 5000
 _encoder = msgspec.msgpack.Encoder()
+# A summary row is a msgpack array of SUMMARY_WIDTH values, the sign first: an added row begins
+# with ADDED_PREFIX (array header, +1); the same row subtracted begins with SUBTRACTED_PREFIX.
+_HEADER = _encoder.encode((0,) * SUMMARY_WIDTH)[:1]
+ADDED_PREFIX, SUBTRACTED_PREFIX = _HEADER + _encoder.encode(1), _HEADER + _encoder.encode(-1)
 
 
 def load_sessions(client: Client, keys: list[SessionKey]) -> dict[SessionKey, SessionState]:
@@ -88,17 +93,53 @@ def stored_session_keys(client: Client, shard: int, shards: int, block: Callable
             block(experiment_keys, session_ids)
 
 
-def insert_summaries(sink: ClickHouseSink, summaries: list[tuple], token: str) -> None:
+def summary_rows(state: SessionState, experiment_key: str) -> tuple[bytes, ...]:
+    """The session's summary (``SESSION_SUMMARY_STRUCTURE``) as msgpack rows, added (+1); for
+    the same rows subtracted, put ``SUBTRACTED_PREFIX`` in front of each row's ``[2:]`` (the
+    array header and the sign are one byte each). Cached in the state until it changes, so a
+    step subtracts what the last one added without computing it again; bytes, which the garbage
+    collector does not walk."""
+    rows = state.rows
+    if rows is None:
+        day = state.cohort_day
+        variants = state.variants
+        exposed = 0
+        for variant in variants.values():
+            if variant.impressions > 0:
+                exposed += 1
+        encode = _encoder.encode
+        rows = state.rows = tuple(
+            encode(
+                (
+                    1,
+                    experiment_key,
+                    variant_key,
+                    day,
+                    variant.impressions,
+                    variant.cta_clicks,
+                    variant.form_starts,
+                    variant.form_submits,
+                    variant.conversions,
+                    variant.value,
+                    exposed,
+                )
+            )
+            for variant_key, variant in variants.items()
+        )
+    return rows
+
+
+def insert_summaries(sink: ClickHouseSink, rows: bytes, token: str) -> None:
     """Add a step's total differences: ClickHouse computes them from the signed session
-    summaries (``SESSION_SUMMARY_STRUCTURE``) with the same SQL as the results over events."""
-    if not summaries:
+    summaries (``SESSION_SUMMARY_STRUCTURE`` msgpack rows, back to back) with the same SQL as
+    the results over events."""
+    if not rows:
         return
     insert = (
         f"INSERT INTO {DAY_TOTALS_TABLE} ({', '.join(_TOTALS_COLUMNS)}) "
-        f"SETTINGS insert_deduplication_token = '{token}', insert_deduplicate = 1 "
-        + summary_totals_sql("{source}")
+        f"SETTINGS insert_deduplication_token = '{token}', insert_deduplicate = 1 " + summary_totals_sql("{source}")
     )
-    sink.insert_msgpack(insert, SESSION_SUMMARY_STRUCTURE, _rows(summaries))
+    sink.insert_msgpack(insert, SESSION_SUMMARY_STRUCTURE, rows)
 
 
 def insert_day_totals(client: Client, differences: DayTotals, token: str) -> None:

@@ -74,6 +74,7 @@ _SUMMARY_COLUMNS = (
     ("s_value", "Float64"),
     ("s_exposed_variants", "UInt32"),
 )
+SUMMARY_WIDTH = len(_SUMMARY_COLUMNS)
 # One Tuple value per row: the msgpack the roller writes is one array per summary.
 SESSION_SUMMARY_STRUCTURE = "r Tuple(" + ", ".join(kind for _, kind in _SUMMARY_COLUMNS) + ")"
 """The roller's signed session summaries (``SessionState.summary``), as msgpack rows."""
