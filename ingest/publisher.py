@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 import msgspec
@@ -59,9 +60,14 @@ class Sink(Protocol):
 SINK_ERRORS = (RedisError, RespError, OSError)
 
 
+AppendObserver = Callable[[float, int], None]
+"""Told (seconds the append took, events it carried) after each confirmed append: the metrics."""
+
+
 class StreamPublisher:
-    def __init__(self, sink: Sink) -> None:
+    def __init__(self, sink: Sink, on_append: AppendObserver | None = None) -> None:
         self._sink = sink
+        self._on_append = on_append
         self._events: list[StreamEvent] = []
         self._waiters: list[asyncio.Future[None]] = []
         self._flushing = False
@@ -92,7 +98,10 @@ class StreamPublisher:
                 for i in range(0, len(events), MAX_EVENTS_PER_ENTRY)
             ]
             # More than one entry goes in one MULTI: a request's events all reach the stream or none do.
+            started = time.perf_counter()
             await self._sink.append(entries)
+            if self._on_append is not None:
+                self._on_append(time.perf_counter() - started, len(events))
         except SINK_ERRORS as exc:
             _log_failure(exc)
             _resolve(waiters, SinkUnavailable(f"Redis unavailable: {exc}", UNAVAILABLE_ANSWER))

@@ -20,13 +20,15 @@ from query_api.service import QueryService, in_thread
 from shared.app_config import app_config, bounded_shutdown
 from shared.clickhouse import ClickHouse, is_chdb
 from shared.cors import CORS
-from shared.openapi_statuses import document_statuses
-from shared.health import health_handlers
+from shared.health import health_handlers, metrics_handler
 from shared.http_edge import guarded
+from shared.openapi_statuses import document_statuses
+from shared.prom import Metrics
 from shared.redis_conn import async_client, sync_client
 from shared.registry.cache import RegistryCache
 from shared.registry.seed import find_seed, load_seed
 from shared.registry.store import RegistryStore
+from shared.request_metrics import RequestMetrics
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -81,18 +83,20 @@ def create_app(settings: Settings) -> Any:
     redis_client = async_client(settings.redis_url)
     registry = RegistryCache(redis_client, settings.registry_poll_ms / 1000)
     parts = build_query(settings, clickhouse, registry)
+    metrics = Metrics()
+
     async def close_clickhouse() -> None:
         clickhouse.close()
 
     app = Litestar(
-        route_handlers=[*parts.route_handlers, *health_handlers({"query": parts.readiness})],
+        route_handlers=[*parts.route_handlers, *health_handlers({"query": parts.readiness}), metrics_handler(metrics)],
         state=State(parts.state),
         on_startup=[registry.start],
         on_shutdown=bounded_shutdown(registry.stop, redis_client.aclose, close_clickhouse),
         **app_config("Abacus query API", EXCEPTION_HANDLERS),  # type: ignore[arg-type]
     )
     document_statuses(app)
-    return guarded(CORS(app, settings.cors_origins), settings)
+    return guarded(CORS(RequestMetrics(app, metrics), settings.cors_origins), settings)
 
 
 def app_from_env() -> Any:

@@ -55,10 +55,15 @@ def _parser() -> argparse.ArgumentParser:
 
     worker = commands.add_parser("worker", help="move beacons from the stream into ClickHouse")
     worker.add_argument("--burst", action="store_true", help="drain the stream, then exit")
+    _metrics_port_arg(worker)
     worker.set_defaults(run=run_worker)
 
     rollup = commands.add_parser("rollup", help="only the roller that keeps the results rollup current (a standby while another runs)")
+    _metrics_port_arg(rollup)
     rollup.set_defaults(run=run_rollup)
+
+    status = commands.add_parser("status", help="one screen: stream, pending per group, lag, dead letters, rollers, registry")
+    status.set_defaults(run=run_status)
 
     migrate = commands.add_parser("migrate", help="apply ClickHouse migrations")
     migrate.add_argument("--data-dir", type=Path, default=None, help="with no ABACUS_CLICKHOUSE_URL: serve's data dir")
@@ -78,6 +83,17 @@ def _parser() -> argparse.ArgumentParser:
     sql.add_argument("--url", default=None, help="query API or serve URL (default: ABACUS_API_URL)")
     sql.set_defaults(run=run_sql)
     return parser
+
+
+def _metrics_port_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--metrics-port", type=int, default=None, help="serve /metrics, /healthz, /readyz here (default ABACUS_METRICS_PORT)")
+
+
+def _with_metrics_port(args: argparse.Namespace, settings: Settings) -> Settings:
+    import dataclasses
+
+    port = getattr(args, "metrics_port", None)
+    return settings if port is None else dataclasses.replace(settings, metrics_port=port)
 
 
 def _listen_args(parser: argparse.ArgumentParser, port: int) -> None:
@@ -111,9 +127,17 @@ def _serve_granian(settings: Settings, target: str, host: str, port: int, worker
         options = {"interface": Interfaces.RSGI, "websockets": False}
     else:
         options = {"interface": Interfaces.ASGI}
+    from shared.metrics_dir import prepare_multiprocess_dir, remove_multiprocess_dir
+
     allow_open_files(settings.http_max_connections)
     options.update(granian_options(settings))
-    Granian(target, address=host, port=port, workers=workers, factory=True, **options).serve()  # type: ignore[arg-type]
+    # Before granian starts its worker processes: each then counts into the shared directory,
+    # and every scrape, whichever process answers it, sums them all.
+    made = prepare_multiprocess_dir()
+    try:
+        Granian(target, address=host, port=port, workers=workers, factory=True, **options).serve()  # type: ignore[arg-type]
+    finally:
+        remove_multiprocess_dir(made)
     return 0
 
 
@@ -138,14 +162,32 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
     _require_servers(settings, "abacus worker", clickhouse=True)
     from worker.main import run_worker_process
 
-    return run_worker_process(settings, burst=args.burst)
+    return run_worker_process(_with_metrics_port(args, settings), burst=args.burst)
 
 
 def run_rollup(args: argparse.Namespace, settings: Settings) -> int:
     _require_servers(settings, "abacus rollup", clickhouse=True)
     from worker.main import run_roller_process
 
-    return run_roller_process(settings)
+    return run_roller_process(_with_metrics_port(args, settings))
+
+
+def run_status(args: argparse.Namespace, settings: Settings) -> int:
+    _require_servers(settings, "abacus status", clickhouse=False)
+    from redis.exceptions import RedisError
+
+    from shared.redis_conn import sync_client
+    from shared.status_report import format_status
+    from shared.stream_status import read_status
+
+    client = sync_client(settings.redis_url or "", socket_timeout=5)
+    try:
+        print(format_status(read_status(client, settings.stream, settings.dead_letter_stream), settings.consumer_group))
+    except (RedisError, OSError) as exc:
+        raise CliError(f"Redis at ABACUS_REDIS_URL does not answer: {exc}") from None
+    finally:
+        client.close()
+    return 0
 
 
 def run_migrate(args: argparse.Namespace, settings: Settings) -> int:

@@ -67,7 +67,7 @@ def _statuses(path: str, method: str, handler: object) -> tuple[set[int], bool]:
     statuses = set(_SPECIFIC.get((method, path), set()))
     if needs_token:
         statuses |= {401, 403}
-    params = set(getattr(handler, "parsed_fn_signature").parameters) if hasattr(handler, "parsed_fn_signature") else set()
+    params = set(handler.parsed_fn_signature.parameters) if hasattr(handler, "parsed_fn_signature") else set()
     if "requires_experiments_enabled" in guard_names or "{" in path or "experiment_key" in params:
         statuses.add(404)
     if params - {"request", "data"} or "data" in params:

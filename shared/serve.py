@@ -23,11 +23,13 @@ from shared.app_config import app_config, bounded_shutdown
 from shared.bots import BotDetector
 from shared.clickhouse import ClickHouse, migrate
 from shared.cors import CORS
-from shared.openapi_statuses import document_statuses
 from shared.health import LivenessCheck, health_handlers
 from shared.http_edge import guarded
+from shared.openapi_statuses import document_statuses
+from shared.prom import Metrics
 from shared.redis_conn import async_client
 from shared.registry.cache import RegistryCache
+from shared.request_metrics import RequestMetrics
 from shared.settings import Settings
 from worker.main import build_roller, build_worker
 
@@ -43,12 +45,13 @@ def create_serve_app(settings: Settings, liveness: dict[str, LivenessCheck] | No
     redis_client = async_client(settings.redis_url or "")
     registry = RegistryCache(redis_client, settings.registry_poll_ms / 1000)
     query = build_query(settings, clickhouse, registry)
-    ingest = IngestService(redis_client, settings.stream, registry, BotDetector().is_bot)
+    metrics = Metrics()  # one process: ingest's, the query API's, the worker's and the roller's together
+    ingest = IngestService(redis_client, settings.stream, registry, BotDetector().is_bot, metrics)
     # One data dir has one serve process, so a fixed consumer name lets a restart finish the
     # batch the previous run had in hand, with the same deduplication token.
-    worker = build_worker(settings, clickhouse, consumer_name=SERVE_CONSUMER)
+    worker = build_worker(settings, clickhouse, consumer_name=SERVE_CONSUMER, metrics=metrics)
     worker_thread = threading.Thread(target=worker.run, name="abacus-worker", daemon=True)
-    roller = build_roller(settings, clickhouse, owner=SERVE_CONSUMER) if settings.rollup else None
+    roller = build_roller(settings, clickhouse, owner=SERVE_CONSUMER, metrics=metrics) if settings.rollup else None
     roller_thread = threading.Thread(target=roller.run, name="abacus-rollup", daemon=True) if roller else None
 
     worker_started = threading.Event()
@@ -99,4 +102,4 @@ def create_serve_app(settings: Settings, liveness: dict[str, LivenessCheck] | No
     document_beacon_routes(app)
     document_statuses(app)
     # Beacon paths skip Litestar's router and middleware, as under `abacus ingest`.
-    return guarded(CORS(BeaconDispatcher(app, ingest.beacon_endpoints), settings.cors_origins), settings)
+    return guarded(CORS(BeaconDispatcher(RequestMetrics(app, metrics), ingest.beacon_endpoints), settings.cors_origins), settings)

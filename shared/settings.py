@@ -94,6 +94,10 @@ class Settings:
     """ABACUS_API_URL: where `abacus sql` sends its query (the query API or `abacus serve`)."""
     token: str | None = None
     """ABACUS_TOKEN: bearer token `abacus sql` sends when no --token is given."""
+    metrics_port: int = 0
+    """ABACUS_METRICS_PORT: port where `abacus worker`, `abacus rollup` and `abacus jobs` serve /metrics, /healthz and /readyz (0: none; also --metrics-port). Ingest, the query API and serve answer them on their own port."""
+    metrics_host: str = "127.0.0.1"
+    """ABACUS_METRICS_HOST: address that port listens on (0.0.0.0 in containers, for Prometheus and the probes)."""
     log_level: str = "INFO"
     """ABACUS_LOG_LEVEL: Python logging level."""
 
@@ -153,7 +157,7 @@ def settings_doc() -> list[tuple[str, str, str]]:
     source = inspect.getsource(Settings)
     rows = []
     for field in dataclasses.fields(Settings):
-        marker = f"\"\"\"{env_name(field.name)}: "
+        marker = f'"""{env_name(field.name)}: '
         start = source.index(marker) + len(marker)
         description = source[start : source.index('"""', start)]
         default = field.default
