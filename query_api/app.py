@@ -12,6 +12,7 @@ from litestar.datastructures import State
 from query_api.analyst_tools import ANALYST_TOOL_ROUTES
 from query_api.auth import TokenVerifier
 from query_api.errors import EXCEPTION_HANDLERS
+from query_api.job_routes import JOB_ROUTES
 from query_api.plan_routes import PLAN_ROUTES
 from query_api.registry_routes import REGISTRY_ROUTES
 from query_api.results_routes import RESULTS_ROUTES
@@ -69,7 +70,7 @@ def build_query(settings: Settings, clickhouse: ClickHouse, registry: RegistryCa
     )
     return QueryParts(
         service=service,
-        route_handlers=[*REGISTRY_ROUTES, *RESULTS_ROUTES, *ROLLUP_ROUTES, *PLAN_ROUTES, *ANALYST_TOOL_ROUTES],
+        route_handlers=[*REGISTRY_ROUTES, *RESULTS_ROUTES, *ROLLUP_ROUTES, *PLAN_ROUTES, *ANALYST_TOOL_ROUTES, *JOB_ROUTES],
         state={"query_service": service, "token_verifier": verifier, "settings": settings},
     )
 

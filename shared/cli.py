@@ -62,6 +62,11 @@ def _parser() -> argparse.ArgumentParser:
     _metrics_port_arg(rollup)
     rollup.set_defaults(run=run_rollup)
 
+    jobs = commands.add_parser("jobs", help="run background jobs (rq worker: replay, erase, exports, verification, alerts)")
+    jobs.add_argument("--burst", action="store_true", help="run the jobs queued now, then exit")
+    _metrics_port_arg(jobs)
+    jobs.set_defaults(run=run_jobs)
+
     status = commands.add_parser("status", help="one screen: stream, pending per group, lag, dead letters, rollers, registry")
     status.set_defaults(run=run_status)
 
@@ -172,6 +177,13 @@ def run_rollup(args: argparse.Namespace, settings: Settings) -> int:
     return run_roller_process(_with_metrics_port(args, settings))
 
 
+def run_jobs(args: argparse.Namespace, settings: Settings) -> int:
+    _require_servers(settings, "abacus jobs", clickhouse=True)
+    from jobs.runner import run_jobs_process
+
+    return run_jobs_process(_with_metrics_port(args, settings), burst=args.burst)
+
+
 def run_status(args: argparse.Namespace, settings: Settings) -> int:
     _require_servers(settings, "abacus status", clickhouse=False)
     from redis.exceptions import RedisError
@@ -205,7 +217,7 @@ def run_migrate(args: argparse.Namespace, settings: Settings) -> int:
         )
     clickhouse = ClickHouse(url)
     try:
-        applied = migrate(clickhouse.client(), analyst_role)
+        applied = migrate(clickhouse.client(), analyst_role, retention_days=settings.retention_days)
     except Exception as exc:
         if "Cannot lock file" not in str(exc):
             raise

@@ -93,10 +93,11 @@ def _strip_comments(sql: str) -> str:
     return "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
 
 
-def migrate(client: Client, analyst_role: list[str] | None = None) -> list[str]:
+def migrate(client: Client, analyst_role: list[str] | None = None, retention_days: int | None = None) -> list[str]:
     """Apply the migrations not yet recorded; every statement is idempotent, so two processes
     migrating at once, or a crash between a statement and its record, do no harm. On a server,
-    ``analyst_role`` (from shared.analyst_role) is applied after them, on every run."""
+    ``analyst_role`` (from shared.analyst_role) is applied after them, on every run, and so is
+    ``retention_days`` (ABACUS_RETENTION_DAYS) as the events' TTL when given."""
     client.command("CREATE DATABASE IF NOT EXISTS abacus")
     client.command(
         "CREATE TABLE IF NOT EXISTS abacus.schema_migrations "
@@ -113,6 +114,11 @@ def migrate(client: Client, analyst_role: list[str] | None = None) -> list[str]:
         client.insert("abacus.schema_migrations", [[version, name]], column_names=["version", "name"])
         log.info("applied ClickHouse migration %s", name)
         done.append(name)
+    if retention_days is not None:
+        from shared.retention import apply_retention
+
+        if changed := apply_retention(client, retention_days):
+            done.append(changed)
     if analyst_role:
         from shared.analyst_role import apply_analyst_role
 

@@ -41,3 +41,8 @@ def rollup_shard_key(name: str, shard: int, shards: int) -> str:
     longer waits for the share and its next roller rebuilds)."""
     base = f"abacus:rollup:{name}"
     return base if shards == 1 else f"{base}:{shard}of{shards}"
+
+DEAD_LETTERS_REPLAYED = "abacus:dead-letters:replayed"
+"""Hash: dead-letter entry id -> the stream id it was replayed as. Written in one script with the
+XADD (jobs/dead_letters.py), so a replay run twice appends nothing twice; the dead letters stay
+(the roller skips their source entries by reading them)."""

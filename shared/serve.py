@@ -41,7 +41,7 @@ def create_serve_app(settings: Settings, liveness: dict[str, LivenessCheck] | No
     """``settings`` must carry resolved Redis and ClickHouse URLs (the CLI starts the embedded ones);
     ``liveness`` adds what /healthz checks besides the worker thread (the embedded Valkey)."""
     clickhouse = ClickHouse(settings.clickhouse_url or "")
-    migrate(clickhouse.client())
+    migrate(clickhouse.client(), retention_days=settings.retention_days)
     redis_client = async_client(settings.redis_url or "")
     registry = RegistryCache(redis_client, settings.registry_poll_ms / 1000)
     query = build_query(settings, clickhouse, registry)
@@ -54,6 +54,10 @@ def create_serve_app(settings: Settings, liveness: dict[str, LivenessCheck] | No
     roller = build_roller(settings, clickhouse, owner=SERVE_CONSUMER, metrics=metrics) if settings.rollup else None
     roller_thread = threading.Thread(target=roller.run, name="abacus-rollup", daemon=True) if roller else None
 
+    from jobs.runner import JobsThread
+
+    # Jobs touch chDB, which only this process can open: they run here, in a thread.
+    jobs = JobsThread(settings, clickhouse) if settings.jobs_in_serve else None
     worker_started = threading.Event()
 
     async def start_worker() -> None:
@@ -61,11 +65,15 @@ def create_serve_app(settings: Settings, liveness: dict[str, LivenessCheck] | No
         worker_started.set()
         if roller_thread is not None:
             roller_thread.start()
+        if jobs is not None:
+            jobs.start()
 
     async def stop_worker() -> None:
         import anyio
 
         worker.request_stop()
+        if jobs is not None:
+            await anyio.to_thread.run_sync(jobs.stop)
         if roller is not None and roller_thread is not None:
             roller.request_stop()
             await anyio.to_thread.run_sync(roller_thread.join, 30)
@@ -89,7 +97,7 @@ def create_serve_app(settings: Settings, liveness: dict[str, LivenessCheck] | No
             *query.route_handlers,
             *health_handlers(
                 {"ingest": ingest.readiness, "query": query.readiness, "worker": worker_ready},
-                {**(liveness or {}), "worker": worker_alive},
+                {**(liveness or {}), "worker": worker_alive, **({"jobs": jobs.alive} if jobs is not None else {})},
             ),
         ],
         state=State(query.state),

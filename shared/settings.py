@@ -94,6 +94,10 @@ class Settings:
     """ABACUS_API_URL: where `abacus sql` sends its query (the query API or `abacus serve`)."""
     token: str | None = None
     """ABACUS_TOKEN: bearer token `abacus sql` sends when no --token is given."""
+    retention_days: int = 0
+    """ABACUS_RETENTION_DAYS: events older than this many days (by received_at) are deleted from abacus.events by a ClickHouse TTL that `abacus migrate` and serve's start set (0: kept for ever). The all-time rollup keeps its totals; see Operations."""
+    jobs_in_serve: bool = True
+    """ABACUS_JOBS_IN_SERVE: whether `abacus serve` runs a background-jobs worker in a thread (true/false); production runs `abacus jobs` instead."""
     metrics_port: int = 0
     """ABACUS_METRICS_PORT: port where `abacus worker`, `abacus rollup` and `abacus jobs` serve /metrics, /healthz and /readyz (0: none; also --metrics-port). Ingest, the query API and serve answer them on their own port."""
     metrics_host: str = "127.0.0.1"

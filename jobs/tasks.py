@@ -1,0 +1,21 @@
+"""The functions rq runs, by name (``jobs.tasks.<kind>``): each takes plain arguments (what the
+admin asked), finds settings and connections in the job context, and returns a JSON-able result."""
+
+from __future__ import annotations
+
+from rq import get_current_job
+
+from jobs import dead_letters, erase
+from jobs.context import current
+
+
+def replay_dead_letters(ids: list[str] | None = None, dry_run: bool = False) -> dict:
+    ctx = current()
+    return dead_letters.replay(ctx.redis, ctx.settings.stream, ctx.settings.dead_letter_stream, ids, dry_run)
+
+
+def erase_session(session_id: str, requested_by: str, requested_at: str) -> dict:
+    ctx = current()
+    job = get_current_job()
+    job_id = job.id if job is not None else f"direct-{requested_at}"
+    return erase.erase_session(ctx.settings, ctx.clickhouse, ctx.redis, session_id, requested_by, requested_at, job_id)

@@ -1,0 +1,115 @@
+"""Admin endpoints that hand work to background jobs (rq), and the jobs' state.
+
+A POST answers 202 with the job's state at once; ``GET /api/v1/admin/jobs/{id}`` reports its
+status, progress and, when finished, its result. Listing dead letters needs no job."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from functools import partial
+from typing import Annotated
+
+import msgspec
+from litestar import Request, get, post
+from litestar.exceptions import NotFoundException
+from litestar.params import FromPath, FromQuery, JSONBody
+from litestar.status_codes import HTTP_202_ACCEPTED
+from msgspec import Meta
+
+from jobs.dead_letters import DeadLetter, list_dead_letters
+from jobs.queue import JobState, enqueue, job_state
+from query_api.auth import principal, requires_admin
+from query_api.errors import BadQuery
+from query_api.service import QueryService, in_thread
+from shared.settings import Settings
+
+_JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,100}")
+_STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")
+StreamId = Annotated[str, Meta(pattern=r"^\d{1,20}-\d{1,20}$", examples=["1764547200000-0"])]
+
+
+class ReplayRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    ids: Annotated[list[StreamId], Meta(max_length=10_000)] | None = None
+    """Dead-letter entry ids (from GET /api/v1/admin/dead-letters); or ``all``."""
+    all: bool = False
+    dry_run: bool = False
+    """Report what would be replayed, change nothing."""
+
+
+class EraseRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    session_id: Annotated[str, Meta(min_length=1, max_length=200)]
+
+
+def _service(request: Request) -> QueryService:
+    return request.app.state.query_service
+
+
+def _enqueue(request: Request, kind: str, **kwargs: object) -> JobState:
+    client = _service(request).redis
+    job = enqueue(client, kind, **kwargs)
+    state = job_state(client, job.id)
+    assert state is not None, "a job just enqueued exists"
+    return state
+
+
+@get("/api/v1/admin/dead-letters", guards=[requires_admin], tags=["admin"], summary="Dead letters with their reasons")
+async def get_dead_letters(request: Request, after: FromQuery[str] = "-", limit: FromQuery[int] = 100) -> list[DeadLetter]:
+    """Oldest first; page on with ``after`` = the last id seen. ``replayed_as``: the stream id a replay gave it."""
+    if after != "-" and not _STREAM_ID.fullmatch(after):
+        raise BadQuery("after", "after must be a stream id such as 1764547200000-0")
+    if not 1 <= limit <= 1000:
+        raise BadQuery("limit", "limit must be between 1 and 1000")
+    settings: Settings = request.app.state.settings
+    return await in_thread(list_dead_letters, _service(request).redis, settings.dead_letter_stream, after, limit)
+
+
+@post(
+    "/api/v1/admin/dead-letters/replay",
+    guards=[requires_admin],
+    tags=["admin"],
+    status_code=HTTP_202_ACCEPTED,
+    summary="Replay dead letters to the stream (a job)",
+)
+async def replay_dead_letters(request: Request, data: JSONBody[ReplayRequest]) -> JobState:
+    """Send ``ids`` (or ``all``) back to the stream after the cause is fixed; each dead letter is
+    replayed at most once, and a replayed event that was stored before still counts once."""
+    if data.all == (data.ids is not None):
+        raise BadQuery("$.ids", "give either ids or all: true")
+    if data.ids is not None and not data.ids:
+        raise BadQuery("$.ids", "ids must not be empty")
+    return await in_thread(partial(_enqueue, request, "replay_dead_letters", ids=data.ids, dry_run=data.dry_run))
+
+
+@post(
+    "/api/v1/admin/erase",
+    guards=[requires_admin],
+    tags=["admin"],
+    status_code=HTTP_202_ACCEPTED,
+    summary="Erase a session's events (a job)",
+)
+async def erase_session(request: Request, data: JSONBody[EraseRequest]) -> JobState:
+    """Every event of ``session_id`` is deleted from ClickHouse and the rollup recomputed; an audit
+    row records who asked and when (the id only as a SHA-256)."""
+    requested_at = dt.datetime.now(dt.timezone.utc).isoformat()
+    sub = principal(request).sub
+    return await in_thread(
+        partial(_enqueue, request, "erase_session", session_id=data.session_id, requested_by=sub, requested_at=requested_at)
+    )
+
+
+@get(
+    "/api/v1/admin/jobs/{job_id:str}",
+    guards=[requires_admin],
+    tags=["admin"],
+    summary="A background job's status, progress and result",
+)
+async def get_job(request: Request, job_id: FromPath[str]) -> JobState:
+    # rq's ids are letters, digits, dashes and underscores: anything else names no job.
+    state = await in_thread(job_state, _service(request).redis, job_id) if _JOB_ID.fullmatch(job_id) else None
+    if state is None:
+        raise NotFoundException(f"no job {job_id} (finished jobs are kept for 7 days)")
+    return state
+
+
+JOB_ROUTES = [get_dead_letters, replay_dead_letters, erase_session, get_job]
