@@ -33,14 +33,16 @@ def job_queue(client: redis.Redis) -> Queue:
 
 
 def enqueue(client: redis.Redis, kind: str, **kwargs: Any) -> Job:
-    """``kind``: a function of jobs.tasks. Retried up to three times on failure (each job is idempotent)."""
+    """``kind``: a function of jobs.tasks. Requeued up to three times on failure (each job is
+    idempotent); at once, as a delayed retry would need rq's scheduler, a process of its own, and
+    jobs that wait for something (erase, verification) wait inside themselves first."""
     return job_queue(client).enqueue_call(
         f"jobs.tasks.{kind}",
         kwargs=kwargs,
         timeout=JOB_TIMEOUT_S,
         result_ttl=RESULT_TTL_S,
         failure_ttl=RESULT_TTL_S,
-        retry=Retry(max=3, interval=[5, 30, 120]),
+        retry=Retry(max=3),
         meta={"kind": kind},
     )
 

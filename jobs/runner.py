@@ -13,6 +13,7 @@ from rq.timeouts import TimerDeathPenalty
 
 from jobs.context import JobContext, install, uninstall
 from jobs.queue import QUEUE_NAME, job_queue
+from jobs.schedule import NightlySchedule
 from shared.clickhouse import ClickHouse
 from shared.redis_conn import sync_client
 from shared.settings import Settings
@@ -56,6 +57,7 @@ class JobsThread:
         install(JobContext(settings, clickhouse, self._redis))
         self.worker = ThreadJobWorker([job_queue(self._redis)], connection=self._redis, worker_ttl=_THREAD_WORKER_TTL_S)
         self._thread = threading.Thread(target=self._run, name="abacus-jobs", daemon=True)
+        self._schedule = NightlySchedule(self._redis, settings.verify_hour_utc)
 
     def _run(self) -> None:
         try:
@@ -65,12 +67,14 @@ class JobsThread:
 
     def start(self) -> None:
         self._thread.start()
+        self._schedule.start()
 
     def alive(self) -> str | None:
         return None if self._thread.is_alive() or self.worker._stop_requested else "the jobs worker thread has stopped"
 
     def stop(self, timeout: float = 10) -> None:
         self.worker.request_thread_stop()
+        self._schedule.stop()
         self._thread.join(timeout)
         uninstall()
         self._redis.close()
@@ -86,12 +90,14 @@ def run_jobs_process(settings: Settings, burst: bool = False) -> int:
     install(JobContext(settings, clickhouse, redis_client))
     metrics = Metrics()
     ops = start_ops_server(settings, metrics, clickhouse)
+    schedule = NightlySchedule(redis_client, settings.verify_hour_utc).start()
     log.info("running background jobs from rq queue %s", QUEUE_NAME)
     try:
         SimpleWorker([job_queue(redis_client)], connection=redis_client).work(
             burst=burst, logging_level=settings.log_level.upper()
         )
     finally:
+        schedule.stop()
         if ops is not None:
             ops.stop()
         uninstall()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from rq import get_current_job
 
-from jobs import dead_letters, erase
+from jobs import dead_letters, erase, verify
 from jobs.context import current
 
 
@@ -19,3 +19,8 @@ def erase_session(session_id: str, requested_by: str, requested_at: str) -> dict
     job = get_current_job()
     job_id = job.id if job is not None else f"direct-{requested_at}"
     return erase.erase_session(ctx.settings, ctx.clickhouse, ctx.redis, session_id, requested_by, requested_at, job_id)
+
+
+def verify_rollup() -> dict:
+    ctx = current()
+    return verify.verify_rollup(ctx.settings, ctx.clickhouse, ctx.redis)

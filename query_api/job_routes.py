@@ -98,6 +98,18 @@ async def erase_session(request: Request, data: JSONBody[EraseRequest]) -> JobSt
     )
 
 
+@post(
+    "/api/v1/admin/rollup/verify",
+    guards=[requires_admin],
+    tags=["admin"],
+    status_code=HTTP_202_ACCEPTED,
+    summary="Compare the rollup with a recomputation from the events (a job)",
+)
+async def verify_rollup(request: Request) -> JobState:
+    """What `abacus jobs` runs nightly; the outcome is also exported as ``abacus_rollup_verification_mismatches``."""
+    return await in_thread(partial(_enqueue, request, "verify_rollup"))
+
+
 @get(
     "/api/v1/admin/jobs/{job_id:str}",
     guards=[requires_admin],
@@ -112,4 +124,4 @@ async def get_job(request: Request, job_id: FromPath[str]) -> JobState:
     return state
 
 
-JOB_ROUTES = [get_dead_letters, replay_dead_letters, erase_session, get_job]
+JOB_ROUTES = [get_dead_letters, replay_dead_letters, erase_session, verify_rollup, get_job]

@@ -46,3 +46,8 @@ DEAD_LETTERS_REPLAYED = "abacus:dead-letters:replayed"
 """Hash: dead-letter entry id -> the stream id it was replayed as. Written in one script with the
 XADD (jobs/dead_letters.py), so a replay run twice appends nothing twice; the dead letters stay
 (the roller skips their source entries by reading them)."""
+
+ROLLUP_VERIFICATION = "abacus:rollup:verification"
+"""JSON of the last rollup verification (jobs/verify.py): when, variants checked, mismatches."""
+VERIFY_DAY = "abacus:jobs:verify-enqueued:"
+"""Prefix of a per-UTC-day key (SET NX) that lets one `abacus jobs` process enqueue the nightly verification."""

@@ -27,7 +27,7 @@ from shared.health import LivenessCheck, health_handlers
 from shared.http_edge import guarded
 from shared.openapi_statuses import document_statuses
 from shared.prom import Metrics
-from shared.redis_conn import async_client
+from shared.redis_conn import async_client, sync_client
 from shared.registry.cache import RegistryCache
 from shared.request_metrics import RequestMetrics
 from shared.settings import Settings
@@ -58,6 +58,11 @@ def create_serve_app(settings: Settings, liveness: dict[str, LivenessCheck] | No
 
     # Jobs touch chDB, which only this process can open: they run here, in a thread.
     jobs = JobsThread(settings, clickhouse) if settings.jobs_in_serve else None
+    from shared.stream_metrics import StreamCollector
+
+    # serve's /metrics has the stream's gauges too, read with a short timeout of their own.
+    gauges_redis = sync_client(settings.redis_url or "", socket_timeout=2)
+    metrics.collect_also(StreamCollector(gauges_redis, settings.stream, settings.dead_letter_stream, settings.consumer_group))
     worker_started = threading.Event()
 
     async def start_worker() -> None:
@@ -88,6 +93,7 @@ def create_serve_app(settings: Settings, liveness: dict[str, LivenessCheck] | No
         return None if worker_thread.is_alive() else "the worker thread is not running"
 
     async def close_clickhouse() -> None:
+        gauges_redis.close()
         clickhouse.close()
 
     app = Litestar(

@@ -98,6 +98,8 @@ class Settings:
     """ABACUS_RETENTION_DAYS: events older than this many days (by received_at) are deleted from abacus.events by a ClickHouse TTL that `abacus migrate` and serve's start set (0: kept for ever). The all-time rollup keeps its totals; see Operations."""
     jobs_in_serve: bool = True
     """ABACUS_JOBS_IN_SERVE: whether `abacus serve` runs a background-jobs worker in a thread (true/false); production runs `abacus jobs` instead."""
+    verify_hour_utc: int = 3
+    """ABACUS_VERIFY_HOUR_UTC: hour (UTC) after which the processes running jobs enqueue the day's rollup verification, once a day between them (24: never)."""
     metrics_port: int = 0
     """ABACUS_METRICS_PORT: port where `abacus worker`, `abacus rollup` and `abacus jobs` serve /metrics, /healthz and /readyz (0: none; also --metrics-port). Ingest, the query API and serve answer them on their own port."""
     metrics_host: str = "127.0.0.1"

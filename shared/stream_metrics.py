@@ -4,6 +4,7 @@ the rollup's distance behind the workers, rollers running, registry generation."
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 
@@ -12,6 +13,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 
+from shared import redis_keys
 from shared.stream_status import read_status
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,19 @@ class StreamCollector(Collector):
                 if group.is_rollup and workers is not None and workers.undelivered is not None:
                     behind.add_metric([group.name], max(0, group.undelivered - workers.undelivered))
         yield from (pending, undelivered, lag, behind)
+        verification = self._client.get(redis_keys.ROLLUP_VERIFICATION)
+        if verification is not None:
+            outcome = json.loads(verification)
+            yield _gauge(
+                "abacus_rollup_verification_mismatches",
+                "Variants x fields where the rollup differed from the events at the last verification.",
+                outcome["mismatches"],
+            )
+            yield _gauge(
+                "abacus_rollup_verification_timestamp_seconds",
+                "When the last rollup verification ran (Unix time).",
+                outcome["at"],
+            )
         yield _gauge("abacus_rollers_running", "Roller processes with a live heartbeat.", status.rollers)
         if status.registry_generation is not None:
             yield _gauge(

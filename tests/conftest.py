@@ -83,6 +83,7 @@ def settings(redis_url: str, chdb_dir: Path, redis_client: redis.Redis, clean_cl
         claim_idle_ms=1000,
         rollup_idle_ms=20,
         cors_origins=("https://site.example",),
+        verify_hour_utc=24,  # no nightly verification job in the middle of a test
     )
 
 

@@ -43,7 +43,9 @@ def finished(client: TestClient, admin: dict, answer) -> dict:  # type: ignore[n
 
 
 def dead_letter(r: redis.Redis, settings: Settings, fields: dict, reason: str, source: str) -> bytes:
-    return r.xadd(settings.dead_letter_stream, {**fields, b"source_id": source.encode(), b"reason": reason.encode(), b"dead_at_ms": 1})
+    return r.xadd(
+        settings.dead_letter_stream, {**fields, b"source_id": source.encode(), b"reason": reason.encode(), b"dead_at_ms": 1}
+    )
 
 
 def variant_counts(client: TestClient, settings: Settings) -> dict[str, dict[str, int]]:
@@ -76,7 +78,9 @@ def test_dead_letters_are_listed_and_replayed_once_each_event_stored_once(
     ]
     length = redis_client.xlen(settings.stream)
 
-    dry = finished(client, admin, client.post("/api/v1/admin/dead-letters/replay", json={"all": True, "dry_run": True}, headers=admin))
+    dry = finished(
+        client, admin, client.post("/api/v1/admin/dead-letters/replay", json={"all": True, "dry_run": True}, headers=admin)
+    )
     assert dry["kind"] == "replay_dead_letters"
     assert dry["result"]["dry_run"] is True and len(dry["result"]["replayed"]) == 3 and dry["result"]["events"] == 3
     assert redis_client.xlen(settings.stream) == length  # a dry run changes nothing
@@ -101,9 +105,17 @@ def test_dead_letters_are_listed_and_replayed_once_each_event_stored_once(
 
 @pytest.mark.parametrize(
     "body, field",
-    [({}, "$.ids"), ({"ids": ["1-0"], "all": True}, "$.ids"), ({"ids": []}, "$.ids"), ({"ids": ["nope"]}, "$.ids[0]"), ({"all": True, "x": 1}, None)],
+    [
+        ({}, "$.ids"),
+        ({"ids": ["1-0"], "all": True}, "$.ids"),
+        ({"ids": []}, "$.ids"),
+        ({"ids": ["nope"]}, "$.ids[0]"),
+        ({"all": True, "x": 1}, None),
+    ],
 )
-def test_a_bad_replay_request_is_a_400_and_enqueues_nothing(client: TestClient, settings: Settings, redis_client, body, field) -> None:  # type: ignore[no-untyped-def]
+def test_a_bad_replay_request_is_a_400_and_enqueues_nothing(
+    client: TestClient, settings: Settings, redis_client, body, field
+) -> None:  # type: ignore[no-untyped-def]
     before = redis_client.llen("rq:queue:abacus-jobs")
     answer = client.post("/api/v1/admin/dead-letters/replay", json=body, headers=auth(settings))
     assert answer.status_code == 400, answer.text
@@ -144,7 +156,12 @@ def test_erase_removes_a_sessions_events_and_changes_results_by_exactly_its_cont
     done = finished(client, admin, client.post("/api/v1/admin/erase", json={"session_id": "erase-me"}, headers=admin))
     assert done["result"]["events_erased"] == 3
     assert count_events(clean_clickhouse, "session_id = 'erase-me'") == 0
-    assert clean_clickhouse.client().query("SELECT count() FROM abacus.rollup_events WHERE session_id = 'erase-me'").result_rows[0][0] == 0
+    assert (
+        clean_clickhouse.client()
+        .query("SELECT count() FROM abacus.rollup_events WHERE session_id = 'erase-me'")
+        .result_rows[0][0]
+        == 0
+    )
     expected = dict(before, impressions=before["impressions"] - 1, cta_clicks=before["cta_clicks"] - 1)
     expected.update(conversions=before["conversions"] - 1, unique_sessions=before["unique_sessions"] - 1)
 
@@ -156,8 +173,12 @@ def test_erase_removes_a_sessions_events_and_changes_results_by_exactly_its_cont
     wait_for(rolled_up_again, timeout=30)
     assert variant_counts(client, settings)["control"] == expected  # and from the rollup once rebuilt
 
-    audit = clean_clickhouse.client().query("SELECT job_id, subject_kind, subject_sha256, requested_by, events_erased FROM abacus.erasure_audit FINAL")
-    assert audit.result_rows == [(done["id"], "session_id", hashlib.sha256(b"session_id:erase-me").hexdigest(), "alice@example.com", 3)]
+    audit = clean_clickhouse.client().query(
+        "SELECT job_id, subject_kind, subject_sha256, requested_by, events_erased FROM abacus.erasure_audit FINAL"
+    )
+    assert audit.result_rows == [
+        (done["id"], "session_id", hashlib.sha256(b"session_id:erase-me").hexdigest(), "alice@example.com", 3)
+    ]
     # Asked again: nothing left to erase, and it says so.
     again = finished(client, admin, client.post("/api/v1/admin/erase", json={"session_id": "erase-me"}, headers=admin))
     assert again["result"]["events_erased"] == 0
@@ -182,3 +203,43 @@ def test_retention_is_a_ttl_in_the_table_definition_and_expires_old_events(clean
     finally:
         migrate(client, retention_days=0)
     assert current_ttl(client) == ""
+
+
+# ----- verification --------------------------------------------------------------------------
+def test_verification_finds_the_rollup_equal_to_the_events_and_reports_a_difference_as_a_metric(
+    client: TestClient, settings: Settings, redis_client: redis.Redis, clean_clickhouse: ClickHouse
+) -> None:
+    admin = auth(settings)
+    for session in ("v-1", "v-2"):
+        assert client.post(EVENT, json=beacon(session_id=session, event_name="impression")).status_code == 202
+    wait_for(lambda: count_events(clean_clickhouse) == 2)
+    wait_until_rolled_up(redis_client, settings.stream)
+    agreed = finished(client, admin, client.post("/api/v1/admin/rollup/verify", headers=admin))
+    assert agreed["result"]["mismatches"] == 0 and agreed["result"]["variants_checked"] >= 1
+    metrics = client.get("/metrics").text
+    assert "abacus_rollup_verification_mismatches 0.0" in metrics
+    # A rollup row that no event explains, as a bug would leave it:
+    clean_clickhouse.client().command(
+        "INSERT INTO abacus.rollup_day_totals (experiment_key, variant_key, cohort_day, impressions) "
+        "VALUES ('homepage_hero_test', 'control', today(), 1)"
+    )
+    differs = finished(client, admin, client.post("/api/v1/admin/rollup/verify", headers=admin))
+    assert differs["result"]["mismatches"] == 1
+    assert [(d["variant_key"], d["field"], d["rollup"] - d["events"]) for d in differs["result"]["details"]] == [
+        ("control", "impressions", 1)
+    ]
+    assert "abacus_rollup_verification_mismatches 1.0" in client.get("/metrics").text
+
+
+def test_the_nightly_verification_is_enqueued_once_a_day_between_processes(redis_client: redis.Redis) -> None:
+    import datetime as dt
+
+    from jobs.schedule import enqueue_if_due
+
+    early = dt.datetime(2026, 12, 2, 2, 59, tzinfo=dt.timezone.utc)
+    late = dt.datetime(2026, 12, 2, 3, 1, tzinfo=dt.timezone.utc)
+    assert not enqueue_if_due(redis_client, 3, early)
+    assert [enqueue_if_due(redis_client, 3, late) for _ in range(3)] == [True, False, False]
+    assert redis_client.llen("rq:queue:abacus-jobs") == 1
+    assert enqueue_if_due(redis_client, 3, late + dt.timedelta(days=1))
+    assert not enqueue_if_due(redis_client, 24, late)  # 24: never

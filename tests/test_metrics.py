@@ -25,7 +25,7 @@ from shared.settings import Settings
 from tests.conftest import REPO, count_events, wait_for
 from tests.helpers import BROWSER_UA, auth, beacon, serve_client
 from tests.test_ingest_rsgi import start, stop
-from tests.test_worker import add_many, ensure_group, envelope, event
+from tests.test_worker import add_many, ensure_group
 from worker.main import build_worker, start_ops_server
 
 
@@ -65,7 +65,9 @@ def test_ingest_with_two_worker_processes_scrapes_monotonic_totals_equal_to_what
         while sending.is_set():
             # A new connection each time, so scrapes land on either process.
             text = httpx.get(base + "/metrics", headers={"connection": "close"}).text
-            scraped.append((value(text, "abacus_ingest_accepted_total"), value(text, "abacus_ingest_dropped_total", reason="bot")))
+            scraped.append(
+                (value(text, "abacus_ingest_accepted_total"), value(text, "abacus_ingest_dropped_total", reason="bot"))
+            )
             time.sleep(0.01)
 
     sent, bots = 300, 30
@@ -81,8 +83,10 @@ def test_ingest_with_two_worker_processes_scrapes_monotonic_totals_equal_to_what
         senders = [threading.Thread(target=send, args=(n * 100, 100)) for n in range(3)]
         for thread in senders:
             thread.start()
-        for i in range(bots):
-            httpx.post(base + "/api/experiments/event", json=beacon(), headers={"user-agent": "Googlebot/2.1", "connection": "close"})
+        for _ in range(bots):
+            httpx.post(
+                base + "/api/experiments/event", json=beacon(), headers={"user-agent": "Googlebot/2.1", "connection": "close"}
+            )
         for thread in senders:
             thread.join()
         time.sleep(0.2)
@@ -135,7 +139,9 @@ def test_a_worker_under_load_serves_its_counters_the_stream_gauges_and_health(
     try:
         add_many(redis_client, settings, 200, start=400)  # more arrives while it works
         wait_for(lambda: count_events(clean_clickhouse) == 600, timeout=30)
-        text = wait_for(lambda: (t := httpx.get(base + "/metrics").text) and value(t, "abacus_worker_dead_letters_total") == 1 and t)
+        text = wait_for(
+            lambda: (t := httpx.get(base + "/metrics").text) and value(t, "abacus_worker_dead_letters_total") == 1 and t
+        )
         assert value(text, "abacus_worker_inserted_rows_total") == 600
         assert value(text, "abacus_worker_batch_rows_sum") == 600
         assert value(text, "abacus_worker_batch_rows_count") >= 12  # batches of at most 50 rows
@@ -186,7 +192,11 @@ def test_the_query_routes_count_latency_by_route_template_and_results_by_source(
         text = client.get("/metrics").text
     counted = samples(text)
     by_route = {labels: v for (name, labels), v in counted.items() if name == "abacus_http_request_seconds_count"}
-    results = [v for labels, v in by_route.items() if dict(labels)["route"] == "/api/v1/experiments/results" and dict(labels)["status"] == "200"]
+    results = [
+        v
+        for labels, v in by_route.items()
+        if dict(labels)["route"] == "/api/v1/experiments/results" and dict(labels)["status"] == "200"
+    ]
     assert results == [2.0], by_route
     assert any(dict(labels)["route"] == "unmatched" and dict(labels)["status"] == "404" for labels in by_route)
     sources = {dict(labels)["source"]: v for (name, labels), v in counted.items() if name == "abacus_results_source_total"}
@@ -203,7 +213,9 @@ def test_status_prints_pending_per_group_lag_and_dead_letters(settings: Settings
     redis_client.set("abacus:registry:generation", 7)
     time.sleep(0.05)
     env = {k: v for k, v in os.environ.items() if not k.startswith("ABACUS_")} | {"ABACUS_REDIS_URL": settings.redis_url or ""}
-    result = subprocess.run([sys.executable, "-m", "shared.cli", "status"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "status"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["stream", settings.stream + ":", "5", "entries"]
@@ -217,5 +229,10 @@ def test_status_prints_pending_per_group_lag_and_dead_letters(settings: Settings
 
 def test_status_without_redis_says_so_in_one_line() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ABACUS_")}
-    result = subprocess.run([sys.executable, "-m", "shared.cli", "status"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 2 and result.stderr.strip() == "abacus: abacus status needs ABACUS_REDIS_URL (e.g. redis://localhost:6379/0)"
+    result = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "status"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert (
+        result.returncode == 2
+        and result.stderr.strip() == "abacus: abacus status needs ABACUS_REDIS_URL (e.g. redis://localhost:6379/0)"
+    )
