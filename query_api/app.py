@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 from litestar import Litestar
 from litestar.datastructures import State
 
@@ -17,7 +18,7 @@ from query_api.plan_routes import PLAN_ROUTES
 from query_api.registry_routes import REGISTRY_ROUTES
 from query_api.results_routes import RESULTS_ROUTES
 from query_api.rollup_routes import ROLLUP_ROUTES
-from query_api.service import QueryService, in_thread
+from query_api.service import QueryService
 from shared.app_config import app_config, bounded_shutdown
 from shared.clickhouse import ClickHouse, is_chdb
 from shared.cors import CORS
@@ -27,7 +28,7 @@ from shared.openapi_statuses import document_statuses
 from shared.prom import Metrics
 from shared.redis_conn import async_client, sync_client
 from shared.registry.cache import RegistryCache
-from shared.registry.seed import find_seed, load_seed
+from shared.registry.seed import NO_SEED, find_seed, load_seed
 from shared.registry.store import RegistryStore
 from shared.request_metrics import RequestMetrics
 from shared.settings import Settings
@@ -42,7 +43,9 @@ class QueryParts:
     state: dict = field(default_factory=dict)
 
     async def readiness(self) -> str | None:
-        await in_thread(self.service.readiness)
+        # Abandoned, not awaited, when the probe's bound passes: a Redis that hangs holds the
+        # thread for its socket timeout (and retries), not /readyz.
+        await anyio.to_thread.run_sync(self.service.readiness, abandon_on_cancel=True)
         if self.service.registry.snapshot is None:
             return "experiment registry not loaded"
         return None
@@ -54,7 +57,7 @@ def build_query(settings: Settings, clickhouse: ClickHouse, registry: RegistryCa
     redis_client = sync_client(settings.redis_url or "")
     store = RegistryStore(clickhouse, redis_client)
     seed_path = find_seed(settings.registry_seed)
-    if seed_path is None:
+    if seed_path is None and str(settings.registry_seed) != NO_SEED:
         log.warning("registry seed %s not found; an empty registry starts empty", settings.registry_seed)
     seed = load_seed(seed_path) if seed_path is not None else None
     registry.install(store.load(seed))

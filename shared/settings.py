@@ -55,7 +55,7 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     """ABACUS_CORS_ORIGINS: comma-separated origins allowed to send beacons from browsers ("*" for any)."""
     registry_seed: Path = Path("deploy/registry.example.json")
-    """ABACUS_REGISTRY_SEED: JSON file that seeds the experiment registry when it has never been written."""
+    """ABACUS_REGISTRY_SEED: JSON file that seeds the experiment registry when it has never been written (`none`: start empty, as docker-compose.yml and the Kubernetes base do; the demo experiments are for `abacus serve`)."""
     registry_poll_ms: int = 500
     """ABACUS_REGISTRY_POLL_MS: how often each process checks Redis for a newer registry snapshot."""
     jwt_secret: str | None = None
