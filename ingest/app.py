@@ -19,9 +19,9 @@ from ingest.service import IngestService
 from shared.app_config import app_config, bounded_shutdown
 from shared.bots import BotDetector
 from shared.cors import CORS
-from shared.openapi_statuses import document_statuses
 from shared.health import health_handlers
 from shared.http_edge import HeadAsGet
+from shared.openapi_statuses import document_statuses
 from shared.redis_conn import async_client
 from shared.registry.cache import RegistryCache
 from shared.settings import Settings
@@ -48,8 +48,8 @@ def _build(settings: Settings) -> tuple[CORS, dict[str, BeaconEndpoint]]:
             *sdk_route_handlers(registry, public_registry=True),
             *health_handlers({"ingest": service.readiness}),
         ],
-        on_startup=[registry.start],
-        on_shutdown=bounded_shutdown(registry.stop, service.publisher.close, redis_client.aclose),
+        on_startup=[registry.start, service.metrics_flusher.start],
+        on_shutdown=bounded_shutdown(registry.stop, service.metrics_flusher.stop, service.publisher.close, redis_client.aclose),
         **app_config("Abacus ingest"),  # type: ignore[arg-type]
     )
     document_beacon_routes(app)

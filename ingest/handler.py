@@ -150,10 +150,9 @@ class BeaconEndpoint:
                     reasons.append(reason)
         if accepted:
             await self._publisher.publish(accepted)
-            self._metrics.accepted.inc(len(accepted))
-        dropped = self._metrics.dropped
+            self._metrics.accepted(len(accepted))
         for reason in reasons:
-            dropped[reason].inc()
+            self._metrics.dropped(reason)
         headers = [("x-abacus-reason", ",".join(sorted({r.value for r in reasons})))] if reasons else _NO_HEADERS
         if self.endpoint is BATCH:
             result = BatchResult(True, len(accepted), len(reasons) + len(invalid), invalid[:MAX_REPORTED_ERRORS])

@@ -10,7 +10,7 @@ from litestar import asgi
 from litestar.types import Receive, Scope, Send
 
 from ingest.handler import BeaconEndpoint
-from ingest.metrics import IngestMetrics
+from ingest.metrics import Flusher, IngestMetrics
 from ingest.publisher import StreamPublisher
 from ingest.request import BATCH, EVENT, IMPRESSION
 from ingest.sink import sink_for
@@ -38,6 +38,7 @@ class IngestService:
         self.redis = redis_client
         self.registry = registry
         self.metrics = IngestMetrics(metrics)
+        self.metrics_flusher = Flusher(self.metrics)  # the app's startup and shutdown run it
         self.publisher = StreamPublisher(sink_for(redis_client, stream), self.metrics.appended)
         self.beacon_endpoints = {
             path: BeaconEndpoint(endpoint, self.publisher, registry, is_bot, self.metrics)

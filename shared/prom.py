@@ -12,7 +12,7 @@ the process, in a registry of their own per app, so two apps in one test process
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -35,6 +35,7 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._scrape_time: list[Collector] = []
+        self._before_render: list[Callable[[], None]] = []
 
     def counter(self, name: str, documentation: str, labels: Iterable[str] = ()) -> Counter:
         return Counter(name, documentation, list(labels), registry=self.registry)
@@ -50,7 +51,13 @@ class Metrics:
         self._scrape_time.append(collector)
         self.registry.register(collector)
 
+    def before_render(self, hook: Callable[[], None]) -> None:
+        """``hook`` runs before each render: values counted in batches are added first."""
+        self._before_render.append(hook)
+
     def render(self) -> bytes:
+        for hook in self._before_render:
+            hook()
         directory = os.environ.get(MULTIPROC_ENV)
         if not directory:
             return generate_latest(self.registry)

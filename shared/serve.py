@@ -107,9 +107,9 @@ def create_serve_app(settings: Settings, liveness: dict[str, LivenessCheck] | No
             ),
         ],
         state=State(query.state),
-        on_startup=[registry.start, start_worker],
+        on_startup=[registry.start, ingest.metrics_flusher.start, start_worker],
         on_shutdown=bounded_shutdown(
-            stop_worker, registry.stop, ingest.publisher.close, redis_client.aclose, close_clickhouse, seconds=35
+            stop_worker, registry.stop, ingest.metrics_flusher.stop, ingest.publisher.close, redis_client.aclose, close_clickhouse, seconds=35
         ),
         **app_config("Abacus", EXCEPTION_HANDLERS),  # type: ignore[arg-type]
     )

@@ -19,6 +19,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.common import free_port, publish_seed_registry
+from ingest.metrics import FLUSH_EVERY_S
 from shared.clickhouse import ClickHouse
 from shared.prom import Metrics
 from shared.settings import Settings
@@ -89,7 +90,7 @@ def test_ingest_with_two_worker_processes_scrapes_monotonic_totals_equal_to_what
             )
         for thread in senders:
             thread.join()
-        time.sleep(0.2)
+        time.sleep(2 * FLUSH_EVERY_S + 0.2)  # the other process adds its counts within one interval
         sending.clear()
         scraper.join()
         finals = []
