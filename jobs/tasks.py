@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from rq import get_current_job
 
-from jobs import dead_letters, erase, verify
+from jobs import dead_letters, erase, export, verify
 from jobs.context import current
 
 
@@ -24,3 +24,10 @@ def erase_session(session_id: str, requested_by: str, requested_at: str) -> dict
 def verify_rollup() -> dict:
     ctx = current()
     return verify.verify_rollup(ctx.settings, ctx.clickhouse, ctx.redis)
+
+
+def export_events(experiment_key: str, output_format: str = "csv") -> dict:
+    ctx = current()
+    job = get_current_job()
+    job_id = job.id if job is not None else f"direct-{experiment_key}"
+    return export.export_events(ctx.settings, ctx.clickhouse, experiment_key, output_format, job_id)

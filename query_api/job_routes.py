@@ -8,20 +8,24 @@ from __future__ import annotations
 import datetime as dt
 import re
 from functools import partial
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 from litestar import Request, get, post
-from litestar.exceptions import NotFoundException
+from litestar.exceptions import ClientException, NotFoundException
 from litestar.params import FromPath, FromQuery, JSONBody
-from litestar.status_codes import HTTP_202_ACCEPTED
+from litestar.response import File
+from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_409_CONFLICT
 from msgspec import Meta
 
 from jobs.dead_letters import DeadLetter, list_dead_letters
+from jobs.export import export_path
 from jobs.queue import JobState, enqueue, job_state
 from query_api.auth import principal, requires_admin
 from query_api.errors import BadQuery
+from query_api.results_routes import experiments_for
 from query_api.service import QueryService, in_thread
+from query_api.sql_exec import FORMATS
 from shared.settings import Settings
 
 _JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,100}")
@@ -35,6 +39,11 @@ class ReplayRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     all: bool = False
     dry_run: bool = False
     """Report what would be replayed, change nothing."""
+
+
+class ExportRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    experiment_key: Annotated[str, Meta(min_length=1, max_length=200)]
+    format: Literal["csv", "parquet"] = "csv"
 
 
 class EraseRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -99,6 +108,40 @@ async def erase_session(request: Request, data: JSONBody[EraseRequest]) -> JobSt
 
 
 @post(
+    "/api/v1/admin/exports",
+    guards=[requires_admin],
+    tags=["admin"],
+    status_code=HTTP_202_ACCEPTED,
+    summary="Export an experiment's events to a file (a job)",
+)
+async def export_events(request: Request, data: JSONBody[ExportRequest]) -> JobState:
+    """Every stored event of ``experiment_key``, each once, as CSV or Parquet; download it from
+    ``GET /api/v1/admin/jobs/{id}/download`` once the job is finished."""
+    await in_thread(experiments_for, _service(request), data.experiment_key)  # 404 for a key never defined
+    return await in_thread(
+        partial(_enqueue, request, "export_events", experiment_key=data.experiment_key, output_format=data.format)
+    )
+
+
+@get("/api/v1/admin/jobs/{job_id:str}/download", guards=[requires_admin], tags=["admin"], summary="An export job's file")
+async def download_export(request: Request, job_id: FromPath[str]) -> File:
+    state = await in_thread(job_state, _service(request).redis, job_id) if _JOB_ID.fullmatch(job_id) else None
+    if state is None or state.kind != "export_events":
+        raise NotFoundException(f"no export job {job_id}")
+    if state.status != "finished":
+        raise ClientException(f"the export is {state.status}, not finished yet", status_code=HTTP_409_CONFLICT)
+    settings: Settings = request.app.state.settings
+    path = export_path(settings, job_id, state.result["format"])
+    if not path.is_file():
+        raise NotFoundException("the export's file is gone (exports are kept in ABACUS_EXPORT_DIR until removed)")
+    return File(
+        path,
+        filename=f"{state.result['experiment_key']}-events.{path.suffix.lstrip('.')}",
+        media_type=FORMATS[state.result["format"]].media_type,
+    )
+
+
+@post(
     "/api/v1/admin/rollup/verify",
     guards=[requires_admin],
     tags=["admin"],
@@ -124,4 +167,4 @@ async def get_job(request: Request, job_id: FromPath[str]) -> JobState:
     return state
 
 
-JOB_ROUTES = [get_dead_letters, replay_dead_letters, erase_session, verify_rollup, get_job]
+JOB_ROUTES = [get_dead_letters, replay_dead_letters, erase_session, export_events, download_export, verify_rollup, get_job]

@@ -100,6 +100,8 @@ class Settings:
     """ABACUS_JOBS_IN_SERVE: whether `abacus serve` runs a background-jobs worker in a thread (true/false); production runs `abacus jobs` instead."""
     verify_hour_utc: int = 3
     """ABACUS_VERIFY_HOUR_UTC: hour (UTC) after which the processes running jobs enqueue the day's rollup verification, once a day between them (24: never)."""
+    export_dir: str = ""
+    """ABACUS_EXPORT_DIR: where export jobs write their files and the query API reads them for download (empty: DATA_DIR/exports); with `abacus jobs` and `abacus query-api` apart, a volume both mount."""
     metrics_port: int = 0
     """ABACUS_METRICS_PORT: port where `abacus worker`, `abacus rollup` and `abacus jobs` serve /metrics, /healthz and /readyz (0: none; also --metrics-port). Ingest, the query API and serve answer them on their own port."""
     metrics_host: str = "127.0.0.1"

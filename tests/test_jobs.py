@@ -243,3 +243,35 @@ def test_the_nightly_verification_is_enqueued_once_a_day_between_processes(redis
     assert redis_client.llen("rq:queue:abacus-jobs") == 1
     assert enqueue_if_due(redis_client, 3, late + dt.timedelta(days=1))
     assert not enqueue_if_due(redis_client, 24, late)  # 24: never
+
+
+# ----- exports -------------------------------------------------------------------------------
+def test_an_export_job_writes_the_events_to_a_file_the_admin_downloads(
+    client: TestClient, settings: Settings, clean_clickhouse: ClickHouse
+) -> None:
+    import csv
+    import io
+
+    admin = auth(settings)
+    for index in range(5):
+        assert client.post(EVENT, json=beacon(session_id=f"x-{index}", event_id=f"export-{index}")).status_code == 202
+    wait_for(lambda: count_events(clean_clickhouse) == 5)
+    assert client.post("/api/v1/admin/exports", json={"experiment_key": "no_such_experiment"}, headers=admin).status_code == 404
+    assert client.post("/api/v1/admin/exports", json={"experiment_key": "homepage_hero_test", "format": "xls"}, headers=admin).status_code == 400
+    done = finished(client, admin, client.post("/api/v1/admin/exports", json={"experiment_key": "homepage_hero_test"}, headers=admin))
+    assert done["kind"] == "export_events" and done["result"]["bytes"] > 0
+    download = client.get(f"/api/v1/admin/jobs/{done['id']}/download", headers=admin)
+    assert download.status_code == 200 and download.headers["content-type"].startswith("text/csv")
+    assert 'filename="homepage_hero_test-events.csv"' in download.headers["content-disposition"]
+    rows = list(csv.DictReader(io.StringIO(download.text)))
+    assert sorted(row["event_id"] for row in rows) == [f"export-{i}" for i in range(5)]
+    assert len(download.content) == done["result"]["bytes"]
+    parquet = finished(
+        client, admin, client.post("/api/v1/admin/exports", json={"experiment_key": "homepage_hero_test", "format": "parquet"}, headers=admin)
+    )
+    body = client.get(f"/api/v1/admin/jobs/{parquet['id']}/download", headers=admin).content
+    assert body[:4] == b"PAR1" and body[-4:] == b"PAR1"
+    # Not an export, or no such job: 404; only admins.
+    verify = finished(client, admin, client.post("/api/v1/admin/rollup/verify", headers=admin))
+    assert client.get(f"/api/v1/admin/jobs/{verify['id']}/download", headers=admin).status_code == 404
+    assert client.get(f"/api/v1/admin/jobs/{done['id']}/download", headers=auth(settings, "analyst")).status_code == 403
