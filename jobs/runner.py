@@ -57,7 +57,7 @@ class JobsThread:
         install(JobContext(settings, clickhouse, self._redis))
         self.worker = ThreadJobWorker([job_queue(self._redis)], connection=self._redis, worker_ttl=_THREAD_WORKER_TTL_S)
         self._thread = threading.Thread(target=self._run, name="abacus-jobs", daemon=True)
-        self._schedule = NightlySchedule(self._redis, settings.verify_hour_utc)
+        self._schedule = NightlySchedule(self._redis, settings.verify_hour_utc, settings.alert_check_s)
 
     def _run(self) -> None:
         try:
@@ -90,7 +90,7 @@ def run_jobs_process(settings: Settings, burst: bool = False) -> int:
     install(JobContext(settings, clickhouse, redis_client))
     metrics = Metrics()
     ops = start_ops_server(settings, metrics, clickhouse)
-    schedule = NightlySchedule(redis_client, settings.verify_hour_utc).start()
+    schedule = NightlySchedule(redis_client, settings.verify_hour_utc, settings.alert_check_s).start()
     log.info("running background jobs from rq queue %s", QUEUE_NAME)
     try:
         SimpleWorker([job_queue(redis_client)], connection=redis_client).work(

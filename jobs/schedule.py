@@ -29,9 +29,22 @@ def enqueue_if_due(client: redis.Redis, hour_utc: int, now: dt.datetime | None =
     return True
 
 
+def enqueue_alert_check_if_due(client: redis.Redis, every_s: int, now_s: float | None = None) -> bool:
+    """One alert check per ``every_s`` slot between all the processes that run jobs."""
+    if every_s <= 0:
+        return False
+    slot = int((now_s if now_s is not None else dt.datetime.now(dt.timezone.utc).timestamp()) // every_s)
+    if not client.set(f"{redis_keys.ALERT_SLOT}{every_s}:{slot}", "1", nx=True, ex=every_s * 2):
+        return False
+    enqueue(client, "check_alerts")
+    return True
+
+
 class NightlySchedule:
-    def __init__(self, client: redis.Redis, hour_utc: int) -> None:
-        self._client, self._hour = client, hour_utc
+    """The nightly verification and the periodic alert check."""
+
+    def __init__(self, client: redis.Redis, hour_utc: int, alert_check_s: int = 0) -> None:
+        self._client, self._hour, self._alert_every = client, hour_utc, alert_check_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="abacus-jobs-schedule", daemon=True)
 
@@ -47,6 +60,7 @@ class NightlySchedule:
         while not self._stop.is_set():
             try:
                 enqueue_if_due(self._client, self._hour)
+                enqueue_alert_check_if_due(self._client, self._alert_every)
             except RedisError as exc:
                 log.warning("could not check the nightly schedule: %s", exc)
             self._stop.wait(_LOOK_EVERY_S)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from rq import get_current_job
 
-from jobs import dead_letters, erase, export, verify
+from jobs import alerts, dead_letters, erase, export, verify
 from jobs.context import current
 
 
@@ -31,3 +31,8 @@ def export_events(experiment_key: str, output_format: str = "csv") -> dict:
     job = get_current_job()
     job_id = job.id if job is not None else f"direct-{experiment_key}"
     return export.export_events(ctx.settings, ctx.clickhouse, experiment_key, output_format, job_id)
+
+
+def check_alerts() -> dict:
+    ctx = current()
+    return alerts.check_alerts(ctx.settings, ctx.clickhouse, ctx.redis)

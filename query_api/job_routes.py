@@ -142,6 +142,18 @@ async def download_export(request: Request, job_id: FromPath[str]) -> File:
 
 
 @post(
+    "/api/v1/admin/alerts/check",
+    guards=[requires_admin],
+    tags=["admin"],
+    status_code=HTTP_202_ACCEPTED,
+    summary="Send due alert webhooks now (a job)",
+)
+async def check_alerts(request: Request) -> JobState:
+    """What runs every ABACUS_ALERT_CHECK_S: each SRM or significance event goes to each webhook once."""
+    return await in_thread(partial(_enqueue, request, "check_alerts"))
+
+
+@post(
     "/api/v1/admin/rollup/verify",
     guards=[requires_admin],
     tags=["admin"],
@@ -167,4 +179,13 @@ async def get_job(request: Request, job_id: FromPath[str]) -> JobState:
     return state
 
 
-JOB_ROUTES = [get_dead_letters, replay_dead_letters, erase_session, export_events, download_export, verify_rollup, get_job]
+JOB_ROUTES = [
+    get_dead_letters,
+    replay_dead_letters,
+    erase_session,
+    export_events,
+    download_export,
+    check_alerts,
+    verify_rollup,
+    get_job,
+]

@@ -102,6 +102,12 @@ class Settings:
     """ABACUS_VERIFY_HOUR_UTC: hour (UTC) after which the processes running jobs enqueue the day's rollup verification, once a day between them (24: never)."""
     export_dir: str = ""
     """ABACUS_EXPORT_DIR: where export jobs write their files and the query API reads them for download (empty: DATA_DIR/exports); with `abacus jobs` and `abacus query-api` apart, a volume both mount."""
+    alert_webhooks: tuple[str, ...] = ()
+    """ABACUS_ALERT_WEBHOOKS: comma-separated URLs that get a signed POST, once per event, when an experiment shows a sample ratio mismatch or a treatment reaches a significant win or loss."""
+    alert_secret: str | None = None
+    """ABACUS_ALERT_SECRET: HMAC-SHA256 key for the webhooks' X-Abacus-Signature header."""
+    alert_check_s: int = 300
+    """ABACUS_ALERT_CHECK_S: how often the processes running jobs enqueue the alert check (0: never; POST /api/v1/admin/alerts/check runs one)."""
     metrics_port: int = 0
     """ABACUS_METRICS_PORT: port where `abacus worker`, `abacus rollup` and `abacus jobs` serve /metrics, /healthz and /readyz (0: none; also --metrics-port). Ingest, the query API and serve answer them on their own port."""
     metrics_host: str = "127.0.0.1"

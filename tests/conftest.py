@@ -84,6 +84,7 @@ def settings(redis_url: str, chdb_dir: Path, redis_client: redis.Redis, clean_cl
         rollup_idle_ms=20,
         cors_origins=("https://site.example",),
         verify_hour_utc=24,  # no nightly verification job in the middle of a test
+        alert_check_s=0,
     )
 
 

@@ -245,6 +245,15 @@ def test_the_nightly_verification_is_enqueued_once_a_day_between_processes(redis
     assert not enqueue_if_due(redis_client, 24, late)  # 24: never
 
 
+def test_the_alert_check_is_enqueued_once_per_interval_between_processes(redis_client: redis.Redis) -> None:
+    from jobs.schedule import enqueue_alert_check_if_due
+
+    assert [enqueue_alert_check_if_due(redis_client, 300, 3000.0 + s) for s in (0, 10, 299)] == [True, False, False]
+    assert enqueue_alert_check_if_due(redis_client, 300, 3300.0)
+    assert not enqueue_alert_check_if_due(redis_client, 0, 3300.0)  # 0: never
+    assert redis_client.llen("rq:queue:abacus-jobs") == 2
+
+
 # ----- exports -------------------------------------------------------------------------------
 def test_an_export_job_writes_the_events_to_a_file_the_admin_downloads(
     client: TestClient, settings: Settings, clean_clickhouse: ClickHouse
@@ -275,3 +284,68 @@ def test_an_export_job_writes_the_events_to_a_file_the_admin_downloads(
     verify = finished(client, admin, client.post("/api/v1/admin/rollup/verify", headers=admin))
     assert client.get(f"/api/v1/admin/jobs/{verify['id']}/download", headers=admin).status_code == 404
     assert client.get(f"/api/v1/admin/jobs/{done['id']}/download", headers=auth(settings, "analyst")).status_code == 403
+
+
+# ----- alerts --------------------------------------------------------------------------------
+class _Receiver:
+    """A webhook receiver on a local port: refuses the first delivery (500), takes the rest."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.received: list[tuple[dict, bytes]] = []
+        self.refusals = 1
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers["content-length"]))
+                if receiver.refusals:
+                    receiver.refusals -= 1
+                    self.send_response(500)
+                else:
+                    receiver.received.append((dict(self.headers), body))
+                    self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_a_sample_ratio_mismatch_is_sent_once_signed_after_a_failed_delivery(
+    settings: Settings, redis_client: redis.Redis, clean_clickhouse: ClickHouse
+) -> None:
+    import dataclasses
+    import hmac
+    import json
+
+    receiver = _Receiver()
+    settings = dataclasses.replace(settings, alert_webhooks=(receiver.url,), alert_secret="hook-secret")
+    try:
+        with serve_client(settings) as client:
+            admin = auth(settings)
+            # 150 sessions in control, 50 in the treatment of a 50/50 experiment: an SRM.
+            sessions = [("control", f"c-{i}") for i in range(150)] + [("tiny_gang_social_proof", f"t-{i}") for i in range(50)]
+            for start in range(0, len(sessions), 100):
+                batch = [beacon(variant_key=v, session_id=s, event_name="impression") for v, s in sessions[start : start + 100]]
+                assert client.post("/api/experiments/batch", json=batch).status_code == 202
+            wait_for(lambda: count_events(clean_clickhouse) == 200)
+            wait_until_rolled_up(redis_client, settings.stream)  # results may lag by up to ABACUS_ROLLUP_MAX_LAG_MS otherwise
+            first = finished(client, admin, client.post("/api/v1/admin/alerts/check", headers=admin))
+            assert first["result"]["sent"] >= 1 and first["result"]["failed"] == 0, first["result"]
+            again = finished(client, admin, client.post("/api/v1/admin/alerts/check", headers=admin))
+            assert again["result"]["sent"] == 0 and again["result"]["events"] == first["result"]["events"]
+    finally:
+        receiver.server.shutdown()
+    events = [json.loads(body) for _, body in receiver.received]
+    assert [e["id"] for e in events].count("homepage_hero_test:v1:srm") == 1, events
+    srm_headers, srm_body = next((h, b) for h, b in receiver.received if json.loads(b)["kind"] == "sample_ratio_mismatch")
+    expected = "sha256=" + hmac.new(b"hook-secret", srm_body, hashlib.sha256).hexdigest()
+    assert srm_headers["X-Abacus-Signature"] == expected
+    assert srm_headers["X-Abacus-Event-Id"] == "homepage_hero_test:v1:srm"
+    assert len(receiver.received) == first["result"]["sent"]  # nothing sent twice
