@@ -25,6 +25,7 @@ TABLES = (
     "abacus.settings_versions",
     "abacus.rollup_events",
     "abacus.rollup_day_totals",
+    "abacus.erasure_audit",
 )
 
 
