@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 #
-# Abacus production image: one image for every role (ingest, worker, query-api, migrate, token);
+# Abacus production image: one image for every role (ingest, worker, rollup, query-api, jobs, migrate, token, status);
 # the role is the command, e.g. `docker run IMAGE worker`. It talks to a Redis and a ClickHouse
 # *server* (see docker-compose.yml); the `embedded` extra (chDB + Valkey, for `abacus serve`) is
 # deliberately left out.
@@ -38,10 +38,11 @@ COPY worker ./worker
 COPY query_api ./query_api
 COPY shared ./shared
 COPY sdk ./sdk
+COPY jobs ./jobs
 COPY deploy ./deploy
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev \
-    && /app/.venv/bin/python -m compileall -q ingest worker query_api shared sdk
+    && /app/.venv/bin/python -m compileall -q ingest worker query_api shared sdk jobs
 
 # ----- runtime: no uv, no build tools, not root ------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
@@ -69,9 +70,9 @@ USER 10001:10001
 # Fail the build, not the first deploy, if the script or a role's imports are broken or the
 # migrations are not where shared/clickhouse.py looks for them.
 RUN abacus --help >/dev/null \
-    && python -c "import ingest.app, query_api.app, worker.main, shared.clickhouse as ch; assert ch.migrations(), ch.MIGRATIONS_DIR"
+    && python -c "import ingest.app, query_api.app, worker.main, jobs.runner, shared.clickhouse as ch; assert ch.migrations(), ch.MIGRATIONS_DIR"
 
-EXPOSE 8001 8002
+EXPOSE 8001 8002 9400
 ENTRYPOINT ["abacus"]
 # Each role needs its own settings (ABACUS_REDIS_URL, ABACUS_CLICKHOUSE_URL, ...), so there is no
 # single right default service: print the commands. docker-compose.yml names one per service.

@@ -50,8 +50,8 @@ def _build(settings: Settings) -> tuple[CORS, dict[str, BeaconEndpoint]]:
             *sdk_route_handlers(registry, public_registry=True),
             *health_handlers({"ingest": service.readiness}),
         ],
-        on_startup=[registry.start],
-        on_shutdown=bounded_shutdown(registry.stop, service.publisher.close, redis_client.aclose),
+        on_startup=[registry.start, service.metrics_flusher.start],
+        on_shutdown=bounded_shutdown(registry.stop, service.metrics_flusher.stop, service.publisher.close, redis_client.aclose),
         **app_config("Abacus ingest"),  # type: ignore[arg-type]
     )
     document_beacon_routes(app)

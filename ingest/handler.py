@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 
+from ingest.metrics import IngestMetrics
 from ingest.publisher import SinkUnavailable, StreamPublisher
 from ingest.request import (
     BATCH,
@@ -29,7 +30,7 @@ from ingest.request import (
     parse_beacons,
     read_asgi_body,
 )
-from ingest.steps import DropCounter, DropReason, EventIds, event_id, now_ms, registry_drop_reason, to_stream_event
+from ingest.steps import DropReason, EventIds, event_id, now_ms, registry_drop_reason, to_stream_event
 from shared.registry.cache import RegistryCache
 
 Scope = dict[str, Any]
@@ -68,13 +69,13 @@ class BeaconEndpoint:
         publisher: StreamPublisher,
         registry: RegistryCache,
         is_bot: Callable[[str | None], bool],
-        counter: DropCounter,
+        metrics: IngestMetrics,
     ) -> None:
         self.endpoint = endpoint
         self._publisher = publisher
         self._registry = registry
         self._is_bot = is_bot
-        self._counter = counter
+        self._metrics = metrics
         # Made per endpoint when the app is built, never at import: forked server workers then
         # each draw their own random prefix instead of sharing one and generating equal ids.
         self._event_ids = EventIds()
@@ -97,6 +98,17 @@ class BeaconEndpoint:
         self, method: str, content_type: str | None, content_length: str | None, user_agent: str | None, read_body: ReadBody
     ) -> Answer:
         """The endpoint's answer to one request; the body is read only once the headers passed."""
+        try:
+            answer = await self._answer(method, content_type, content_length, user_agent, read_body)
+        except Exception:  # the interface answers 500 (cancellation is no answer, so not counted)
+            self._metrics.request(self.endpoint.name, 500)
+            raise
+        self._metrics.request(self.endpoint.name, answer[0])
+        return answer
+
+    async def _answer(
+        self, method: str, content_type: str | None, content_length: str | None, user_agent: str | None, read_body: ReadBody
+    ) -> Answer:
         if method != "POST":
             if method == "OPTIONS":  # what the Allow header of the 405 promises
                 return 204, b"", _ALLOW_POST
@@ -138,9 +150,9 @@ class BeaconEndpoint:
                     reasons.append(reason)
         if accepted:
             await self._publisher.publish(accepted)
-            self._counter.accepted += len(accepted)
+            self._metrics.accepted(len(accepted))
         for reason in reasons:
-            self._counter.drop(reason)
+            self._metrics.dropped(reason)
         headers = [("x-abacus-reason", ",".join(sorted({r.value for r in reasons})))] if reasons else _NO_HEADERS
         if self.endpoint is BATCH:
             result = BatchResult(True, len(accepted), len(reasons) + len(invalid), invalid[:MAX_REPORTED_ERRORS])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 import msgspec
@@ -60,9 +61,14 @@ class Sink(Protocol):
 SINK_ERRORS = (RedisError, RespError, OSError)
 
 
+AppendObserver = Callable[[float, int], None]
+"""Told (seconds the append took, events it carried) after each confirmed append: the metrics."""
+
+
 class StreamPublisher:
-    def __init__(self, sink: Sink) -> None:
+    def __init__(self, sink: Sink, on_append: AppendObserver | None = None) -> None:
         self._sink = sink
+        self._on_append = on_append
         self._events: list[StreamEvent] = []
         self._waiters: list[asyncio.Future[None]] = []
         self._flushing = False
@@ -93,7 +99,10 @@ class StreamPublisher:
                 for i in range(0, len(events), MAX_EVENTS_PER_ENTRY)
             ]
             # More than one entry goes in one MULTI: a request's events all reach the stream or none do.
+            started = time.perf_counter()
             await self._sink.append(entries)
+            if self._on_append is not None:
+                self._on_append(time.perf_counter() - started, len(events))
         except SINK_ERRORS as exc:
             _log_failure(exc)
             _resolve(waiters, SinkUnavailable(f"Redis unavailable: {exc}", UNAVAILABLE_ANSWER))
@@ -115,8 +124,8 @@ class ShardedPublisher:
     one failed, the client's retry re-sends the parts that did land with the same event ids, which
     abacus.events deduplicates (the rollup counts an event id once), so nothing is counted twice."""
 
-    def __init__(self, sinks: list[Sink]) -> None:
-        self._shards = [StreamPublisher(sink) for sink in sinks]
+    def __init__(self, sinks: list[Sink], on_append: AppendObserver | None = None) -> None:
+        self._shards = [StreamPublisher(sink, on_append) for sink in sinks]
 
     async def publish(self, events: list[StreamEvent]) -> None:
         count = len(self._shards)

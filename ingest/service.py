@@ -6,14 +6,16 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import redis.asyncio as aioredis
-from litestar import MediaType, asgi, get
+from litestar import asgi
 from litestar.types import Receive, Scope, Send
 
 from ingest.handler import BeaconEndpoint
+from ingest.metrics import Flusher, IngestMetrics
 from ingest.publisher import ShardedPublisher, StreamPublisher
 from ingest.request import BATCH, EVENT, IMPRESSION
 from ingest.sink import sink_for
-from ingest.steps import DropCounter, DropReason
+from shared.health import metrics_handler
+from shared.prom import Metrics
 from shared.registry.cache import RegistryCache
 
 BEACON_PATHS = {
@@ -30,17 +32,20 @@ class IngestService:
         streams: str | list[str],
         registry: RegistryCache,
         is_bot: Callable[[str | None], bool],
+        metrics: Metrics | None = None,
     ) -> None:
+        """``metrics``: where to count (serve shares one with the query API); a new one if None."""
         self.redis = redis_client
         self.registry = registry
-        self.counter = DropCounter()
+        self.metrics = IngestMetrics(metrics)
+        self.metrics_flusher = Flusher(self.metrics)  # the app's startup and shutdown run it
         if isinstance(streams, str) or len(streams) == 1:
             stream = streams if isinstance(streams, str) else streams[0]
-            self.publisher: StreamPublisher | ShardedPublisher = StreamPublisher(sink_for(redis_client, stream))
+            self.publisher: StreamPublisher | ShardedPublisher = StreamPublisher(sink_for(redis_client, stream), self.metrics.appended)
         else:
-            self.publisher = ShardedPublisher([sink_for(redis_client, stream) for stream in streams])
+            self.publisher = ShardedPublisher([sink_for(redis_client, stream) for stream in streams], self.metrics.appended)
         self.beacon_endpoints = {
-            path: BeaconEndpoint(endpoint, self.publisher, registry, is_bot, self.counter)
+            path: BeaconEndpoint(endpoint, self.publisher, registry, is_bot, self.metrics)
             for path, endpoint in BEACON_PATHS.items()
         }
 
@@ -49,21 +54,7 @@ class IngestService:
         # for the path spellings Litestar accepts beyond the exact ones (a trailing slash).
         handlers = [_as_route(path, beacon_endpoint) for path, beacon_endpoint in self.beacon_endpoints.items()]
 
-        counter = self.counter
-
-        @get("/metrics", media_type=MediaType.TEXT, tags=["health"], sync_to_thread=False)
-        def metrics() -> str:
-            lines = [
-                "# HELP abacus_ingest_accepted_total Beacons appended to the stream by this process.",
-                "# TYPE abacus_ingest_accepted_total counter",
-                f"abacus_ingest_accepted_total {counter.accepted}",
-                "# HELP abacus_ingest_dropped_total Beacons answered 202 but dropped, by reason.",
-                "# TYPE abacus_ingest_dropped_total counter",
-            ]
-            lines += [f'abacus_ingest_dropped_total{{reason="{r.value}"}} {counter.counts[r]}' for r in DropReason]
-            return "\n".join(lines) + "\n"
-
-        return [*handlers, metrics]
+        return [*handlers, metrics_handler(self.metrics.metrics)]
 
     async def readiness(self) -> str | None:
         await self.redis.ping()

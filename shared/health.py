@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable
 
 from litestar import Response, get
 
+from shared.prom import CONTENT_TYPE, Metrics
+
 log = logging.getLogger(__name__)
 
 ReadinessCheck = Callable[[], Awaitable[str | None]]
@@ -51,3 +53,13 @@ async def _bounded(name: str, check: ReadinessCheck) -> str | None:
     except Exception as exc:  # a readiness probe reports failures; it must not raise them
         log.warning("readiness check %s failed: %r", name, exc)
         return "a dependency (Redis or ClickHouse) does not answer"
+
+
+def metrics_handler(metrics: Metrics):  # type: ignore[no-untyped-def]
+    """GET /metrics for a Litestar app: every process's values under multiprocess mode."""
+
+    @get("/metrics", tags=["health"], sync_to_thread=False)
+    def metrics_route() -> Response[bytes]:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    return metrics_route

@@ -26,7 +26,7 @@ _DESCRIPTIONS = {
     403: "The token's role may not do this",
     404: "No such experiment, or experiments are switched off for the site",
     408: "The request body did not arrive within ABACUS_HTTP_BODY_TIMEOUT_MS",
-    409: "An experiment with this key exists (archived ones keep their key)",
+    409: "An experiment with this key exists (archived ones keep their key), or an export is not finished yet",
     412: "If-Match names a version that is no longer current",
     503: "Redis or ClickHouse unavailable, or the registry not loaded yet; retry after Retry-After",
 }
@@ -36,6 +36,8 @@ _SPECIFIC = {
     ("POST", "/api/admin/experiments"): {409},
     ("PUT", "/api/admin/experiments/{key}"): {412},
     ("DELETE", "/api/admin/experiments/{key}"): {412},
+    ("POST", "/api/v1/admin/exports"): {404},
+    ("GET", "/api/v1/admin/jobs/{job_id}/download"): {409},
 }
 _NEVER_UNAVAILABLE = {"/metrics", "/schema"}  # answered from memory alone
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
@@ -67,7 +69,7 @@ def _statuses(path: str, method: str, handler: object) -> tuple[set[int], bool]:
     statuses = set(_SPECIFIC.get((method, path), set()))
     if needs_token:
         statuses |= {401, 403}
-    params = set(getattr(handler, "parsed_fn_signature").parameters) if hasattr(handler, "parsed_fn_signature") else set()
+    params = set(handler.parsed_fn_signature.parameters) if hasattr(handler, "parsed_fn_signature") else set()
     if "requires_experiments_enabled" in guard_names or "{" in path or "experiment_key" in params:
         statuses.add(404)
     if params - {"request", "data"} or "data" in params:

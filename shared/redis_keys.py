@@ -111,3 +111,15 @@ def session_shard(session_id: str, shards: int) -> int:
 def stream_layout(settings: Settings) -> list[StreamShard]:
     """The stream shards the settings name: what every process of one deployment agrees on."""
     return stream_shards(settings.stream, settings.dead_letter_stream, settings.stream_shards, settings.hash_tagged)
+
+DEAD_LETTERS_REPLAYED = "abacus:dead-letters:replayed"
+"""Hash: dead-letter entry id -> the stream id it was replayed as. Written in one script with the
+XADD (jobs/dead_letters.py), so a replay run twice appends nothing twice; the dead letters stay
+(the roller skips their source entries by reading them)."""
+
+ROLLUP_VERIFICATION = "abacus:rollup:verification"
+"""JSON of the last rollup verification (jobs/verify.py): when, variants checked, mismatches."""
+VERIFY_DAY = "abacus:jobs:verify-enqueued:"
+"""Prefix of a per-UTC-day key (SET NX) that lets one `abacus jobs` process enqueue the nightly verification."""
+ALERT_SLOT = "abacus:jobs:alert-check:"
+"""Prefix of a per-interval key (SET NX) that lets one process enqueue each periodic alert check."""

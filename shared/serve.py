@@ -26,9 +26,11 @@ from shared.cors import CORS
 from shared.health import LivenessCheck, health_handlers
 from shared.http_edge import guarded
 from shared.openapi_statuses import document_statuses
-from shared.redis_conn import async_client_for
+from shared.prom import Metrics
+from shared.redis_conn import async_client_for, sync_client_for
 from shared.redis_keys import stream_layout
 from shared.registry.cache import RegistryCache
+from shared.request_metrics import RequestMetrics
 from shared.settings import Settings
 from worker.main import build_roller, build_workers
 
@@ -40,21 +42,32 @@ def create_serve_app(settings: Settings, liveness: dict[str, LivenessCheck] | No
     """``settings`` must carry resolved Redis and ClickHouse URLs (the CLI starts the embedded ones);
     ``liveness`` adds what /healthz checks besides the worker thread (the embedded Valkey)."""
     clickhouse = ClickHouse(settings.clickhouse_url or "", settings.clickhouse_cluster)
-    migrate(clickhouse.client(), cluster=settings.clickhouse_cluster)
+    migrate(clickhouse.client(), cluster=settings.clickhouse_cluster, retention_days=settings.retention_days)
     redis_client = async_client_for(settings)
     registry = RegistryCache(redis_client, settings.registry_poll_ms / 1000)
     query = build_query(settings, clickhouse, registry)
-    ingest = IngestService(redis_client, [shard.stream for shard in stream_layout(settings)], registry, BotDetector().is_bot)
+    metrics = Metrics()  # one process: ingest's, the query API's, the worker's and the roller's together
+    layout = stream_layout(settings)
+    ingest = IngestService(redis_client, [shard.stream for shard in layout], registry, BotDetector().is_bot, metrics)
     # One data dir has one serve process, so a fixed consumer name lets a restart finish the
     # batch the previous run had in hand, with the same deduplication token.
-    workers = build_workers(settings, clickhouse, consumer_name=SERVE_CONSUMER)
+    workers = build_workers(settings, clickhouse, consumer_name=SERVE_CONSUMER, metrics=metrics)
     worker_threads = [
         threading.Thread(target=worker.run, name=f"abacus-worker-{i}" if i else "abacus-worker", daemon=True)
         for i, worker in enumerate(workers)
     ]
-    roller = build_roller(settings, clickhouse, owner=SERVE_CONSUMER) if settings.rollup else None
+    roller = build_roller(settings, clickhouse, owner=SERVE_CONSUMER, metrics=metrics) if settings.rollup else None
     roller_thread = threading.Thread(target=roller.run, name="abacus-rollup", daemon=True) if roller else None
 
+    from jobs.runner import JobsThread
+
+    # Jobs touch chDB, which only this process can open: they run here, in a thread.
+    jobs = JobsThread(settings, clickhouse) if settings.jobs_in_serve else None
+    from shared.stream_metrics import StreamCollector
+
+    # serve's /metrics has the stream's gauges too, read with a short timeout of their own.
+    gauges_redis = sync_client_for(settings, socket_timeout=2)
+    metrics.collect_also(StreamCollector(gauges_redis, layout[0].stream, layout[0].dead_letter, settings.consumer_group))
     worker_started = threading.Event()
 
     async def start_worker() -> None:
@@ -63,12 +76,16 @@ def create_serve_app(settings: Settings, liveness: dict[str, LivenessCheck] | No
         worker_started.set()
         if roller_thread is not None:
             roller_thread.start()
+        if jobs is not None:
+            jobs.start()
 
     async def stop_worker() -> None:
         import anyio
 
         for worker in workers:
             worker.request_stop()
+        if jobs is not None:
+            await anyio.to_thread.run_sync(jobs.stop)
         if roller is not None and roller_thread is not None:
             roller.request_stop()
             await anyio.to_thread.run_sync(roller_thread.join, 30)
@@ -85,6 +102,7 @@ def create_serve_app(settings: Settings, liveness: dict[str, LivenessCheck] | No
         return None if all(thread.is_alive() for thread in worker_threads) else "the worker thread is not running"
 
     async def close_clickhouse() -> None:
+        gauges_redis.close()
         clickhouse.close()
 
     app = Litestar(
@@ -94,17 +112,17 @@ def create_serve_app(settings: Settings, liveness: dict[str, LivenessCheck] | No
             *query.route_handlers,
             *health_handlers(
                 {"ingest": ingest.readiness, "query": query.readiness, "worker": worker_ready},
-                {**(liveness or {}), "worker": worker_alive},
+                {**(liveness or {}), "worker": worker_alive, **({"jobs": jobs.alive} if jobs is not None else {})},
             ),
         ],
         state=State(query.state),
-        on_startup=[registry.start, start_worker],
+        on_startup=[registry.start, ingest.metrics_flusher.start, start_worker],
         on_shutdown=bounded_shutdown(
-            stop_worker, registry.stop, ingest.publisher.close, redis_client.aclose, close_clickhouse, seconds=35
+            stop_worker, registry.stop, ingest.metrics_flusher.stop, ingest.publisher.close, redis_client.aclose, close_clickhouse, seconds=35
         ),
         **app_config("Abacus", EXCEPTION_HANDLERS),  # type: ignore[arg-type]
     )
     document_beacon_routes(app)
     document_statuses(app)
     # Beacon paths skip Litestar's router and middleware, as under `abacus ingest`.
-    return guarded(CORS(BeaconDispatcher(app, ingest.beacon_endpoints), settings.cors_origins), settings)
+    return guarded(CORS(BeaconDispatcher(RequestMetrics(app, metrics), ingest.beacon_endpoints), settings.cors_origins), settings)

@@ -61,7 +61,7 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     """ABACUS_CORS_ORIGINS: comma-separated origins allowed to send beacons from browsers ("*" for any)."""
     registry_seed: Path = Path("deploy/registry.example.json")
-    """ABACUS_REGISTRY_SEED: JSON file that seeds the experiment registry when it has never been written."""
+    """ABACUS_REGISTRY_SEED: JSON file that seeds the experiment registry when it has never been written (`none`: start empty, as docker-compose.yml and the Kubernetes base do; the demo experiments are for `abacus serve`)."""
     registry_poll_ms: int = 500
     """ABACUS_REGISTRY_POLL_MS: how often each process checks Redis for a newer registry snapshot."""
     jwt_secret: str | None = None
@@ -102,6 +102,24 @@ class Settings:
     """ABACUS_TOKEN: bearer token `abacus sql` sends when no --token is given."""
     clickhouse_cluster: str = ""
     """ABACUS_CLICKHOUSE_CLUSTER: when set, `abacus migrate` creates the tables ON CLUSTER this name: Replicated*MergeTree local tables (`*_local`) and Distributed tables over them, sharded by cityHash64(experiment_key, session_id). Empty: plain tables on one server."""
+    retention_days: int = 0
+    """ABACUS_RETENTION_DAYS: events older than this many days (by received_at) are deleted from abacus.events by a ClickHouse TTL that `abacus migrate` and serve's start set (0: kept for ever). The all-time rollup keeps its totals; see Operations."""
+    jobs_in_serve: bool = True
+    """ABACUS_JOBS_IN_SERVE: whether `abacus serve` runs a background-jobs worker in a thread (true/false); production runs `abacus jobs` instead."""
+    verify_hour_utc: int = 3
+    """ABACUS_VERIFY_HOUR_UTC: hour (UTC) after which the processes running jobs enqueue the day's rollup verification, once a day between them (24: never)."""
+    export_dir: str = ""
+    """ABACUS_EXPORT_DIR: where export jobs write their files and the query API reads them for download (empty: DATA_DIR/exports); with `abacus jobs` and `abacus query-api` apart, a volume both mount."""
+    alert_webhooks: tuple[str, ...] = ()
+    """ABACUS_ALERT_WEBHOOKS: comma-separated URLs that get a signed POST, once per event, when an experiment shows a sample ratio mismatch or a treatment reaches a significant win or loss."""
+    alert_secret: str | None = None
+    """ABACUS_ALERT_SECRET: HMAC-SHA256 key for the webhooks' X-Abacus-Signature header."""
+    alert_check_s: int = 300
+    """ABACUS_ALERT_CHECK_S: how often the processes running jobs enqueue the alert check (0: never; POST /api/v1/admin/alerts/check runs one)."""
+    metrics_port: int = 0
+    """ABACUS_METRICS_PORT: port where `abacus worker`, `abacus rollup` and `abacus jobs` serve /metrics, /healthz and /readyz (0: none; also --metrics-port). Ingest, the query API and serve answer them on their own port."""
+    metrics_host: str = "127.0.0.1"
+    """ABACUS_METRICS_HOST: address that port listens on (0.0.0.0 in containers, for Prometheus and the probes)."""
     log_level: str = "INFO"
     """ABACUS_LOG_LEVEL: Python logging level."""
 

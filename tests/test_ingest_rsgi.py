@@ -304,7 +304,7 @@ def test_health_metrics_and_openapi_are_served(rsgi):
 def test_metrics_count_what_the_native_path_accepted_and_dropped(rsgi):
     def count(line_start: str) -> int:
         line = next(line for line in rsgi.get("/metrics").text.splitlines() if line.startswith(line_start))
-        return int(line.rsplit(" ", 1)[1])
+        return int(float(line.rsplit(" ", 1)[1]))
 
     accepted, bots = count("abacus_ingest_accepted_total"), count('abacus_ingest_dropped_total{reason="bot"}')
     rsgi.post(EVENT, json=beacon())

@@ -26,6 +26,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from redis.exceptions import RedisError
 
+from worker.metrics import WorkerMetrics
 from worker.rows import Decoded, decode_entries, subset, undecodable
 from worker.sink import ClickHouseSink, RejectedBatch, RetryableSinkError
 from worker.stream import Entry, PendingRead, StreamConsumer, id_key
@@ -48,8 +49,10 @@ class Worker:
         batch_wait_ms: int,
         max_deliveries: int,
         claim_idle_ms: int,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.consumer = consumer
+        self.metrics = metrics or WorkerMetrics()
         self.sink = sink
         self.batch_size = batch_size
         self.batch_wait_ms = batch_wait_ms
@@ -233,7 +236,7 @@ class Worker:
             decoded = decode_entries(entries)
         for entry_id, fields, reason in decoded.poison:
             log.error("dead-lettering entry %s: %s", entry_id, reason)
-            self.consumer.dead_letter(entry_id, fields, reason)
+            self._dead_letter(entry_id, fields, reason)
         self.consumer.ack(decoded.empty)
         if not decoded.ids:
             if batch_consumer is not None:
@@ -290,28 +293,36 @@ class Worker:
         why = undecodable(raw_fields.get(entry_id))
         if why is not None:
             log.error("dead-lettering entry %s: %s", entry_id, why)
-            self.consumer.dead_letter(entry_id, raw_fields.get(entry_id), why)
+            self._dead_letter(entry_id, raw_fields.get(entry_id), why)
             decoded.ids.clear()
             return True
         for attempt in range(2, self.max_deliveries + 1):
             self.stopping.wait(0.1 * attempt)
+            self.metrics.retry_rejected.inc()
             try:
                 return self._insert_with_retry(decoded)
             except RejectedBatch as exc:
                 error = str(exc)
         log.error("dead-lettering entry %s after %d attempts: %s", entry_id, self.max_deliveries, error)
-        self.consumer.dead_letter(entry_id, raw_fields.get(entry_id), f"insert rejected: {error}")
+        self._dead_letter(entry_id, raw_fields.get(entry_id), f"insert rejected: {error}")
         decoded.ids.clear()  # acknowledged by dead_letter; nothing left to ack for this part
         return True
+
+    def _dead_letter(self, entry_id: bytes, fields: dict | None, reason: str) -> None:
+        self.consumer.dead_letter(entry_id, fields, reason)
+        self.metrics.dead_letters.inc()
 
     def _insert_with_retry(self, decoded: Decoded) -> bool:
         backoff = 0.5
         while True:
             try:
+                started = time.perf_counter()
                 self.sink.insert(decoded)
+                self.metrics.stored(decoded.row_count, time.perf_counter() - started)
                 self.inserted_rows += decoded.row_count
                 return True
             except RetryableSinkError as exc:
+                self.metrics.retry_unavailable.inc()
                 if self.stopping.is_set():
                     log.warning("stopping while ClickHouse is unavailable; batch left pending")
                     return False
@@ -381,7 +392,7 @@ class Worker:
         for entry_id, fields in entries:
             if counts.get(entry_id, 0) > self.max_deliveries:
                 log.error("dead-lettering entry %s after %d deliveries", entry_id, counts[entry_id])
-                self.consumer.dead_letter(entry_id, fields, f"delivered {counts[entry_id]} times")
+                self._dead_letter(entry_id, fields, f"delivered {counts[entry_id]} times")
             else:
                 keep.append((entry_id, fields))
         return keep

@@ -8,11 +8,14 @@ import signal
 import threading
 
 from shared.clickhouse import ClickHouse
+from shared.ops_http import OpsServer
+from shared.prom import Metrics
 from shared.redis_conn import sync_client_for
 from shared.redis_keys import stream_layout
 from shared.rollup.protocol import RollupProtocol
 from shared.settings import Settings
 from worker.loop import Worker
+from worker.metrics import RollerMetrics, WorkerMetrics
 from worker.rollup import Roller
 from worker.rollup_stream import RollupStream
 from worker.sink import ClickHouseSink
@@ -21,7 +24,9 @@ from worker.stream import StreamConsumer
 log = logging.getLogger(__name__)
 
 
-def build_worker(settings: Settings, clickhouse: ClickHouse, consumer_name: str | None = None, shard: int = 0) -> Worker:
+def build_worker(
+    settings: Settings, clickhouse: ClickHouse, consumer_name: str | None = None, shard: int = 0, metrics: Metrics | None = None
+) -> Worker:
     """The worker of one stream shard (the only one, by default)."""
     assert settings.redis_url, "the worker needs a Redis URL"
     # The socket timeout must outlast the longest blocking read (batch_wait) by a margin.
@@ -42,15 +47,16 @@ def build_worker(settings: Settings, clickhouse: ClickHouse, consumer_name: str 
         batch_wait_ms=settings.batch_wait_ms,
         max_deliveries=settings.max_deliveries,
         claim_idle_ms=settings.claim_idle_ms,
+        metrics=WorkerMetrics(metrics),
     )
 
 
-def build_workers(settings: Settings, clickhouse: ClickHouse, consumer_name: str | None = None) -> list[Worker]:
+def build_workers(settings: Settings, clickhouse: ClickHouse, consumer_name: str | None = None, metrics: Metrics | None = None) -> list[Worker]:
     """One worker per stream shard: a process consumes every shard, each in a loop of its own."""
-    return [build_worker(settings, clickhouse, consumer_name, shard) for shard in range(max(1, settings.stream_shards))]
+    return [build_worker(settings, clickhouse, consumer_name, shard, metrics) for shard in range(max(1, settings.stream_shards))]
 
 
-def build_roller(settings: Settings, clickhouse: ClickHouse, owner: str | None = None) -> Roller:
+def build_roller(settings: Settings, clickhouse: ClickHouse, owner: str | None = None, metrics: Metrics | None = None) -> Roller:
     """``owner``: a name that stays the roller's across restarts (serve's, one per data dir), so a
     restarted process takes its shares back at once instead of waiting for its old locks to lapse."""
     assert settings.redis_url, "the roller needs a Redis URL"
@@ -59,17 +65,66 @@ def build_roller(settings: Settings, clickhouse: ClickHouse, owner: str | None =
     layout = stream_layout(settings)
     stream = RollupStream(client, layout, settings.consumer_group)
     protocol = RollupProtocol(client, layout, settings.consumer_group, settings.rollup_shards, settings.rollup_max_lag_ms)
-    return Roller(protocol, stream, clickhouse, settings.rollup_cache_sessions, settings.rollup_idle_ms, owner=owner)
+    return Roller(
+        protocol,
+        stream,
+        clickhouse,
+        settings.rollup_cache_sessions,
+        settings.rollup_idle_ms,
+        owner=owner,
+        metrics=RollerMetrics(metrics),
+    )
+
+
+def start_ops_server(
+    settings: Settings, metrics: Metrics, clickhouse: ClickHouse, liveness: dict | None = None
+) -> OpsServer | None:
+    """/metrics (with the stream's gauges), /healthz and /readyz on ABACUS_METRICS_PORT, if set."""
+    if not settings.metrics_port:
+        return None
+    from shared.stream_metrics import StreamCollector
+
+    assert settings.redis_url
+    # Its own short-timeout connection: a hung Redis must not hold a scrape or a probe for long.
+    redis_client = sync_client_for(settings, socket_timeout=2)
+    # The gauges describe the first stream shard (the only one by default; see the README).
+    first = stream_layout(settings)[0]
+    metrics.collect_also(StreamCollector(redis_client, first.stream, first.dead_letter, settings.consumer_group))
+
+    def redis_ready() -> str | None:
+        redis_client.ping()
+        return None
+
+    def clickhouse_ready() -> str | None:
+        clickhouse.client().query("SELECT 1")
+        return None
+
+    server = OpsServer(
+        metrics,
+        settings.metrics_host,
+        settings.metrics_port,
+        liveness or {},
+        {"redis": redis_ready, "clickhouse": clickhouse_ready},
+    )
+    log.info("metrics and health on http://%s:%d", settings.metrics_host, server.port)
+    return server.start()
 
 
 def run_worker_process(settings: Settings, burst: bool = False) -> int:
     clickhouse = ClickHouse(settings.clickhouse_url or "", settings.clickhouse_cluster)
-    workers = build_workers(settings, clickhouse)
+    metrics = Metrics()
+    workers = build_workers(settings, clickhouse, metrics=metrics)
     worker = workers[0]
     # Every worker may become the roller; the others wait as standbys in case it dies. A burst
     # run drains and exits, so it leaves the rollup to the long-running workers.
-    roller = build_roller(settings, clickhouse) if settings.rollup and not burst else None
+    roller = build_roller(settings, clickhouse, metrics=metrics) if settings.rollup and not burst else None
     roller_thread = threading.Thread(target=roller.run, name="abacus-rollup", daemon=True) if roller else None
+    liveness = {}
+    if roller_thread is not None:
+        liveness["rollup"] = lambda: (
+            None if roller_thread.is_alive() or worker.stopping.is_set() else "the roller thread has stopped"
+        )
+    ops = None if burst else start_ops_server(settings, metrics, clickhouse, liveness)
     # The start-up heap (every imported module) lives as long as the process. Frozen, it is no
     # longer walked by the full collections that the stream replies set off: each took ~50 ms
     # holding the GIL, stalling reads and inserts alike (a sixth of a drain's time).
@@ -114,6 +169,8 @@ def run_worker_process(settings: Settings, burst: bool = False) -> int:
             roller.request_stop()
             roller_thread.join(30)
             roller.redis.close()
+        if ops is not None:
+            ops.stop()
         worker.consumer.redis.close()
         clickhouse.close()
     log.info("worker stopped after inserting %d rows", sum(each.inserted_rows for each in workers))
@@ -124,7 +181,9 @@ def run_roller_process(settings: Settings) -> int:
     """`abacus rollup`: the roller alone, for deployments that keep it off the workers' cores
     (ABACUS_ROLLUP=false on the workers). Several can run: one folds, the others stand by."""
     clickhouse = ClickHouse(settings.clickhouse_url or "", settings.clickhouse_cluster)
-    roller = build_roller(settings, clickhouse)
+    metrics = Metrics()
+    roller = build_roller(settings, clickhouse, metrics=metrics)
+    ops = start_ops_server(settings, metrics, clickhouse)
 
     def on_signal(signum: int, _frame: object) -> None:
         if roller.stopping.is_set():
@@ -138,6 +197,8 @@ def run_roller_process(settings: Settings) -> int:
     try:
         roller.run()
     finally:
+        if ops is not None:
+            ops.stop()
         roller.redis.close()
         clickhouse.close()
     log.info("roller stopped after folding %d events", roller.folded_events)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 import uuid
 import zlib
 
@@ -32,6 +33,7 @@ from redis.exceptions import RedisError
 
 from shared.clickhouse import ClickHouse
 from shared.rollup.protocol import RollupProtocol
+from worker.metrics import RollerMetrics
 from worker.rollup_share import LostLock, ShareRoller, step_token
 from worker.rollup_stream import RollupStream
 from worker.sink import RejectedBatch, RetryableSinkError
@@ -55,8 +57,10 @@ class Roller:
         cache_sessions: int,
         idle_wait_ms: int,
         owner: str | None = None,
+        metrics: RollerMetrics | None = None,
     ) -> None:
         self.protocol = protocol
+        self.metrics = metrics or RollerMetrics()
         self.stream = stream
         self.redis = stream.redis
         self.idle_wait_s = idle_wait_ms / 1000
@@ -97,10 +101,12 @@ class Roller:
                         self.stopping.wait(self.idle_wait_s)
                     continue
                 except (RedisError, OSError, ClickHouseError, RetryableSinkError, RejectedBatch) as exc:
+                    self.metrics.failures.inc()
                     log.warning("rollup step failed (%s); retrying in %.1fs", exc, backoff)
                 except Exception:
                     # A bug must not silently end the rollup: results would quietly fall back to
                     # the slow path. Log it loudly and keep trying, like any other failure.
+                    self.metrics.failures.inc()
                     log.exception("rollup step failed; retrying in %.1fs", backoff)
                 for share in self.shares:
                     share.forget()  # after a failure, what ClickHouse holds is the truth
@@ -116,8 +122,14 @@ class Roller:
         """Elect, then one step of each share held; (whether any folded something, fair share)."""
         fair = self.elect()
         worked = False
+        self.metrics.shares_held.set(len(self.held))
         for shard in sorted(self.held):
-            worked = self.shares[shard].run_once() or worked
+            share = self.shares[shard]
+            started, folded_before = time.perf_counter(), share.folded_events
+            if share.run_once():
+                worked = True
+                self.metrics.step_seconds.observe(time.perf_counter() - started)
+                self.metrics.folded_events.inc(share.folded_events - folded_before)
         return worked, fair
 
     # ----- election ---------------------------------------------------------------------------

@@ -17,9 +17,15 @@ class SeedFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+NO_SEED = "none"
+
+
 def find_seed(path: Path) -> Path | None:
     """The seed file to use: as given, else (for the relative default) beside the code, so
-    `abacus serve` seeds the registry from any working directory."""
+    `abacus serve` seeds the registry from any working directory. ``none``: no seed at all (an
+    empty registry), as production deployments start."""
+    if str(path) == NO_SEED:
+        return None
     if path.exists():
         return path
     if not path.is_absolute() and (REPO_ROOT / path).exists():

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 from .distributions import normal_ppf, normal_two_sided_p, student_t_ppf, student_t_two_sided_p
 from .intervals import fieller_ratio_interval, score_interval_difference, score_interval_ratio

@@ -1,0 +1,106 @@
+"""Running jobs: `abacus jobs` (an rq worker as its own process) and the worker thread of
+`abacus serve`. Both use rq's SimpleWorker, which runs each job in the worker's own process
+instead of a forked child: a fork would copy chDB's engine (serve) and connections mid-use."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from rq import SimpleWorker
+from rq.exceptions import StopRequested
+from rq.timeouts import TimerDeathPenalty
+
+from jobs.context import JobContext, install, uninstall
+from jobs.queue import QUEUE_NAME, job_queue
+from jobs.schedule import NightlySchedule
+from shared.clickhouse import ClickHouse
+from shared.redis_conn import sync_client
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+# rq blocks on the queue for its worker_ttl less 15 s: 16 makes a stop request take effect within ~1 s.
+_THREAD_WORKER_TTL_S = 16
+
+
+class ThreadJobWorker(SimpleWorker):
+    """An rq worker in a thread of another process: signals are the process's own business, so
+    neither its stop handling nor a job's time limit (SIGALRM by default) may use them."""
+
+    death_penalty_class = TimerDeathPenalty
+
+    def _install_signal_handlers(self) -> None:
+        pass
+
+    def request_thread_stop(self) -> None:
+        self._stop_requested = True
+
+    def heartbeat(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        # rq's wait for a job loops until one comes, beating between blocking reads of about a
+        # second: the beat is where a stop requested from another thread can end it.
+        if self._stop_requested:
+            raise StopRequested()
+        return super().heartbeat(*args, **kwargs)
+
+
+def job_redis(settings: Settings):  # type: ignore[no-untyped-def]
+    # Longer than rq's blocking dequeue, or a quiet queue reads as a Redis timeout.
+    assert settings.redis_url
+    return sync_client(settings.redis_url, socket_timeout=60)
+
+
+class JobsThread:
+    """serve's jobs: a ThreadJobWorker started with the app and stopped with it."""
+
+    def __init__(self, settings: Settings, clickhouse: ClickHouse) -> None:
+        self._redis = job_redis(settings)
+        install(JobContext(settings, clickhouse, self._redis))
+        self.worker = ThreadJobWorker([job_queue(self._redis)], connection=self._redis, worker_ttl=_THREAD_WORKER_TTL_S)
+        self._thread = threading.Thread(target=self._run, name="abacus-jobs", daemon=True)
+        self._schedule = NightlySchedule(self._redis, settings.verify_hour_utc, settings.alert_check_s)
+
+    def _run(self) -> None:
+        try:
+            self.worker.work(logging_level="WARNING")
+        except Exception:  # noqa: BLE001 - logged; /healthz reports the dead thread
+            log.exception("the jobs worker stopped")
+
+    def start(self) -> None:
+        self._thread.start()
+        self._schedule.start()
+
+    def alive(self) -> str | None:
+        return None if self._thread.is_alive() or self.worker._stop_requested else "the jobs worker thread has stopped"
+
+    def stop(self, timeout: float = 10) -> None:
+        self.worker.request_thread_stop()
+        self._schedule.stop()
+        self._thread.join(timeout)
+        uninstall()
+        self._redis.close()
+
+
+def run_jobs_process(settings: Settings, burst: bool = False) -> int:
+    """`abacus jobs`: rq's worker loop, its own signal handling (SIGTERM finishes the job in hand)."""
+    from shared.prom import Metrics
+    from worker.main import start_ops_server
+
+    clickhouse = ClickHouse(settings.clickhouse_url or "")
+    redis_client = job_redis(settings)
+    install(JobContext(settings, clickhouse, redis_client))
+    metrics = Metrics()
+    ops = start_ops_server(settings, metrics, clickhouse)
+    schedule = NightlySchedule(redis_client, settings.verify_hour_utc, settings.alert_check_s).start()
+    log.info("running background jobs from rq queue %s", QUEUE_NAME)
+    try:
+        SimpleWorker([job_queue(redis_client)], connection=redis_client).work(
+            burst=burst, logging_level=settings.log_level.upper()
+        )
+    finally:
+        schedule.stop()
+        if ops is not None:
+            ops.stop()
+        uninstall()
+        redis_client.close()
+        clickhouse.close()
+    return 0
