@@ -23,7 +23,7 @@ import urllib.request
 
 import redis
 
-from query_api.results_routes import build_results
+from query_api.results_routes import ResultsQuery, build_results
 from query_api.service import QueryService
 from shared.clickhouse import ClickHouse
 from shared.redis_keys import stream_layout
@@ -95,7 +95,8 @@ def check_alerts(settings: Settings, clickhouse: ClickHouse, redis_client: redis
         worker_group=settings.consumer_group,
         rollup_shards=settings.rollup_shards,
     )
-    results, _ = build_results(service, None, None, None, 0.95, False)
+    # All time, the current phase of each experiment, as GET /api/v1/experiments/results answers.
+    results, _ = build_results(service, ResultsQuery(None, None, None, 0.95, False, None))
     events = alert_events(results)
     sent = failed = 0
     for event in events:

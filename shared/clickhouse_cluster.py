@@ -28,8 +28,8 @@ SHARDED = {
     "rollup_day_totals": "cityHash64(experiment_key, variant_key)",
 }
 """Table (in database abacus) -> the sharding key of its Distributed table."""
-REPLICATED = ("experiment_versions", "settings_versions", "schema_migrations")
-"""Tables every node holds whole."""
+REPLICATED = ("experiment_versions", "settings_versions", "schema_migrations", "erasure_audit")
+"""Tables every node holds whole (the erasure audit is a few rows per request, read by admins)."""
 
 QUERY_SETTINGS = {
     # An IN / JOIN subquery over abacus.events inside a query over it reads each shard's local
