@@ -21,6 +21,7 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 # rq blocks on the queue for its worker_ttl less 15 s: 16 makes a stop request take effect within ~1 s.
 _THREAD_WORKER_TTL_S = 16
+_RESTART_FIRST_S, _RESTART_MAX_S = 0.5, 30.0  # back-off of serve's jobs thread after its worker failed
 
 
 class ThreadJobWorker(SimpleWorker):
@@ -55,24 +56,40 @@ class JobsThread:
     def __init__(self, settings: Settings, clickhouse: ClickHouse) -> None:
         self._redis = job_redis(settings)
         install(JobContext(settings, clickhouse, self._redis))
-        self.worker = ThreadJobWorker([job_queue(self._redis)], connection=self._redis, worker_ttl=_THREAD_WORKER_TTL_S)
+        self.worker = self._new_worker()
+        self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="abacus-jobs", daemon=True)
         self._schedule = NightlySchedule(self._redis, settings.verify_hour_utc, settings.alert_check_s)
 
+    def _new_worker(self) -> ThreadJobWorker:
+        return ThreadJobWorker([job_queue(self._redis)], connection=self._redis, worker_ttl=_THREAD_WORKER_TTL_S)
+
     def _run(self) -> None:
-        try:
-            self.worker.work(logging_level="WARNING")
-        except Exception:  # noqa: BLE001 - logged; /healthz reports the dead thread
-            log.exception("the jobs worker stopped")
+        # rq's loop ends with an exception when Redis goes away; an outage is not the thread's
+        # death (/healthz would fail, and a restart would not bring Redis back): start it again.
+        backoff = _RESTART_FIRST_S
+        while not self._stopping.is_set():
+            try:
+                self.worker.work(logging_level="WARNING")
+                if self._stopping.is_set():
+                    return
+                log.warning("the jobs worker ended by itself; starting it again in %.1fs", backoff)
+            except Exception:  # noqa: BLE001 - logged, then the worker starts again
+                log.warning("the jobs worker stopped (Redis unavailable?); starting it again in %.1fs", backoff, exc_info=True)
+            if self._stopping.wait(backoff):
+                return
+            backoff = min(backoff * 2, _RESTART_MAX_S)
+            self.worker = self._new_worker()
 
     def start(self) -> None:
         self._thread.start()
         self._schedule.start()
 
     def alive(self) -> str | None:
-        return None if self._thread.is_alive() or self.worker._stop_requested else "the jobs worker thread has stopped"
+        return None if self._thread.is_alive() or self._stopping.is_set() else "the jobs worker thread has stopped"
 
     def stop(self, timeout: float = 10) -> None:
+        self._stopping.set()
         self.worker.request_thread_stop()
         self._schedule.stop()
         self._thread.join(timeout)

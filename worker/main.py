@@ -25,9 +25,15 @@ log = logging.getLogger(__name__)
 
 
 def build_worker(
-    settings: Settings, clickhouse: ClickHouse, consumer_name: str | None = None, shard: int = 0, metrics: Metrics | None = None
+    settings: Settings,
+    clickhouse: ClickHouse,
+    consumer_name: str | None = None,
+    shard: int = 0,
+    metrics: Metrics | WorkerMetrics | None = None,
 ) -> Worker:
-    """The worker of one stream shard (the only one, by default)."""
+    """The worker of one stream shard (the only one, by default). ``metrics``: a process's
+    registry, or the WorkerMetrics its other shards' workers count in (a registry holds each
+    series once)."""
     assert settings.redis_url, "the worker needs a Redis URL"
     # The socket timeout must outlast the longest blocking read (batch_wait) by a margin.
     client = sync_client_for(settings, socket_timeout=settings.batch_wait_ms / 1000 + 10)
@@ -47,13 +53,14 @@ def build_worker(
         batch_wait_ms=settings.batch_wait_ms,
         max_deliveries=settings.max_deliveries,
         claim_idle_ms=settings.claim_idle_ms,
-        metrics=WorkerMetrics(metrics),
+        metrics=metrics if isinstance(metrics, WorkerMetrics) else WorkerMetrics(metrics),
     )
 
 
 def build_workers(settings: Settings, clickhouse: ClickHouse, consumer_name: str | None = None, metrics: Metrics | None = None) -> list[Worker]:
     """One worker per stream shard: a process consumes every shard, each in a loop of its own."""
-    return [build_worker(settings, clickhouse, consumer_name, shard, metrics) for shard in range(max(1, settings.stream_shards))]
+    counted = WorkerMetrics(metrics)  # one set of series, summed over the shards' loops
+    return [build_worker(settings, clickhouse, consumer_name, shard, counted) for shard in range(max(1, settings.stream_shards))]
 
 
 def build_roller(settings: Settings, clickhouse: ClickHouse, owner: str | None = None, metrics: Metrics | None = None) -> Roller:
