@@ -10,18 +10,11 @@ from collections.abc import Iterable
 
 import msgspec
 
+from query_api.results_types import VariantCounts
+
 EXPERIMENT_COLUMNS = ["experiment_key", "name", "enabled", "archived", "version", "from", "to"]
-COUNT_COLUMNS = [
-    "variant_key",
-    "impressions",
-    "cta_clicks",
-    "form_starts",
-    "form_submits",
-    "conversions",
-    "unique_sessions",
-    "conversion_rate",
-    "conversion_value_total",
-]
+# The nine counts, named and ordered by the answer's own struct: one definition, not a copy.
+COUNT_COLUMNS = list(VariantCounts.__struct_fields__)
 ANALYSIS_COLUMNS = [
     "is_control",
     "exposed_sessions",
