@@ -79,7 +79,10 @@ class JobsThread:
             if self._stopping.wait(backoff):
                 return
             backoff = min(backoff * 2, _RESTART_MAX_S)
-            self.worker = self._new_worker()
+            try:
+                self.worker = self._new_worker()  # rq reads Redis here too: it may still be down
+            except Exception:  # noqa: BLE001 - tried again after the next back-off
+                log.warning("the jobs worker cannot start yet (Redis unavailable?)", exc_info=True)
 
     def start(self) -> None:
         self._thread.start()
