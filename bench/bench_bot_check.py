@@ -1,4 +1,4 @@
-"""Per-call cost of classifying a User-Agent never seen before: shared.bots vs crawlerdetect.
+"""Per-call cost of classifying a User-Agent never seen before: ingest.bots vs crawlerdetect.
 
 A client can put a new User-Agent on every request, so caches do not help: every User-Agent
 here is unique (real browser and bot User-Agents with random version and build numbers). Both
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from crawlerdetect import CrawlerDetect  # noqa: E402
 
-from shared.bots import BotDetector  # noqa: E402
+from ingest.bots import BotDetector  # noqa: E402
 
 BOT_SHARE = 0.25
 
@@ -137,7 +137,7 @@ def main() -> None:
     bots = {agent for agent in ours if abacus.is_bot(agent)}
     summary("abacus, browsers", [c for a, c in zip(ours, ours_costs) if a not in bots])
     summary("abacus, bots", [c for a, c in zip(ours, ours_costs) if a in bots])
-    our_median, _ = summary("abacus (shared.bots)", ours_costs)
+    our_median, _ = summary("abacus (ingest.bots)", ours_costs)
     their_median, _ = summary("baseline (crawlerdetect)", theirs_costs)
 
     differ = [a for a in ours if abacus.is_bot(a) != CrawlerDetect().is_crawler(a)]

@@ -178,7 +178,7 @@ def main() -> None:
         port = free_port()
         with open(log_path, "wb") as log:
             server = subprocess.Popen(
-                [python(), "-m", "shared.cli", "serve", "--port", str(port), "--data-dir", str(data_dir)],
+                [python(), "-m", "abacus.cli", "serve", "--port", str(port), "--data-dir", str(data_dir)],
                 cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
             )
         try:
@@ -187,7 +187,7 @@ def main() -> None:
             except RuntimeError:
                 raise SystemExit("abacus serve did not become ready:\n" + log_path.read_text()[-3000:]) from None
             token = subprocess.run(
-                [python(), "-m", "shared.cli", "token", "--data-dir", str(data_dir), "--sub", "bench", "--role", "admin"],
+                [python(), "-m", "abacus.cli", "token", "--data-dir", str(data_dir), "--sub", "bench", "--role", "admin"],
                 cwd=REPO, env=env, capture_output=True, text=True, check=True,
             ).stdout.strip().splitlines()[-1]
             run = asyncio.run(drive(f"http://127.0.0.1:{port}", token, args, configured.batch_wait_ms))

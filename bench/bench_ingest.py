@@ -71,7 +71,7 @@ def serve(target: str, port: int, env: dict[str, str] | None = None) -> subproce
         interface, app = BASELINES[target]
         args = [python(), "-m", "granian", "--interface", interface, "--workers", "1", "--port", str(port), app]
     else:
-        args = [python(), "-m", "shared.cli", "ingest", "--workers", "1", "--port", str(port)]
+        args = [python(), "-m", "abacus.cli", "ingest", "--workers", "1", "--port", str(port)]
     process = spawn(args, env)
     wait_http(f"http://127.0.0.1:{port}/healthz")
     return process

@@ -275,9 +275,9 @@ def main() -> None:
 
     from litestar.testing import TestClient
 
+    from abacus.serve import create_serve_app
     from query_api.auth import mint_token
     from shared.clickhouse import chdb_url
-    from shared.serve import create_serve_app
     from shared.settings import Settings
 
     print(f"machine: {machine()}; load average {os.getloadavg()[0]:.2f} (shared machine: figures vary with other load)")

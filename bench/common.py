@@ -48,9 +48,9 @@ def publish_seed_registry(redis_url: str) -> None:
     """Put the example registry into Redis as the query API would, without needing ClickHouse."""
     import redis
 
+    from query_api.registry_seed import load_seed
     from shared import redis_keys
     from shared.registry.models import Experiment, RegistrySnapshot, SiteSettings
-    from shared.registry.seed import load_seed
 
     seed = load_seed(REPO / "deploy" / "registry.example.json")
     now = datetime.now(timezone.utc)

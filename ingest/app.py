@@ -10,6 +10,7 @@ import gc
 
 from litestar import Litestar
 
+from ingest.bots import BotDetector
 from ingest.dispatch import BeaconDispatcher
 from ingest.handler import BeaconEndpoint
 from ingest.openapi_docs import document_beacon_routes
@@ -18,7 +19,6 @@ from ingest.sdk_routes import sdk_route_handlers
 from ingest.service import IngestService
 from shared import redis_keys
 from shared.app_config import app_config, bounded_shutdown
-from shared.bots import BotDetector
 from shared.cors import CORS
 from shared.health import health_handlers
 from shared.http_edge import HeadAsGet

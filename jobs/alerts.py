@@ -23,11 +23,11 @@ import urllib.request
 
 import redis
 
+from query_api.registry_store import RegistryStore
 from query_api.results_routes import ResultsQuery, build_results
 from query_api.service import QueryService
 from shared.clickhouse import ClickHouse
 from shared.redis_keys import stream_layout
-from shared.registry.store import RegistryStore
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)

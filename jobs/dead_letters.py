@@ -12,12 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import msgspec
 import redis
 
 from jobs.progress import report
 from shared import redis_keys
-from shared.wire import StreamEnvelope
+from shared.dead_letter_list import events_in
 
 _ANNOTATIONS = {b"source_id", b"reason", b"dead_at_ms"}
 _REPLAY = """
@@ -27,44 +26,6 @@ redis.call('HSET', KEYS[2], ARGV[1], id)
 return id
 """
 _CHUNK = 500
-
-
-class DeadLetter(msgspec.Struct):
-    id: str
-    source_id: str | None
-    reason: str
-    dead_at_ms: int | None
-    events: int | None
-    """Events the entry holds; None when it does not decode (it would be dead-lettered again)."""
-    replayed_as: str | None
-
-
-def _text(value: bytes | None) -> str | None:
-    return value.decode("utf-8", "replace") if value is not None else None
-
-
-def _events_in(fields: dict[bytes, bytes]) -> int | None:
-    try:
-        return len(msgspec.msgpack.decode(fields[b"e"], type=StreamEnvelope).events)
-    except (KeyError, msgspec.DecodeError, msgspec.ValidationError):
-        return None
-
-
-def list_dead_letters(client: redis.Redis, dead_letter_stream: str, after: str = "-", limit: int = 100) -> list[DeadLetter]:
-    start = after if after == "-" else "(" + after
-    entries = client.xrange(dead_letter_stream, min=start, max="+", count=limit)
-    replayed = client.hmget(redis_keys.DEAD_LETTERS_REPLAYED, [entry_id for entry_id, _ in entries]) if entries else []
-    return [
-        DeadLetter(
-            id=entry_id.decode(),
-            source_id=_text(fields.get(b"source_id")),
-            reason=_text(fields.get(b"reason")) or "",
-            dead_at_ms=int(fields[b"dead_at_ms"]) if b"dead_at_ms" in fields else None,
-            events=_events_in(fields),
-            replayed_as=_text(again),
-        )
-        for (entry_id, fields), again in zip(entries, replayed)
-    ]
 
 
 def _selected(client: redis.Redis, dead_letter_stream: str, ids: list[str] | None) -> Iterator[tuple[bytes, dict]]:
@@ -106,14 +67,14 @@ def replay(client: redis.Redis, stream: str, dead_letter_stream: str, ids: list[
                 already.append(dead_id)
             else:
                 replayed.append({"id": dead_id, "as": None})
-                events += _events_in(fields) or 0
+                events += events_in(fields) or 0
             continue
         new_id = script(keys=[stream, redis_keys.DEAD_LETTERS_REPLAYED], args=[entry_id, *original])
         if new_id is None:
             already.append(dead_id)
         else:
             replayed.append({"id": dead_id, "as": new_id.decode()})
-            events += _events_in(fields) or 0
+            events += events_in(fields) or 0
         if seen % 100 == 0:
             report(done=seen)
     report(done=len(replayed) + len(already) + len(missing))

@@ -10,9 +10,9 @@ one the query API can read too: the data dir under `abacus serve`, a shared volu
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from jobs.progress import report
+from query_api.export_files import export_path
 from query_api.sql_exec import FORMATS, STREAM_SETTINGS, stream_query
 from shared.clickhouse import ClickHouse
 from shared.settings import Settings
@@ -20,14 +20,6 @@ from shared.settings import Settings
 EVENT_COLUMNS = (
     "event_id, experiment_key, variant_key, session_id, event_type, path, conversion_value, metadata, client_ts, received_at"
 )
-
-
-def export_dir(settings: Settings) -> Path:
-    return Path(settings.export_dir) if settings.export_dir else settings.data_dir / "exports"
-
-
-def export_path(settings: Settings, job_id: str, output_format: str) -> Path:
-    return export_dir(settings) / f"{job_id}.{FORMATS[output_format].extension}"
 
 
 def export_events(settings: Settings, clickhouse: ClickHouse, experiment_key: str, output_format: str, job_id: str) -> dict:

@@ -12,9 +12,9 @@ from rq.exceptions import StopRequested
 from rq.timeouts import TimerDeathPenalty
 
 from jobs.context import JobContext, install, uninstall
-from jobs.queue import QUEUE_NAME, job_queue
 from jobs.schedule import NightlySchedule
 from shared.clickhouse import ClickHouse
+from shared.job_queue import QUEUE_NAME, job_queue
 from shared.redis_conn import sync_client
 from shared.settings import Settings
 

@@ -11,8 +11,8 @@ import threading
 import redis
 from redis.exceptions import RedisError
 
-from jobs.queue import enqueue
 from shared import redis_keys
+from shared.job_queue import enqueue
 
 log = logging.getLogger(__name__)
 _LOOK_EVERY_S = 60.0

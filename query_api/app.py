@@ -16,6 +16,9 @@ from query_api.errors import EXCEPTION_HANDLERS
 from query_api.job_routes import JOB_ROUTES
 from query_api.plan_routes import PLAN_ROUTES
 from query_api.registry_routes import REGISTRY_ROUTES
+from query_api.registry_seed import NO_SEED, find_seed, load_seed
+from query_api.registry_store import RegistryStore
+from query_api.request_metrics import RequestMetrics
 from query_api.results_routes import RESULTS_ROUTES
 from query_api.rollup_routes import ROLLUP_ROUTES
 from query_api.service import QueryService
@@ -29,9 +32,6 @@ from shared.prom import Metrics
 from shared.redis_conn import async_client_for, sync_client_for
 from shared.redis_keys import stream_layout
 from shared.registry.cache import RegistryCache
-from shared.registry.seed import NO_SEED, find_seed, load_seed
-from shared.registry.store import RegistryStore
-from shared.request_metrics import RequestMetrics
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)

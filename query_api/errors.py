@@ -14,8 +14,8 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from redis.exceptions import RedisError
 
+from query_api.registry_store import Busy, Conflict, NeedsConfirmation, NotArchived, NotFound, RegistryError, VersionMismatch
 from shared.registry.models import DefinitionError
-from shared.registry.store import Busy, Conflict, NeedsConfirmation, NotArchived, NotFound, RegistryError, VersionMismatch
 
 _STATUS = {NotFound: 404, Conflict: 409, NeedsConfirmation: 409, NotArchived: 409, VersionMismatch: 412, Busy: 503}
 _DETAIL = {

@@ -18,14 +18,14 @@ from litestar.response import File
 from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_409_CONFLICT
 from msgspec import Meta
 
-from jobs.dead_letters import DeadLetter, list_dead_letters
-from jobs.export import export_path
-from jobs.queue import JobState, enqueue, job_state
 from query_api.auth import principal, requires_admin
 from query_api.errors import BadQuery
+from query_api.export_files import export_path
 from query_api.results_routes import experiments_for
 from query_api.service import QueryService, in_thread
 from query_api.sql_exec import FORMATS
+from shared.dead_letter_list import DeadLetter, list_dead_letters
+from shared.job_queue import JobState, enqueue, job_state
 from shared.redis_keys import stream_layout
 from shared.settings import Settings
 

@@ -9,7 +9,7 @@ from litestar.params import FromQuery
 
 from query_api.auth import requires_analyst
 from query_api.errors import BadQuery
-from shared.stats.planning import comparison_alpha, sessions_per_variant
+from query_api.stats.planning import comparison_alpha, sessions_per_variant
 
 MAX_VARIANTS = 26  # as many as a definition may have
 

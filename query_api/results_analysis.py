@@ -3,7 +3,7 @@
 Default: the current phase (the last), since it is the only one whose allocations are the
 definition's now and so the only one a verdict about "the experiment as it runs" can rest on.
 `phase=N` analyses phase N alone; `phase=all` compares within each phase and combines the phases
-stratified (`shared.stats.phases.stratified_comparison`), which keeps the randomisation when the
+stratified (`query_api.stats.phases.stratified_comparison`), which keeps the randomisation when the
 split and the base rate both changed (pooling them is Simpson's paradox). SRM is always checked
 per phase against that phase's allocations.
 """
@@ -13,13 +13,13 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from query_api.metrics.rows import VariantMetrics
 from query_api.results_phases import MetricPlan, add_totals
-from shared.metrics.rows import VariantMetrics
+from query_api.stats import ProportionStats, SampleMeanStats, VariantInput, analyze_experiment
+from query_api.stats.phases import Phase, phases_summary
+from query_api.stats.ratio import RatioStats
 from shared.registry.models import Experiment
 from shared.rollup.totals import VariantRollup
-from shared.stats import ProportionStats, SampleMeanStats, VariantInput, analyze_experiment
-from shared.stats.phases import Phase, phases_summary
-from shared.stats.ratio import RatioStats
 
 ALL_PHASES = "all"
 

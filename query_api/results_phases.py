@@ -1,7 +1,7 @@
 """What the analysis of one experiment needs besides its all-time counts: its phases, each phase's
 per-variant statistics, and the definition's extra metrics, all as sufficient statistics from SQL.
 
-Phases come from the definition history (`shared.stats.phases.split_phases`): every change of
+Phases come from the definition history (`query_api.stats.phases.split_phases`): every change of
 allocations starts one. A session belongs to the phase its first impression in the experiment falls
 in; the first phase also holds the sessions first exposed before the definition's first version
 (backfilled events), so no exposed session is left out of every phase.
@@ -10,7 +10,7 @@ An experiment that never changed its allocations has one phase, its totals are t
 results body already has (from the rollup when it can answer), and nothing else is queried. With
 several phases, one query over the events groups the sessions by phase (`PHASE_INDEX`). Metrics
 beyond the conversion rate and the raw value per session (another event type, a ratio, a capped
-value) come from one more query over the events (`shared.metrics.sql`), grouped by phase the same way.
+value) come from one more query over the events (`query_api.metrics.sql`), grouped by phase the same way.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 
 from clickhouse_connect.driver.client import Client
 
+from query_api.metrics.rows import VariantMetrics, cohort_metrics
+from query_api.metrics.sql import DEFAULT_EVENT_TYPES, metric_statistics_sql
 from query_api.results_query import fetch_cohort_totals
-from shared.metrics.rows import VariantMetrics, cohort_metrics
-from shared.metrics.sql import DEFAULT_EVENT_TYPES, metric_statistics_sql
+from query_api.stats.phases import Phase
 from shared.registry.models import VALUE_METRIC, Experiment
 from shared.rollup.totals import TOTAL_FIELDS, VariantRollup
-from shared.stats.phases import Phase
 
 # The phase (0-based) a session's first impression falls in: how many later phases had started by
 # then. A session never exposed counts in the first (it is in no analysis anyway).

@@ -19,11 +19,11 @@ from query_api.results_phases import custom_event_types, fetch_phase_metrics, fe
 from query_api.results_query import fetch_event_buckets, fetch_rollup_days, fetch_rollup_totals, fetch_rollups, whole_days
 from query_api.results_types import ExperimentResults, PhaseSummary, TimePoint, Timeseries, VariantCounts, VariantSeries
 from query_api.service import QueryService, in_thread
+from query_api.stats import rate_interval, validate_confidence
+from query_api.stats.phases import Phase, split_phases
 from shared.registry.models import DefinitionError, Experiment, MetricName, metric_problem
 from shared.rollup.protocol import Freshness
 from shared.rollup.totals import VariantRollup
-from shared.stats import rate_interval, validate_confidence
-from shared.stats.phases import Phase, split_phases
 
 METRIC_NAME = re.compile(MetricName.__metadata__[0].pattern)
 

@@ -10,11 +10,11 @@ import redis
 from litestar.exceptions import ServiceUnavailableException
 from redis.exceptions import RedisError
 
+from query_api.registry_store import RegistryStore
 from shared.clickhouse import ClickHouse
 from shared.redis_keys import StreamShard
 from shared.registry.cache import RegistryCache
 from shared.registry.models import RegistrySnapshot
-from shared.registry.store import RegistryStore
 from shared.rollup.protocol import Freshness, RollupProtocol
 
 T = TypeVar("T")

@@ -9,7 +9,6 @@ import sys
 from collections.abc import Awaitable, Callable, Mapping
 
 from litestar.exceptions import HTTPException
-
 from litestar.logging import LoggingConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme

@@ -8,8 +8,8 @@ from contextlib import contextmanager
 
 from litestar.testing import TestClient
 
+from abacus.serve import create_serve_app
 from query_api.auth import mint_token
-from shared.serve import create_serve_app
 from shared.settings import Settings
 
 BROWSER_UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"

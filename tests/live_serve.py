@@ -32,7 +32,7 @@ def start_serve(data_dir: Path, port: int, settings: dict[str, str] | None = Non
     log_path = data_dir.parent / f"serve-{port}.log"
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", "serve", "--port", str(port), "--data-dir", str(data_dir)],
+            [sys.executable, "-m", "abacus.cli", "serve", "--port", str(port), "--data-dir", str(data_dir)],
             cwd=REPO,
             env=env,
             stdout=log,
@@ -74,7 +74,7 @@ def stop_serve(process: subprocess.Popen, timeout: float = 30.0) -> int:
 def mint_token(data_dir: Path, role: str = "admin", sub: str = "t") -> str:
     """A token from `abacus token --data-dir`, signed with the secret serve generated there."""
     out = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "token", "--data-dir", str(data_dir), "--sub", sub, "--role", role],
+        [sys.executable, "-m", "abacus.cli", "token", "--data-dir", str(data_dir), "--sub", sub, "--role", role],
         cwd=REPO, capture_output=True, text=True, check=True,
     )
     return out.stdout.strip()

@@ -1,7 +1,7 @@
-"""shared.bots.BotDetector: verdicts, agreement with crawlerdetect, and the regex rewrites.
+"""ingest.bots.BotDetector: verdicts, agreement with crawlerdetect, and the regex rewrites.
 
 The reference for "same verdicts as crawlerdetect" is crawlerdetect itself (its CrawlerDetect
-class, and its compiled exclusions regex for the marker rule), never shared.bots code.
+class, and its compiled exclusions regex for the marker rule), never ingest.bots code.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from crawlerdetect.crawlerdetect import get_compiled_exclusions_regex
 from crawlerdetect.providers.crawlers import data as CRAWLERS
 from crawlerdetect.providers.exclusions import data as EXCLUSIONS
 
-from shared.bots import BotDetector, _regex
-from shared.bots.detector import HEADLESS_MARKERS, NON_LATIN1_ASCII_FOLDS
+from ingest.bots import BotDetector, _regex
+from ingest.bots.detector import HEADLESS_MARKERS, NON_LATIN1_ASCII_FOLDS
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -156,7 +156,7 @@ _REFERENCE = CrawlerDetect()
 
 
 def expected_verdict(user_agent: str | None) -> bool:
-    """crawlerdetect's verdict, plus our two rules, computed without shared.bots."""
+    """crawlerdetect's verdict, plus our two rules, computed without ingest.bots."""
     if user_agent is None or not user_agent.strip():
         return True
     if _REFERENCE.is_crawler(user_agent):
@@ -424,7 +424,7 @@ def test_non_latin1_folds_cover_every_code_point():
 
 def test_import_does_no_work():
     script = (
-        "import re, sys; cached = len(re._cache); import shared.bots; "
+        "import re, sys; cached = len(re._cache); import ingest.bots; "
         "assert 'crawlerdetect' not in sys.modules, 'crawlerdetect imported'; "
         "assert len(re._cache) == cached, 'regexes compiled at import'"
     )

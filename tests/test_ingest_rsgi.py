@@ -119,7 +119,7 @@ def stop(process: subprocess.Popen) -> str:
 
 def abacus_ingest(redis_url: str, port: int) -> subprocess.Popen:
     env = {"ABACUS_REDIS_URL": redis_url, "ABACUS_CORS_ORIGINS": ORIGIN, "ABACUS_REGISTRY_POLL_MS": "100"}
-    return start([sys.executable, "-m", "shared.cli", "ingest", "--workers", "1", "--port", str(port)], env, port)
+    return start([sys.executable, "-m", "abacus.cli", "ingest", "--workers", "1", "--port", str(port)], env, port)
 
 
 def granian(target: str, interface: str, port: int) -> list[str]:

@@ -56,7 +56,7 @@ def own_db(redis_url: str) -> Iterator[str]:
 def test_ingest_with_two_worker_processes_scrapes_monotonic_totals_equal_to_what_was_sent(own_db: str) -> None:
     port = free_port()
     env = {"ABACUS_REDIS_URL": own_db, "ABACUS_REGISTRY_POLL_MS": "100"}
-    process = start([sys.executable, "-m", "shared.cli", "ingest", "--workers", "2", "--port", str(port)], env, port, "/readyz")
+    process = start([sys.executable, "-m", "abacus.cli", "ingest", "--workers", "2", "--port", str(port)], env, port, "/readyz")
     base = f"http://127.0.0.1:{port}"
     scraped: list[tuple[float, float]] = []
     sending = threading.Event()
@@ -215,7 +215,7 @@ def test_status_prints_pending_per_group_lag_and_dead_letters(settings: Settings
     time.sleep(0.05)
     env = {k: v for k, v in os.environ.items() if not k.startswith("ABACUS_")} | {"ABACUS_REDIS_URL": settings.redis_url or ""}
     result = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "status"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "abacus.cli", "status"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -231,7 +231,7 @@ def test_status_prints_pending_per_group_lag_and_dead_letters(settings: Settings
 def test_status_without_redis_says_so_in_one_line() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ABACUS_")}
     result = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "status"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "abacus.cli", "status"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
     )
     assert (
         result.returncode == 2

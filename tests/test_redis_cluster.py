@@ -17,11 +17,11 @@ from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
 from ingest.app import create_app as create_ingest_app
+from query_api.registry_seed import find_seed, load_seed
+from query_api.registry_store import RegistryStore
 from query_api.results_query import fetch_rollup_totals, fetch_rollups
 from shared import redis_keys
 from shared.redis_conn import sync_client_for
-from shared.registry.seed import find_seed, load_seed
-from shared.registry.store import RegistryStore
 from tests.conftest import wait_for
 from tests.helpers import BROWSER_UA, beacon
 from tests.valkey_cluster import ValkeyCluster

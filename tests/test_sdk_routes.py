@@ -214,7 +214,7 @@ def test_abacus_ingest_alone_serves_the_sdk_the_registry_and_assignments(redis_u
     env = {k: v for k, v in os.environ.items() if not k.startswith("ABACUS_")}
     env |= {"ABACUS_REDIS_URL": url, "ABACUS_REGISTRY_POLL_MS": "100"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "ingest", "--port", str(port)], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        [sys.executable, "-m", "abacus.cli", "ingest", "--port", str(port)], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     base = f"http://127.0.0.1:{port}"
     try:

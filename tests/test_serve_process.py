@@ -123,7 +123,7 @@ def test_second_serve_on_same_data_dir_is_refused_and_sigterm_stops_cleanly(tmp_
         valkey = valkey_pid(data_dir)
         env = {k: v for k, v in os.environ.items() if not k.startswith("ABACUS_")}
         second = subprocess.run(
-            [sys.executable, "-m", "shared.cli", "serve", "--port", str(free_port()), "--data-dir", str(data_dir)],
+            [sys.executable, "-m", "abacus.cli", "serve", "--port", str(free_port()), "--data-dir", str(data_dir)],
             cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
         )
         assert second.returncode == 2

@@ -15,7 +15,7 @@ from tests.live_serve import LiveServe, serve_output
 
 def abacus(*args: str, **env: str) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("ABACUS_")}
-    return subprocess.run([sys.executable, "-m", "shared.cli", *args], cwd=REPO, env=clean | env, capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "abacus.cli", *args], cwd=REPO, env=clean | env, capture_output=True, text=True, timeout=120)
 
 
 def test_hint_works_as_typed_once_migrate_refuses_in_a_sentence_and_sql_goes_through_serve(tmp_path):

@@ -113,7 +113,7 @@ def test_results_still_answer_from_the_events_when_redis_is_down(settings, redis
     import redis as redis_py
     from litestar.testing import TestClient
 
-    from shared.serve import create_serve_app
+    from abacus.serve import create_serve_app
 
     app = create_serve_app(settings)
     litestar_app = app

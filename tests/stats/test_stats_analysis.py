@@ -6,15 +6,15 @@ import math
 import numpy as np
 import pytest
 
-from shared.stats import (
+from query_api.stats import (
     ProportionStats,
     SampleMeanStats,
     VariantInput,
     analyze_experiment,
     rate_interval,
 )
-from shared.stats.frequentist import holm_adjust, two_proportion_z_test, welch_t_test, wilson_interval
-from shared.stats.sequential import sequential_test
+from query_api.stats.frequentist import holm_adjust, two_proportion_z_test, welch_t_test, wilson_interval
+from query_api.stats.sequential import sequential_test
 
 
 def variant(key, n, converted, value_sum=None, value_sum_squares=None, *, control=False, allocation=50):
@@ -289,10 +289,10 @@ def test_package_is_stdlib_only():
     import pathlib
     import sys
 
-    import shared.stats
+    import query_api.stats
 
     allowed = set(sys.stdlib_module_names) | {"shared"}
-    for path in pathlib.Path(shared.stats.__file__).parent.glob("*.py"):
+    for path in pathlib.Path(query_api.stats.__file__).parent.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]

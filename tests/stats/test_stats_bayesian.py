@@ -18,8 +18,8 @@ from gbstats.bayesian.tests import EffectBayesianABTest
 from gbstats.models.statistics import ProportionStatistic
 from scipy import integrate, special
 
-from shared.stats.bayesian import beta_binomial_comparison, prob_beta_greater
-from shared.stats.models import ProportionStats
+from query_api.stats.bayesian import beta_binomial_comparison, prob_beta_greater
+from query_api.stats.models import ProportionStats
 
 
 def _pdf(x, a, b):

@@ -1,4 +1,4 @@
-"""Special functions of shared.stats.distributions against scipy, on fixed and seeded random inputs."""
+"""Special functions of query_api.stats.distributions against scipy, on fixed and seeded random inputs."""
 
 import math
 import random
@@ -6,7 +6,7 @@ import random
 import pytest
 from scipy import special, stats
 
-from shared.stats import distributions as d
+from query_api.stats import distributions as d
 
 TOL = 1e-9  # the brief asks for 1e-6; the implementations reach ~1e-12, so test tighter
 

@@ -16,7 +16,7 @@ import random
 import numpy as np
 import pytest
 from gbstats.frequentist.tests import FrequentistConfig, TwoSidedTTest
-from gbstats.models.statistics import ProportionStatistic, SampleMeanStatistic
+from gbstats.models.statistics import SampleMeanStatistic
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import (
@@ -26,8 +26,8 @@ from statsmodels.stats.proportion import (
     score_test_proportions_2indep,
 )
 
-from shared.stats.frequentist import holm_adjust, two_proportion_z_test, welch_t_test, wilson_interval
-from shared.stats.models import ProportionStats, SampleMeanStats
+from query_api.stats.frequentist import holm_adjust, two_proportion_z_test, welch_t_test, wilson_interval
+from query_api.stats.models import ProportionStats, SampleMeanStats
 
 from . import references
 

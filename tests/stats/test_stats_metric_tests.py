@@ -10,9 +10,9 @@ from scipy import stats as sps
 from statsmodels.stats.proportion import proportions_ztest
 from statsmodels.stats.proportion import test_proportions_2indep as two_proportions_test
 
-from shared.stats.metric_tests import compare_metric
-from shared.stats.models import ProportionStats, SampleMeanStats
-from shared.stats.ratio import RatioStats, ratio_test
+from query_api.stats.metric_tests import compare_metric
+from query_api.stats.models import ProportionStats, SampleMeanStats
+from query_api.stats.ratio import RatioStats, ratio_test
 
 CONTROL_RATIO = RatioStats(2000, 820.0, 1500.0, 2010.0, 4100.0, 2300.0)
 VARIANT_RATIO = RatioStats(2100, 960.0, 1800.0, 2080.0, 4300.0, 2600.0)

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from gbstats.models.statistics import RatioStatistic, SampleMeanStatistic
 
-from shared.metrics.rows import variant_metrics
-from shared.metrics.sql import metric_statistics_sql
-from shared.stats.distributions import normal_cdf, normal_ppf
-from shared.stats.frequentist import two_proportion_z_test, welch_t_test
-from shared.stats.ratio import RatioStats, ratio_test
+from query_api.metrics.rows import variant_metrics
+from query_api.metrics.sql import metric_statistics_sql
+from query_api.stats.distributions import normal_cdf, normal_ppf
+from query_api.stats.frequentist import two_proportion_z_test, welch_t_test
+from query_api.stats.ratio import RatioStats, ratio_test
 
 from . import references
 
@@ -93,7 +93,7 @@ def test_binomial_and_capped_value_power():
     n = 3000
 
     def draw_binomial(rng, effect):
-        from shared.stats.models import ProportionStats
+        from query_api.stats.models import ProportionStats
 
         return ProportionStats(n, int(rng.binomial(n, 0.2))), ProportionStats(n, int(rng.binomial(n, 0.23 if effect else 0.2)))
 
@@ -103,7 +103,7 @@ def test_binomial_and_capped_value_power():
     assert power == pytest.approx(_analytic_power(0.03, se), abs=0.04)
 
     def draw_values(rng, effect):
-        from shared.stats.models import SampleMeanStats
+        from query_api.stats.models import SampleMeanStats
 
         out = []
         for scale in (1.0, 1.15 if effect else 1.0):

@@ -7,9 +7,9 @@ import pytest
 from statsmodels.stats.proportion import confint_proportions_2indep
 from statsmodels.stats.proportion import test_proportions_2indep as wald_test_2indep
 
+from query_api.stats import ProportionStats, SampleMeanStats, VariantInput, analyze_experiment
+from query_api.stats.phases import phase_srm, phases_summary, split_phases, stratified_comparison
 from shared.registry.models import ExperimentFields, HistoryEntry, Variant
-from shared.stats import ProportionStats, SampleMeanStats, VariantInput, analyze_experiment
-from shared.stats.phases import phase_srm, phases_summary, split_phases, stratified_comparison
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 

@@ -12,9 +12,9 @@ import pytest
 from gbstats.frequentist.tests import SequentialConfig, SequentialTwoSidedTTest
 from gbstats.models.statistics import ProportionStatistic, SampleMeanStatistic
 
-from shared.stats.frequentist import two_proportion_z_test
-from shared.stats.models import ProportionStats, SampleMeanStats
-from shared.stats.sequential import mixture_rho, sequential_test
+from query_api.stats.frequentist import two_proportion_z_test
+from query_api.stats.models import ProportionStats, SampleMeanStats
+from query_api.stats.sequential import mixture_rho, sequential_test
 
 from . import references
 

@@ -10,10 +10,10 @@ import math
 import numpy as np
 from scipy import stats
 
-from shared.stats import analyze_experiment
-from shared.stats.frequentist import holm_adjust, two_proportion_z_test, welch_t_test
-from shared.stats.models import ProportionStats, SampleMeanStats, VariantInput
-from shared.stats.sequential import sequential_test
+from query_api.stats import analyze_experiment
+from query_api.stats.frequentist import holm_adjust, two_proportion_z_test, welch_t_test
+from query_api.stats.models import ProportionStats, SampleMeanStats, VariantInput
+from query_api.stats.sequential import sequential_test
 
 ALPHA = 0.05
 

@@ -6,8 +6,8 @@ import pytest
 from gbstats.utils import check_srm
 from scipy import stats
 
-from shared.stats.models import ProportionStats, SampleMeanStats, VariantInput
-from shared.stats.srm import SRM_MIN_SESSIONS, sample_ratio_mismatch
+from query_api.stats.models import ProportionStats, SampleMeanStats, VariantInput
+from query_api.stats.srm import SRM_MIN_SESSIONS, sample_ratio_mismatch
 
 
 def _variants(sessions, allocations):

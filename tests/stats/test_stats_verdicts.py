@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from statsmodels.stats.proportion import power_proportions_2indep, samplesize_proportions_2indep_onetail
 
-from shared.stats import ProportionStats, SampleMeanStats, VariantInput, analyze_experiment
-from shared.stats.analysis import holm_interval_levels
-from shared.stats.frequentist import holm_adjust, welch_t_test
-from shared.stats.planning import minimum_detectable_effect, sessions_per_variant
-from shared.stats.sequential import sequential_test
+from query_api.stats import ProportionStats, SampleMeanStats, VariantInput, analyze_experiment
+from query_api.stats.analysis import holm_interval_levels
+from query_api.stats.frequentist import holm_adjust, welch_t_test
+from query_api.stats.planning import minimum_detectable_effect, sessions_per_variant
+from query_api.stats.sequential import sequential_test
 
 
 def variant(key, n, converted, value_sum=None, value_sum_squares=None, *, control=False, allocation=50):

@@ -13,14 +13,15 @@ from typing import Any
 from litestar import Litestar
 from litestar.datastructures import State
 
+from ingest.bots import BotDetector
 from ingest.dispatch import BeaconDispatcher
 from ingest.openapi_docs import document_beacon_routes
 from ingest.sdk_routes import sdk_route_handlers
 from ingest.service import IngestService
 from query_api.app import build_query
 from query_api.errors import EXCEPTION_HANDLERS
+from query_api.request_metrics import RequestMetrics
 from shared.app_config import app_config, bounded_shutdown
-from shared.bots import BotDetector
 from shared.clickhouse import ClickHouse, migrate
 from shared.cors import CORS
 from shared.health import LivenessCheck, health_handlers
@@ -30,7 +31,6 @@ from shared.prom import Metrics
 from shared.redis_conn import async_client_for, sync_client_for
 from shared.redis_keys import stream_layout
 from shared.registry.cache import RegistryCache
-from shared.request_metrics import RequestMetrics
 from shared.settings import Settings
 from worker.main import build_roller, build_workers
 

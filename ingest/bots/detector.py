@@ -25,7 +25,7 @@ import functools
 import re
 from collections.abc import Iterable, Sequence
 
-from shared.bots import _regex
+from ingest.bots import _regex
 
 # Headless and scripted browsers run real engines and send browser-like User-Agents, so
 # crawlerdetect misses some of them (jsdom, Selenium builds); we count them as bots.

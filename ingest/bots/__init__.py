@@ -1,5 +1,5 @@
 """Bot and crawler filtering on the User-Agent header (see detector.py for how and why)."""
 
-from shared.bots.detector import BotDetector
+from ingest.bots.detector import BotDetector
 
 __all__ = ["BotDetector"]

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 import msgspec
 import redis
 
+from query_api.registry_seed import SeedFile
 from shared import redis_keys
 from shared.clickhouse import ClickHouse
 from shared.registry.models import (
@@ -27,7 +28,6 @@ from shared.registry.models import (
     SiteSettings,
     validate_fields,
 )
-from shared.registry.seed import SeedFile
 
 _RELEASE_LOCK = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 _LOCK_TTL_MS = 15_000

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from shared.stats.models import ProportionStats, SampleMeanStats
-from shared.stats.ratio import RatioStats
+from query_api.stats.models import ProportionStats, SampleMeanStats
+from query_api.stats.ratio import RatioStats
 
 from .sql import MetricQuery
 
