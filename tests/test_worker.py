@@ -14,14 +14,13 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import msgspec
 import pytest
 import redis
 
-from shared import redis_keys
 from shared.clickhouse import ClickHouse
 from shared.settings import Settings
 from shared.wire import StreamEnvelope, StreamEvent
@@ -103,8 +102,9 @@ def blocked_stream_readers(r: redis.Redis) -> int:
     """Connections of this test's database blocked in XREADGROUP. Counted from CLIENT LIST because
     Redis before 7.2 only creates a consumer once a read delivers entries to it."""
     db = r.connection_pool.connection_kwargs.get("db", 0)
-    return sum(1 for client in r.client_list()
-               if client["cmd"] == "xreadgroup" and "b" in client["flags"] and int(client["db"]) == db)
+    return sum(
+        1 for client in r.client_list() if client["cmd"] == "xreadgroup" and "b" in client["flags"] and int(client["db"]) == db
+    )
 
 
 def dead_letters(r: redis.Redis, settings: Settings) -> list[tuple[bytes, dict]]:
@@ -117,9 +117,11 @@ def event_ids(clickhouse: ClickHouse) -> list[str]:
 
 
 def active_parts(clickhouse: ClickHouse) -> int:
-    return clickhouse.client().query(
-        "SELECT count() FROM system.parts WHERE database = 'abacus' AND table = 'events' AND active"
-    ).result_rows[0][0]
+    return (
+        clickhouse.client()
+        .query("SELECT count() FROM system.parts WHERE database = 'abacus' AND table = 'events' AND active")
+        .result_rows[0][0]
+    )
 
 
 def free_port() -> int:
@@ -135,10 +137,22 @@ class Workers:
         self.settings = settings
         self._built: list[tuple[Worker, ClickHouse]] = []
 
-    def __call__(self, name: str, clickhouse_url: str | None = None, **overrides: object) -> Worker:
+    def __call__(
+        self, name: str, clickhouse_url: str | None = None, wrap_sink: Callable | None = None, **overrides: object
+    ) -> Worker:
+        """``wrap_sink``: builds the sink the worker is given around the one it would have."""
         settings = dataclasses.replace(self.settings, **overrides)
         clickhouse = ClickHouse(clickhouse_url or self.settings.clickhouse_url or "")
         worker = build_worker(settings, clickhouse, consumer_name=name)
+        if wrap_sink is not None:
+            worker = Worker(
+                worker.consumer,
+                wrap_sink(worker.sink),
+                batch_size=settings.batch_size,
+                batch_wait_ms=settings.batch_wait_ms,
+                max_deliveries=settings.max_deliveries,
+                claim_idle_ms=settings.claim_idle_ms,
+            )
         self._built.append((worker, clickhouse))
         return worker
 
@@ -236,11 +250,15 @@ def test_entries_become_rows_acknowledged_and_trimmed(settings, redis_client, cl
     assert count_events(clean_clickhouse) == expected_rows
     assert raw_count(clean_clickhouse) == expected_rows
     assert worker.inserted_rows == expected_rows
-    rows = clean_clickhouse.client().query(
-        "SELECT event_id, experiment_key, variant_key, session_id, event_type, path, conversion_value, "
-        "metadata, toUnixTimestamp64Milli(client_ts), toUnixTimestamp64Milli(received_at) "
-        "FROM abacus.events FINAL WHERE event_id IN ('ev-a', 'ev-b2', 'ev-c', 'ev-100') ORDER BY event_id"
-    ).result_rows
+    rows = (
+        clean_clickhouse.client()
+        .query(
+            "SELECT event_id, experiment_key, variant_key, session_id, event_type, path, conversion_value, "
+            "metadata, toUnixTimestamp64Milli(client_ts), toUnixTimestamp64Milli(received_at) "
+            "FROM abacus.events FINAL WHERE event_id IN ('ev-a', 'ev-b2', 'ev-c', 'ev-100') ORDER BY event_id"
+        )
+        .result_rows
+    )
     assert rows == [
         ("ev-100", "homepage_hero_test", "control", "session_100", "impression", "/", None, "{}", None, RECEIVED_MS),
         (
@@ -258,10 +276,14 @@ def test_entries_become_rows_acknowledged_and_trimmed(settings, redis_client, cl
         ("ev-b2", "homepage_hero_test", "control", "session_b2", "cta_click", "/", None, "{}", None, RECEIVED_MS),
         ("ev-c", "homepage_hero_test", "control", "session_c", "conversion", "/", 0.0, "{}", None, RECEIVED_MS),
     ]
-    metadata = clean_clickhouse.client().query(
-        "SELECT JSONExtractString(metadata, 'plan'), JSONExtractInt(metadata, 'seats') "
-        "FROM abacus.events FINAL WHERE event_id = 'ev-a'"
-    ).result_rows
+    metadata = (
+        clean_clickhouse.client()
+        .query(
+            "SELECT JSONExtractString(metadata, 'plan'), JSONExtractInt(metadata, 'seats') "
+            "FROM abacus.events FINAL WHERE event_id = 'ev-a'"
+        )
+        .result_rows
+    )
     assert metadata == [("pro", 3)]
     # NULL stays NULL and 0.0 stays a value: conversions with value 0 are not "no value".
     assert count_events(clean_clickhouse, "conversion_value IS NULL") == expected_rows - 2
@@ -269,7 +291,7 @@ def test_entries_become_rows_acknowledged_and_trimmed(settings, redis_client, cl
     assert pending(redis_client, settings) == []
     assert redis_client.xlen(settings.stream) == 0, "acknowledged entries must be trimmed"
     assert redis_client.xrange(settings.stream, min=ids[0], max=ids[-1]) == []
-    assert redis_client.exists(redis_keys.inflight_batches("w1"), redis_keys.inflight_batch("w1")) == 0
+    assert batch_consumers(redis_client, settings) == {}
     assert dead_letters(redis_client, settings) == []
 
 
@@ -305,9 +327,7 @@ def test_partial_batch_is_flushed_after_batch_wait(settings, redis_client, clean
     assert worker.inserted_rows == 2
 
 
-def test_a_burst_stores_its_partial_last_batch_without_waiting_for_company(
-    settings, redis_client, clean_clickhouse, workers
-):
+def test_a_burst_stores_its_partial_last_batch_without_waiting_for_company(settings, redis_client, clean_clickhouse, workers):
     """A burst drains what is queued and exits: the last, partial batch is not held for
     batch_wait in the hope of more entries (it used to be, at the end of every burst)."""
     add_many(redis_client, settings, 7)
@@ -320,48 +340,17 @@ def test_a_burst_stores_its_partial_last_batch_without_waiting_for_company(
 
 
 # ----- 3. killed after insert, before XACK -----------------------------------------------------
-def test_killed_after_insert_same_consumer_reinserts_same_batch_without_duplicates(
-    settings, redis_client, merges_stopped, workers
-):
-    ensure_group(redis_client, settings)
-    add(redis_client, settings, event("multi-1"), event("multi-2"))
-    add_many(redis_client, settings, 9)
-    n_rows = 11
-
-    # What worker "w1" does for one batch, up to the moment it is killed: read, mark, insert.
-    entries = read_as(redis_client, settings, "w1", 100)
-    assert len(entries) == 10
-    redis_client.set(redis_keys.inflight_batch("w1"), len(entries))
-    ClickHouseSink(merges_stopped).insert(decode_entries(entries))
-    assert raw_count(merges_stopped) == n_rows
-    assert pending_count(redis_client, settings) == 10
-    add_many(redis_client, settings, 4, start=1000)  # newer entries, never delivered to w1
-
-    # The restarted replica keeps its consumer name; it now has a smaller batch_size, so only the
-    # in-flight marker lets it re-form the very same batch.
-    worker = workers("w1", batch_size=4)
-    worker.run(burst=True)
-
-    # The re-formed batch carried the same token: ClickHouse dropped it, nothing is stored twice.
-    assert raw_count(merges_stopped) == n_rows + 4
-    assert count_events(merges_stopped) == n_rows + 4
-    assert active_parts(merges_stopped) == 2
-    assert pending(redis_client, settings) == []
-    assert redis_client.exists(redis_keys.inflight_batches("w1"), redis_keys.inflight_batch("w1")) == 0
-    assert dead_letters(redis_client, settings) == []
-
-
 def test_worker_killed_after_insert_recovers_without_duplicates(settings, redis_client, merges_stopped, workers):
-    """The same scenario driven by the worker itself: its own marker must re-form its own batch,
-    also when the batch had a poison entry in it (dead-lettered and acked before the insert)."""
+    """Killed after its insert, before the acknowledgement: the restart re-forms the very batch
+    from its consumer's pending entries, also when the batch had a poison entry in it
+    (dead-lettered and acked before the insert), though its batch size would now split it."""
     ensure_group(redis_client, settings)
     good_before = add_many(redis_client, settings, 3)
     poison = redis_client.xadd(settings.stream, {b"e": b"\xc1 not msgpack"})
     good_after = add_many(redis_client, settings, 3, start=3)
     add_many(redis_client, settings, 5, start=10)  # beyond the first batch
 
-    doomed = workers("w1", batch_size=7)
-    doomed.sink = KilledAfterInsert(doomed.sink)  # type: ignore[assignment]
+    doomed = workers("w1", batch_size=7, wrap_sink=KilledAfterInsert)
     with pytest.raises(SimulatedKill):
         doomed.run(burst=True)
     assert doomed.sink.inserted == [good_before + good_after]  # type: ignore[attr-defined]
@@ -381,12 +370,10 @@ def test_worker_killed_after_insert_recovers_without_duplicates(settings, redis_
     assert batch_consumers(redis_client, settings) == {}
 
 
-def test_killed_with_next_batch_read_ahead_recovers_exactly_the_batch_in_flight(
-    settings, redis_client, merges_stopped, workers
-):
-    """The loop reads the next batch while one is being stored, so a kill leaves both pending.
-    The marker counts only the entries left pending (not the poison acked before the insert) and
-    bounds them by the last id: the restart re-forms exactly the batch in flight."""
+def test_killed_with_next_batch_read_ahead_recovers_exactly_the_batch_in_flight(settings, redis_client, merges_stopped, workers):
+    """The loop reads the next batch while one is being stored, so a kill leaves both pending,
+    each for its own consumer: the restart re-forms exactly the batch in flight (less the poison
+    acked before its insert), then the one read ahead."""
     ensure_group(redis_client, settings)
     add_many(redis_client, settings, 3)
     in_flight = add_many(redis_client, settings, 1, start=3)
@@ -394,8 +381,7 @@ def test_killed_with_next_batch_read_ahead_recovers_exactly_the_batch_in_flight(
     in_flight += add_many(redis_client, settings, 1, start=4)
     add_many(redis_client, settings, 4, start=5)  # read ahead while the second batch is stored
 
-    doomed = workers("w1", batch_size=3)
-    doomed.sink = KilledAfterInsert(doomed.sink, on_insert=2)  # type: ignore[assignment]
+    doomed = workers("w1", batch_size=3, wrap_sink=lambda sink: KilledAfterInsert(sink, on_insert=2))
     with pytest.raises(SimulatedKill):
         doomed.run(burst=True)
     assert doomed.sink.inserted[-1] == in_flight  # type: ignore[attr-defined]
@@ -502,55 +488,27 @@ def test_reads_take_fields_as_redis_sent_them(settings, redis_client, workers):
     assert parked[b"y"] == b"2" and parked[b"z"] == b"3" and parked[b"source_id"] == bad
 
 
-def test_killed_with_two_batches_stored_and_unacknowledged_recovers_both_exactly(
-    settings, redis_client, merges_stopped, workers
-):
+def test_killed_with_two_batches_stored_and_unacknowledged_recovers_both_exactly(settings, redis_client, merges_stopped, workers):
     """A batch's acknowledgement runs while the next batch is inserted: a kill can leave two
-    stored batches unacknowledged. Both were recorded before their inserts, so the restart
-    re-forms each with its own token (ClickHouse drops both re-inserts), then batches the rest."""
+    stored batches unacknowledged. Each is pending for its own consumer, so the restart re-forms
+    each with its own token (ClickHouse drops both re-inserts), then batches the rest."""
     ensure_group(redis_client, settings)
-    first = add_many(redis_client, settings, 3)
-    second = add_many(redis_client, settings, 4, start=3)
-    add_many(redis_client, settings, 2, start=7)  # read ahead, never inserted
-    entries = read_as(redis_client, settings, "w1", 100)
-    assert len(entries) == 9
-    consumer = workers("w1").consumer
+    add_many(redis_client, settings, 3)
+    add_many(redis_client, settings, 4, start=3)
+    add_many(redis_client, settings, 2, start=7)  # never read before the kill
     sink = ClickHouseSink(merges_stopped)
-    for batch in (entries[:3], entries[3:7]):
-        consumer.mark_in_flight(redis_keys.inflight_batches("w1"), len(batch), batch[-1][0])
-        sink.insert(decode_entries(batch))
+    for seq, count in enumerate((3, 4)):
+        sink.insert(decode_entries(read_as(redis_client, settings, f"w1#batch-0badc0de-{seq}", count)))
     assert raw_count(merges_stopped) == 7
 
     restarted = workers("w1", batch_size=100)  # a batch size that would otherwise merge them
     restarted.run(burst=True)
 
-    assert raw_count(merges_stopped) == 9, "both recorded batches must deduplicate against their first inserts"
+    assert raw_count(merges_stopped) == 9, "both batches must deduplicate against their first inserts"
     assert event_ids(merges_stopped) == sorted(f"ev-{i}" for i in range(9))
-    assert [e[0] for e in entries[:3]] == first and [e[0] for e in entries[3:7]] == second
+    assert restarted.inserted_rows == 9  # the two re-inserts (dropped by ClickHouse), then the rest
     assert pending(redis_client, settings) == []
-    assert redis_client.exists(redis_keys.inflight_batches("w1")) == 0
-
-
-def test_a_batch_recorded_but_acknowledged_before_the_kill_is_skipped_on_recovery(
-    settings, redis_client, merges_stopped, workers
-):
-    """The record and the batch's acknowledgement go in one MULTI, but a record can outlive its
-    entries when they left this consumer's pending list another way (dead-lettered one by one,
-    or claimed by another consumer): recovery finds none of them and moves on to the next record."""
-    ensure_group(redis_client, settings)
-    add_many(redis_client, settings, 5)
-    entries = read_as(redis_client, settings, "w1", 100)
-    markers = redis_keys.inflight_batches("w1")
-    redis_client.hset(markers, entries[1][0], 2)  # entries 0-1: acknowledged below
-    redis_client.hset(markers, entries[4][0], 3)  # entries 2-4: stored, not acknowledged
-    redis_client.xack(settings.stream, settings.consumer_group, entries[0][0], entries[1][0])
-    ClickHouseSink(merges_stopped).insert(decode_entries(entries[2:]))
-
-    workers("w1", batch_size=100).run(burst=True)
-
-    assert raw_count(merges_stopped) == 3, "entries 2-4 re-formed as recorded: their re-insert is dropped"
-    assert pending(redis_client, settings) == []
-    assert redis_client.exists(markers) == 0
+    assert batch_consumers(redis_client, settings) == {}
 
 
 def test_a_batch_consumer_left_by_a_crash_is_re_formed_with_the_same_token(settings, redis_client, merges_stopped, workers):
@@ -602,13 +560,37 @@ def test_entries_of_a_dead_batch_consumer_are_claimed_and_it_is_dropped(settings
     assert batch_consumers(redis_client, settings) == {}
 
 
-def test_killed_after_insert_claimed_as_different_batch_counts_once_with_final(
-    settings, redis_client, clean_clickhouse, workers
+def test_a_claimed_batch_killed_after_its_insert_is_re_formed_with_the_same_token(
+    settings, redis_client, merges_stopped, workers
 ):
+    """Entries claimed from a dead consumer are claimed as a batch consumer of their own: a kill
+    after their insert leaves exactly that batch pending for it, and the restart re-inserts it
+    with the same token, though its batch size would now split it."""
+    ensure_group(redis_client, settings)
+    add_many(redis_client, settings, 6)
+    read_as(redis_client, settings, "dead", 6)  # read, then the process died for good
+    time.sleep(0.25)
+
+    doomed = workers("w2", claim_idle_ms=200, batch_size=100, wrap_sink=KilledAfterInsert)
+    with pytest.raises(SimulatedKill):
+        doomed.run(burst=True)
+    assert raw_count(merges_stopped) == 6
+    assert list(batch_consumers(redis_client, settings).values()) == [6]
+
+    restarted = workers("w2", claim_idle_ms=60_000, batch_size=4)  # nothing is claimed again
+    restarted.run(burst=True)
+
+    assert raw_count(merges_stopped) == 6, "the claimed batch must deduplicate against its first insert"
+    assert restarted.inserted_rows == 6
+    assert event_ids(merges_stopped) == sorted(f"ev-{i}" for i in range(6))
+    assert pending(redis_client, settings) == []
+    assert batch_consumers(redis_client, settings) == {}
+
+
+def test_killed_after_insert_claimed_as_different_batch_counts_once_with_final(settings, redis_client, clean_clickhouse, workers):
     ensure_group(redis_client, settings)
     add_many(redis_client, settings, 12)
     entries = read_as(redis_client, settings, "w1", 100)
-    redis_client.set(redis_keys.inflight_batch("w1"), len(entries))
     ClickHouseSink(clean_clickhouse).insert(decode_entries(entries))
     # w1 never comes back; w2 claims its entries once they are idle, in batches of another size.
     time.sleep(0.25)
@@ -698,23 +680,21 @@ def test_poison_entries_go_to_dead_letter_and_the_rest_flows(settings, redis_cli
     assert redis_client.xlen(settings.stream) == 0
 
 
-@pytest.mark.parametrize("path", ["own_pending", "claimed"])
-def test_entry_delivered_too_often_is_dead_lettered_not_inserted(
-    settings, redis_client, clean_clickhouse, workers, path
-):
+@pytest.mark.parametrize("path", ["own_batch", "claimed"])
+def test_entry_delivered_too_often_is_dead_lettered_not_inserted(settings, redis_client, clean_clickhouse, workers, path):
     ensure_group(redis_client, settings)
     survivor_entry = add(redis_client, settings, event("survivor"))  # at the limit: still tried
     doomed_entry = add(redis_client, settings, event("doomed"))  # beyond it: parked
-    owner = "w1" if path == "own_pending" else "crasher"
+    owner = "w1#batch-0badc0de-0" if path == "own_batch" else "crasher"
     read_as(redis_client, settings, owner, 2)  # delivery 1 for both
     # Every crash-and-restart redelivers: bump "doomed" to 3 deliveries, "survivor" to 2.
     for _ in range(2):
-        if path == "own_pending":
+        if path == "own_batch":
             # XREADGROUP with an id re-reads the consumer's pending entries *after* that id.
             redis_client.xreadgroup(settings.consumer_group, owner, {settings.stream: survivor_entry}, count=1)
         else:
             redis_client.xclaim(settings.stream, settings.consumer_group, owner, 0, [doomed_entry])
-    if path == "own_pending":
+    if path == "own_batch":
         redis_client.xreadgroup(settings.consumer_group, owner, {settings.stream: "0"}, count=1)
     else:
         redis_client.xclaim(settings.stream, settings.consumer_group, owner, 0, [survivor_entry])
@@ -728,9 +708,7 @@ def test_entry_delivered_too_often_is_dead_lettered_not_inserted(
 
     assert event_ids(clean_clickhouse) == ["ev-survivor"]
     parked = dead_letters(redis_client, settings)
-    assert [(fields[b"source_id"], fields[b"reason"]) for _, fields in parked] == [
-        (doomed_entry, b"delivered 4 times")
-    ]
+    assert [(fields[b"source_id"], fields[b"reason"]) for _, fields in parked] == [(doomed_entry, b"delivered 4 times")]
     assert msgspec.msgpack.decode(parked[0][1][b"e"], type=StreamEnvelope).events[0].event_id == "ev-doomed"
     assert pending(redis_client, settings) == []
 
@@ -754,7 +732,7 @@ def test_entry_clickhouse_rejects_is_isolated_and_dead_lettered(settings, redis_
 
 # ----- 6. ClickHouse unavailable ---------------------------------------------------------------
 def test_clickhouse_unavailable_loses_nothing(settings, redis_client, clean_clickhouse, workers, caplog):
-    caplog.set_level(logging.WARNING, logger="worker.loop")
+    caplog.set_level(logging.WARNING, logger="worker")
     ensure_group(redis_client, settings)
     add(redis_client, settings, event("m1"), event("m2"), event("m3"))
     add_many(redis_client, settings, 20)

@@ -33,10 +33,9 @@ class RejectedBatch(Exception):
 def dedup_token(decoded: Decoded, scope: bytes = b"") -> str:
     """Same entries, same token: ClickHouse then drops a re-insert of a batch it already stored.
 
-    The hash of every id followed by a comma, hashed in one call; a worker of an earlier version
-    hashed the same bytes id by id, so a batch it left in flight keeps its token after an upgrade.
-    ``scope`` (a stream shard's name) comes first: ids of different stream shards may coincide,
-    and a batch of one shard must never pass for a re-insert of another's."""
+    The hash of every id followed by a comma, hashed in one call. ``scope`` (a stream shard's
+    name) comes first: ids of different stream shards may coincide, and a batch of one shard must
+    never pass for a re-insert of another's."""
     return hashlib.sha256(scope + b",".join(decoded.ids) + b",").hexdigest()
 
 

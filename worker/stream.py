@@ -69,10 +69,6 @@ class StreamConsumer:
             raise
         return PendingRead(self.redis.connection_pool, connection)
 
-    def read_own_pending(self, after: bytes, count: int) -> list[Entry]:
-        """Entries delivered to this consumer and not acknowledged (after a crash or a failed batch)."""
-        return self._read_group(after, count, None)
-
     def _read_group(self, start: bytes | str, count: int, block_ms: int | None, as_consumer: str | None = None) -> list[Entry]:
         args: list[bytes | str | int] = [b"GROUP", self.group, as_consumer or self.consumer, b"COUNT", count]
         if block_ms is not None:
@@ -117,64 +113,30 @@ class StreamConsumer:
         consumer that a worker reads as in between cannot lose the entries it was just given."""
         return int(self.redis.eval(_DROP_IDLE_BATCH_CONSUMERS, 1, self.stream, self.group, BATCH_CONSUMER_MARK, idle_ms))
 
-    def claim_stale(self, min_idle_ms: int, count: int) -> list[Entry]:
-        """Take over entries a dead consumer left pending for longer than ``min_idle_ms``.
+    def claim_stale(self, min_idle_ms: int, count: int, as_consumer: str) -> list[Entry]:
+        """Take over entries a dead consumer left pending for longer than ``min_idle_ms``, as
+        ``as_consumer`` (a batch consumer: what it claims is then exactly one batch).
 
         Continues from Redis's cursor between calls, so stale entries behind many live pending
         ones are reached; scans on until it finds some or the cursor wraps to "0-0"."""
         while True:
-            reply = self.redis.xautoclaim(self.stream, self.group, self.consumer, min_idle_ms, self._claim_cursor, count=count)
+            reply = self.redis.xautoclaim(self.stream, self.group, as_consumer, min_idle_ms, self._claim_cursor, count=count)
             self._claim_cursor = reply[0] or "0-0"
             claimed = [(entry_id, fields) for entry_id, fields in (reply[1] if len(reply) > 1 else [])]
             if claimed or self._claim_cursor in ("0-0", b"0-0"):
                 return claimed
 
-    def delivery_counts(self, ids: list[bytes], as_consumer: str | None = None) -> dict[bytes, int]:
+    def delivery_counts(self, ids: list[bytes], as_consumer: str) -> dict[bytes, int]:
         if not ids:
             return {}
         rows = self.redis.xpending_range(
-            self.stream, self.group, min=ids[0], max=ids[-1], count=len(ids) + 100, consumername=as_consumer or self.consumer
+            self.stream, self.group, min=ids[0], max=ids[-1], count=len(ids) + 100, consumername=as_consumer
         )
         return {row["message_id"]: row["times_delivered"] for row in rows}
 
     def ack(self, ids: list[bytes]) -> None:
         if ids:
             self.redis.xack(self.stream, self.group, *ids)
-
-    def mark_in_flight(self, markers: str, count: int, last_id: bytes) -> None:
-        """Record a batch about to be inserted: ``count`` pending entries, up to ``last_id``."""
-        self.redis.hset(markers, last_id, count)
-
-    def in_flight_batches(self, markers: str, legacy_marker: str) -> list[tuple[int, bytes | None]]:
-        """The batches recorded and not acknowledged, oldest first, as (entries, last id)."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hgetall(markers)
-        pipe.get(legacy_marker)
-        recorded, legacy = pipe.execute()
-        batches = sorted(((int(count), last_id) for last_id, count in recorded.items()), key=lambda b: id_key(b[1]))
-        if legacy:
-            count, _, last_id = legacy.partition(b" ")
-            # Written before any hash entry could be (the worker that wrote it was older).
-            batches.insert(0, (int(count), last_id or None))
-        return batches
-
-    def forget_in_flight(self, markers: str, last_ids: list[bytes], legacy_marker: str) -> None:
-        """Drop records of batches none of whose entries are pending any more."""
-        pipe = self.redis.pipeline(transaction=True)
-        if last_ids:
-            pipe.hdel(markers, *last_ids)
-        pipe.delete(legacy_marker)
-        pipe.execute()
-
-    def ack_batch(self, ids: list[bytes], markers: str, last_id: bytes, legacy_marker: str) -> None:
-        """Acknowledge a stored batch and drop its in-flight record in one round trip; MULTI, so a
-        record never outlives its batch's acknowledgement, nor goes before it."""
-        pipe = self.redis.pipeline(transaction=True)
-        if ids:
-            pipe.xack(self.stream, self.group, *ids)
-        pipe.hdel(markers, last_id)
-        pipe.delete(legacy_marker)
-        pipe.execute()
 
     def dead_letter(self, entry_id: bytes, fields: dict | None, reason: str) -> None:
         """Park an entry for inspection and replay, then ack it so the rest keep flowing."""

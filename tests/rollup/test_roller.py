@@ -21,8 +21,10 @@ from shared.settings import Settings
 from shared.wire import StreamEnvelope, StreamEvent
 from tests.conftest import wait_for
 from worker import rollup_store
+from worker.loop import Worker
 from worker.main import build_roller, build_worker
 from worker.rollup import LostLock, Roller, step_token
+from worker.rows import decode_entries
 
 LOCK = redis_keys.rollup_shard_key("lock", 0, 1)
 BUILT = redis_keys.rollup_shard_key("built", 0, 1)
@@ -75,6 +77,12 @@ def drain_workers(settings: Settings, clickhouse: ClickHouse) -> None:
     worker = build_worker(settings, clickhouse, consumer_name="w1")
     worker.run(burst=True)
     worker.consumer.redis.close()
+
+
+def store_and_acknowledge(worker: Worker, entries: list) -> None:
+    """What a worker does with a batch it read: insert its rows, then acknowledge its entries."""
+    worker.sink.insert(decode_entries(entries))
+    worker.consumer.ack([entry_id for entry_id, _ in entries])
 
 
 def roll(settings: Settings, clickhouse: ClickHouse, cache_sessions: int = 1000) -> Roller:
@@ -165,7 +173,7 @@ def test_dead_lettered_entries_are_left_out_like_abacus_events_leaves_them_out(s
     delivered = worker.consumer.read_new(100, None)
     assert [entry_id for entry_id, _ in delivered] == doomed
     worker.consumer.dead_letter(doomed[1], delivered[1][1], "insert rejected: test")
-    worker._process([delivered[0], delivered[2]])
+    store_and_acknowledge(worker, [delivered[0], delivered[2]])
     roll(settings, clean_clickhouse)
     assert_rollup_matches_events(clean_clickhouse)
 
@@ -297,7 +305,7 @@ def test_a_rebuild_still_skips_dead_letters_left_in_the_stream(settings, redis_c
     worker.consumer.ensure_group()
     delivered = worker.consumer.read_new(100, None)
     worker.consumer.dead_letter(doomed[0], delivered[0][1], "insert rejected: test")
-    worker._process(delivered[1:])
+    store_and_acknowledge(worker, delivered[1:])
     roller = build_roller(settings, clean_clickhouse)
     roller.run(until_caught_up=True)
     redis_client.incr(redis_keys.ROLLUP_REBUILD)  # the same roller rebuilds and refolds the stream
