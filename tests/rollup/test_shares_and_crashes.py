@@ -10,11 +10,12 @@ from datetime import datetime, timezone
 
 import pytest
 
+from shared.rollup import protocol_share
 from shared.rollup.protocol import RollupProtocol, shard_of
 from shared.wire import StreamEvent
 from tests.conftest import wait_for
 from tests.rollup.test_roller import assert_rollup_matches_events, drain_workers, publish
-from worker import rollup, rollup_share, rollup_store
+from worker import rollup, rollup_store
 from worker.main import build_roller
 
 EXPERIMENTS = tuple(f"exp_{name}" for name in "abcdefgh")
@@ -127,9 +128,9 @@ class Killed(BaseException):
 
 
 KILL_POINTS = [
-    (rollup_share.Share, "begin_step"),
-    (rollup_share.Share, "finish_step"),
-    (rollup_share.Share, "begin_rebuild"),
+    (protocol_share.Share, "begin_step"),
+    (protocol_share.Share, "finish_step"),
+    (protocol_share.Share, "begin_rebuild"),
     (rollup_store, "insert_summaries"),
     (rollup_store, "insert_events"),
     (rollup_store, "rebuild_from_events"),
