@@ -39,9 +39,7 @@ def day_events(rng: random.Random, n: int, sessions: int = 60, offset: int = 0) 
         repeat = events and rng.random() < 0.15
         event_id = rng.choice(events).event_id if repeat else f"d{offset + i}"
         value = round(rng.uniform(1, 90), 2) if event_type == "conversion" else None
-        events.append(
-            StreamEvent(event_id, experiment, variant, f"s{session}", event_type, "/", value, "{}", None, at)
-        )
+        events.append(StreamEvent(event_id, experiment, variant, f"s{session}", event_type, "/", value, "{}", None, at))
     return events
 
 
@@ -184,6 +182,8 @@ def test_python_and_clickhouse_agree_on_each_experiments_share(clean_clickhouse)
     keys = [*EXPERIMENTS, "homepage_hero_test", "pricing_cta_test", "ünïcode_key"]
     for shards in (1, 2, 3, 7):
         for shard in range(shards):
-            sql = f"SELECT key FROM (SELECT arrayJoin({{keys:Array(String)}}) AS key) WHERE {shard_condition(shard, shards, 'key')}"
+            sql = (
+                f"SELECT key FROM (SELECT arrayJoin({{keys:Array(String)}}) AS key) WHERE {shard_condition(shard, shards, 'key')}"
+            )
             found = {row[0] for row in clean_clickhouse.client().query(sql, parameters={"keys": keys}).result_rows}
             assert found == {key for key in keys if shard_of(key, shards) == shard}
