@@ -1,85 +1,38 @@
-"""One share of the rollup as its roller folds it: rebuild when needed, then step by step."""
+"""One share of the rollup as its roller folds it: rebuild when needed, then step by step.
+
+This module runs the protocol of a step (read what the workers stored, record the range, write
+under the range's token, move the bookmark) and pipelines the steps; applying the events to the
+session states is worker/rollup_fold.py's."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 
-import msgspec
 from redis.exceptions import RedisError
 
 from shared.clickhouse import ClickHouse
-from shared.rollup.known_sessions import KnownSessions
-from shared.rollup.protocol import Share, id_key, shard_of
-from shared.rollup.session import REPLACED, SessionState
+from shared.rollup.protocol import Share, id_key
 from worker import rollup_store
+from worker.rollup_fold import FoldEvent, ShareFolder, decode_into
 from worker.rollup_stream import RollupStream
-from worker.rows import envelope_bytes
 from worker.stream import Entry
 
 log = logging.getLogger(__name__)
 
-# Larger steps share ClickHouse's per-insert cost among more events; bounded so a step's memory is.
+# Larger steps share ClickHouse's per-insert cost among more events, and a session touched
+# several times within one step has its summary built and written once (docs/performance.md,
+# rollup); bounded so a step's memory is. A roller that has caught up takes small steps anyway:
+# a step holds only what the workers stored since the last one.
 _EVENTS_PER_STEP = 50_000
 _MAX_ENTRIES_PER_STEP = 50_000
 _MOST_EVENTS_PER_ENTRY = 500  # ingest's cap on the events it packs into one stream entry
 _READ_CHUNK = 5000  # entries per XRANGE within a step (see _read_events)
 
 
-class FoldEvent(msgspec.Struct, array_like=True, frozen=True, gc=False):
-    """``shared.wire.StreamEvent``'s layout, decoded without the garbage collector tracking each
-    event (a step holds tens of thousands: the collector walked them all)."""
-
-    event_id: str
-    experiment_key: str
-    variant_key: str
-    session_id: str
-    event_type: str
-    path: str
-    conversion_value: float | None
-    metadata_json: str
-    client_ts_ms: int | None
-    received_at_ms: int
-
-
-class FoldEnvelope(msgspec.Struct, gc=False):
-    events: list[FoldEvent]
-    v: int = 1
-
-
-_decoder = msgspec.msgpack.Decoder(FoldEnvelope)
-
-
 class LostLock(RedisError):
     """Another process holds the share's lock now; this step must not write."""
-
-
-class SessionCache:
-    """The most recently touched session states, bounded: the rest are looked up in ClickHouse."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._states: OrderedDict[tuple[str, str], SessionState] = OrderedDict()
-
-    def get(self, key: tuple[str, str]) -> SessionState | None:
-        state = self._states.get(key)
-        if state is not None:
-            self._states.move_to_end(key)
-        return state
-
-    def put(self, key: tuple[str, str], state: SessionState) -> None:
-        self._states[key] = state
-        self._states.move_to_end(key)
-        while len(self._states) > self.capacity:
-            self._states.popitem(last=False)
-
-    def clear(self) -> None:
-        self._states.clear()
-
-    def __len__(self) -> int:
-        return len(self._states)
 
 
 class ShareRoller:
@@ -88,7 +41,7 @@ class ShareRoller:
         self.stream = stream
         self.clickhouse = clickhouse
         self.owner = owner
-        self.cache = SessionCache(cache_sessions)
+        self.folder = ShareFolder(clickhouse, share.shard, share.shards, cache_sessions)
         self.sink = rollup_store.events_sink(clickhouse)
         self.folded_events = 0
         self._streams = range(len(stream.streams))
@@ -99,8 +52,6 @@ class ShareRoller:
         self._dead: list[set[bytes]] = [set() for _ in self._streams]
         self._dead_cursor = [b"0-0" for _ in self._streams]
         self._next_stream = 0
-        self._known: KnownSessions | None = None
-        self._shard_of: dict[str, int] = {}
         # Assume full entries until a step has shown otherwise: the first step stays small
         # instead of reading _MAX_ENTRIES_PER_STEP entries that could each be full.
         self._events_per_entry = float(_MOST_EVENTS_PER_ENTRY)
@@ -109,9 +60,6 @@ class ShareRoller:
         # only once the one before has landed, so at most one step is ever in flight.
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"rollup-write-{share.shard}")
         self._pending: Future | None = None
-        self._pinned: dict[tuple[str, str], SessionState] = {}
-        """The states of the step in flight: they are not in ClickHouse yet, so a session the cache
-        let go of meanwhile is taken from here, never read back stale."""
 
     def forget(self) -> None:
         """After a failed step: re-read the bookmark and the session states, as ClickHouse and
@@ -122,8 +70,7 @@ class ShareRoller:
                 pending.result()
             except Exception:  # noqa: BLE001 - what ClickHouse and Redis hold now is re-read anyway
                 pass
-        self._pinned = {}
-        self.cache.clear()
+        self.folder.forget()
         self._bookmarks = None
 
     def settle(self) -> None:
@@ -135,7 +82,7 @@ class ShareRoller:
     def new_tenure(self) -> None:
         """Another roller may have run this share since this process last held it: forget everything."""
         self.forget()
-        self._known = None
+        self.folder.new_tenure()
         self._dead = [set() for _ in self._streams]
         self._dead_cursor = [b"0-0" for _ in self._streams]
 
@@ -201,11 +148,11 @@ class ShareRoller:
             self.settle()
             return False
         self._next_stream = (stream + 1) % len(self._streams)
-        summaries, events, read, states = self._fold_in_memory(events)
+        summaries, events, read, states = self.folder.fold(events)
         self.settle()  # the step before has landed: now this one may be recorded and written
         self.share.begin_step(start, end, stream)
         self._fence()
-        self._pinned = states
+        self.folder.pinned = states
         token = step_token(generation, self.share.shard, start, end, self._stream_tag(stream))
         self._pending = self._writer.submit(self._write, summaries, events, token, end, stream)
         self._moved_past(stream, end, entries, len(events), read)
@@ -232,7 +179,7 @@ class ShareRoller:
             chunk = self.stream.read_range(after, until, want, stream)
             if not chunk:
                 break
-            self._decode_into(events, chunk, stream)
+            decode_into(events, chunk, self._dead[stream])
             entries += len(chunk)
             last = after = chunk[-1][0]
             if len(chunk) < want:
@@ -255,8 +202,8 @@ class ShareRoller:
     def _fold(self, entries: list[Entry], token: str, stream: int = 0) -> tuple[int, int]:
         """Fold this share's events of ``entries`` and write them, at once; (events folded, events read)."""
         events: list[FoldEvent] = []
-        self._decode_into(events, entries, stream)
-        summaries, events, read, _ = self._fold_in_memory(events)
+        decode_into(events, entries, self._dead[stream])
+        summaries, events, read, _ = self.folder.fold(events)
         self._fence()
         rollup_store.insert_summaries(self.sink, summaries, token)
         rollup_store.insert_events(self.sink, events, token)
@@ -271,148 +218,11 @@ class ShareRoller:
         rollup_store.insert_events(self.sink, events, token)
         self.share.finish_step(end, stream)
 
-    def _fold_in_memory(self, events: list[FoldEvent]) -> tuple[bytes, list[FoldEvent], int, dict]:
-        """Apply this share's ``events`` (of the step's entries) to the session states: (the
-        step's signed session summaries as msgpack rows, its events one copy each as
-        abacus.events keeps them, events read, the states it touched)."""
-        read = len(events)
-        if self.share.shards > 1:
-            events = [event for event in events if self._owns(event.experiment_key)]
-        # Each session's events together, in stream order: its state is looked up, and its
-        # contribution before and after the step computed, once per step, not once per event.
-        by_session: dict[tuple[str, str], list[FoldEvent]] = {}
-        for event in events:
-            key = (event.experiment_key, event.session_id)
-            group = by_session.get(key)
-            if group is None:
-                by_session[key] = [event]
-            else:
-                group.append(event)
-        known = self._known_sessions()
-        states: dict[tuple[str, str], SessionState] = {}
-        missing = []
-        pinned = self._pinned
-        cache_get = self.cache.get
-        for key in by_session:
-            state = cache_get(key)
-            if state is None:
-                state = pinned.get(key)
-            if state is not None:
-                states[key] = state
-            elif known.may_contain(*key):
-                missing.append(key)  # folded once and since evicted (or a rare false positive)
-        if missing:
-            states.update(rollup_store.load_sessions(self.clickhouse.client(), missing))
-        # States change in place: if this step fails, the cache is cleared and the states are
-        # read back from ClickHouse, as they were before the step.
-        changed: list[tuple[tuple[str, str], SessionState, tuple[bytes, ...]]] = []
-        created = []
-        replaced = []
-        summary_rows = rollup_store.summary_rows
-        for key, group in by_session.items():
-            state = states.get(key)
-            if state is None:
-                state = states[key] = SessionState()
-                created.append(key)
-                before: tuple[bytes, ...] = ()
-            else:
-                before = summary_rows(state, key[0])
-            apply = state.apply
-            touched = False
-            for event in group:
-                outcome = apply(event.variant_key, event.event_id, event.event_type, event.conversion_value, event.received_at_ms)
-                if outcome:
-                    touched = True
-                    if outcome == REPLACED:
-                        replaced.append(event)
-            if touched:
-                changed.append((key, state, before))
-        events = self._as_stored(events, replaced, states)
-        # Each changed session's contribution before (-1) and after (+1) the step, as summaries:
-        # ClickHouse turns them into the per-day total differences with the results' own SQL.
-        pieces: list[bytes] = []
-        add = pieces.append
-        subtracted = rollup_store.SUBTRACTED_PREFIX
-        for key, state, before in changed:
-            for row in before:
-                add(subtracted + row[2:])
-            pieces.extend(summary_rows(state, key[0]))
-        # Before the inserts: a session marked folded that never was costs one needless lookup,
-        # while one folded but not marked would be counted as new.
-        for key in created:
-            known.add(*key)
-        cache_put = self.cache.put
-        for key, state in states.items():
-            cache_put(key, state)
-        return b"".join(pieces), events, read, states
-
-    def _as_stored(self, events: list[FoldEvent], replaced: list[FoldEvent], states: dict) -> list[FoldEvent]:
-        """The step's events, one copy per event as abacus.events keeps it.
-
-        Two copies of one event (same experiment, variant, session and event_id) with other
-        contents, a client's retry received later say, are one row in abacus.events: the copy
-        inserted last, which is not always the later in the stream (copies in one insert, or in
-        batches two workers inserted out of order). So for every event whose copy this step
-        replaced, the copy abacus.events holds is read back and becomes the state's (all the
-        copies are stored: the roller folds only stored entries)."""
-        if not replaced:
-            return events  # repeated copies, if any, are identical: any of them is the stored one
-        latest = {(e.experiment_key, e.variant_key, e.session_id, e.event_id): e for e in events}
-        if replaced:
-            keys = list(dict.fromkeys((e.experiment_key, e.variant_key, e.session_id, e.event_id) for e in replaced))
-            for row in rollup_store.stored_copies(self.clickhouse.client(), keys):
-                stored = FoldEvent(*row)
-                latest[(stored.experiment_key, stored.variant_key, stored.session_id, stored.event_id)] = stored
-                state = states[(stored.experiment_key, stored.session_id)]
-                state.apply(
-                    stored.variant_key, stored.event_id, stored.event_type, stored.conversion_value, stored.received_at_ms
-                )
-        return list(latest.values())
-
     def _fence(self) -> None:
         # Had this process stalled past the lock's lifetime, another roller may have folded
         # these entries already (under another range, so another token): write nothing then.
         if not self.share.holds(self.owner):
             raise LostLock(f"the lock of rollup share {self.share.shard} passed to another process")
-
-    def _owns(self, experiment_key: str) -> bool:
-        shard = self._shard_of.get(experiment_key)
-        if shard is None:
-            shard = self._shard_of[experiment_key] = shard_of(experiment_key, self.share.shards)
-        return shard == self.share.shard
-
-    def _decode_into(self, events: list[FoldEvent], entries: list[Entry], stream: int) -> None:
-        dead = self._dead[stream]
-        extend = events.extend
-        decode = _decoder.decode
-        for entry_id, fields in entries:
-            if entry_id in dead:
-                continue
-            raw = envelope_bytes(fields) if fields else None  # None: trimmed away before it was read
-            if raw is None:
-                continue
-            try:
-                extend(decode(raw).events)
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                continue  # poison: the workers dead-letter it, so it is not in abacus.events either
-
-    def _known_sessions(self) -> KnownSessions:
-        """The filter of folded sessions, built from ClickHouse when missing or overfull."""
-        if self._known is None or self._known.overfull:
-            started = time.monotonic()
-            client = self.clickhouse.client()
-            sessions = rollup_store.count_sessions(client, self.share.shard, self.share.shards)
-            # Room to grow: rebuilt (larger) only once it holds about four times this many.
-            known = KnownSessions(2 * sessions + 100_000)
-
-            def add_block(experiment_keys: list[str], session_ids: list[str]) -> None:
-                for key in zip(experiment_keys, session_ids):
-                    known.add(*key)
-
-            rollup_store.stored_session_keys(client, self.share.shard, self.share.shards, add_block)
-            log.info("indexed %d folded rollup sessions in %.1fs", sessions, time.monotonic() - started)
-            self._known = known
-        return self._known
 
 
 def step_token(generation: str, shard: int, start: bytes, end: bytes, stream: str = "") -> str:

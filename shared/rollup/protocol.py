@@ -13,12 +13,12 @@ rest of Abacus asks:
 - worker trimming: *up to where may the stream be trimmed?* (``trim_bound``), giving up on a
   share nobody folds any more or whose backlog grew too old, judged by the oldest entry it
   actually holds back (none, on an idle or empty stream: nothing to give up on);
-- the roller: its lock, bookmark, step in hand and rebuild requests (``Share``).
+- the roller: its lock, bookmark, step in hand and rebuild requests (``Share``, in
+  shared/rollup/protocol_share.py; names and ids in shared/rollup/protocol_ids.py).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -30,11 +30,13 @@ from redis.exceptions import ResponseError
 from shared import redis_keys
 from shared.redis_conn import raw_name
 from shared.redis_keys import StreamShard
+from shared.rollup.protocol_ids import id_key, is_rollup_group, parse_group, rebuild_wanted, shard_of, text
+from shared.rollup.protocol_share import ALIVE_GRACE_MS, Share
 
 log = logging.getLogger(__name__)
 
-ALIVE_GRACE_MS = 300_000
-"""A share whose roller has not run for this long is abandoned: trimming stops waiting for it."""
+__all__ = ["ALIVE_GRACE_MS", "Freshness", "RollupProtocol", "Share", "id_key", "is_rollup_group", "shard_of"]
+
 MAX_BACKLOG_MS = 600_000
 """A share holding back an entry this much older than the workers' position is given up on (it
 rebuilds from the events), so the stream cannot grow until Redis refuses writes."""
@@ -54,25 +56,6 @@ class _EnvelopeKeys(msgspec.Struct):
 
 
 _keys_decoder = msgspec.msgpack.Decoder(_EnvelopeKeys)
-
-
-def shard_of(experiment_key: str, shards: int) -> int:
-    """The share an experiment belongs to: the first 8 bytes of the key's MD5, big-endian, modulo
-    the shares, which is ClickHouse's ``halfMD5(experiment_key) % shards`` (results_sql)."""
-    if shards == 1:
-        return 0
-    return int.from_bytes(hashlib.md5(experiment_key.encode()).digest()[:8], "big") % shards
-
-
-def is_rollup_group(name: str) -> bool:
-    """Whether a consumer group on the stream is a rollup share's bookmark."""
-    return name == redis_keys.ROLLUP_GROUP or name.startswith(redis_keys.ROLLUP_GROUP + ":")
-
-
-def id_key(entry_id: bytes | str) -> tuple[int, int]:
-    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    ms, _, seq = text.lstrip("(").partition("-")
-    return int(ms), int(seq or 0)
 
 
 class Freshness(msgspec.Struct, frozen=True):
@@ -138,7 +121,7 @@ class RollupProtocol:
             built_value, locked = per_share[2 * index], per_share[2 * index + 1]
             built = built and bool(built_value)
             running = running and bool(locked)
-            rebuild = rebuild or _rebuild_wanted(requested, built_value)
+            rebuild = rebuild or rebuild_wanted(requested, built_value)
             for stream, groups in per_stream:
                 bookmark = groups.bookmarks.get(redis_keys.rollup_group(shard, self.shards))
                 built = built and bookmark is not None
@@ -163,7 +146,7 @@ class RollupProtocol:
             groups = []  # no stream yet
         delivered, bookmarks = None, {}
         for group in groups:
-            name = _text(group["name"])
+            name = text(group["name"])
             last = group["last-delivered-id"]
             last = last if isinstance(last, bytes) else last.encode()
             if name == self.worker_group:
@@ -211,10 +194,10 @@ class RollupProtocol:
         stream = stream or self.streams[0]
         bound = None
         for group in groups:
-            name = _text(group["name"])
+            name = text(group["name"])
             if not is_rollup_group(name):
                 continue
-            shard, shards = _parse_group(name)
+            shard, shards = parse_group(name)
             last = id_key(group["last-delivered-id"])
             if not self.redis.exists(self._share_key("alive", shard, shards)):
                 self._drop(stream, name, shard, shards, "no roller has folded it for minutes")
@@ -261,143 +244,6 @@ class RollupProtocol:
         self.redis.zrem(redis_keys.ROLLUP_ROLLERS, owner)
 
 
-# Take the lock when free, keep it when ours, and say the share is alive; one round trip.
-# 2 means newly taken: whatever this process remembers may be stale (another roller ran meanwhile).
-_ACQUIRE_LOCK = """
-local holder = redis.call('GET', KEYS[1])
-if holder and holder ~= ARGV[1] then
-  return 0
-end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
-if holder then
-  return 1
-end
-return 2
-"""
-# Only extend a lock still ours: the renewing thread must never take a lapsed one.
-_RENEW_LOCK = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return 0
-end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
-return 1
-"""
-_RELEASE_LOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
-
-
-class Share:
-    """One share's state as its roller sees and changes it."""
-
-    def __init__(self, client: redis.Redis, streams: list[StreamShard], shard: int, shards: int) -> None:
-        self.redis = client
-        self.streams = streams
-        self.shard, self.shards = shard, shards
-        self.group = redis_keys.rollup_group(shard, shards)
-        self.tagged = bool(streams[0].tag)
-        self.lock_key = redis_keys.rollup_share_key("lock", shard, shards, self.tagged)
-        self._alive = redis_keys.rollup_share_key("alive", shard, shards, self.tagged)
-        self._built = redis_keys.rollup_share_key("built", shard, shards, self.tagged)
-        self._steps = [stream.rollup_step(shard, shards) for stream in streams]
-        self._acquire = client.register_script(_ACQUIRE_LOCK)
-        self._renew = client.register_script(_RENEW_LOCK)
-        self._release = client.register_script(_RELEASE_LOCK)
-
-    # the lock
-    def hold(self, owner: str, ttl_ms: int) -> int:
-        """0: another process holds it; 1: kept; 2: newly taken."""
-        return int(self._acquire(keys=[self.lock_key, self._alive], args=[owner, ttl_ms, ALIVE_GRACE_MS]))
-
-    def renew(self, owner: str, ttl_ms: int) -> bool:
-        return bool(self._renew(keys=[self.lock_key, self._alive], args=[owner, ttl_ms, ALIVE_GRACE_MS]))
-
-    def release(self, owner: str) -> None:
-        self._release(keys=[self.lock_key], args=[owner])
-
-    def holds(self, owner: str) -> bool:
-        return self.redis.get(self.lock_key) == owner.encode()
-
-    # built and rebuilds
-    def generation(self) -> str | None:
-        """The generation (completion time of its last rebuild) of a built share; None when it
-        must be rebuilt: never built, given up on, or a rebuild was requested since."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.get(self._built)
-        pipe.get(redis_keys.ROLLUP_REBUILD)
-        built, requested = pipe.execute()
-        if not built or _rebuild_wanted(requested, built):
-            return None
-        return built.split(b" ")[0].decode()
-
-    def begin_rebuild(self) -> int:
-        """Forget the built state and bookmark the stream's start (so nothing is trimmed that the
-        rebuild's snapshot might miss), on every stream shard; the rebuild request number this
-        rebuild serves. (A request made after it was read starts another rebuild.)"""
-        requested = self.redis.get(redis_keys.ROLLUP_REBUILD)
-        for key in (self._built, *self._steps):
-            self.redis.delete(key)  # one by one: on a cluster they are in different slots
-        for stream in self.streams:
-            try:
-                self.redis.xgroup_create(stream.stream, self.group, id="0", mkstream=True)
-            except ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
-                self.redis.xgroup_setid(stream.stream, self.group, id="0")
-        return int(requested or 0)
-
-    def finish_rebuild(self, served: int) -> str:
-        generation = str(int(time.time() * 1000))
-        self.redis.set(self._built, f"{generation} {served}")
-        return generation
-
-    # the bookmark and the step in hand
-    def bookmark(self, stream: int = 0) -> bytes | None:
-        """How far the share is folded in stream shard ``stream``."""
-        try:
-            groups = self.redis.xinfo_groups(self.streams[stream].stream)
-        except ResponseError:
-            return None
-        for group in groups:
-            if _text(group["name"]) == self.group:
-                last = group["last-delivered-id"]
-                return last if isinstance(last, bytes) else last.encode()
-        return None
-
-    def step_in_hand(self, stream: int = 0) -> tuple[bytes, bytes] | None:
-        raw = self.redis.get(self._steps[stream])
-        if not raw:
-            return None
-        start, _, end = raw.partition(b" ")
-        return start, end
-
-    def begin_step(self, start: bytes, end: bytes, stream: int = 0) -> None:
-        self.redis.set(self._steps[stream], start + b" " + end)
-
-    def finish_step(self, end: bytes, stream: int = 0) -> None:
-        # The step key carries its stream shard's hash tag: one slot, so one transaction.
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.xgroup_setid(self.streams[stream].stream, self.group, id=end)
-        pipe.delete(self._steps[stream])
-        pipe.execute()
-
-
-def _rebuild_wanted(requested: bytes | None, built: bytes | None) -> bool:
-    if not requested:
-        return False
-    served = built.split(b" ")[1] if built and b" " in built else b"0"
-    return int(requested) > int(served)
-
-
-def _parse_group(name: str) -> tuple[int, int]:
-    """(shard, shards) of a rollup group name."""
-    if name == redis_keys.ROLLUP_GROUP:
-        return 0, 1
-    share = name.rpartition(":")[2]
-    shard, _, shards = share.partition("of")
-    return int(shard), int(shards)
-
-
 def _events_of(fields: list | dict | None) -> list[_EventKey]:
     if not fields:
         return []
@@ -408,7 +254,3 @@ def _events_of(fields: list | dict | None) -> list[_EventKey]:
         return _keys_decoder.decode(raw).events
     except (msgspec.DecodeError, msgspec.ValidationError):
         return []  # poison: the workers dead-letter it, it is never stored
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -133,7 +133,7 @@ def test_a_tiny_session_cache_reads_evicted_sessions_back_from_clickhouse(settin
         publish(redis_client, settings, random_events(rng, 250), per_entry=1)
         drain_workers(settings, clean_clickhouse)
         roller = roll(settings, clean_clickhouse, cache_sessions=2)
-        assert len(roller.shares[0].cache) <= 2
+        assert len(roller.shares[0].folder.cache) <= 2
     assert_rollup_matches_events(clean_clickhouse)
 
 
@@ -372,7 +372,7 @@ def test_a_roller_taking_the_lock_again_forgets_what_it_knew(settings, redis_cli
     first = build_roller(settings, clean_clickhouse)
     first.run_once()
     share = first.shares[0]
-    assert share._bookmarks is not None and len(share.cache) > 0
+    assert share._bookmarks is not None and len(share.folder.cache) > 0
     # Its lock lapses (a long pause), another roller holds it for a while, then lets it lapse too.
     redis_client.set(LOCK, "another-roller")
     first.elect()
@@ -380,7 +380,7 @@ def test_a_roller_taking_the_lock_again_forgets_what_it_knew(settings, redis_cli
     redis_client.delete(LOCK)
     first.elect()
     assert first.held == {0}
-    assert share._bookmarks is None and len(share.cache) == 0 and share._known is None
+    assert share._bookmarks is None and len(share.folder.cache) == 0 and share.folder._known is None
 
 
 def test_a_roller_far_behind_is_given_up_so_the_stream_cannot_grow_without_bound(settings, redis_client, clean_clickhouse):

@@ -132,7 +132,7 @@ def test_a_session_moving_to_an_earlier_day_moves_its_whole_contribution():
 
 def test_the_rollers_event_layout_is_the_streams():
     from shared.wire import StreamEnvelope, StreamEvent
-    from worker.rollup_share import FoldEnvelope, FoldEvent
+    from worker.rollup_fold import FoldEnvelope, FoldEvent
 
     assert FoldEvent.__struct_fields__ == StreamEvent.__struct_fields__
     assert FoldEnvelope.__struct_fields__ == StreamEnvelope.__struct_fields__

@@ -10,11 +10,12 @@ from datetime import datetime, timezone
 
 import pytest
 
+from shared.rollup import protocol_share
 from shared.rollup.protocol import RollupProtocol, shard_of
 from shared.wire import StreamEvent
 from tests.conftest import wait_for
 from tests.rollup.test_roller import assert_rollup_matches_events, drain_workers, publish
-from worker import rollup, rollup_share, rollup_store
+from worker import rollup, rollup_store
 from worker.main import build_roller
 
 EXPERIMENTS = tuple(f"exp_{name}" for name in "abcdefgh")
@@ -38,9 +39,7 @@ def day_events(rng: random.Random, n: int, sessions: int = 60, offset: int = 0) 
         repeat = events and rng.random() < 0.15
         event_id = rng.choice(events).event_id if repeat else f"d{offset + i}"
         value = round(rng.uniform(1, 90), 2) if event_type == "conversion" else None
-        events.append(
-            StreamEvent(event_id, experiment, variant, f"s{session}", event_type, "/", value, "{}", None, at)
-        )
+        events.append(StreamEvent(event_id, experiment, variant, f"s{session}", event_type, "/", value, "{}", None, at))
     return events
 
 
@@ -127,9 +126,9 @@ class Killed(BaseException):
 
 
 KILL_POINTS = [
-    (rollup_share.Share, "begin_step"),
-    (rollup_share.Share, "finish_step"),
-    (rollup_share.Share, "begin_rebuild"),
+    (protocol_share.Share, "begin_step"),
+    (protocol_share.Share, "finish_step"),
+    (protocol_share.Share, "begin_rebuild"),
     (rollup_store, "insert_summaries"),
     (rollup_store, "insert_events"),
     (rollup_store, "rebuild_from_events"),
@@ -183,6 +182,8 @@ def test_python_and_clickhouse_agree_on_each_experiments_share(clean_clickhouse)
     keys = [*EXPERIMENTS, "homepage_hero_test", "pricing_cta_test", "ünïcode_key"]
     for shards in (1, 2, 3, 7):
         for shard in range(shards):
-            sql = f"SELECT key FROM (SELECT arrayJoin({{keys:Array(String)}}) AS key) WHERE {shard_condition(shard, shards, 'key')}"
+            sql = (
+                f"SELECT key FROM (SELECT arrayJoin({{keys:Array(String)}}) AS key) WHERE {shard_condition(shard, shards, 'key')}"
+            )
             found = {row[0] for row in clean_clickhouse.client().query(sql, parameters={"keys": keys}).result_rows}
             assert found == {key for key in keys if shard_of(key, shards) == shard}

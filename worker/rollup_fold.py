@@ -1,0 +1,240 @@
+"""The in-memory half of a rollup step: a share's events applied to its session states.
+
+Given the events a step read, ``ShareFolder.fold`` finds each touched session's state (the
+cache, the step in flight, else ``abacus.rollup_events``), applies the events and returns the
+signed session summaries ClickHouse turns into per-day total differences, plus the events one
+copy each as ``abacus.events`` keeps them. It writes nothing: worker/rollup_share.py records,
+writes and bookmarks the step (the protocol's part).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+
+import msgspec
+
+from shared.clickhouse import ClickHouse
+from shared.rollup.known_sessions import KnownSessions
+from shared.rollup.protocol import shard_of
+from shared.rollup.session import REPLACED, SessionState
+from worker import rollup_store
+from worker.rows import envelope_bytes
+from worker.stream import Entry
+
+log = logging.getLogger(__name__)
+
+
+class FoldEvent(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """``shared.wire.StreamEvent``'s layout, decoded without the garbage collector tracking each
+    event (a step holds tens of thousands: the collector walked them all)."""
+
+    event_id: str
+    experiment_key: str
+    variant_key: str
+    session_id: str
+    event_type: str
+    path: str
+    conversion_value: float | None
+    metadata_json: str
+    client_ts_ms: int | None
+    received_at_ms: int
+
+
+class FoldEnvelope(msgspec.Struct, gc=False):
+    events: list[FoldEvent]
+    v: int = 1
+
+
+_decoder = msgspec.msgpack.Decoder(FoldEnvelope)
+
+
+def decode_into(events: list[FoldEvent], entries: list[Entry], dead: set[bytes]) -> None:
+    """Append the events of ``entries`` to ``events``, skipping dead-lettered, trimmed and
+    undecodable entries (none of which is in abacus.events)."""
+    extend = events.extend
+    decode = _decoder.decode
+    for entry_id, fields in entries:
+        if entry_id in dead:
+            continue
+        raw = envelope_bytes(fields) if fields else None  # None: trimmed away before it was read
+        if raw is None:
+            continue
+        try:
+            extend(decode(raw).events)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            continue  # poison: the workers dead-letter it, so it is not in abacus.events either
+
+
+class SessionCache:
+    """The most recently touched session states, bounded: the rest are looked up in ClickHouse."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._states: OrderedDict[tuple[str, str], SessionState] = OrderedDict()
+
+    def get(self, key: tuple[str, str]) -> SessionState | None:
+        state = self._states.get(key)
+        if state is not None:
+            self._states.move_to_end(key)
+        return state
+
+    def put(self, key: tuple[str, str], state: SessionState) -> None:
+        self._states[key] = state
+        self._states.move_to_end(key)
+        while len(self._states) > self.capacity:
+            self._states.popitem(last=False)
+
+    def clear(self) -> None:
+        self._states.clear()
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+
+class ShareFolder:
+    """One share's session states: a bounded cache, the states of the step being written, and
+    a filter of the sessions ever folded (so brand-new sessions are never looked up)."""
+
+    def __init__(self, clickhouse: ClickHouse, shard: int, shards: int, cache_sessions: int) -> None:
+        self.clickhouse = clickhouse
+        self.shard, self.shards = shard, shards
+        self.cache = SessionCache(cache_sessions)
+        self.pinned: dict[tuple[str, str], SessionState] = {}
+        """The states of the step in flight: they are not in ClickHouse yet, so a session the cache
+        let go of meanwhile is taken from here, never read back stale."""
+        self._known: KnownSessions | None = None
+        self._shard_of: dict[str, int] = {}
+
+    def forget(self) -> None:
+        """Drop the states: the next step reads them back as ClickHouse holds them."""
+        self.pinned = {}
+        self.cache.clear()
+
+    def new_tenure(self) -> None:
+        """Another roller may have folded this share meanwhile: the filter is rebuilt too."""
+        self.forget()
+        self._known = None
+
+    def fold(self, events: list[FoldEvent]) -> tuple[bytes, list[FoldEvent], int, dict]:
+        """Apply this share's ``events`` (of the step's entries) to the session states: (the
+        step's signed session summaries as msgpack rows, its events one copy each as
+        abacus.events keeps them, events read, the states it touched)."""
+        read = len(events)
+        if self.shards > 1:
+            events = [event for event in events if self._owns(event.experiment_key)]
+        # Each session's events together, in stream order: its state is looked up, and its
+        # contribution before and after the step computed, once per step, not once per event.
+        by_session: dict[tuple[str, str], list[FoldEvent]] = {}
+        for event in events:
+            key = (event.experiment_key, event.session_id)
+            group = by_session.get(key)
+            if group is None:
+                by_session[key] = [event]
+            else:
+                group.append(event)
+        known = self._known_sessions()
+        states: dict[tuple[str, str], SessionState] = {}
+        missing = []
+        pinned = self.pinned
+        cache_get = self.cache.get
+        for key in by_session:
+            state = cache_get(key)
+            if state is None:
+                state = pinned.get(key)
+            if state is not None:
+                states[key] = state
+            elif known.may_contain(*key):
+                missing.append(key)  # folded once and since evicted (or a rare false positive)
+        if missing:
+            states.update(rollup_store.load_sessions(self.clickhouse.client(), missing))
+        # States change in place: if this step fails, the cache is cleared and the states are
+        # read back from ClickHouse, as they were before the step.
+        changed: list[tuple[tuple[str, str], SessionState, tuple[bytes, ...]]] = []
+        created = []
+        replaced = []
+        summary_rows = rollup_store.summary_rows
+        for key, group in by_session.items():
+            state = states.get(key)
+            if state is None:
+                state = states[key] = SessionState()
+                created.append(key)
+                before: tuple[bytes, ...] = ()
+            else:
+                before = summary_rows(state, key[0])
+            apply = state.apply
+            touched = False
+            for event in group:
+                outcome = apply(event.variant_key, event.event_id, event.event_type, event.conversion_value, event.received_at_ms)
+                if outcome:
+                    touched = True
+                    if outcome == REPLACED:
+                        replaced.append(event)
+            if touched:
+                changed.append((key, state, before))
+        events = self._as_stored(events, replaced, states)
+        # Each changed session's contribution before (-1) and after (+1) the step, as summaries:
+        # ClickHouse turns them into the per-day total differences with the results' own SQL.
+        pieces: list[bytes] = []
+        add = pieces.append
+        subtracted = rollup_store.SUBTRACTED_PREFIX
+        for key, state, before in changed:
+            for row in before:
+                add(subtracted + row[2:])
+            pieces.extend(summary_rows(state, key[0]))
+        # Before the inserts: a session marked folded that never was costs one needless lookup,
+        # while one folded but not marked would be counted as new.
+        for key in created:
+            known.add(*key)
+        cache_put = self.cache.put
+        for key, state in states.items():
+            cache_put(key, state)
+        return b"".join(pieces), events, read, states
+
+    def _as_stored(self, events: list[FoldEvent], replaced: list[FoldEvent], states: dict) -> list[FoldEvent]:
+        """The step's events, one copy per event as abacus.events keeps it.
+
+        Two copies of one event (same experiment, variant, session and event_id) with other
+        contents, a client's retry received later say, are one row in abacus.events: the copy
+        inserted last, which is not always the later in the stream (copies in one insert, or in
+        batches two workers inserted out of order). So for every event whose copy this step
+        replaced, the copy abacus.events holds is read back and becomes the state's (all the
+        copies are stored: the roller folds only stored entries)."""
+        if not replaced:
+            return events  # repeated copies, if any, are identical: any of them is the stored one
+        latest = {(e.experiment_key, e.variant_key, e.session_id, e.event_id): e for e in events}
+        if replaced:
+            keys = list(dict.fromkeys((e.experiment_key, e.variant_key, e.session_id, e.event_id) for e in replaced))
+            for row in rollup_store.stored_copies(self.clickhouse.client(), keys):
+                stored = FoldEvent(*row)
+                latest[(stored.experiment_key, stored.variant_key, stored.session_id, stored.event_id)] = stored
+                state = states[(stored.experiment_key, stored.session_id)]
+                state.apply(
+                    stored.variant_key, stored.event_id, stored.event_type, stored.conversion_value, stored.received_at_ms
+                )
+        return list(latest.values())
+
+    def _owns(self, experiment_key: str) -> bool:
+        shard = self._shard_of.get(experiment_key)
+        if shard is None:
+            shard = self._shard_of[experiment_key] = shard_of(experiment_key, self.shards)
+        return shard == self.shard
+
+    def _known_sessions(self) -> KnownSessions:
+        """The filter of folded sessions, built from ClickHouse when missing or overfull."""
+        if self._known is None or self._known.overfull:
+            started = time.monotonic()
+            client = self.clickhouse.client()
+            sessions = rollup_store.count_sessions(client, self.shard, self.shards)
+            # Room to grow: rebuilt (larger) only once it holds about four times this many.
+            known = KnownSessions(2 * sessions + 100_000)
+
+            def add_block(experiment_keys: list[str], session_ids: list[str]) -> None:
+                for key in zip(experiment_keys, session_ids):
+                    known.add(*key)
+
+            rollup_store.stored_session_keys(client, self.shard, self.shards, add_block)
+            log.info("indexed %d folded rollup sessions in %.1fs", sessions, time.monotonic() - started)
+            self._known = known
+        return self._known
