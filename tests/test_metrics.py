@@ -132,9 +132,9 @@ def test_a_worker_under_load_serves_its_counters_the_stream_gauges_and_health(
     assert ops is not None
     base = f"http://127.0.0.1:{ops.port}"
     before = httpx.get(base + "/metrics").text
-    assert value(before, "abacus_stream_length") == 401
-    assert value(before, "abacus_group_undelivered", group=settings.consumer_group) == 401
-    assert value(before, "abacus_group_lag_seconds", group=settings.consumer_group) >= 0
+    assert value(before, "abacus_stream_length", shard="0") == 401
+    assert value(before, "abacus_group_undelivered", group=settings.consumer_group, shard="0") == 401
+    assert ("abacus_group_lag_seconds", (("group", settings.consumer_group), ("shard", "0"))) in samples(before)
     thread = threading.Thread(target=worker.run)
     thread.start()
     try:
@@ -147,8 +147,12 @@ def test_a_worker_under_load_serves_its_counters_the_stream_gauges_and_health(
         assert value(text, "abacus_worker_batch_rows_sum") == 600
         assert value(text, "abacus_worker_batch_rows_count") >= 12  # batches of at most 50 rows
         assert value(text, "abacus_worker_insert_seconds_count") == value(text, "abacus_worker_batch_rows_count")
-        assert value(text, "abacus_stream_dead_letters") == 1
-        wait_for(lambda: value(httpx.get(base + "/metrics").text, "abacus_group_pending", group=settings.consumer_group) == 0)
+        assert value(text, "abacus_stream_dead_letters", shard="0") == 1
+        wait_for(
+            lambda: (
+                value(httpx.get(base + "/metrics").text, "abacus_group_pending", group=settings.consumer_group, shard="0") == 0
+            )
+        )
         assert httpx.get(base + "/healthz").json() == {"status": "ok"}
         ready = httpx.get(base + "/readyz")
         assert ready.status_code == 200 and ready.json()["checks"] == ["clickhouse", "redis"]
