@@ -114,7 +114,7 @@ def run_jobs_process(settings: Settings, burst: bool = False) -> int:
     from shared.prom import Metrics
     from worker.main import start_ops_server
 
-    clickhouse = ClickHouse(settings.clickhouse_url or "")
+    clickhouse = ClickHouse(settings.clickhouse_url or "", settings.clickhouse_cluster)
     redis_client = job_redis(settings)
     stream_client = data_redis(settings, redis_client)
     install(JobContext(settings, clickhouse, stream_client))
