@@ -232,12 +232,17 @@ def test_status_prints_pending_per_group_lag_and_dead_letters(settings: Settings
     assert lag.endswith(("ms", "s"))
 
 
-def test_status_without_redis_says_so_in_one_line() -> None:
+def test_status_without_redis_or_serve_says_so_in_one_line(tmp_path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ABACUS_")}
     result = subprocess.run(
-        [sys.executable, "-m", "abacus.cli", "status"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "abacus.cli", "status", "--data-dir", str(tmp_path)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
-    assert (
-        result.returncode == 2
-        and result.stderr.strip() == "abacus: abacus status needs ABACUS_REDIS_URL (e.g. redis://localhost:6379/0)"
+    assert result.returncode == 2 and result.stderr.strip() == (
+        f"abacus: no ABACUS_REDIS_URL set and no `abacus serve` running on {tmp_path} (its embedded Valkey does not "
+        "answer): start serve, give its --data-dir, or set ABACUS_REDIS_URL"
     )
