@@ -5,6 +5,7 @@ its role needs, so `abacus worker` never loads Litestar and `abacus token` start
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import fcntl
 import logging
@@ -16,7 +17,7 @@ from abacus.serve_command import read_secret, run_serve
 from ingest.command import add_commands as ingest_commands
 from jobs.command import add_commands as jobs_commands
 from query_api.command import add_commands as query_commands
-from shared.cli_support import CliError, listen_args, require_servers
+from shared.cli_support import CliError, listen_args
 from shared.settings import Settings, SettingsError
 from worker.command import add_commands as worker_commands
 
@@ -49,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
         add_commands(commands)
 
     status = commands.add_parser("status", help="one screen: stream, pending per group, lag, dead letters, rollers, registry")
+    status.add_argument(
+        "--data-dir", type=Path, default=None, help="with no ABACUS_REDIS_URL: serve's data dir (default ./.abacus)"
+    )
     status.set_defaults(run=run_status)
 
     migrate = commands.add_parser("migrate", help="apply ClickHouse migrations")
@@ -72,7 +76,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def run_status(args: argparse.Namespace, settings: Settings) -> int:
-    require_servers(settings, "abacus status", clickhouse=False)
+    if not settings.redis_url:  # then the embedded Valkey of the serve running on the data dir
+        from abacus.embedded import running_url
+
+        url = running_url(settings.data_dir)
+        if url is None:
+            raise CliError(
+                f"no ABACUS_REDIS_URL set and no `abacus serve` running on {settings.data_dir} (its embedded Valkey "
+                "does not answer): start serve, give its --data-dir, or set ABACUS_REDIS_URL"
+            )
+        settings = dataclasses.replace(settings, redis_url=url)
     from redis.exceptions import RedisError
 
     from abacus.status_report import format_status
@@ -85,7 +98,7 @@ def run_status(args: argparse.Namespace, settings: Settings) -> int:
         for shard in stream_layout(settings):  # one screen per stream shard (one by default)
             print(format_status(read_status(client, shard.stream, shard.dead_letter), settings.consumer_group))
     except (RedisError, OSError) as exc:
-        raise CliError(f"Redis at ABACUS_REDIS_URL does not answer: {exc}") from None
+        raise CliError(f"Redis does not answer: {exc}") from None
     finally:
         client.close()
     return 0
@@ -102,7 +115,10 @@ def run_migrate(args: argparse.Namespace, settings: Settings) -> int:
         from shared.analyst_role import analyst_role_sql
 
         analyst_role = analyst_role_sql(
-            settings.clickhouse_analyst_password, settings.sql_max_execution_s, settings.sql_max_result_rows, settings.sql_max_memory_bytes
+            settings.clickhouse_analyst_password,
+            settings.sql_max_execution_s,
+            settings.sql_max_result_rows,
+            settings.sql_max_memory_bytes,
         )
     clickhouse = ClickHouse(url, settings.clickhouse_cluster)
     try:

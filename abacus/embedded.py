@@ -241,11 +241,28 @@ class EmbeddedValkey:
         self.pid = None
 
     def _read_state(self) -> dict | None:
-        try:
-            state = json.loads((self.dir / _STATE_FILE).read_text())
-            return {"pid": int(state["pid"]), "port": int(state["port"])}
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
+        return _read_state(self.dir)
+
+
+def _read_state(valkey_dir: Path) -> dict | None:
+    try:
+        state = json.loads((valkey_dir / _STATE_FILE).read_text())
+        return {"pid": int(state["pid"]), "port": int(state["port"])}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def running_url(data_dir: Path) -> str | None:
+    """The URL (with password) of the embedded Valkey running on ``data_dir``, for tools beside
+    serve such as `abacus status`; None when none answers there."""
+    state = _read_state((data_dir / "valkey").resolve())
+    try:
+        password = (data_dir.resolve() / PASSWORD_FILE).read_text().strip()
+    except OSError:
+        return None
+    if state is None or not _pid_alive(state["pid"]) or _ask(state["port"], password) != "ok":
+        return None
+    return f"redis://:{password}@127.0.0.1:{state['port']}/0"
 
 
 def _free_port() -> int:
@@ -290,7 +307,7 @@ def _command(*parts: bytes) -> bytes:
 
 
 def _ask(port: int, password: str | None, *command: bytes, timeout_s: float = 1.0) -> str:
-    """"ok" when Valkey on ``port`` accepts ``password`` and then ``command`` (default PING),
+    """ "ok" when Valkey on ``port`` accepts ``password`` and then ``command`` (default PING),
     "no password set" when it has none, otherwise what went wrong."""
     request = (_command(b"AUTH", password.encode()) if password else b"") + _command(*(command or (b"PING",)))
     try:

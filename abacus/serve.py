@@ -67,7 +67,7 @@ def create_serve_app(settings: Settings, liveness: dict[str, LivenessCheck] | No
 
     # serve's /metrics has the stream's gauges too, read with a short timeout of their own.
     gauges_redis = sync_client_for(settings, socket_timeout=2)
-    metrics.collect_also(StreamCollector(gauges_redis, layout[0].stream, layout[0].dead_letter, settings.consumer_group))
+    metrics.collect_also(StreamCollector(gauges_redis, layout, settings.consumer_group))
     worker_started = threading.Event()
 
     async def start_worker() -> None:
@@ -118,7 +118,13 @@ def create_serve_app(settings: Settings, liveness: dict[str, LivenessCheck] | No
         state=State(query.state),
         on_startup=[registry.start, ingest.metrics_flusher.start, start_worker],
         on_shutdown=bounded_shutdown(
-            stop_worker, registry.stop, ingest.metrics_flusher.stop, ingest.publisher.close, redis_client.aclose, close_clickhouse, seconds=35
+            stop_worker,
+            registry.stop,
+            ingest.metrics_flusher.stop,
+            ingest.publisher.close,
+            redis_client.aclose,
+            close_clickhouse,
+            seconds=35,
         ),
         **app_config("Abacus", EXCEPTION_HANDLERS),  # type: ignore[arg-type]
     )

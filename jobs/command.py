@@ -18,5 +18,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 def run_jobs(args: argparse.Namespace, settings: Settings) -> int:
     require_servers(settings, "abacus jobs", clickhouse=True)
     from jobs.runner import run_jobs_process
+    from shared.job_queue import check_jobs_redis
+
+    check_jobs_redis(settings)  # before connecting anywhere: one sentence, not an rq traceback
 
     return run_jobs_process(with_metrics_port(args, settings), burst=args.burst)

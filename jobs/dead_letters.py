@@ -53,6 +53,12 @@ def replay(client: redis.Redis, stream: str, dead_letter_stream: str, ids: list[
     already: list[str] = []
     missing: list[str] = []
     events = 0
+    marks = redis_keys.dead_letters_replayed(dead_letter_stream)
+    legacy = marks != redis_keys.DEAD_LETTERS_REPLAYED  # marks a replay before per-shard hashes left
+
+    def replayed_before(entry_id: bytes) -> bool:
+        return bool(client.hexists(marks, entry_id) or (legacy and client.hexists(redis_keys.DEAD_LETTERS_REPLAYED, entry_id)))
+
     for seen, (entry_id, fields) in enumerate(_selected(client, dead_letter_stream, ids), start=1):
         dead_id = entry_id.decode()
         if not fields:
@@ -62,14 +68,15 @@ def replay(client: redis.Redis, stream: str, dead_letter_stream: str, ids: list[
         if not original:
             missing.append(dead_id)  # nothing of the entry was kept (it had no fields)
             continue
-        if dry_run:
-            if client.hexists(redis_keys.DEAD_LETTERS_REPLAYED, entry_id):
-                already.append(dead_id)
-            else:
-                replayed.append({"id": dead_id, "as": None})
-                events += events_in(fields) or 0
+        if (dry_run or legacy) and replayed_before(entry_id):
+            already.append(dead_id)
             continue
-        new_id = script(keys=[stream, redis_keys.DEAD_LETTERS_REPLAYED], args=[entry_id, *original])
+        if dry_run:
+            replayed.append({"id": dead_id, "as": None})
+            events += events_in(fields) or 0
+            continue
+        # The stream and the marks share the shard's slot: one script, legal on a Redis Cluster.
+        new_id = script(keys=[stream, marks], args=[entry_id, *original])
         if new_id is None:
             already.append(dead_id)
         else:

@@ -25,6 +25,7 @@ from redis.exceptions import ResponseError
 
 from jobs.progress import report
 from shared.clickhouse import ClickHouse
+from shared.clickhouse_cluster import clear_table
 from shared.redis_keys import stream_layout
 from shared.rollup.protocol import RollupProtocol
 from shared.settings import Settings
@@ -40,6 +41,12 @@ def subject_hash(kind: str, subject: str) -> str:
 
 class StreamNotTrimmed(Exception):
     """The stream still holds entries from before the erasure began: retried later by rq."""
+
+
+def erase_statements(cluster: str = "") -> list[str]:
+    """The DELETEs of one session's events (parameter ``session_id``): on a ClickHouse cluster, of
+    the local tables ON CLUSTER, as the Distributed tables hold no rows to delete."""
+    return [clear_table(table, cluster, "session_id = {session_id:String}") for table in _TABLES]
 
 
 def _stream_start(redis_client, stream: str) -> tuple[int, int] | None:  # type: ignore[no-untyped-def]
@@ -79,11 +86,9 @@ def erase_session(
     found = client.query("SELECT count() FROM abacus.events FINAL WHERE session_id = {session_id:String}", parameters=params)
     events = int(found.result_rows[0][0])
     report(step="deleting", events=events)
-    for table in _TABLES:
+    for statement in erase_statements(settings.clickhouse_cluster):
         # mutations_sync: the DELETE has taken effect when the command returns.
-        client.command(
-            f"DELETE FROM {table} WHERE session_id = {{session_id:String}}", parameters=params, settings={"mutations_sync": 2}
-        )
+        client.command(statement, parameters=params, settings={"mutations_sync": 2})
     report(step="rebuilding rollup", events=events)
     RollupProtocol(redis_client, stream_layout(settings), settings.consumer_group, settings.rollup_shards).request_rebuild()
     erased_at = dt.datetime.now(dt.timezone.utc)

@@ -14,8 +14,8 @@ from rq.timeouts import TimerDeathPenalty
 from jobs.context import JobContext, install, uninstall
 from jobs.schedule import NightlySchedule
 from shared.clickhouse import ClickHouse
-from shared.job_queue import QUEUE_NAME, job_queue
-from shared.redis_conn import sync_client
+from shared.job_queue import QUEUE_NAME, job_queue, jobs_redis
+from shared.redis_conn import sync_client_for
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -45,9 +45,16 @@ class ThreadJobWorker(SimpleWorker):
 
 
 def job_redis(settings: Settings):  # type: ignore[no-untyped-def]
-    # Longer than rq's blocking dequeue, or a quiet queue reads as a Redis timeout.
+    """rq's client. Its timeout is longer than rq's blocking dequeue, or a quiet queue reads as a
+    Redis timeout."""
     assert settings.redis_url
-    return sync_client(settings.redis_url, socket_timeout=60)
+    return jobs_redis(settings, socket_timeout=60)
+
+
+def data_redis(settings: Settings, rq_client):  # type: ignore[no-untyped-def]
+    """The client the jobs read and write the stream and rollup keys with: rq's own when the queue
+    lives on the main Redis, else one for the main Redis (a cluster's client there)."""
+    return rq_client if not settings.jobs_redis_url else sync_client_for(settings, socket_timeout=60)
 
 
 class JobsThread:
@@ -55,7 +62,8 @@ class JobsThread:
 
     def __init__(self, settings: Settings, clickhouse: ClickHouse) -> None:
         self._redis = job_redis(settings)
-        install(JobContext(settings, clickhouse, self._redis))
+        self._data_redis = data_redis(settings, self._redis)
+        install(JobContext(settings, clickhouse, self._data_redis))
         self.worker = self._new_worker()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="abacus-jobs", daemon=True)
@@ -98,6 +106,7 @@ class JobsThread:
         self._thread.join(timeout)
         uninstall()
         self._redis.close()
+        self._data_redis.close()
 
 
 def run_jobs_process(settings: Settings, burst: bool = False) -> int:
@@ -105,9 +114,10 @@ def run_jobs_process(settings: Settings, burst: bool = False) -> int:
     from shared.prom import Metrics
     from worker.main import start_ops_server
 
-    clickhouse = ClickHouse(settings.clickhouse_url or "")
+    clickhouse = ClickHouse(settings.clickhouse_url or "", settings.clickhouse_cluster)
     redis_client = job_redis(settings)
-    install(JobContext(settings, clickhouse, redis_client))
+    stream_client = data_redis(settings, redis_client)
+    install(JobContext(settings, clickhouse, stream_client))
     metrics = Metrics()
     ops = start_ops_server(settings, metrics, clickhouse)
     schedule = NightlySchedule(redis_client, settings.verify_hour_utc, settings.alert_check_s).start()
@@ -122,5 +132,6 @@ def run_jobs_process(settings: Settings, burst: bool = False) -> int:
             ops.stop()
         uninstall()
         redis_client.close()
+        stream_client.close()
         clickhouse.close()
     return 0

@@ -27,6 +27,7 @@ from shared.clickhouse import ClickHouse, is_chdb
 from shared.cors import CORS
 from shared.health import health_handlers, metrics_handler
 from shared.http_edge import guarded
+from shared.job_queue import check_jobs_redis, jobs_redis
 from shared.openapi_statuses import document_statuses
 from shared.prom import Metrics
 from shared.redis_conn import async_client_for, sync_client_for
@@ -75,8 +76,19 @@ def build_query(settings: Settings, clickhouse: ClickHouse, registry: RegistryCa
     return QueryParts(
         service=service,
         route_handlers=[*REGISTRY_ROUTES, *RESULTS_ROUTES, *ROLLUP_ROUTES, *PLAN_ROUTES, *ANALYST_TOOL_ROUTES, *JOB_ROUTES],
-        state={"query_service": service, "token_verifier": verifier, "settings": settings},
+        # rq's queue: on the main Redis unless ABACUS_JOBS_REDIS_URL names another (a cluster must).
+        state={
+            "query_service": service,
+            "token_verifier": verifier,
+            "settings": settings,
+            "jobs_redis": _jobs_redis(settings, redis_client),
+        },
     )
+
+
+def _jobs_redis(settings: Settings, main: Any) -> Any:
+    check_jobs_redis(settings)
+    return jobs_redis(settings) if settings.jobs_redis_url else main
 
 
 def create_app(settings: Settings) -> Any:

@@ -18,6 +18,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 def run_query_api(args: argparse.Namespace, settings: Settings) -> int:
     require_servers(settings, "abacus query-api", clickhouse=True)
     from query_api.auth import AuthConfigError, TokenVerifier
+    from shared.job_queue import check_jobs_redis
+
+    check_jobs_redis(settings)  # its admin routes enqueue jobs: refuse before forking workers
 
     try:
         TokenVerifier(settings)  # refuse to start without a usable secret, before forking workers

@@ -55,8 +55,12 @@ def _service(request: Request) -> QueryService:
     return request.app.state.query_service
 
 
+def _jobs_redis(request: Request):  # type: ignore[no-untyped-def]
+    return request.app.state.jobs_redis  # rq's queue (ABACUS_JOBS_REDIS_URL, else the main Redis)
+
+
 def _enqueue(request: Request, kind: str, **kwargs: object) -> JobState:
-    client = _service(request).redis
+    client = _jobs_redis(request)
     job = enqueue(client, kind, **kwargs)
     state = job_state(client, job.id)
     assert state is not None, "a job just enqueued exists"
@@ -75,7 +79,11 @@ async def get_dead_letters(request: Request, after: FromQuery[str] = "-", limit:
 
     def every_shard() -> list[DeadLetter]:
         # One dead-letter stream per stream shard (one by default): the oldest of them all first.
-        found = [letter for shard in stream_layout(settings) for letter in list_dead_letters(redis_client, shard.dead_letter, after, limit)]
+        found = [
+            letter
+            for shard in stream_layout(settings)
+            for letter in list_dead_letters(redis_client, shard.dead_letter, after, limit)
+        ]
         return sorted(found, key=lambda letter: tuple(int(part) for part in letter.id.split("-")))[:limit]
 
     return await in_thread(every_shard)
@@ -133,7 +141,7 @@ async def export_events(request: Request, data: JSONBody[ExportRequest]) -> JobS
 
 @get("/api/v1/admin/jobs/{job_id:str}/download", guards=[requires_admin], tags=["admin"], summary="An export job's file")
 async def download_export(request: Request, job_id: FromPath[str]) -> File:
-    state = await in_thread(job_state, _service(request).redis, job_id) if _JOB_ID.fullmatch(job_id) else None
+    state = await in_thread(job_state, _jobs_redis(request), job_id) if _JOB_ID.fullmatch(job_id) else None
     if state is None or state.kind != "export_events":
         raise NotFoundException(f"no export job {job_id}")
     if state.status != "finished":
@@ -181,7 +189,7 @@ async def verify_rollup(request: Request) -> JobState:
 )
 async def get_job(request: Request, job_id: FromPath[str]) -> JobState:
     # rq's ids are letters, digits, dashes and underscores: anything else names no job.
-    state = await in_thread(job_state, _service(request).redis, job_id) if _JOB_ID.fullmatch(job_id) else None
+    state = await in_thread(job_state, _jobs_redis(request), job_id) if _JOB_ID.fullmatch(job_id) else None
     if state is None:
         raise NotFoundException(f"no job {job_id} (finished jobs are kept for 7 days)")
     return state

@@ -118,7 +118,9 @@ def migration_statements(statements: list[str], cluster: str = "") -> list[str]:
     return [rendered for statement in statements for rendered in render(statement, cluster)]
 
 
-def migrate(client: Client, analyst_role: list[str] | None = None, cluster: str = "", retention_days: int | None = None) -> list[str]:
+def migrate(
+    client: Client, analyst_role: list[str] | None = None, cluster: str = "", retention_days: int | None = None
+) -> list[str]:
     """Apply the migrations not yet recorded; every statement is idempotent, so two processes
     migrating at once, or a crash between a statement and its record, do no harm. On a server,
     ``analyst_role`` (from shared.analyst_role) is applied after them, on every run, and so is
@@ -139,7 +141,7 @@ def migrate(client: Client, analyst_role: list[str] | None = None, cluster: str 
     if retention_days is not None:
         from shared.retention import apply_retention
 
-        if changed := apply_retention(client, retention_days):
+        if changed := apply_retention(client, retention_days, cluster):
             done.append(changed)
     if analyst_role:
         from shared.analyst_role import apply_analyst_role

@@ -81,7 +81,9 @@ def render(statement: str, cluster: str) -> list[str]:
         ]
     if name in REPLICATED:
         path = f"'/clickhouse/tables/all/abacus/{name}'"
-        return [f"CREATE TABLE IF NOT EXISTS abacus.{name} {on} ({columns}) ENGINE = {_replicated(engine, path, args)} {rest}".strip()]
+        return [
+            f"CREATE TABLE IF NOT EXISTS abacus.{name} {on} ({columns}) ENGINE = {_replicated(engine, path, args)} {rest}".strip()
+        ]
     raise UnknownStatement(f"abacus.{name} is neither sharded nor replicated: add it to SHARDED or REPLICATED")
 
 
@@ -97,6 +99,12 @@ def quote(cluster: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_.\-]+", cluster):
         raise ValueError(f"ABACUS_CLICKHOUSE_CLUSTER={cluster!r} is not a cluster name")
     return f"`{cluster}`" if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", cluster) else cluster
+
+
+def local_target(table: str, cluster: str) -> str:
+    """Where an ALTER or DELETE of ``table``'s rows goes: the table itself on one server; on a
+    cluster, its local tables on every node (a Distributed table holds no rows of its own)."""
+    return table if not cluster else f"{table}_local ON CLUSTER {quote(cluster)}"
 
 
 def clear_table(table: str, cluster: str, condition: str | None = None) -> str:

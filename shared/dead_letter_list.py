@@ -36,7 +36,11 @@ def events_in(fields: dict[bytes, bytes]) -> int | None:
 def list_dead_letters(client: redis.Redis, dead_letter_stream: str, after: str = "-", limit: int = 100) -> list[DeadLetter]:
     start = after if after == "-" else "(" + after
     entries = client.xrange(dead_letter_stream, min=start, max="+", count=limit)
-    replayed = client.hmget(redis_keys.DEAD_LETTERS_REPLAYED, [entry_id for entry_id, _ in entries]) if entries else []
+    ids = [entry_id for entry_id, _ in entries]
+    replayed = client.hmget(redis_keys.dead_letters_replayed(dead_letter_stream), ids) if entries else []
+    if entries and redis_keys.dead_letters_replayed(dead_letter_stream) != redis_keys.DEAD_LETTERS_REPLAYED:
+        legacy = client.hmget(redis_keys.DEAD_LETTERS_REPLAYED, ids)
+        replayed = [mark if mark is not None else old for mark, old in zip(replayed, legacy)]
     return [
         DeadLetter(
             id=entry_id.decode(),

@@ -1,4 +1,8 @@
-"""Enqueueing jobs and reading their state: what the query API needs of rq, no job code."""
+"""Enqueueing jobs and reading their state: what the query API needs of rq, no job code.
+
+rq needs one plain Redis server: its enqueue and its job bookkeeping are transactions over keys
+that a Redis Cluster puts in different slots. With ABACUS_REDIS_CLUSTER, the queue lives on
+ABACUS_JOBS_REDIS_URL instead; the jobs still read and write the stream on the cluster."""
 
 from __future__ import annotations
 
@@ -9,6 +13,9 @@ import redis
 from rq import Queue, Retry
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
+
+from shared.redis_conn import sync_client, sync_client_for
+from shared.settings import Settings, SettingsError
 
 QUEUE_NAME = "abacus-jobs"
 # A job's outcome stays readable for a week; a failed one too, for the operator to look at.
@@ -26,6 +33,24 @@ class JobState(msgspec.Struct, omit_defaults=True):
     progress: dict[str, Any] | None = None
     result: Any = None
     error: str | None = None
+
+
+def check_jobs_redis(settings: Settings) -> None:
+    """Refuse, in one sentence, a deployment whose jobs would have no Redis rq can use."""
+    if settings.redis_cluster and not settings.jobs_redis_url:
+        raise SettingsError(
+            "ABACUS_REDIS_CLUSTER is set, but background jobs (rq) need a plain Redis/Valkey server: "
+            "set ABACUS_JOBS_REDIS_URL (e.g. redis://jobs-redis:6379/0)"
+        )
+
+
+def jobs_redis(settings: Settings, socket_timeout: float = 5.0) -> redis.Redis:
+    """The client for rq's queue and job state: ABACUS_JOBS_REDIS_URL, else the main Redis (a
+    single server or Sentinel's primary)."""
+    check_jobs_redis(settings)
+    if settings.jobs_redis_url:
+        return sync_client(settings.jobs_redis_url, socket_timeout)
+    return sync_client_for(settings, socket_timeout)
 
 
 def job_queue(client: redis.Redis) -> Queue:

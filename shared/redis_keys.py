@@ -112,10 +112,20 @@ def stream_layout(settings: Settings) -> list[StreamShard]:
     """The stream shards the settings name: what every process of one deployment agrees on."""
     return stream_shards(settings.stream, settings.dead_letter_stream, settings.stream_shards, settings.hash_tagged)
 
+
 DEAD_LETTERS_REPLAYED = "abacus:dead-letters:replayed"
 """Hash: dead-letter entry id -> the stream id it was replayed as. Written in one script with the
 XADD (jobs/dead_letters.py), so a replay run twice appends nothing twice; the dead letters stay
 (the roller skips their source entries by reading them)."""
+
+
+def dead_letters_replayed(dead_letter_stream: str) -> str:
+    """DEAD_LETTERS_REPLAYED for one dead-letter stream: a tagged (sharded) one has a hash of its
+    own, in its slot, as the replay script writes it with the XADD to the shard's stream; the
+    untagged default keeps the one name. (Tagged dead letters replayed before they had their own
+    hash are still found in DEAD_LETTERS_REPLAYED.)"""
+    return DEAD_LETTERS_REPLAYED if "{" not in dead_letter_stream else f"{DEAD_LETTERS_REPLAYED}:{dead_letter_stream}"
+
 
 ROLLUP_VERIFICATION = "abacus:rollup:verification"
 """JSON of the last rollup verification (jobs/verify.py): when, variants checked, mismatches."""

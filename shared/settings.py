@@ -104,6 +104,8 @@ class Settings:
     """ABACUS_CLICKHOUSE_CLUSTER: when set, `abacus migrate` creates the tables ON CLUSTER this name: Replicated*MergeTree local tables (`*_local`) and Distributed tables over them, sharded by cityHash64(experiment_key, session_id). Empty: plain tables on one server."""
     retention_days: int = 0
     """ABACUS_RETENTION_DAYS: events older than this many days (by received_at) are deleted from abacus.events by a ClickHouse TTL that `abacus migrate` and serve's start set (0: kept for ever). The all-time rollup keeps its totals; see Operations."""
+    jobs_redis_url: str | None = None
+    """ABACUS_JOBS_REDIS_URL: plain Redis/Valkey (redis://, not a cluster) where rq keeps the background jobs' queue and state, for `abacus jobs`, the query API and serve (unset: ABACUS_REDIS_URL, which must then not be a cluster: with ABACUS_REDIS_CLUSTER this is required)."""
     jobs_in_serve: bool = True
     """ABACUS_JOBS_IN_SERVE: whether `abacus serve` runs a background-jobs worker in a thread (true/false); production runs `abacus jobs` instead."""
     verify_hour_utc: int = 3

@@ -129,3 +129,37 @@ def test_the_query_settings_keep_subqueries_local_and_inserts_synchronous():
 def test_the_embedded_chdb_refuses_a_cluster(tmp_path):
     with pytest.raises(ValueError, match="ABACUS_CLICKHOUSE_CLUSTER"):
         connect(f"chdb://{tmp_path}", CLUSTER)
+
+
+def test_retention_and_erase_act_on_the_local_tables_on_a_cluster():
+    from jobs.erase import erase_statements
+    from shared.retention import retention_sql
+
+    ttl = "MODIFY TTL toDateTime(received_at) + INTERVAL 30 DAY"
+    assert retention_sql(30) == f"ALTER TABLE abacus.events {ttl}"
+    assert retention_sql(0) == "ALTER TABLE abacus.events REMOVE TTL"
+    assert retention_sql(30, CLUSTER) == f"ALTER TABLE abacus.events_local ON CLUSTER {CLUSTER} {ttl}"
+    assert retention_sql(0, CLUSTER) == f"ALTER TABLE abacus.events_local ON CLUSTER {CLUSTER} REMOVE TTL"
+    where = "WHERE session_id = {session_id:String}"
+    assert erase_statements() == [f"DELETE FROM abacus.events {where}", f"DELETE FROM abacus.rollup_events {where}"]
+    assert erase_statements(CLUSTER) == [
+        f"DELETE FROM abacus.events_local ON CLUSTER {CLUSTER} {where}",
+        f"DELETE FROM abacus.rollup_events_local ON CLUSTER {CLUSTER} {where}",
+    ]
+    # Every table they touch is sharded: a *_local table exists for it on every node.
+    rendered = " ".join(all_rendered())
+    for table in ("events", "rollup_events"):
+        assert table in SHARDED and f"CREATE TABLE IF NOT EXISTS abacus.{table}_local ON CLUSTER {CLUSTER}" in rendered
+
+
+def test_the_cluster_forms_of_retention_and_erase_are_valid_clickhouse_sql(clickhouse):
+    from jobs.erase import erase_statements
+    from shared.retention import retention_sql
+
+    client = clickhouse.client()
+    for statement in [retention_sql(30, CLUSTER), retention_sql(0, CLUSTER), *erase_statements(CLUSTER)]:
+        # The parser's verdict (chDB cannot run ON CLUSTER, but parses it as a server does).
+        ast = client.command(f"EXPLAIN AST {statement}", parameters={"session_id": "s-1"})
+        assert "_local" in str(ast), ast
+    with pytest.raises(Exception, match="Syntax error"):
+        client.command(f"EXPLAIN AST {retention_sql(30, CLUSTER).replace('ON CLUSTER', 'ON CLUSTR')}")

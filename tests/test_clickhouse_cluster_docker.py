@@ -56,7 +56,12 @@ def cluster_urls(tmp_path_factory):
             config_dir: Path = tmp_path_factory.mktemp(name)
             (config_dir / "cluster.xml").write_text(
                 _CONFIG.format(
-                    cluster=CLUSTER, user=USER, password=PASSWORD, shard=f"0{index}", replica=name, keeper=_KEEPER if index == 1 else ""
+                    cluster=CLUSTER,
+                    user=USER,
+                    password=PASSWORD,
+                    shard=f"0{index}",
+                    replica=name,
+                    keeper=_KEEPER if index == 1 else "",
                 )
             )
             containers.append(
@@ -66,8 +71,14 @@ def cluster_urls(tmp_path_factory):
                     hostname=name,
                     detach=True,
                     network=network.name,
-                    environment={"CLICKHOUSE_USER": USER, "CLICKHOUSE_PASSWORD": PASSWORD, "CLICKHOUSE_DEFAULT_ACCESS_MANAGEMENT": "1"},
-                    volumes={str(config_dir / "cluster.xml"): {"bind": "/etc/clickhouse-server/config.d/cluster.xml", "mode": "ro"}},
+                    environment={
+                        "CLICKHOUSE_USER": USER,
+                        "CLICKHOUSE_PASSWORD": PASSWORD,
+                        "CLICKHOUSE_DEFAULT_ACCESS_MANAGEMENT": "1",
+                    },
+                    volumes={
+                        str(config_dir / "cluster.xml"): {"bind": "/etc/clickhouse-server/config.d/cluster.xml", "mode": "ro"}
+                    },
                     ports={"8123/tcp": None},
                     ulimits=[docker.types.Ulimit(name="nofile", soft=262144, hard=262144)],
                 )
@@ -107,7 +118,18 @@ def _event(i: int, session: int, variant: str, event_type: str, event_id: str) -
     return [event_id, "exp", variant, f"s{session}", event_type, "/", None, "{}", None, received]
 
 
-COLUMNS = ["event_id", "experiment_key", "variant_key", "session_id", "event_type", "path", "conversion_value", "metadata", "client_ts", "received_at"]
+COLUMNS = [
+    "event_id",
+    "experiment_key",
+    "variant_key",
+    "session_id",
+    "event_type",
+    "path",
+    "conversion_value",
+    "metadata",
+    "client_ts",
+    "received_at",
+]
 
 
 def test_two_shards_hold_the_events_and_every_query_stays_exact(cluster_urls):
@@ -125,13 +147,21 @@ def test_two_shards_hold_the_events_and_every_query_stays_exact(cluster_urls):
         client.insert("abacus.events", rows, column_names=COLUMNS)
         # Every copy of an event again, in another insert: it lands on the same shard as the first.
         client.insert("abacus.events", rows[:50], column_names=COLUMNS, settings={"insert_deduplicate": 0})
-        local_counts = [ClickHouse(url).client().query("SELECT count() FROM abacus.events_local FINAL").result_rows[0][0] for url in cluster_urls]
+        local_counts = [
+            ClickHouse(url).client().query("SELECT count() FROM abacus.events_local FINAL").result_rows[0][0]
+            for url in cluster_urls
+        ]
         assert all(local_counts) and sum(local_counts) == len(rows), local_counts
         assert second.client().query("SELECT count() FROM abacus.events FINAL").result_rows[0][0] == len(rows)
         raw = fetch_rollups(second.client(), ["exp"], None, None)
         assert raw[("exp", "control")].impressions == 100 and raw[("exp", "treatment")].impressions == 100
         assert raw[("exp", "control")].exposed_converted == sum(1 for s in range(0, 200, 2) if s % 3 == 0)
-        window = fetch_rollups(second.client(), ["exp"], dt.datetime(2026, 5, 1, tzinfo=dt.timezone.utc), dt.datetime(2026, 5, 2, tzinfo=dt.timezone.utc))
+        window = fetch_rollups(
+            second.client(),
+            ["exp"],
+            dt.datetime(2026, 5, 1, tzinfo=dt.timezone.utc),
+            dt.datetime(2026, 5, 2, tzinfo=dt.timezone.utc),
+        )
         assert {k: v.exposed_sessions for k, v in window.items()} == {k: v.exposed_sessions for k, v in raw.items()}
         rollup_store.rebuild_from_events(first.client(), cluster=CLUSTER)
         rolled = fetch_rollup_totals(second.client(), ["exp"], None, None)
@@ -141,3 +171,48 @@ def test_two_shards_hold_the_events_and_every_query_stays_exact(cluster_urls):
     finally:
         first.close()
         second.close()
+
+
+def test_retention_and_erase_reach_the_local_tables_of_every_shard(cluster_urls):
+    from jobs.erase import erase_statements
+    from shared.retention import apply_retention, current_ttl
+
+    first, second = (ClickHouse(url, CLUSTER) for url in cluster_urls)
+    nodes = [ClickHouse(url) for url in cluster_urls]
+    try:
+        migrate(first.client(), cluster=CLUSTER, retention_days=30)
+        assert [current_ttl(node.client(), CLUSTER) for node in nodes] == ["TTL toDateTime(received_at) + toIntervalDay(30)"] * 2
+        rows = [
+            [
+                f"erase-{s}-{i}",
+                "erase-exp",
+                "control",
+                f"es{s}",
+                "impression",
+                "/",
+                None,
+                "{}",
+                None,
+                dt.datetime(2026, 5, 1, tzinfo=dt.timezone.utc),
+            ]
+            for s in range(20)
+            for i in range(3)
+        ]
+        first.client().insert("abacus.events", rows, column_names=COLUMNS)
+
+        def count(where: str) -> int:
+            return (
+                second.client()
+                .query(f"SELECT count() FROM abacus.events FINAL WHERE experiment_key = 'erase-exp' AND {where}")
+                .result_rows[0][0]
+            )
+
+        assert count("session_id = 'es7'") == 3
+        for statement in erase_statements(CLUSTER):
+            first.client().command(statement, parameters={"session_id": "es7"}, settings={"mutations_sync": 2})
+        assert count("session_id = 'es7'") == 0 and count("1") == 57
+        apply_retention(first.client(), 0, CLUSTER)
+        assert [current_ttl(node.client(), CLUSTER) for node in nodes] == ["", ""]
+    finally:
+        for each in (first, second, *nodes):
+            each.close()

@@ -111,6 +111,8 @@ def test_compose_checks_every_service_and_keeps_the_query_api_local() -> None:
 
 
 def test_the_query_apis_readyz_is_a_503_within_its_bound_when_redis_hangs(clickhouse: ClickHouse) -> None:
+    import anyio
+
     from query_api.app import QueryParts
     from query_api.registry_store import RegistryStore
     from query_api.service import QueryService
@@ -120,10 +122,19 @@ def test_the_query_apis_readyz_is_a_503_within_its_bound_when_redis_hangs(clickh
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
     silent.listen(8)
-    hung = sync_client(f"redis://127.0.0.1:{silent.getsockname()[1]}/0")
+    hung = sync_client(f"redis://127.0.0.1:{silent.getsockname()[1]}/0")  # its socket timeout: 5 s
     service = QueryService(RegistryStore(clickhouse, hung), None, clickhouse, hung, 10_000)  # type: ignore[arg-type]
     parts = QueryParts(service=service, route_handlers=[])
     app = Litestar(route_handlers=health_handlers({"query": parts.readiness}))
+
+    async def cancelled_after(bound_s: float) -> float:
+        # Cancelled the way anyio (Litestar's runtime) cancels: a readiness check that waited for
+        # its thread would hold on until Redis's socket timeout, whatever the probe's bound.
+        started = time.monotonic()
+        with anyio.move_on_after(bound_s):
+            await parts.readiness()
+        return time.monotonic() - started
+
     try:
         with TestClient(app) as client:
             started = time.monotonic()
@@ -131,6 +142,8 @@ def test_the_query_apis_readyz_is_a_503_within_its_bound_when_redis_hangs(clickh
             took = time.monotonic() - started
         assert answer.status_code == 503 and answer.headers["retry-after"] == "1"
         assert took < 3.0, f"/readyz took {took:.1f}s"
+        took = anyio.run(cancelled_after, 0.5)
+        assert took < 2.0, f"a cancelled readiness check waited {took:.1f}s for its hung thread"
     finally:
         silent.close()
 

@@ -266,8 +266,15 @@ def test_an_export_job_writes_the_events_to_a_file_the_admin_downloads(
         assert client.post(EVENT, json=beacon(session_id=f"x-{index}", event_id=f"export-{index}")).status_code == 202
     wait_for(lambda: count_events(clean_clickhouse) == 5)
     assert client.post("/api/v1/admin/exports", json={"experiment_key": "no_such_experiment"}, headers=admin).status_code == 404
-    assert client.post("/api/v1/admin/exports", json={"experiment_key": "homepage_hero_test", "format": "xls"}, headers=admin).status_code == 400
-    done = finished(client, admin, client.post("/api/v1/admin/exports", json={"experiment_key": "homepage_hero_test"}, headers=admin))
+    assert (
+        client.post(
+            "/api/v1/admin/exports", json={"experiment_key": "homepage_hero_test", "format": "xls"}, headers=admin
+        ).status_code
+        == 400
+    )
+    done = finished(
+        client, admin, client.post("/api/v1/admin/exports", json={"experiment_key": "homepage_hero_test"}, headers=admin)
+    )
     assert done["kind"] == "export_events" and done["result"]["bytes"] > 0
     download = client.get(f"/api/v1/admin/jobs/{done['id']}/download", headers=admin)
     assert download.status_code == 200 and download.headers["content-type"].startswith("text/csv")
@@ -276,7 +283,9 @@ def test_an_export_job_writes_the_events_to_a_file_the_admin_downloads(
     assert sorted(row["event_id"] for row in rows) == [f"export-{i}" for i in range(5)]
     assert len(download.content) == done["result"]["bytes"]
     parquet = finished(
-        client, admin, client.post("/api/v1/admin/exports", json={"experiment_key": "homepage_hero_test", "format": "parquet"}, headers=admin)
+        client,
+        admin,
+        client.post("/api/v1/admin/exports", json={"experiment_key": "homepage_hero_test", "format": "parquet"}, headers=admin),
     )
     body = client.get(f"/api/v1/admin/jobs/{parquet['id']}/download", headers=admin).content
     assert body[:4] == b"PAR1" and body[-4:] == b"PAR1"
@@ -349,3 +358,57 @@ def test_a_sample_ratio_mismatch_is_sent_once_signed_after_a_failed_delivery(
     assert srm_headers["X-Abacus-Signature"] == expected
     assert srm_headers["X-Abacus-Event-Id"] == "homepage_hero_test:v1:srm"
     assert len(receiver.received) == first["result"]["sent"]  # nothing sent twice
+
+
+# ----- jobs beside a Redis Cluster -------------------------------------------------------------
+@pytest.mark.parametrize("command", ["jobs", "query-api"])
+def test_a_cluster_without_a_jobs_redis_is_refused_at_start_in_one_sentence(command: str, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    from abacus.cli import main
+
+    for name in [name for name in __import__("os").environ if name.startswith("ABACUS_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("ABACUS_REDIS_URL", "redis://127.0.0.1:1/0")  # never reached: the refusal comes first
+    monkeypatch.setenv("ABACUS_CLICKHOUSE_URL", "http://127.0.0.1:1")
+    monkeypatch.setenv("ABACUS_JWT_SECRET", "s" * 40)
+    monkeypatch.setenv("ABACUS_REDIS_CLUSTER", "true")
+    assert main([command]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "abacus: ABACUS_REDIS_CLUSTER is set, but background jobs (rq) need a plain Redis/Valkey server: "
+        "set ABACUS_JOBS_REDIS_URL (e.g. redis://jobs-redis:6379/0)"
+    )
+
+
+def test_on_a_redis_cluster_jobs_queue_on_the_jobs_redis_and_replay_the_clusters_dead_letters(
+    settings: Settings, redis_client: redis.Redis, clean_clickhouse: ClickHouse
+) -> None:
+    import dataclasses
+
+    from redis.cluster import RedisCluster
+
+    from shared.redis_keys import stream_layout
+    from tests.valkey_cluster import ValkeyCluster
+
+    cluster = ValkeyCluster(primaries=3, replicas_each=0).start()
+    try:
+        on_cluster = dataclasses.replace(settings, redis_url=cluster.url, redis_cluster=True, jobs_redis_url=settings.redis_url)
+        (shard,) = stream_layout(on_cluster)
+        cluster_client = RedisCluster.from_url(cluster.url)
+        with serve_client(on_cluster) as client:
+            admin = auth(on_cluster)
+            cluster_client.xadd(
+                shard.dead_letter,
+                {
+                    **envelope(event("a", event_id="dl-c", session_id="s-c")),
+                    b"source_id": b"1-1",
+                    b"reason": b"test",
+                    b"dead_at_ms": 1,
+                },
+            )
+            done = finished(client, admin, client.post("/api/v1/admin/dead-letters/replay", json={"all": True}, headers=admin))
+            assert done["result"]["events"] == 1
+            assert redis_client.exists(f"rq:job:{done['id']}") == 1  # rq's state is on the plain Valkey
+            assert not cluster_client.keys("rq:*")  # and none of it on the cluster
+            wait_for(lambda: count_events(clean_clickhouse) == 1)
+        cluster_client.close()
+    finally:
+        cluster.stop()

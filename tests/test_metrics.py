@@ -132,9 +132,9 @@ def test_a_worker_under_load_serves_its_counters_the_stream_gauges_and_health(
     assert ops is not None
     base = f"http://127.0.0.1:{ops.port}"
     before = httpx.get(base + "/metrics").text
-    assert value(before, "abacus_stream_length") == 401
-    assert value(before, "abacus_group_undelivered", group=settings.consumer_group) == 401
-    assert value(before, "abacus_group_lag_seconds", group=settings.consumer_group) >= 0
+    assert value(before, "abacus_stream_length", shard="0") == 401
+    assert value(before, "abacus_group_undelivered", group=settings.consumer_group, shard="0") == 401
+    assert ("abacus_group_lag_seconds", (("group", settings.consumer_group), ("shard", "0"))) in samples(before)
     thread = threading.Thread(target=worker.run)
     thread.start()
     try:
@@ -147,8 +147,12 @@ def test_a_worker_under_load_serves_its_counters_the_stream_gauges_and_health(
         assert value(text, "abacus_worker_batch_rows_sum") == 600
         assert value(text, "abacus_worker_batch_rows_count") >= 12  # batches of at most 50 rows
         assert value(text, "abacus_worker_insert_seconds_count") == value(text, "abacus_worker_batch_rows_count")
-        assert value(text, "abacus_stream_dead_letters") == 1
-        wait_for(lambda: value(httpx.get(base + "/metrics").text, "abacus_group_pending", group=settings.consumer_group) == 0)
+        assert value(text, "abacus_stream_dead_letters", shard="0") == 1
+        wait_for(
+            lambda: (
+                value(httpx.get(base + "/metrics").text, "abacus_group_pending", group=settings.consumer_group, shard="0") == 0
+            )
+        )
         assert httpx.get(base + "/healthz").json() == {"status": "ok"}
         ready = httpx.get(base + "/readyz")
         assert ready.status_code == 200 and ready.json()["checks"] == ["clickhouse", "redis"]
@@ -228,12 +232,17 @@ def test_status_prints_pending_per_group_lag_and_dead_letters(settings: Settings
     assert lag.endswith(("ms", "s"))
 
 
-def test_status_without_redis_says_so_in_one_line() -> None:
+def test_status_without_redis_or_serve_says_so_in_one_line(tmp_path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ABACUS_")}
     result = subprocess.run(
-        [sys.executable, "-m", "abacus.cli", "status"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "abacus.cli", "status", "--data-dir", str(tmp_path)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
-    assert (
-        result.returncode == 2
-        and result.stderr.strip() == "abacus: abacus status needs ABACUS_REDIS_URL (e.g. redis://localhost:6379/0)"
+    assert result.returncode == 2 and result.stderr.strip() == (
+        f"abacus: no ABACUS_REDIS_URL set and no `abacus serve` running on {tmp_path} (its embedded Valkey does not "
+        "answer): start serve, give its --data-dir, or set ABACUS_REDIS_URL"
     )

@@ -44,3 +44,55 @@ def test_serve_spreads_sessions_over_the_shards_and_stores_every_beacon(settings
     layout = redis_keys.stream_layout(sharded)
     assert redis_client.exists(settings.stream) == 0, "a sharded deployment leaves the single stream alone"
     assert all(redis_client.xinfo_groups(shard.stream) for shard in layout)
+
+
+def _two_shards_with_work(settings, redis_client):  # type: ignore[no-untyped-def]
+    """Shard 0: 3 entries, all undelivered. Shard 1: 5 entries, 2 pending, 1 dead letter."""
+    sharded = dataclasses.replace(settings, stream_shards=2)
+    layout = redis_keys.stream_layout(sharded)
+    for shard, entries in zip(layout, (3, 5)):
+        redis_client.xgroup_create(shard.stream, settings.consumer_group, id="0", mkstream=True)
+        for i in range(entries):
+            redis_client.xadd(shard.stream, {b"e": msgspec.msgpack.encode(StreamEnvelope(events=[_event(f"e{i}", "s")]))})
+    redis_client.xreadgroup(settings.consumer_group, "crashed-worker", {layout[1].stream: ">"}, count=2)
+    redis_client.xadd(layout[1].dead_letter, {b"source_id": b"1-0", b"reason": b"test"})
+    return sharded, layout
+
+
+def test_the_stream_gauges_cover_every_shard(settings, redis_client):
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from shared.stream_metrics import StreamCollector
+    from tests.test_metrics import value
+
+    sharded, layout = _two_shards_with_work(settings, redis_client)
+    registry = CollectorRegistry()
+    registry.register(StreamCollector(redis_client, layout, settings.consumer_group))
+    text = generate_latest(registry).decode()
+    group = settings.consumer_group
+    assert [value(text, "abacus_stream_length", shard=s) for s in ("0", "1")] == [3, 5]
+    assert [value(text, "abacus_stream_dead_letters", shard=s) for s in ("0", "1")] == [0, 1]
+    assert [value(text, "abacus_group_pending", group=group, shard=s) for s in ("0", "1")] == [0, 2]
+    assert [value(text, "abacus_group_undelivered", group=group, shard=s) for s in ("0", "1")] == [3, 3]
+    assert all(value(text, "abacus_group_lag_seconds", group=group, shard=s) > 0 for s in ("0", "1"))
+    assert value(text, "abacus_stream_status_up") == 1
+
+
+def test_status_prints_every_shard(settings, redis_client):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    sharded, layout = _two_shards_with_work(settings, redis_client)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ABACUS_")}
+    env |= {"ABACUS_REDIS_URL": settings.redis_url or "", "ABACUS_STREAM_SHARDS": "2"}
+    result = subprocess.run(
+        [sys.executable, "-m", "abacus.cli", "status"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    streams = [line.split() for line in result.stdout.splitlines() if line.startswith("stream ")]
+    assert streams == [["stream", layout[0].stream + ":", "3", "entries"], ["stream", layout[1].stream + ":", "5", "entries"]]
+    pending = [line.split()[2] for line in result.stdout.splitlines() if line.startswith(settings.consumer_group)]
+    assert pending == ["0", "2"]

@@ -57,7 +57,9 @@ def build_worker(
     )
 
 
-def build_workers(settings: Settings, clickhouse: ClickHouse, consumer_name: str | None = None, metrics: Metrics | None = None) -> list[Worker]:
+def build_workers(
+    settings: Settings, clickhouse: ClickHouse, consumer_name: str | None = None, metrics: Metrics | None = None
+) -> list[Worker]:
     """One worker per stream shard: a process consumes every shard, each in a loop of its own."""
     counted = WorkerMetrics(metrics)  # one set of series, summed over the shards' loops
     return [build_worker(settings, clickhouse, consumer_name, shard, counted) for shard in range(max(1, settings.stream_shards))]
@@ -94,9 +96,7 @@ def start_ops_server(
     assert settings.redis_url
     # Its own short-timeout connection: a hung Redis must not hold a scrape or a probe for long.
     redis_client = sync_client_for(settings, socket_timeout=2)
-    # The gauges describe the first stream shard (the only one by default; see the README).
-    first = stream_layout(settings)[0]
-    metrics.collect_also(StreamCollector(redis_client, first.stream, first.dead_letter, settings.consumer_group))
+    metrics.collect_also(StreamCollector(redis_client, stream_layout(settings), settings.consumer_group))
 
     def redis_ready() -> str | None:
         redis_client.ping()
