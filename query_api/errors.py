@@ -1,7 +1,9 @@
 """One mapping from Abacus's own errors to HTTP responses, for every query-API route.
 
 Every error answers ingest's shape, ``{"ok": false, "error": "...", "field": "$.path" | null}``,
-so a client handles one body whichever service refused it.
+so a client handles one body whichever service refused it: the 4xx, the 503 of an unavailable
+dependency (with Retry-After), and the 500 of anything unexpected (``"internal error"``, its
+traceback in the log, never in the body).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import logging
 import re
 import time
 
+from clickhouse_connect.driver.exceptions import OperationalError
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from redis.exceptions import RedisError
@@ -32,6 +35,8 @@ log = logging.getLogger(__name__)
 _LOG_EVERY_S = 10.0
 _last_logged = [0.0]
 REDIS_UNAVAILABLE = "Redis unavailable; retry later"
+CLICKHOUSE_UNAVAILABLE = "ClickHouse unavailable; retry later"
+INTERNAL_ERROR = "internal error"
 
 
 class BadQuery(ValueError):
@@ -101,6 +106,20 @@ def _redis_unavailable(request: Request, exc: RedisError) -> Response:
     return Response(error_body(REDIS_UNAVAILABLE), status_code=503, headers={"Retry-After": "1"})
 
 
+def _clickhouse_unavailable(request: Request, exc: OperationalError) -> Response:
+    """ClickHouse unreachable (clickhouse-connect's connection-level error): a 503 to retry."""
+    log.warning("ClickHouse unavailable on %s %s: %r", request.method, request.url.path, exc)
+    return Response(error_body(CLICKHOUSE_UNAVAILABLE), status_code=503, headers={"Retry-After": "1"})
+
+
+def _unexpected(request: Request, exc: Exception) -> Response:
+    """Anything no handler above answers: a bug, so the traceback goes to the log and the client
+    gets the common error shape without internals (Litestar's default would be its own
+    ``{"status_code": 500, "detail": ...}``)."""
+    log.error("Unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    return Response(error_body(INTERNAL_ERROR), status_code=500)
+
+
 def _sql_refused(_: Request, exc: SqlRefused) -> Response:
     headers = {"Retry-After": "1"} if exc.status == 503 else None
     return Response(error_body(str(exc), "$.query"), status_code=exc.status, headers=headers)
@@ -113,4 +132,6 @@ EXCEPTION_HANDLERS = {
     BadQuery: _field_error,
     RedisError: _redis_unavailable,
     SqlRefused: _sql_refused,
+    OperationalError: _clickhouse_unavailable,
+    Exception: _unexpected,
 }
