@@ -18,6 +18,7 @@ from ingest.dispatch import BeaconDispatcher
 from ingest.openapi_docs import document_beacon_routes
 from ingest.sdk_routes import sdk_route_handlers
 from ingest.service import IngestService
+from ingest.sink import lean_address
 from query_api.app import build_query
 from query_api.errors import EXCEPTION_HANDLERS
 from query_api.request_metrics import RequestMetrics
@@ -48,7 +49,9 @@ def create_serve_app(settings: Settings, liveness: dict[str, LivenessCheck] | No
     query = build_query(settings, clickhouse, registry)
     metrics = Metrics()  # one process: ingest's, the query API's, the worker's and the roller's together
     layout = stream_layout(settings)
-    ingest = IngestService(redis_client, [shard.stream for shard in layout], registry, BotDetector().is_bot, metrics)
+    ingest = IngestService(
+        redis_client, [shard.stream for shard in layout], registry, BotDetector().is_bot, metrics, lean_address(settings)
+    )
     # One data dir has one serve process, so a fixed consumer name lets a restart finish the
     # batch the previous run had in hand, with the same deduplication token.
     workers = build_workers(settings, clickhouse, consumer_name=SERVE_CONSUMER, metrics=metrics)

@@ -17,6 +17,7 @@ from ingest.openapi_docs import document_beacon_routes
 from ingest.rsgi import IngestRSGI
 from ingest.sdk_routes import sdk_route_handlers
 from ingest.service import IngestService
+from ingest.sink import lean_address
 from shared import redis_keys
 from shared.app_config import app_config, bounded_shutdown
 from shared.cors import CORS
@@ -42,7 +43,7 @@ def _build(settings: Settings) -> tuple[CORS, dict[str, BeaconEndpoint]]:
     redis_client = async_client_for(settings)
     registry = RegistryCache(redis_client, settings.registry_poll_ms / 1000)
     streams = [shard.stream for shard in redis_keys.stream_layout(settings)]
-    service = IngestService(redis_client, streams, registry, BotDetector().is_bot)
+    service = IngestService(redis_client, streams, registry, BotDetector().is_bot, lean_address=lean_address(settings))
     app = Litestar(
         route_handlers=[
             *service.route_handlers(),

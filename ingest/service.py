@@ -13,6 +13,7 @@ from ingest.handler import BeaconEndpoint
 from ingest.metrics import Flusher, IngestMetrics
 from ingest.publisher import ShardedPublisher, StreamPublisher
 from ingest.request import BATCH, EVENT, IMPRESSION
+from ingest.resp import RespAddress
 from ingest.sink import sink_for
 from shared.health import metrics_handler
 from shared.prom import Metrics
@@ -33,17 +34,23 @@ class IngestService:
         registry: RegistryCache,
         is_bot: Callable[[str | None], bool],
         metrics: Metrics | None = None,
+        lean_address: RespAddress | None = None,
     ) -> None:
-        """``metrics``: where to count (serve shares one with the query API); a new one if None."""
+        """``metrics``: where to count (serve shares one with the query API); a new one if None.
+        ``lean_address``: where the lean stream sink appends (``ingest.sink.lean_address``); redis-py if None."""
         self.redis = redis_client
         self.registry = registry
         self.metrics = IngestMetrics(metrics)
         self.metrics_flusher = Flusher(self.metrics)  # the app's startup and shutdown run it
         if isinstance(streams, str) or len(streams) == 1:
             stream = streams if isinstance(streams, str) else streams[0]
-            self.publisher: StreamPublisher | ShardedPublisher = StreamPublisher(sink_for(redis_client, stream), self.metrics.appended)
+            self.publisher: StreamPublisher | ShardedPublisher = StreamPublisher(
+                sink_for(redis_client, stream, lean_address), self.metrics.appended
+            )
         else:
-            self.publisher = ShardedPublisher([sink_for(redis_client, stream) for stream in streams], self.metrics.appended)
+            self.publisher = ShardedPublisher(
+                [sink_for(redis_client, stream, lean_address) for stream in streams], self.metrics.appended
+            )
         self.beacon_endpoints = {
             path: BeaconEndpoint(endpoint, self.publisher, registry, is_bot, self.metrics)
             for path, endpoint in BEACON_PATHS.items()

@@ -1,26 +1,31 @@
 """Where the publisher's entries go: ``append(entries)`` puts them all on the stream, atomically,
-or raises. Two implementations behind that one method:
+or raises (the ``Sink`` protocol of ``ingest/publisher.py``). Two implementations:
 
-- ``LeanStreamSink``: pre-encoded XADDs on one pipelined connection (``ingest/resp.py``), for
-  plain TCP and TLS servers, which is every deployment Abacus documents;
-- ``RedisPySink``: redis-py, for what the lean connection does not speak (unix sockets, a
-  credential provider, Sentinel, a Redis Cluster).
+- ``LeanStreamSink``: pre-encoded XADDs on one pipelined connection (``ingest/resp.py``), for a
+  single server named by a plain ``redis://`` or ``rediss://`` URL. Kept because it measured
+  worth more than 10 % of batch ingest throughput (docs/decisions/0002-redis-client.md).
+- ``RedisPySink``: redis-py, for everything else (unix sockets, URL query options, Sentinel,
+  a Redis Cluster).
 
-``sink_for`` picks one from the redis-py client the rest of ingest uses, so both always reach
-the same server with the same address, credentials, database, TLS settings and timeouts.
+``sink_for`` decides from the settings' URL, which it reads itself: nothing is taken from
+redis-py's connection internals, so the lean sink does not depend on redis-py's version.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
+from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
-from redis.asyncio.connection import Connection, SSLConnection
 
 from ingest.resp import ReplyError, RespAddress, RespConnection, RespError, encode_command, open_connection
-from shared.redis_conn import is_cluster
+from shared.settings import Settings
 from shared.wire import ENVELOPE_FIELD
 
+# The timeouts shared/redis_conn.py gives every redis-py client.
+_CONNECT_TIMEOUT_S = 2.0
+_REPLY_TIMEOUT_S = 5.0
 _MULTI = encode_command(b"MULTI")
 _EXEC = encode_command(b"EXEC")
 
@@ -85,25 +90,30 @@ class LeanStreamSink:
             self._connection = None
 
 
-def sink_for(redis_client: aioredis.Redis, stream: str) -> LeanStreamSink | RedisPySink:
-    if is_cluster(redis_client):
-        # The cluster client follows the slot map (and its changes on a failover): the lean
-        # connection talks to one server only.
-        return RedisPySink(redis_client, stream)
-    pool = redis_client.connection_pool
-    # Built only to read its settings the way redis-py resolved them from the URL; never connected.
-    probe = pool.connection_class(**pool.connection_kwargs)
-    if type(probe) not in (Connection, SSLConnection) or probe.credential_provider is not None:
-        return RedisPySink(redis_client, stream)
-    tls = probe.ssl_context.get() if isinstance(probe, SSLConnection) else None
-    address = RespAddress(
-        host=probe.host,
-        port=int(probe.port),
-        tls=tls,
-        username=probe.username,
-        password=probe.password,
-        db=int(probe.db or 0),
-        connect_timeout=probe.socket_connect_timeout or 2.0,
-        reply_timeout=probe.socket_timeout or 5.0,
+def sink_for(redis_client: aioredis.Redis, stream: str, address: RespAddress | None) -> LeanStreamSink | RedisPySink:
+    """The lean sink when ``address`` (from ``lean_address``) is known, else redis-py's."""
+    return LeanStreamSink(address, stream) if address is not None else RedisPySink(redis_client, stream)
+
+
+def lean_address(settings: Settings) -> RespAddress | None:
+    """Where the lean sink connects, or None when it cannot: a cluster or Sentinel (redis-py
+    follows their topology), a unix socket, or a URL with query options (only redis-py reads those)."""
+    if settings.redis_cluster or settings.redis_sentinel_master or not settings.redis_url:
+        return None
+    parts = urlsplit(settings.redis_url)
+    if parts.scheme not in ("redis", "rediss") or parts.query or not parts.hostname:
+        return None
+    db = parts.path.strip("/")
+    if db and not db.isdigit():
+        return None
+    return RespAddress(
+        host=parts.hostname,
+        port=parts.port or 6379,
+        # As redis-py's default for rediss://: the server's certificate is verified.
+        tls=ssl.create_default_context() if parts.scheme == "rediss" else None,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        db=int(db or 0),
+        connect_timeout=_CONNECT_TIMEOUT_S,
+        reply_timeout=_REPLY_TIMEOUT_S,
     )
-    return LeanStreamSink(address, stream)

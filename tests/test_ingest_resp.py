@@ -4,6 +4,7 @@ replies in order, error replies, dropped and hung connections, MULTI atomicity, 
 from __future__ import annotations
 
 import asyncio
+import ssl
 
 import msgspec
 import pytest
@@ -11,17 +12,22 @@ import redis
 
 from ingest.publisher import SinkUnavailable, StreamPublisher
 from ingest.resp import ReplyError, RespAddress, RespError, encode_command, open_connection
-from ingest.sink import LeanStreamSink, RedisPySink, sink_for
+from ingest.sink import LeanStreamSink, RedisPySink, lean_address, sink_for
 from shared.redis_conn import async_client
+from shared.settings import Settings
 from shared.wire import StreamEnvelope, StreamEvent
 
 STREAM = "test:resp:events"
 
 
 def address_of(url: str, **overrides: object) -> RespAddress:
-    sink = sink_for(async_client(url), STREAM)
-    assert isinstance(sink, LeanStreamSink)
-    return RespAddress(**{**sink._address.__dict__, **overrides})  # type: ignore[arg-type]
+    address = lean_address(Settings(redis_url=url))
+    assert address is not None
+    return RespAddress(**{**address.__dict__, **overrides})  # type: ignore[arg-type]
+
+
+def lean_sink(url: str) -> LeanStreamSink | RedisPySink:
+    return sink_for(async_client(url), STREAM, lean_address(Settings(redis_url=url)))
 
 
 def entry(n: int) -> bytes:
@@ -75,7 +81,7 @@ def test_sink_refuses_when_redis_refuses_and_nothing_lands(redis_url, redis_clie
     redis_client.set(STREAM, "a string where the stream should be")
 
     async def run() -> None:
-        sink = sink_for(async_client(redis_url), STREAM)
+        sink = lean_sink(redis_url)
         for entries in ([entry(1)], [entry(1), entry(2)]):
             with pytest.raises(RespError):
                 await sink.append(entries)
@@ -91,7 +97,7 @@ def test_sink_refuses_when_redis_refuses_and_nothing_lands(redis_url, redis_clie
 
 def test_multi_entry_append_lands_whole_and_in_order(redis_url, redis_client):
     async def run() -> None:
-        sink = sink_for(async_client(redis_url), STREAM)
+        sink = lean_sink(redis_url)
         await sink.append([entry(n) for n in range(5)])
         await sink.close()
 
@@ -116,7 +122,7 @@ def test_a_transaction_cut_off_before_exec_leaves_nothing(redis_url, redis_clien
 
 def test_sink_reconnects_after_the_server_dropped_the_connection(redis_url, redis_client):
     async def run() -> list[str]:
-        sink = sink_for(async_client(redis_url), STREAM)
+        sink = lean_sink(redis_url)
         publisher = StreamPublisher(sink)
         outcomes = []
         for n in range(3):
@@ -186,7 +192,7 @@ def test_password_and_database_from_the_url(tmp_path):
         base = f"redis://:s3cret@127.0.0.1:{server.port}"
 
         async def append(url: str) -> None:
-            sink = sink_for(async_client(url), STREAM)
+            sink = lean_sink(url)
             try:
                 await sink.append([entry(7)])
             finally:
@@ -208,11 +214,21 @@ def test_password_and_database_from_the_url(tmp_path):
         server.stop()
 
 
-def test_sink_choice_follows_the_url(tmp_path):
-    assert isinstance(sink_for(async_client("redis://127.0.0.1:1/2"), STREAM), LeanStreamSink)
-    lean_tls = sink_for(async_client("rediss://127.0.0.1:1/0"), STREAM)
-    assert isinstance(lean_tls, LeanStreamSink) and lean_tls._address.tls is not None
-    assert isinstance(sink_for(async_client(f"unix://{tmp_path}/redis.sock?db=1"), STREAM), RedisPySink)
+def test_sink_choice_follows_the_settings(tmp_path):
+    plain = lean_address(Settings(redis_url="redis://ingest:p%40ss@10.0.0.5:6380/2"))
+    assert plain == RespAddress("10.0.0.5", 6380, None, "ingest", "p@ss", 2)
+    tls = lean_address(Settings(redis_url="rediss://cache.example:6390"))
+    assert tls is not None and tls.tls is not None and tls.tls.verify_mode is ssl.CERT_REQUIRED
+    # What only redis-py reads: a unix socket, query options, a cluster's or Sentinel's topology.
+    for settings in (
+        Settings(redis_url=f"unix://{tmp_path}/redis.sock?db=1"),
+        Settings(redis_url="rediss://cache.example:6390/0?ssl_cert_reqs=none"),
+        Settings(redis_url="redis://127.0.0.1:7000/0", redis_cluster=True),
+        Settings(redis_url="redis://127.0.0.1:26379/0", redis_sentinel_master="primary"),
+    ):
+        assert lean_address(settings) is None
+        assert isinstance(sink_for(async_client(settings.redis_url or ""), STREAM, None), RedisPySink)
+    assert isinstance(lean_sink("redis://127.0.0.1:1/2"), LeanStreamSink)
 
 
 def test_unix_socket_urls_still_work_through_redis_py(tmp_path):
@@ -227,7 +243,7 @@ def test_unix_socket_urls_still_work_through_redis_py(tmp_path):
 
         async def run() -> None:
             client = async_client(url)
-            sink = sink_for(client, STREAM)
+            sink = sink_for(client, STREAM, lean_address(Settings(redis_url=url)))
             assert isinstance(sink, RedisPySink)
             await sink.append([entry(1), entry(2)])
             await client.aclose()
