@@ -37,21 +37,49 @@ def _browser_templates(r: random.Random) -> list[Callable[[], str]]:
         return f"{r.randint(15, 18)}_{r.randint(0, 7)}"
 
     return [
-        lambda: f"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{chrome()} Safari/537.36",
-        lambda: f"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{chrome()} Safari/537.36",
-        lambda: f"Mozilla/5.0 (Linux; Android {r.randint(10, 15)}; K) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{chrome()} Mobile Safari/537.36",
-        lambda: f"Mozilla/5.0 (Linux; Android 14; Pixel {r.randint(5, 9)}) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{chrome()} Mobile Safari/537.36",
-        lambda: f"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{chrome()} Safari/537.36 Edg/{chrome()}",
-        lambda: f"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{chrome()} Safari/537.36 OPR/{chrome()}",
-        lambda: f"Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:{r.randint(100, 135)}.0) Gecko/20100101 Firefox/{r.randint(100, 135)}.{r.randint(0, 9)}",
+        lambda: (
+            f"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{chrome()} Safari/537.36"
+        ),
+        lambda: (
+            f"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{chrome()} Safari/537.36"
+        ),
+        lambda: (
+            f"Mozilla/5.0 (Linux; Android {r.randint(10, 15)}; K) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{chrome()} Mobile Safari/537.36"
+        ),
+        lambda: (
+            f"Mozilla/5.0 (Linux; Android 14; Pixel {r.randint(5, 9)}) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{chrome()} Mobile Safari/537.36"
+        ),
+        lambda: (
+            f"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{chrome()} Safari/537.36 Edg/{chrome()}"
+        ),
+        lambda: (
+            f"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{chrome()} Safari/537.36 OPR/{chrome()}"
+        ),
+        lambda: (
+            f"Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:{r.randint(100, 135)}.0) Gecko/20100101 Firefox/{r.randint(100, 135)}.{r.randint(0, 9)}"
+        ),
         lambda: f"Mozilla/5.0 (X11; Linux x86_64; rv:{r.randint(100, 135)}.0) Gecko/20100101 Firefox/{r.randint(100, 135)}.0",
-        lambda: f"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/{r.randint(15, 18)}.{r.randint(0, 6)} Safari/605.1.{r.randint(1, 99)}",
-        lambda: f"Mozilla/5.0 (iPhone; CPU iPhone OS {ios()} like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/{r.randint(15, 18)}.{r.randint(0, 6)} Mobile/15E{r.randint(100, 999)} Safari/604.1",
-        lambda: f"Mozilla/5.0 (iPhone; CPU iPhone OS {ios()} like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) CriOS/{chrome()} Mobile/15E148 Safari/604.1",
-        lambda: f"Mozilla/5.0 (Linux; Android 14; SAMSUNG SM-S{r.randint(900, 999)}B) AppleWebKit/537.36 (KHTML, like Gecko) SamsungBrowser/{r.randint(20, 27)}.0 Chrome/{chrome()} Mobile Safari/537.36",
-        lambda: f"Mozilla/5.0 (iPhone; CPU iPhone OS {ios()} like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 [FBAN/FBIOS;FBAV/{r.randint(400, 499)}.0.0.{r.randint(10, 99)}.{r.randint(10, 99)};FBBV/{r.randint(10**8, 10**9)};FBDV/iPhone14,2;FBMD/iPhone;FBSN/iOS;FBSV/17.1;FBSS/3;FBID/phone;FBLC/en_US;FBOP/5]",
-        lambda: f"Mozilla/5.0 (Linux; Android 14; SM-S918B Build/UP1A.{r.randint(100000, 999999)}.007; wv) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/{chrome()} Mobile Safari/537.36 [FB_IAB/FB4A;FBAV/{r.randint(400, 499)}.0.0.{r.randint(10, 99)}.{r.randint(10, 99)};]",
-        lambda: f"Mozilla/5.0 (iPhone; CPU iPhone OS {ios()} like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 Instagram {r.randint(250, 350)}.0.0.{r.randint(10, 99)}.{r.randint(10, 199)} (iPhone15,3; iOS 17_1; en_US; en; scale=3.00; 1290x2796; {r.randint(10**8, 10**9)})",
+        lambda: (
+            f"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/{r.randint(15, 18)}.{r.randint(0, 6)} Safari/605.1.{r.randint(1, 99)}"
+        ),
+        lambda: (
+            f"Mozilla/5.0 (iPhone; CPU iPhone OS {ios()} like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/{r.randint(15, 18)}.{r.randint(0, 6)} Mobile/15E{r.randint(100, 999)} Safari/604.1"
+        ),
+        lambda: (
+            f"Mozilla/5.0 (iPhone; CPU iPhone OS {ios()} like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) CriOS/{chrome()} Mobile/15E148 Safari/604.1"
+        ),
+        lambda: (
+            f"Mozilla/5.0 (Linux; Android 14; SAMSUNG SM-S{r.randint(900, 999)}B) AppleWebKit/537.36 (KHTML, like Gecko) SamsungBrowser/{r.randint(20, 27)}.0 Chrome/{chrome()} Mobile Safari/537.36"
+        ),
+        lambda: (
+            f"Mozilla/5.0 (iPhone; CPU iPhone OS {ios()} like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 [FBAN/FBIOS;FBAV/{r.randint(400, 499)}.0.0.{r.randint(10, 99)}.{r.randint(10, 99)};FBBV/{r.randint(10**8, 10**9)};FBDV/iPhone14,2;FBMD/iPhone;FBSN/iOS;FBSV/17.1;FBSS/3;FBID/phone;FBLC/en_US;FBOP/5]"
+        ),
+        lambda: (
+            f"Mozilla/5.0 (Linux; Android 14; SM-S918B Build/UP1A.{r.randint(100000, 999999)}.007; wv) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/{chrome()} Mobile Safari/537.36 [FB_IAB/FB4A;FBAV/{r.randint(400, 499)}.0.0.{r.randint(10, 99)}.{r.randint(10, 99)};]"
+        ),
+        lambda: (
+            f"Mozilla/5.0 (iPhone; CPU iPhone OS {ios()} like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 Instagram {r.randint(250, 350)}.0.0.{r.randint(10, 99)}.{r.randint(10, 199)} (iPhone15,3; iOS 17_1; en_US; en; scale=3.00; 1290x2796; {r.randint(10**8, 10**9)})"
+        ),
     ]
 
 
@@ -64,7 +92,9 @@ def _bot_templates(r: random.Random) -> list[Callable[[], str]]:
 
     return [
         lambda: f"Mozilla/5.0 (compatible; Googlebot/{ver()}; +http://www.google.com/bot.html)",
-        lambda: f"Mozilla/5.0 (Linux; Android 6.0.1; Nexus 5X Build/MMB29P) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{chrome()} Mobile Safari/537.36 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+        lambda: (
+            f"Mozilla/5.0 (Linux; Android 6.0.1; Nexus 5X Build/MMB29P) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{chrome()} Mobile Safari/537.36 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+        ),
         lambda: f"Mozilla/5.0 (compatible; bingbot/{ver()}; +http://www.bing.com/bingbot.htm)",
         lambda: f"Mozilla/5.0 (compatible; AhrefsBot/{ver()}; +http://ahrefs.com/robot/)",
         lambda: f"Mozilla/5.0 (compatible; YandexBot/{ver()}; +http://yandex.com/bots)",
@@ -141,8 +171,9 @@ def main() -> None:
     their_median, _ = summary("baseline (crawlerdetect)", theirs_costs)
 
     differ = [a for a in ours if abacus.is_bot(a) != CrawlerDetect().is_crawler(a)]
-    print(f"verdicts differing from crawlerdetect: {len(differ)} (headless markers: "
-          f"{sum('headless' in a.lower() for a in differ)})")
+    print(
+        f"verdicts differing from crawlerdetect: {len(differ)} (headless markers: {sum('headless' in a.lower() for a in differ)})"
+    )
     print(f"ratio baseline/abacus median: {their_median / our_median:.1f}x")
 
 

@@ -46,7 +46,11 @@ def main() -> None:
         migrate(clickhouse.client())
         parameters = {"salt": secrets.randbits(32), "sessions": max(1, events // 5), "rows": events}
         clickhouse.client().command(GENERATE_SQL, parameters=parameters)
-        count = clickhouse.client().query("SELECT count() FROM abacus.events FINAL WHERE experiment_key = 'homepage_hero_test'").result_rows[0][0]
+        count = (
+            clickhouse.client()
+            .query("SELECT count() FROM abacus.events FINAL WHERE experiment_key = 'homepage_hero_test'")
+            .result_rows[0][0]
+        )
         sql = f"SELECT {EVENT_COLUMNS} FROM abacus.events FINAL WHERE experiment_key = 'homepage_hero_test' ORDER BY experiment_key, variant_key, session_id, event_id"
         print(f"machine: {machine()}; {count} events of homepage_hero_test ({events} generated)")
 
@@ -56,8 +60,11 @@ def main() -> None:
         print(f"baseline: ClickHouse reads them (FORMAT Null) in {baseline:.2f} s")
 
         limits = {**STREAM_SETTINGS, "max_execution_time": 600, "max_memory_usage": 4_000_000_000}
-        runs = [("events csv", sql, FORMATS["csv"], limits), ("events parquet", sql, FORMATS["parquet"], limits),
-                ("sql json rows", sql, FORMATS["json"], readonly_settings(600, events * 2, 4_000_000_000))]
+        runs = [
+            ("events csv", sql, FORMATS["csv"], limits),
+            ("events parquet", sql, FORMATS["parquet"], limits),
+            ("sql json rows", sql, FORMATS["json"], readonly_settings(600, events * 2, 4_000_000_000)),
+        ]
         csv_seconds = None
         for name, query, output, settings in runs:
             tracemalloc.start()
@@ -69,8 +76,10 @@ def main() -> None:
             _, peak = tracemalloc.get_traced_memory()
             tracemalloc.stop()
             csv_seconds = seconds if name == "events csv" else csv_seconds
-            print(f"{name}: {size / 1e6:.1f} MB in {seconds:.2f} s ({size / 1e6 / seconds:.0f} MB/s); "
-                  f"Python heap peak {peak / 1e6:.2f} MB ({100 * peak / max(size, 1):.2f} % of the export); process RSS peak {peak_rss_mb():.0f} MB")
+            print(
+                f"{name}: {size / 1e6:.1f} MB in {seconds:.2f} s ({size / 1e6 / seconds:.0f} MB/s); "
+                f"Python heap peak {peak / 1e6:.2f} MB ({100 * peak / max(size, 1):.2f} % of the export); process RSS peak {peak_rss_mb():.0f} MB"
+            )
         clickhouse.close()
     print(f"exports: csv export / ClickHouse read = {csv_seconds / baseline:.2f}x")
 

@@ -36,8 +36,12 @@ import httpx
 from bench.common import REPO, free_port, machine, python, wait_http
 
 BROWSER_UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
-TARGETS = [("homepage_hero_test", "control"), ("homepage_hero_test", "tiny_gang_social_proof"),
-           ("pricing_cta_test", "control"), ("pricing_cta_test", "meet_greet_emphasis")]
+TARGETS = [
+    ("homepage_hero_test", "control"),
+    ("homepage_hero_test", "tiny_gang_social_proof"),
+    ("pricing_cta_test", "control"),
+    ("pricing_cta_test", "meet_greet_emphasis"),
+]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -72,10 +76,17 @@ async def load(base: str, rate: float, seconds: float, batch: int, run: Run) -> 
             for j in range(batch):
                 n = k * batch + j
                 experiment, variant = TARGETS[n % len(TARGETS)]
-                beacons.append({
-                    "experiment_key": experiment, "variant_key": variant, "session_id": f"fresh_{tag}_{n:09d}",
-                    "path": "/", "event_name": "impression", "timestamp": now, "event_id": f"{tag}-{n:012d}",
-                })
+                beacons.append(
+                    {
+                        "experiment_key": experiment,
+                        "variant_key": variant,
+                        "session_id": f"fresh_{tag}_{n:09d}",
+                        "path": "/",
+                        "event_name": "impression",
+                        "timestamp": now,
+                        "event_id": f"{tag}-{n:012d}",
+                    }
+                )
             run.sent += batch
             try:
                 response = await client.post("/api/experiments/batch", json=beacons)
@@ -162,7 +173,9 @@ def main() -> None:
 
     from shared.settings import Settings
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ABACUS_") or k in ("ABACUS_BATCH_WAIT_MS", "ABACUS_BATCH_SIZE")}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("ABACUS_") or k in ("ABACUS_BATCH_WAIT_MS", "ABACUS_BATCH_SIZE")
+    }
     if args.batch_wait_ms is not None:
         env["ABACUS_BATCH_WAIT_MS"] = str(args.batch_wait_ms)
     configured = Settings.from_env(env)
@@ -179,17 +192,28 @@ def main() -> None:
         with open(log_path, "wb") as log:
             server = subprocess.Popen(
                 [python(), "-m", "abacus.cli", "serve", "--port", str(port), "--data-dir", str(data_dir)],
-                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         try:
             try:
                 wait_http(f"http://127.0.0.1:{port}/readyz", timeout=60)
             except RuntimeError:
                 raise SystemExit("abacus serve did not become ready:\n" + log_path.read_text()[-3000:]) from None
-            token = subprocess.run(
-                [python(), "-m", "abacus.cli", "token", "--data-dir", str(data_dir), "--sub", "bench", "--role", "admin"],
-                cwd=REPO, env=env, capture_output=True, text=True, check=True,
-            ).stdout.strip().splitlines()[-1]
+            token = (
+                subprocess.run(
+                    [python(), "-m", "abacus.cli", "token", "--data-dir", str(data_dir), "--sub", "bench", "--role", "admin"],
+                    cwd=REPO,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                .stdout.strip()
+                .splitlines()[-1]
+            )
             run = asyncio.run(drive(f"http://127.0.0.1:{port}", token, args, configured.batch_wait_ms))
         finally:
             server.terminate()
@@ -207,9 +231,15 @@ def main() -> None:
         f"sent {run.sent} beacons: {acked} accepted (202), {run.dropped} dropped, {run.failed} failed; "
         f"{visible} visible at the end; {run.late_starts} requests started late"
     )
-    print(f"results answered from: {', '.join(f'{source} {n}' for source, n in sorted(run.sources.items()))} polls (X-Abacus-Source)")
-    print(f"results API poll latency: p50 {statistics.median(poll_ms):.0f} ms, p99 {percentile(poll_ms, 0.99):.0f} ms ({len(poll_ms)} polls)")
-    print(f"baseline: worker batch wait {configured.batch_wait_ms} ms (ABACUS_BATCH_WAIT_MS), batch size {configured.batch_size} rows")
+    print(
+        f"results answered from: {', '.join(f'{source} {n}' for source, n in sorted(run.sources.items()))} polls (X-Abacus-Source)"
+    )
+    print(
+        f"results API poll latency: p50 {statistics.median(poll_ms):.0f} ms, p99 {percentile(poll_ms, 0.99):.0f} ms ({len(poll_ms)} polls)"
+    )
+    print(
+        f"baseline: worker batch wait {configured.batch_wait_ms} ms (ABACUS_BATCH_WAIT_MS), batch size {configured.batch_size} rows"
+    )
     if not samples:
         raise SystemExit("no sample became visible")
     p50, p99 = statistics.median(samples), percentile(samples, 0.99)

@@ -42,8 +42,20 @@ def run_wrk(url: str, body_file: Path, seconds: int, connections: int) -> dict[s
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (Debian: apt-get install wrk)")
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(Path(__file__).with_name("wrk_post.lua")), url],
-        capture_output=True, text=True, env={"BODY_FILE": str(body_file), "PATH": "/usr/bin:/bin"}, check=True,
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(Path(__file__).with_name("wrk_post.lua")),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        env={"BODY_FILE": str(body_file), "PATH": "/usr/bin:/bin"},
+        check=True,
     ).stdout
     requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)

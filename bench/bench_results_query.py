@@ -75,7 +75,10 @@ FROM
 def seed_file(directory: Path) -> Path:
     """The example registry with a third variant in each experiment."""
     seed = json.loads((REPO / "deploy" / "registry.example.json").read_text())
-    extra = {"homepage_hero_test": ("video_testimonial", "Video testimonial"), "pricing_cta_test": ("price_anchor", "Price anchor")}
+    extra = {
+        "homepage_hero_test": ("video_testimonial", "Video testimonial"),
+        "pricing_cta_test": ("price_anchor", "Price anchor"),
+    }
     for experiment in seed["experiments"]:
         key, label = extra[experiment["experiment_key"]]
         experiment["variants"].append({"variant_key": key, "label": label, "allocation": 0, "is_control": False})
@@ -146,7 +149,9 @@ def measure_size(client_http, headers: dict[str, str], service, rows: int, args:
     ch.command("TRUNCATE TABLE abacus.events")
     started = time.perf_counter()
     ch.command(
-        GENERATE_SQL.replace("{salt:UInt64}", "42").replace("{sessions:UInt64}", str(max(1, rows // 5))).replace("{rows:UInt64}", str(rows)),
+        GENERATE_SQL.replace("{salt:UInt64}", "42")
+        .replace("{sessions:UInt64}", str(max(1, rows // 5)))
+        .replace("{rows:UInt64}", str(rows)),
         settings={"max_insert_threads": 2},
     )
     generated_s = time.perf_counter() - started
@@ -161,7 +166,9 @@ def measure_size(client_http, headers: dict[str, str], service, rows: int, args:
     for table in _TIMED_TABLES:
         ch.command(f"SYSTEM STOP MERGES abacus.{table}")
     try:
-        return timings(client_http, headers, service, ch, rows, generated_s, waited_s, still_running, args, rebuilt_s) | {"rebuild_s": rebuilt_s}
+        return timings(client_http, headers, service, ch, rows, generated_s, waited_s, still_running, args, rebuilt_s) | {
+            "rebuild_s": rebuilt_s
+        }
     finally:
         for table in _TIMED_TABLES:
             ch.command(f"SYSTEM START MERGES abacus.{table}")
@@ -196,7 +203,12 @@ def timings(client_http, headers, service, ch, rows, generated_s, waited_s, stil
         ("results_one", f"GET /results?experiment_key={one}", f"{api}?experiment_key={one}", "rollup"),
         ("results_week", "GET /results, 7 whole days (rollup)", f"{api}?{week}", "rollup"),
         ("results_window", "GET /results, one hour (events)", f"{api}?{hour}", "events"),
-        ("timeseries", f"GET /results/timeseries ({one}, day; rollup)", f"{api}/timeseries?experiment_key={one}&interval=day", "rollup"),
+        (
+            "timeseries",
+            f"GET /results/timeseries ({one}, day; rollup)",
+            f"{api}/timeseries?experiment_key={one}&interval=day",
+            "rollup",
+        ),
     ):
         got = client_http.get(path, headers=headers).headers["x-abacus-source"]
         if got != source:
@@ -208,7 +220,9 @@ def timings(client_http, headers, service, ch, rows, generated_s, waited_s, stil
         f"GET /results?experiment_key={one}&metrics=all (events)", timed(http_get(client_http, path, headers), calls, warmup)
     )
     print(" baseline:")
-    out["baseline"], out["baseline_p95"] = line("SELECT count() FROM abacus.events", timed(sql(ch, "SELECT count() FROM abacus.events"), calls, warmup))
+    out["baseline"], out["baseline_p95"] = line(
+        "SELECT count() FROM abacus.events", timed(sql(ch, "SELECT count() FROM abacus.events"), calls, warmup)
+    )
 
     # Where the time goes: the same SQL without HTTP, then with one feature taken out at a time.
     split_calls = max(3, calls // 4)
@@ -220,7 +234,8 @@ def timings(client_http, headers, service, ch, rows, generated_s, waited_s, stil
     )
     print(f" split ({split_calls} calls each):")
     out["build"], _ = line(
-        "build_results() without HTTP (rollup + analysis)", timed(lambda: build_results(service, ResultsQuery(None, None, None, 0.95, False, None)), split_calls, 1)
+        "build_results() without HTTP (rollup + analysis)",
+        timed(lambda: build_results(service, ResultsQuery(None, None, None, 0.95, False, None)), split_calls, 1),
     )
     for key, label, text in (
         ("sql", "results SQL over the events alone", full),
@@ -237,9 +252,13 @@ def timings(client_http, headers, service, ch, rows, generated_s, waited_s, stil
     if args.split_phases:
         split_allocations(client_http, headers, one)
     for key, label, query in (
-        ("results_phases", f"GET /results?experiment_key={one}, two phases (current; events)", ""),
-        ("results_phases_all", f"GET /results?experiment_key={one}&phase=all (stratified; events)", "&phase=all"),
-    ) if args.split_phases else ():
+        (
+            ("results_phases", f"GET /results?experiment_key={one}, two phases (current; events)", ""),
+            ("results_phases_all", f"GET /results?experiment_key={one}&phase=all (stratified; events)", "&phase=all"),
+        )
+        if args.split_phases
+        else ()
+    ):
         path = f"{api}?experiment_key={one}{query}"
         answer = client_http.get(path, headers=headers)
         if answer.headers["x-abacus-source"] != "events" or len(answer.json()[0]["phases"]) != 2:
@@ -281,7 +300,9 @@ def main() -> None:
     from shared.settings import Settings
 
     print(f"machine: {machine()}; load average {os.getloadavg()[0]:.2f} (shared machine: figures vary with other load)")
-    print(f"sizes {', '.join(f'{s:,}' for s in sizes)}; 2 experiments x 3 variants; {args.calls} timed calls after {args.warmup} warm-up")
+    print(
+        f"sizes {', '.join(f'{s:,}' for s in sizes)}; 2 experiments x 3 variants; {args.calls} timed calls after {args.warmup} warm-up"
+    )
     valkey = start_valkey()
     tmp = tempfile.TemporaryDirectory(prefix="abacus-bench-results-")
     data_dir = Path(tmp.name)
@@ -320,7 +341,11 @@ def main() -> None:
             f"7 whole days {r['results_week']:.1f} ms from the rollup; one hour {r['results_window']:.1f} ms from the events "
             f"(SQL alone over all events {r['sql']:.1f} ms); daily time series {r['timeseries']:.1f} ms; "
             f"metrics=all {r['results_metrics']:.1f} ms from the events; "
-            + (f"two phases {r['results_phases']:.1f} ms (phase=all {r['results_phases_all']:.1f} ms) from the events; " if "results_phases" in r else "")
+            + (
+                f"two phases {r['results_phases']:.1f} ms (phase=all {r['results_phases_all']:.1f} ms) from the events; "
+                if "results_phases" in r
+                else ""
+            )
             + f"baseline p50 {r['baseline']:.2f} ms"
         )
     largest = sizes[-1]

@@ -198,8 +198,12 @@ def drain_round(redis_url: str, beacons: int, per_entry: int, batch_size: int, r
     if baseline["stored"] != beacons:
         raise SystemExit(f"baseline stored {baseline['stored']} rows, expected {beacons}")
     abacus_rate, baseline_rate = beacons / drained["seconds"], beacons / baseline["seconds"]
-    print(f"abacus    worker burst drain        {abacus_rate:12,.0f} events/s  ({drained['seconds']:.2f} s, {drained['stored']} rows stored)")
-    print(f"baseline  clickhouse-connect insert {baseline_rate:12,.0f} events/s  ({baseline['seconds']:.2f} s, same rows and batch size)")
+    print(
+        f"abacus    worker burst drain        {abacus_rate:12,.0f} events/s  ({drained['seconds']:.2f} s, {drained['stored']} rows stored)"
+    )
+    print(
+        f"baseline  clickhouse-connect insert {baseline_rate:12,.0f} events/s  ({baseline['seconds']:.2f} s, same rows and batch size)"
+    )
     return abacus_rate / baseline_rate
 
 
@@ -208,7 +212,9 @@ def run_child(args: list[str]) -> dict:
     with tempfile.TemporaryDirectory(prefix="abacus-bench-drain-") as tmp:
         out = subprocess.run(
             [python(), "-m", "bench.bench_worker_drain", *args, "--child-dir", tmp],
-            cwd=REPO, capture_output=True, text=True,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
         )
     if out.returncode != 0:
         raise RuntimeError(f"child {args[0]} failed ({out.returncode}):\n{out.stderr[-3000:]}")
@@ -232,7 +238,17 @@ def child_drain(redis_url: str, data_dir: Path, batch_size: int) -> None:
     clickhouse = fresh_clickhouse(data_dir)
     before = vm_hwm_mb()
     elapsed, rows = drain_with_worker(redis_url, clickhouse, batch_size)
-    print(json.dumps({"rows": rows, "stored": stored_events(clickhouse), "seconds": elapsed, "hwm_before_mb": before, "hwm_mb": vm_hwm_mb()}))
+    print(
+        json.dumps(
+            {
+                "rows": rows,
+                "stored": stored_events(clickhouse),
+                "seconds": elapsed,
+                "hwm_before_mb": before,
+                "hwm_mb": vm_hwm_mb(),
+            }
+        )
+    )
     clickhouse.close()
 
 
@@ -263,8 +279,12 @@ def main() -> None:
     parser.add_argument("--events-per-entry", type=int, default=1, help="beacons per stream entry (ingest packs up to 500)")
     parser.add_argument("--batch-size", type=int, default=None, help="rows per insert (default: ABACUS_BATCH_SIZE's default)")
     parser.add_argument("--rss-entries", type=int, default=5_000_000, help="entries queued for the RSS phase; 0 skips it")
-    parser.add_argument("--rounds", type=int, default=3, help="drain and baseline rounds, alternated; the median ratio is printed")
-    parser.add_argument("--tiny", action="store_true", help="a few seconds, for CI: 20,000 beacons, 20,000-entry RSS phase, one round")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="drain and baseline rounds, alternated; the median ratio is printed"
+    )
+    parser.add_argument(
+        "--tiny", action="store_true", help="a few seconds, for CI: 20,000 beacons, 20,000-entry RSS phase, one round"
+    )
     parser.add_argument("--child-drain", metavar="REDIS_URL", help=argparse.SUPPRESS)
     parser.add_argument("--child-baseline", type=int, metavar="BEACONS", help=argparse.SUPPRESS)
     parser.add_argument("--child-dir", type=Path, help=argparse.SUPPRESS)

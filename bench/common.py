@@ -55,7 +55,9 @@ def publish_seed_registry(redis_url: str) -> None:
     seed = load_seed(REPO / "deploy" / "registry.example.json")
     now = datetime.now(timezone.utc)
     experiments = [
-        Experiment(experiment_key=e.experiment_key, version=1, updated_at=now, updated_by="bench", **msgspec.structs.asdict(e.fields()))
+        Experiment(
+            experiment_key=e.experiment_key, version=1, updated_at=now, updated_by="bench", **msgspec.structs.asdict(e.fields())
+        )
         for e in seed.experiments
     ]
     snapshot = RegistrySnapshot(generation=1, settings=SiteSettings(), experiments=experiments)

@@ -45,15 +45,36 @@ _DROPPED = "202 with accepted false when dropped (bot, kill switch, unknown or d
 
 
 def document_beacon_routes(app: Litestar) -> None:
-    @post("/api/experiments/event", status_code=202, tags=["ingest"], responses=_ERRORS, summary="Record one beacon", description=_DROPPED)
+    @post(
+        "/api/experiments/event",
+        status_code=202,
+        tags=["ingest"],
+        responses=_ERRORS,
+        summary="Record one beacon",
+        description=_DROPPED,
+    )
     async def event(data: JSONBody[Beacon]) -> BeaconAnswer:
         raise NotImplementedError
 
-    @post("/api/experiments/impression", status_code=202, tags=["ingest"], responses=_ERRORS, summary="Record one impression", description=_DROPPED)
+    @post(
+        "/api/experiments/impression",
+        status_code=202,
+        tags=["ingest"],
+        responses=_ERRORS,
+        summary="Record one impression",
+        description=_DROPPED,
+    )
     async def impression(data: JSONBody[ImpressionBeacon]) -> BeaconAnswer:
         raise NotImplementedError
 
-    @post("/api/experiments/batch", status_code=202, tags=["ingest"], responses=_ERRORS, summary="Record up to 500 beacons", description=_DROPPED)
+    @post(
+        "/api/experiments/batch",
+        status_code=202,
+        tags=["ingest"],
+        responses=_ERRORS,
+        summary="Record up to 500 beacons",
+        description=_DROPPED,
+    )
     async def batch(data: JSONBody[list[Beacon]]) -> BatchAnswer:
         raise NotImplementedError
 

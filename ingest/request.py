@@ -207,7 +207,7 @@ def parse_batch(
         decoded = []
         for index, raw in enumerate(raw_items):
             if bytes(memoryview(raw)[:1]) != b"{":
-                raise BadRequest(400, "Expected an array of objects", _BATCH_ITEM_PATHS[index])
+                raise BadRequest(400, "Expected an array of objects", _BATCH_ITEM_PATHS[index]) from None
             try:
                 decoded.append((index, _item.decode(raw)))
             except msgspec.ValidationError as item_exc:

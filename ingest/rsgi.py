@@ -89,9 +89,7 @@ def _response_headers(body: bytes, extra: Headers, cors: CORS, origin: str | Non
     return headers
 
 
-async def read_rsgi_body(
-    protocol: Any, declared_length: int | None, limit: int, deadlines: BodyDeadlines | None = None
-) -> bytes:
+async def read_rsgi_body(protocol: Any, declared_length: int | None, limit: int, deadlines: BodyDeadlines | None = None) -> bytes:
     """The body from RSGI; ``declared_length`` was checked against the limit already. A body not
     complete within the deadline is a 408: a client that stops mid-body must not hold the connection."""
     if deadlines is None:

@@ -132,17 +132,31 @@ def sdk_route_handlers(registry: RegistryCache, *, public_registry: bool) -> lis
     serves it on the same origin)."""
     sdk = SdkFile.packaged()
 
-    @get(SDK_PATH, tags=["sdk"], summary="The browser SDK (short-lived cache; Link names the versioned URL)", sync_to_thread=False)
+    @get(
+        SDK_PATH, tags=["sdk"], summary="The browser SDK (short-lived cache; Link names the versioned URL)", sync_to_thread=False
+    )
     def sdk_file(request: Request) -> Response[bytes]:
         return sdk.response(request, SHORT_CACHE)
 
-    @get("/sdk/{name:str}", tags=["sdk"], summary="The browser SDK at its versioned URL (cached for a year)", responses={404: ResponseSpec(None, description="No SDK has that version")}, sync_to_thread=False)
+    @get(
+        "/sdk/{name:str}",
+        tags=["sdk"],
+        summary="The browser SDK at its versioned URL (cached for a year)",
+        responses={404: ResponseSpec(None, description="No SDK has that version")},
+        sync_to_thread=False,
+    )
     def sdk_versioned(request: Request, name: FromPath[str]) -> Response[Any]:
         if f"/sdk/{name}" != sdk.versioned_path:
             return Response({"status_code": 404, "detail": "No such SDK version"}, status_code=404)
         return sdk.response(request, IMMUTABLE_CACHE)
 
-    @get("/api/experiments/assignments", tags=["sdk"], summary="Server-side assignment: {experiment_key: variant_key}", responses=_ASSIGNMENT_ERRORS, sync_to_thread=False)
+    @get(
+        "/api/experiments/assignments",
+        tags=["sdk"],
+        summary="Server-side assignment: {experiment_key: variant_key}",
+        responses=_ASSIGNMENT_ERRORS,
+        sync_to_thread=False,
+    )
     def server_assignments(request: Request) -> Response[Any]:
         query = {name: request.query_params.get(name) for name in ("visitor_id", "path")}
         missing = [name for name, value in query.items() if value is None]
@@ -159,14 +173,24 @@ def sdk_route_handlers(registry: RegistryCache, *, public_registry: bool) -> lis
         # Depends on the visitor and on a registry that changes: never to be cached.
         return Response(chosen, headers={"Cache-Control": "no-store"})
 
-    @post("/api/experiments/visitor", tags=["sdk"], status_code=204, responses=_VISITOR_ERRORS, summary="Sets the visitor cookie from the server (Safari keeps it 400 days)")
+    @post(
+        "/api/experiments/visitor",
+        tags=["sdk"],
+        status_code=204,
+        responses=_VISITOR_ERRORS,
+        summary="Sets the visitor cookie from the server (Safari keeps it 400 days)",
+    )
     async def visitor_cookie(request: Request) -> Response[None]:  # 204; refusals carry a body
         media_type = (request.headers.get("content-type") or "application/json").split(";", 1)[0].strip().lower()
         if media_type not in ("application/json", "text/plain"):
-            return Response({"ok": False, "error": "Content-Type must be application/json or text/plain", "field": None}, status_code=415)
+            return Response(
+                {"ok": False, "error": "Content-Type must be application/json or text/plain", "field": None}, status_code=415
+            )
         body = await request.body()
         if len(body) > _VISITOR_BODY_LIMIT:
-            return Response({"ok": False, "error": f"Body larger than {_VISITOR_BODY_LIMIT} bytes", "field": None}, status_code=413)
+            return Response(
+                {"ok": False, "error": f"Body larger than {_VISITOR_BODY_LIMIT} bytes", "field": None}, status_code=413
+            )
         try:
             wanted = msgspec.json.decode(body, type=VisitorCookieRequest)
         except msgspec.ValidationError as exc:

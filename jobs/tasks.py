@@ -13,10 +13,14 @@ from shared.redis_keys import stream_layout
 def replay_dead_letters(ids: list[str] | None = None, dry_run: bool = False) -> dict:
     ctx = current()
     # Each stream shard's dead letters go back to that shard's stream (one shard by default).
-    results = [dead_letters.replay(ctx.redis, shard.stream, shard.dead_letter, ids, dry_run) for shard in stream_layout(ctx.settings)]
+    results = [
+        dead_letters.replay(ctx.redis, shard.stream, shard.dead_letter, ids, dry_run) for shard in stream_layout(ctx.settings)
+    ]
     if len(results) == 1:
         return results[0]
-    found = {entry["id"] for result in results for entry in result["replayed"]} | {i for result in results for i in result["already_replayed"]}
+    found = {entry["id"] for result in results for entry in result["replayed"]} | {
+        i for result in results for i in result["already_replayed"]
+    }
     return {
         "dry_run": dry_run,
         "replayed": [entry for result in results for entry in result["replayed"]],

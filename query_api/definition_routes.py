@@ -17,7 +17,9 @@ async def list_definitions(request: Request, include_archived: FromQuery[bool] =
     return snapshot.experiments if include_archived else snapshot.active()
 
 
-@get("/api/v1/experiments/{key:str}/history", guards=[requires_analyst], tags=["results"], summary="Definition history (read-only)")
+@get(
+    "/api/v1/experiments/{key:str}/history", guards=[requires_analyst], tags=["results"], summary="Definition history (read-only)"
+)
 async def definition_history(request: Request, key: FromPath[str]) -> list[HistoryEntry]:
     """Every version of the definition, archived ones included, oldest first."""
     return await in_thread(request.app.state.query_service.store.history, key)

@@ -16,7 +16,9 @@ from query_api.service import QueryService, in_thread
 from query_api.sql_exec import FORMATS, STREAM_SETTINGS, QueryFailed, stream_query
 from shared.settings import Settings
 
-EVENT_COLUMNS = "event_id, experiment_key, variant_key, session_id, event_type, path, conversion_value, metadata, client_ts, received_at"
+EVENT_COLUMNS = (
+    "event_id, experiment_key, variant_key, session_id, event_type, path, conversion_value, metadata, client_ts, received_at"
+)
 
 
 @get("/api/v1/experiments/results.csv", guards=[requires_analyst], tags=["results"], summary="Results as CSV")
@@ -66,7 +68,11 @@ async def export_events(
         sql += " AND received_at < {end:DateTime64(3, 'UTC')}"
         parameters["end"] = end
     sql += " ORDER BY experiment_key, variant_key, session_id, event_id"  # the sorting key: read in order, no sort
-    limits = {**STREAM_SETTINGS, "max_execution_time": settings.sql_max_execution_s, "max_memory_usage": settings.sql_max_memory_bytes}
+    limits = {
+        **STREAM_SETTINGS,
+        "max_execution_time": settings.sql_max_execution_s,
+        "max_memory_usage": settings.sql_max_memory_bytes,
+    }
     output = FORMATS[output_format]
     try:
         body = await in_thread(stream_query, service.clickhouse.url, sql, output, limits, parameters)

@@ -39,7 +39,7 @@ def if_match_version(request: Request) -> int | None:
         return None
     text = raw.strip().removeprefix("W/").strip('"')
     if not text.isdigit():
-        raise BadQuery("If-Match", "If-Match must be an experiment version such as \"3\"")
+        raise BadQuery("If-Match", 'If-Match must be an experiment version such as "3"')
     return int(text)
 
 

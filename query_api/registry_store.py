@@ -90,12 +90,16 @@ class RegistryStore:
 
     def histories(self, keys: list[str]) -> dict[str, list[HistoryEntry]]:
         """Every version of each experiment asked for, oldest first, in one query (absent keys left out)."""
-        rows = self._clickhouse.client().query(
-            "SELECT experiment_key, version, action, changed_at, changed_by, archived, definition "
-            "FROM abacus.experiment_versions FINAL WHERE experiment_key IN {keys:Array(String)} "
-            "ORDER BY experiment_key, version",
-            parameters={"keys": keys},
-        ).result_rows
+        rows = (
+            self._clickhouse.client()
+            .query(
+                "SELECT experiment_key, version, action, changed_at, changed_by, archived, definition "
+                "FROM abacus.experiment_versions FINAL WHERE experiment_key IN {keys:Array(String)} "
+                "ORDER BY experiment_key, version",
+                parameters={"keys": keys},
+            )
+            .result_rows
+        )
         found: dict[str, list[HistoryEntry]] = {}
         for key, version, action, changed_at, changed_by, archived, definition in rows:
             found.setdefault(key, []).append(
@@ -174,11 +178,15 @@ class RegistryStore:
             )
 
     def _variants_with_events(self, key: str, variant_keys: list[str]) -> list[str]:
-        rows = self._clickhouse.client().query(
-            "SELECT DISTINCT variant_key FROM abacus.events WHERE experiment_key = {key:String} "
-            "AND variant_key IN {variants:Array(String)}",
-            parameters={"key": key, "variants": variant_keys},
-        ).result_rows
+        rows = (
+            self._clickhouse.client()
+            .query(
+                "SELECT DISTINCT variant_key FROM abacus.events WHERE experiment_key = {key:String} "
+                "AND variant_key IN {variants:Array(String)}",
+                parameters={"key": key, "variants": variant_keys},
+            )
+            .result_rows
+        )
         found = {row[0] for row in rows}
         return [v for v in variant_keys if v in found]
 
@@ -217,12 +225,16 @@ class RegistryStore:
 
     def _experiments(self, key: str | None = None) -> list[Experiment]:
         where = "WHERE experiment_key = {key:String}" if key is not None else ""
-        rows = self._clickhouse.client().query(
-            "SELECT experiment_key, version, changed_at, changed_by, archived, definition "
-            f"FROM abacus.experiment_versions FINAL {where} "
-            "ORDER BY experiment_key, version DESC LIMIT 1 BY experiment_key",
-            parameters={"key": key} if key is not None else None,
-        ).result_rows
+        rows = (
+            self._clickhouse.client()
+            .query(
+                "SELECT experiment_key, version, changed_at, changed_by, archived, definition "
+                f"FROM abacus.experiment_versions FINAL {where} "
+                "ORDER BY experiment_key, version DESC LIMIT 1 BY experiment_key",
+                parameters={"key": key} if key is not None else None,
+            )
+            .result_rows
+        )
         experiments = []
         for experiment_key, version, changed_at, changed_by, archived, definition in rows:
             fields = msgspec.json.decode(definition, type=ExperimentFields)
@@ -239,10 +251,14 @@ class RegistryStore:
         return experiments
 
     def _settings(self) -> SiteSettings:
-        rows = self._clickhouse.client().query(
-            "SELECT version, changed_at, changed_by, experiments_enabled "
-            "FROM abacus.settings_versions FINAL ORDER BY version DESC LIMIT 1"
-        ).result_rows
+        rows = (
+            self._clickhouse.client()
+            .query(
+                "SELECT version, changed_at, changed_by, experiments_enabled "
+                "FROM abacus.settings_versions FINAL ORDER BY version DESC LIMIT 1"
+            )
+            .result_rows
+        )
         if not rows:
             return SiteSettings()
         version, changed_at, changed_by, enabled = rows[0]

@@ -214,7 +214,10 @@ def build_results(service: QueryService, query: ResultsQuery) -> tuple[list[Expe
         summary, analysis = analyse(
             experiment, its_phases, totals_by_phase, metrics_by_phase, plan, selection, query.confidence, query.sequential
         )
-        all_time = {v.variant_key: add_totals([phase.get(v.variant_key, VariantRollup()) for phase in totals_by_phase]) for v in experiment.variants}
+        all_time = {
+            v.variant_key: add_totals([phase.get(v.variant_key, VariantRollup()) for phase in totals_by_phase])
+            for v in experiment.variants
+        }
         body.append(
             ExperimentResults(
                 experiment_key=key,

@@ -150,9 +150,7 @@ def _rest(client: Client, first: bytes, chunks: Iterator[bytes]) -> Iterator[byt
         client.close()
 
 
-def _open(
-    client: Client, url: str, sql: str, output: OutputFormat, parameters: dict | None, readonly: bool
-) -> Iterator[bytes]:
+def _open(client: Client, url: str, sql: str, output: OutputFormat, parameters: dict | None, readonly: bool) -> Iterator[bytes]:
     if not is_chdb(url):
         # A server streams every format, headers included.
         return _read_stream(client.raw_stream(sql, parameters=parameters, fmt=output.header or output.clickhouse))

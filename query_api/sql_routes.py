@@ -21,7 +21,10 @@ Format = Literal["json", "csv", "tsv", "parquet"]
 
 
 class SqlQuery(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    query: Annotated[str, Meta(min_length=1, max_length=100_000, examples=["SELECT variant_key, count() FROM abacus.events GROUP BY variant_key"])]
+    query: Annotated[
+        str,
+        Meta(min_length=1, max_length=100_000, examples=["SELECT variant_key, count() FROM abacus.events GROUP BY variant_key"]),
+    ]
     format: Format = "json"
 
 
@@ -45,7 +48,9 @@ async def run_sql(
         body = await in_thread(stream_query, url, data.query, output, analyst_limits(settings))
     except QueryFailed as exc:
         raise SqlRefused(exc.status, str(exc)) from None
-    return Stream(body, media_type=output.media_type, headers={"Content-Disposition": f'inline; filename="result.{output.extension}"'})
+    return Stream(
+        body, media_type=output.media_type, headers={"Content-Disposition": f'inline; filename="result.{output.extension}"'}
+    )
 
 
 SQL_ROUTES = [run_sql]

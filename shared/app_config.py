@@ -64,7 +64,9 @@ def bounded_shutdown(*steps: Callable[[], Awaitable[object]], seconds: float = 1
             try:
                 await asyncio.wait_for(step(), seconds)
             except asyncio.TimeoutError:
-                log.warning("shutdown step %s did not finish within %.0fs; going on", getattr(step, "__qualname__", step), seconds)
+                log.warning(
+                    "shutdown step %s did not finish within %.0fs; going on", getattr(step, "__qualname__", step), seconds
+                )
 
         return run
 

@@ -23,7 +23,9 @@ def listen_args(parser: argparse.ArgumentParser, port: int) -> None:
 
 
 def metrics_port_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--metrics-port", type=int, default=None, help="serve /metrics, /healthz, /readyz here (default ABACUS_METRICS_PORT)")
+    parser.add_argument(
+        "--metrics-port", type=int, default=None, help="serve /metrics, /healthz, /readyz here (default ABACUS_METRICS_PORT)"
+    )
 
 
 def with_metrics_port(args: argparse.Namespace, settings: Settings) -> Settings:

@@ -33,9 +33,7 @@ def granian_options(settings: Settings) -> dict[str, Any]:
         "http": HTTPModes.http1,
         "backlog": settings.http_backlog,
         "backpressure": settings.http_max_connections,
-        "http1_settings": HTTP1Settings(
-            header_read_timeout=settings.http_header_timeout_ms, keep_alive=settings.http_keep_alive
-        ),
+        "http1_settings": HTTP1Settings(header_read_timeout=settings.http_header_timeout_ms, keep_alive=settings.http_keep_alive),
     }
 
 
@@ -145,7 +143,11 @@ class BodyDeadline:
         except _BodyTimedOut:
             if started:
                 raise RuntimeError("request body timed out after the response had started") from None
-            headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(_TIMEOUT_BODY)), (b"connection", b"close")]
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", b"%d" % len(_TIMEOUT_BODY)),
+                (b"connection", b"close"),
+            ]
             await send({"type": "http.response.start", "status": 408, "headers": headers})
             await send({"type": "http.response.body", "body": _TIMEOUT_BODY})
 

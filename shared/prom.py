@@ -66,4 +66,3 @@ class Metrics:
         for collector in self._scrape_time:
             combined.register(collector)
         return generate_latest(combined)
-

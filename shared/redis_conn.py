@@ -44,7 +44,9 @@ def sync_client(url: str, socket_timeout: float = 5.0, *, cluster: bool = False,
 
 def _check(settings: Settings) -> None:
     if settings.redis_cluster and settings.redis_sentinel_master:
-        raise SettingsError("ABACUS_REDIS_CLUSTER and ABACUS_REDIS_SENTINEL_MASTER exclude each other: a cluster fails over by itself")
+        raise SettingsError(
+            "ABACUS_REDIS_CLUSTER and ABACUS_REDIS_SENTINEL_MASTER exclude each other: a cluster fails over by itself"
+        )
 
 
 def async_client_for(settings: Settings) -> aioredis.Redis:

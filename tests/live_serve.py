@@ -75,7 +75,10 @@ def mint_token(data_dir: Path, role: str = "admin", sub: str = "t") -> str:
     """A token from `abacus token --data-dir`, signed with the secret serve generated there."""
     out = subprocess.run(
         [sys.executable, "-m", "abacus.cli", "token", "--data-dir", str(data_dir), "--sub", sub, "--role", role],
-        cwd=REPO, capture_output=True, text=True, check=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return out.stdout.strip()
 

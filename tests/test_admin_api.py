@@ -122,8 +122,24 @@ def _variants(*allocations_and_controls):
         ({"variants": _variants((50, True), (50.5, False))}, "variants"),
         ({"variants": _variants((150, True), (-50, False))}, "variants"),
         ({"variants": _variants((100, True))}, "variants"),
-        ({"variants": [{"variant_key": "a", "label": "A", "allocation": 50, "is_control": True}, {"variant_key": "a", "label": "B", "allocation": 50}]}, "variants"),
-        ({"variants": [{"variant_key": "Bad Key", "label": "A", "allocation": 50, "is_control": True}, {"variant_key": "b", "label": "B", "allocation": 50}]}, "variants"),
+        (
+            {
+                "variants": [
+                    {"variant_key": "a", "label": "A", "allocation": 50, "is_control": True},
+                    {"variant_key": "a", "label": "B", "allocation": 50},
+                ]
+            },
+            "variants",
+        ),
+        (
+            {
+                "variants": [
+                    {"variant_key": "Bad Key", "label": "A", "allocation": 50, "is_control": True},
+                    {"variant_key": "b", "label": "B", "allocation": 50},
+                ]
+            },
+            "variants",
+        ),
         ({"unexpected": 1}, "unexpected"),
         ({"planned_sessions": 1}, "planned_sessions"),
         ({"planned_sessions": 1.5}, "planned_sessions"),
@@ -198,7 +214,11 @@ def test_settings_toggle_restores_the_same_public_registry(client, admin):
     assert client.get("/api/admin/settings", headers=admin).json()["experiments_enabled"] is True
     assert client.put("/api/admin/settings", json={"experiments_enabled": False}, headers=admin).status_code == 200
     assert client.get("/api/experiments").json() == []
-    for path in ("/api/admin/experiments", "/api/admin/experiments/homepage_hero_test", "/api/admin/experiments/homepage_hero_test/history"):
+    for path in (
+        "/api/admin/experiments",
+        "/api/admin/experiments/homepage_hero_test",
+        "/api/admin/experiments/homepage_hero_test/history",
+    ):
         assert client.get(path, headers=admin).status_code == 404
     assert client.post("/api/admin/experiments", json=NEW, headers=admin).status_code == 404
     assert client.get("/api/admin/settings", headers=admin).json()["experiments_enabled"] is False

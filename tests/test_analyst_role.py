@@ -17,7 +17,12 @@ def test_role_grants_select_on_abacus_only_with_fixed_limits():
     assert f"GRANT SELECT ON abacus.* TO {ROLE}" in statements
     assert not any("INSERT" in s or "ALTER ON" in s or "ON *.* TO" in s for s in statements)
     profile = next(s for s in statements if s.startswith("CREATE SETTINGS PROFILE"))
-    for setting in ("readonly = 1 READONLY", "max_execution_time = 30 READONLY", "max_result_rows = 1000 READONLY", "max_memory_usage = 1000000000 READONLY"):
+    for setting in (
+        "readonly = 1 READONLY",
+        "max_execution_time = 30 READONLY",
+        "max_result_rows = 1000 READONLY",
+        "max_memory_usage = 1000000000 READONLY",
+    ):
         assert setting in profile
     assert not any(USER in s for s in statements)  # no password, no login user
 
@@ -48,7 +53,11 @@ def test_the_analyst_user_reads_abacus_and_can_write_nothing():
         migrate(admin, analyst_role_sql("analyst-pass", 5, 100, 10**9))  # idempotent
         analyst = clickhouse_connect.get_client(host=host, port=port, username=USER, password="analyst-pass")
         assert analyst.query("SELECT count() FROM abacus.events").result_rows == [(0,)]
-        for statement in ("INSERT INTO abacus.events (event_id) VALUES ('x')", "DROP TABLE abacus.events", "SELECT 1 SETTINGS readonly = 0"):
+        for statement in (
+            "INSERT INTO abacus.events (event_id) VALUES ('x')",
+            "DROP TABLE abacus.events",
+            "SELECT 1 SETTINGS readonly = 0",
+        ):
             with pytest.raises(Exception, match="(?i)readonly|not enough privileges|cannot modify"):
                 analyst.command(statement)
         with pytest.raises(Exception, match="(?i)not enough privileges|ACCESS_DENIED"):

@@ -29,14 +29,21 @@ def test_generated_requests_get_no_5xx_and_only_documented_statuses(settings):
         for operation in operations:
             for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
 
-                @hypothesis_settings(max_examples=EXAMPLES_PER_OPERATION, derandomize=True, database=None, deadline=None,
-                          suppress_health_check=list(HealthCheck))
+                @hypothesis_settings(
+                    max_examples=EXAMPLES_PER_OPERATION,
+                    derandomize=True,
+                    database=None,
+                    deadline=None,
+                    suppress_health_check=list(HealthCheck),
+                )
                 @given(case=operation.as_strategy(generation_mode=mode))
                 def check(case):  # type: ignore[no-untyped-def]
                     kwargs = case.as_transport_kwargs(base_url="http://testserver.local", headers=headers)
                     if isinstance(kwargs.get("data"), (bytes, str)):
                         kwargs["content"] = kwargs.pop("data")  # raw bodies (invalid JSON) go as content
-                    sent = {k: v for k, v in kwargs.items() if k in ("method", "url", "headers", "params", "json", "content", "data")}
+                    sent = {
+                        k: v for k, v in kwargs.items() if k in ("method", "url", "headers", "params", "json", "content", "data")
+                    }
                     response = client.request(**sent)
                     try:
                         case.validate_response(response, checks=CHECKS)

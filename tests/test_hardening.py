@@ -20,7 +20,13 @@ from tests.conftest import TEST_SECRET, count_events, wait_for
 from tests.helpers import auth, beacon, serve_client, wait_until_rolled_up
 
 EVENT, BATCH = "/api/experiments/event", "/api/experiments/batch"
-REDIS_ROUTES = ["/api/v1/experiments/results", "/api/admin/settings", "/api/admin/experiments", "/api/v1/admin/dead-letters", "/api/v1/admin/jobs/some-job"]
+REDIS_ROUTES = [
+    "/api/v1/experiments/results",
+    "/api/admin/settings",
+    "/api/admin/experiments",
+    "/api/v1/admin/dead-letters",
+    "/api/v1/admin/jobs/some-job",
+]
 
 
 @pytest.fixture()
@@ -36,7 +42,9 @@ def test_a_value_beyond_the_maximum_is_refused_and_cannot_poison_the_totals(clie
     for _ in range(2):
         response = client.post(EVENT, json=beacon(event_name="conversion", value=1.7e308))
         assert response.status_code == 400 and response.json()["field"] == "$.value"
-    batch = client.post(BATCH, json=[beacon(event_name="conversion", value=1.7e308), beacon(event_name="conversion", value=MAX_VALUE)])
+    batch = client.post(
+        BATCH, json=[beacon(event_name="conversion", value=1.7e308), beacon(event_name="conversion", value=MAX_VALUE)]
+    )
     assert batch.json()["accepted"] == 1 and batch.json()["errors"][0]["field"] == "$[0].value"
     assert client.post(EVENT, json=beacon(event_name="conversion", value=MAX_VALUE, session_id="s2")).status_code == 202
     wait_for(lambda: count_events(clean_clickhouse) == 2)
@@ -99,12 +107,21 @@ def test_query_routes_and_readyz_answer_in_bounded_time_when_redis_hangs(own_val
 # ----- 8: logging, tokens, methods, UTF-8 ------------------------------------------------
 def test_answered_4xx_are_not_logged_as_uncaught_exceptions(client, settings, caplog):
     existing = client.get("/api/admin/experiments", headers=auth(settings)).json()[0]
-    body = {k: existing[k] for k in ("experiment_key", "name", "description", "cookie_name", "enabled", "eligible_routes", "variants")}
+    body = {
+        k: existing[k] for k in ("experiment_key", "name", "description", "cookie_name", "enabled", "eligible_routes", "variants")
+    }
     with caplog.at_level(logging.INFO):
         assert client.post("/api/admin/experiments", json=body, headers=auth(settings)).status_code == 409
         assert client.get("/api/admin/experiments/nope/history", headers=auth(settings)).status_code == 404
         assert client.get("/api/v1/experiments/results?from=yesterday", headers=auth(settings)).status_code == 400
-        assert client.put("/api/admin/experiments/" + existing["experiment_key"], json={k: v for k, v in body.items() if k != "experiment_key"}, headers={**auth(settings), "If-Match": '"999"'}).status_code == 412
+        assert (
+            client.put(
+                "/api/admin/experiments/" + existing["experiment_key"],
+                json={k: v for k, v in body.items() if k != "experiment_key"},
+                headers={**auth(settings), "If-Match": '"999"'},
+            ).status_code
+            == 412
+        )
     assert "Uncaught exception" not in caplog.text
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 

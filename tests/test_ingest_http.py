@@ -39,10 +39,14 @@ def test_accepted_beacon_is_202_with_exact_body_and_lands_in_clickhouse(client, 
     assert response.content == b'{"ok":true,"accepted":true}'
     assert "x-abacus-reason" not in response.headers
     wait_for(lambda: count_events(clean_clickhouse) == 1)
-    row = clean_clickhouse.client().query(
-        "SELECT experiment_key, variant_key, session_id, event_type, path, metadata, client_ts IS NOT NULL, length(event_id) "
-        "FROM abacus.events"
-    ).result_rows[0]
+    row = (
+        clean_clickhouse.client()
+        .query(
+            "SELECT experiment_key, variant_key, session_id, event_type, path, metadata, client_ts IS NOT NULL, length(event_id) "
+            "FROM abacus.events"
+        )
+        .result_rows[0]
+    )
     assert row[:5] == ("homepage_hero_test", "control", "session_abcd1234", "cta_click", "/")
     assert json.loads(row[5]) == {"element": "Explore", "slot": 2, "above_fold": True, "x": 1.5}
     assert row[6] == 1 and row[7] == 32  # a generated event id
@@ -142,7 +146,13 @@ def test_batch_over_500_items_is_400(client, redis_client, settings):
 
 def test_batch_with_invalid_items_keeps_the_valid_ones_and_names_each_invalid_one(client, clean_clickhouse):
     # Issue 11: one bad item used to refuse the whole batch, losing every good event beside it.
-    items = [beacon(session_id="ok-1"), beacon(session_id=7), beacon(session_id="ok-2"), beacon(session_id="ok-3"), beacon(session_id="bad id")]
+    items = [
+        beacon(session_id="ok-1"),
+        beacon(session_id=7),
+        beacon(session_id="ok-2"),
+        beacon(session_id="ok-3"),
+        beacon(session_id="bad id"),
+    ]
     response = client.post(BATCH, json=items)
     assert response.status_code == 202
     assert response.json() == {
@@ -188,7 +198,9 @@ def test_batch_counts_accepted_and_rejected(client, clean_clickhouse):
     wait_for(lambda: count_events(clean_clickhouse) == 2)
 
 
-@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "application/xml"])
+@pytest.mark.parametrize(
+    "content_type", ["application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "application/xml"]
+)
 def test_other_media_types_are_415(client, content_type, redis_client, settings):
     response = client.post(EVENT, content=json.dumps(beacon()).encode(), headers={"content-type": content_type})
     assert response.status_code == 415
@@ -256,7 +268,12 @@ def test_unknown_experiment_or_variant_is_dropped_with_reason(client, redis_clie
 def test_disabled_experiment_is_dropped(client, redis_client, settings):
     definition = client.get("/api/admin/experiments/pricing_cta_test", headers=auth(settings)).json()
     fields = {k: definition[k] for k in ("name", "description", "cookie_name", "eligible_routes", "variants")}
-    assert client.put("/api/admin/experiments/pricing_cta_test", json={**fields, "enabled": False}, headers=auth(settings)).status_code == 200
+    assert (
+        client.put(
+            "/api/admin/experiments/pricing_cta_test", json={**fields, "enabled": False}, headers=auth(settings)
+        ).status_code
+        == 200
+    )
     response = client.post(EVENT, json=beacon(experiment_key="pricing_cta_test", variant_key="control", path="/our-pricing"))
     assert response.json() == {"ok": True, "accepted": False}
     assert response.headers["x-abacus-reason"] == "experiment_disabled"

@@ -28,7 +28,7 @@ def test_ingest_answers_408_to_a_stalled_body_and_closes_silent_connections(redi
         stalled = socket.create_connection(("127.0.0.1", port))
         silent = socket.create_connection(("127.0.0.1", port))
         started = time.monotonic()
-        stalled.sendall(b"POST /api/experiments/event HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n{\"experiment_key\"")
+        stalled.sendall(b'POST /api/experiments/event HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n{"experiment_key"')
         stalled.settimeout(10)
         assert stalled.recv(200).startswith(b"HTTP/1.1 408")
         assert time.monotonic() - started < 5

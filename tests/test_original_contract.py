@@ -48,9 +48,11 @@ def test_ingest_experiment_event_persists_event(client, clean_clickhouse):
     assert response.status_code == 202, response.text
     assert response.json() == {"ok": True, "accepted": True}
     wait_for(lambda: count_events(clean_clickhouse) == 1)
-    rows = clean_clickhouse.client().query(
-        "SELECT experiment_key, variant_key, event_type, JSONExtractString(metadata, 'element') FROM abacus.events FINAL"
-    ).result_rows
+    rows = (
+        clean_clickhouse.client()
+        .query("SELECT experiment_key, variant_key, event_type, JSONExtractString(metadata, 'element') FROM abacus.events FINAL")
+        .result_rows
+    )
     assert rows == [("homepage_hero_test", "control", "cta_click", "Explore Pack Walks")]
 
 
@@ -77,8 +79,22 @@ def test_experiment_results_aggregate_by_variant(client, clean_clickhouse, admin
     ]
     clean_clickhouse.client().insert(
         "abacus.events",
-        [[eid, "pricing_cta_test", variant, session, kind, "/our-pricing", value, "{}", at, at] for eid, variant, session, kind, value, at in rows],
-        column_names=["event_id", "experiment_key", "variant_key", "session_id", "event_type", "path", "conversion_value", "metadata", "client_ts", "received_at"],
+        [
+            [eid, "pricing_cta_test", variant, session, kind, "/our-pricing", value, "{}", at, at]
+            for eid, variant, session, kind, value, at in rows
+        ],
+        column_names=[
+            "event_id",
+            "experiment_key",
+            "variant_key",
+            "session_id",
+            "event_type",
+            "path",
+            "conversion_value",
+            "metadata",
+            "client_ts",
+            "received_at",
+        ],
     )
     rebuild_rollup(client, admin_headers)  # rows written by hand, not through the stream
     response = client.get("/api/v1/experiments/results?experiment_key=pricing_cta_test", headers=admin_headers)

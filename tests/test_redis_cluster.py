@@ -51,7 +51,13 @@ def cluster_settings(settings, valkey_cluster):
 
 def test_every_key_of_a_stream_shard_shares_one_slot_and_the_lock_script_one_slot_too():
     for shard in redis_keys.stream_shards("abacus:events", "abacus:events:dead", 3):
-        keys = [shard.stream, shard.dead_letter, shard.inflight_batches("w1"), shard.inflight_batch("w1"), shard.rollup_step(1, 4)]
+        keys = [
+            shard.stream,
+            shard.dead_letter,
+            shard.inflight_batches("w1"),
+            shard.inflight_batch("w1"),
+            shard.rollup_step(1, 4),
+        ]
         assert len({key_slot(key.encode()) for key in keys}) == 1, keys
     lock, alive = (redis_keys.rollup_share_key(name, 2, 4, tagged=True) for name in ("lock", "alive"))
     assert key_slot(lock.encode()) == key_slot(alive.encode())
@@ -212,4 +218,3 @@ def test_a_primary_failing_over_mid_traffic_loses_no_accepted_beacon(cluster_set
     assert wanted <= stored
     assert len(stored - wanted) <= refused * 10
     _assert_results_exact(clean_clickhouse, stored_beacons)
-

@@ -28,7 +28,18 @@ NINE_KEYS = [
     "conversion_rate",
     "conversion_value_total",
 ]
-COLUMNS = ["event_id", "experiment_key", "variant_key", "session_id", "event_type", "path", "conversion_value", "metadata", "client_ts", "received_at"]
+COLUMNS = [
+    "event_id",
+    "experiment_key",
+    "variant_key",
+    "session_id",
+    "event_type",
+    "path",
+    "conversion_value",
+    "metadata",
+    "client_ts",
+    "received_at",
+]
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 
 
@@ -37,7 +48,20 @@ def insert(clickhouse, rows) -> None:
     data = []
     for index, row in enumerate(rows):
         experiment, variant, session, kind, value, at, *event_id = row
-        data.append([event_id[0] if event_id else f"ev-{index}-{random.random()}", experiment, variant, session, kind, "/", value, "{}", at, at])
+        data.append(
+            [
+                event_id[0] if event_id else f"ev-{index}-{random.random()}",
+                experiment,
+                variant,
+                session,
+                kind,
+                "/",
+                value,
+                "{}",
+                at,
+                at,
+            ]
+        )
     clickhouse.client().insert("abacus.events", data, column_names=COLUMNS)
 
 
@@ -56,8 +80,10 @@ def analyst(settings):
 
 def results(client, headers, query: str = ""):
     all_time = "from=" not in query and "to=" not in query
-    whole_days = all(f"{bound}=" not in query or f"{bound}=" in query and "T00:00:00Z" in query.split(f"{bound}=")[1].split("&")[0]
-                     for bound in ("from", "to"))
+    whole_days = all(
+        f"{bound}=" not in query or f"{bound}=" in query and "T00:00:00Z" in query.split(f"{bound}=")[1].split("&")[0]
+        for bound in ("from", "to")
+    )
     if client.source == "rollup" and (all_time or whole_days) and not getattr(client, "rebuilt", False):
         rebuild_rollup(client, client.admin)
         client.rebuilt = True  # type: ignore[attr-defined]
@@ -88,7 +114,9 @@ def test_counts_per_variant_with_exactly_nine_keys_in_definition_order(client, a
     assert len(body) == 1
     control, treatment = body[0]["variants"]
     assert list(control) == NINE_KEYS and list(treatment) == NINE_KEYS
-    assert control == {k: (0.0 if k in ("conversion_rate", "conversion_value_total") else 0) for k in NINE_KEYS} | {"variant_key": "control"}
+    assert control == {k: (0.0 if k in ("conversion_rate", "conversion_value_total") else 0) for k in NINE_KEYS} | {
+        "variant_key": "control"
+    }
     assert treatment == {
         "variant_key": "tiny_gang_social_proof",
         "impressions": 3,
@@ -147,7 +175,10 @@ def test_time_window_filters_on_receive_time(client, analyst, clean_clickhouse):
     p = "pricing_cta_test"
     insert(
         clean_clickhouse,
-        [(p, "control", "old", "impression", None, NOW - timedelta(days=3)), (p, "control", "new", "impression", None, NOW - timedelta(hours=1))],
+        [
+            (p, "control", "old", "impression", None, NOW - timedelta(days=3)),
+            (p, "control", "new", "impression", None, NOW - timedelta(hours=1)),
+        ],
     )
     since = (NOW - timedelta(days=1)).isoformat()
     control = results(client, analyst, f"?experiment_key={p}&from={since.replace('+', '%2B')}")[0]["variants"][0]
@@ -272,6 +303,8 @@ def test_beacon_to_results_end_to_end_within_two_seconds(client, analyst, clean_
 
     started = time.monotonic()
     assert client.post("/api/experiments/impression", json=beacon(event_name="impression", event_id="e2e-1")).json()["accepted"]
-    wait_for(lambda: results(client, analyst, "?experiment_key=homepage_hero_test")[0]["variants"][0]["impressions"] == 1, timeout=5)
+    wait_for(
+        lambda: results(client, analyst, "?experiment_key=homepage_hero_test")[0]["variants"][0]["impressions"] == 1, timeout=5
+    )
     assert time.monotonic() - started < 2.5
     assert count_events(clean_clickhouse) == 1

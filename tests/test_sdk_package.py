@@ -25,7 +25,11 @@ def uv_binary() -> str:
 
 def test_wheel_ships_the_sdk_and_serves_it_from_package_data(tmp_path: Path):
     built = subprocess.run(
-        [uv_binary(), "build", "--wheel", "--out-dir", str(tmp_path / "dist")], cwd=REPO, capture_output=True, text=True, timeout=300
+        [uv_binary(), "build", "--wheel", "--out-dir", str(tmp_path / "dist")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert built.returncode == 0, built.stdout + built.stderr
     (wheel,) = (tmp_path / "dist").glob("abacus-*.whl")

@@ -109,9 +109,14 @@ def test_kill_switch_and_disabled_experiments_assign_nothing(client, settings):
     admin = auth(settings)
     hero = client.get("/api/admin/experiments/homepage_hero_test", headers=admin).json()
     fields = {k: hero[k] for k in ("name", "description", "cookie_name", "eligible_routes", "variants")}
-    assert client.put("/api/admin/experiments/homepage_hero_test", json=fields | {"enabled": False}, headers=admin).status_code == 200
+    assert (
+        client.put("/api/admin/experiments/homepage_hero_test", json=fields | {"enabled": False}, headers=admin).status_code
+        == 200
+    )
     assert client.get(ASSIGNMENTS, params={"visitor_id": "v1", "path": "/"}).json() == {}
-    assert client.put("/api/admin/experiments/homepage_hero_test", json=fields | {"enabled": True}, headers=admin).status_code == 200
+    assert (
+        client.put("/api/admin/experiments/homepage_hero_test", json=fields | {"enabled": True}, headers=admin).status_code == 200
+    )
     assert client.put("/api/admin/settings", json={"experiments_enabled": False}, headers=admin).status_code == 200
     assert client.get(ASSIGNMENTS, params={"visitor_id": "v1", "path": "/"}).json() == {}
     assert client.get(ASSIGNMENTS, params={"visitor_id": "v1", "path": "/our-pricing"}).json() == {}
@@ -141,11 +146,20 @@ def test_hash_seed_is_optional_stored_published_and_used(client, settings):
     for visitor in (f"v{i}" for i in range(20)):
         same_seed = client.get(ASSIGNMENTS, params={"visitor_id": visitor, "path": "/"}).json()["homepage_hero_test"]
         assert client.get(ASSIGNMENTS, params={"visitor_id": visitor, "path": "/seeded"}).json() == {"seeded_test": same_seed}
-    assert client.post("/api/admin/experiments", json=new | {"experiment_key": "empty_seed", "hash_seed": ""}, headers=admin).status_code == 400
+    assert (
+        client.post(
+            "/api/admin/experiments", json=new | {"experiment_key": "empty_seed", "hash_seed": ""}, headers=admin
+        ).status_code
+        == 400
+    )
 
 
 def test_visitor_cookie_is_set_by_the_server_for_400_days(client):
-    answer = client.post("/api/experiments/visitor", content=b'{"visitor_id": "0f1e2d3c4b5a69788796a5b4c3d2e1f0"}', headers={"content-type": "text/plain"})
+    answer = client.post(
+        "/api/experiments/visitor",
+        content=b'{"visitor_id": "0f1e2d3c4b5a69788796a5b4c3d2e1f0"}',
+        headers={"content-type": "text/plain"},
+    )
     assert answer.status_code == 204, answer.text
     cookie = answer.headers["set-cookie"]
     assert cookie.startswith("abacus_id=0f1e2d3c4b5a69788796a5b4c3d2e1f0;")
@@ -214,7 +228,11 @@ def test_abacus_ingest_alone_serves_the_sdk_the_registry_and_assignments(redis_u
     env = {k: v for k, v in os.environ.items() if not k.startswith("ABACUS_")}
     env |= {"ABACUS_REDIS_URL": url, "ABACUS_REGISTRY_POLL_MS": "100"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "abacus.cli", "ingest", "--port", str(port)], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        [sys.executable, "-m", "abacus.cli", "ingest", "--port", str(port)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -237,7 +255,9 @@ def test_abacus_ingest_alone_serves_the_sdk_the_registry_and_assignments(redis_u
         hero = snapshot.find("homepage_hero_test")
         chosen = httpx.get(f"{base}{ASSIGNMENTS}", params={"visitor_id": "v7", "path": "/"})
         assert chosen.json() == {"homepage_hero_test": assign(hero, "v7")}
-        cookie = httpx.post(f"{base}/api/experiments/visitor", content=b'{"visitor_id": "v7"}', headers={"content-type": "text/plain"})
+        cookie = httpx.post(
+            f"{base}/api/experiments/visitor", content=b'{"visitor_id": "v7"}', headers={"content-type": "text/plain"}
+        )
         assert cookie.status_code == 204 and cookie.headers["set-cookie"].startswith("abacus_id=v7;")
     finally:
         process.terminate()

@@ -54,7 +54,7 @@ class Flood:
                 if kind == "body":
                     writer.write(
                         b"POST /api/experiments/event HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                        b"Content-Length: 1000\r\n\r\n{\"experiment_key\""
+                        b'Content-Length: 1000\r\n\r\n{"experiment_key"'
                     )
                 elif kind == "slowloris":
                     writer.write(b"POST /api/experiments/event HTTP/1.1\r\n")

@@ -78,7 +78,9 @@ def test_sigkill_and_restart_keep_every_accepted_beacon(tmp_path):
             while not stop.is_set():
                 n += 1
                 event_id = f"kill-{threading.get_ident()}-{n}"
-                body = [beacon(event_name="impression", session_id=f"{event_id}-{i}", event_id=f"{event_id}-{i}") for i in range(5)]
+                body = [
+                    beacon(event_name="impression", session_id=f"{event_id}-{i}", event_id=f"{event_id}-{i}") for i in range(5)
+                ]
                 try:
                     response = client.post(f"http://127.0.0.1:{port}/api/experiments/batch", json=body)
                 except httpx.HTTPError:
@@ -124,7 +126,11 @@ def test_second_serve_on_same_data_dir_is_refused_and_sigterm_stops_cleanly(tmp_
         env = {k: v for k, v in os.environ.items() if not k.startswith("ABACUS_")}
         second = subprocess.run(
             [sys.executable, "-m", "abacus.cli", "serve", "--port", str(free_port()), "--data-dir", str(data_dir)],
-            cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert second.returncode == 2
         assert "another `abacus serve`" in second.stderr

@@ -38,12 +38,21 @@ def test_no_token_is_401_and_a_bad_token_too(client):
 
 
 def test_select_answers_json_rows_csv_tsv_and_parquet(client, clickhouse):
-    insert(clickhouse, [("homepage_hero_test", "control", "s1", "impression", None, NOW), ("homepage_hero_test", "variant_b", "s2", "conversion", 5.0, NOW)])
+    insert(
+        clickhouse,
+        [
+            ("homepage_hero_test", "control", "s1", "impression", None, NOW),
+            ("homepage_hero_test", "variant_b", "s2", "conversion", 5.0, NOW),
+        ],
+    )
     query = "SELECT variant_key, count() AS n FROM abacus.events FINAL GROUP BY variant_key ORDER BY variant_key"
     rows = sql(client, query)
     assert rows.status_code == 200, rows.text
     assert rows.headers["content-type"].startswith("application/x-ndjson")
-    assert [json.loads(line) for line in rows.text.splitlines()] == [{"variant_key": "control", "n": 1}, {"variant_key": "variant_b", "n": 1}]
+    assert [json.loads(line) for line in rows.text.splitlines()] == [
+        {"variant_key": "control", "n": 1},
+        {"variant_key": "variant_b", "n": 1},
+    ]
     as_csv = sql(client, query, format="csv")
     assert as_csv.status_code == 200 and as_csv.headers["content-type"].startswith("text/csv")
     assert list(csv.reader(io.StringIO(as_csv.text))) == [["variant_key", "n"], ["control", "1"], ["variant_b", "1"]]
@@ -54,7 +63,12 @@ def test_select_answers_json_rows_csv_tsv_and_parquet(client, clickhouse):
 
 
 def test_a_large_answer_is_streamed_in_chunks(client):
-    with client.stream("POST", "/api/v1/sql", json={"query": "SELECT number, repeat('x', 100) FROM numbers(999)", "format": "csv"}, headers=client.analyst) as response:
+    with client.stream(
+        "POST",
+        "/api/v1/sql",
+        json={"query": "SELECT number, repeat('x', 100) FROM numbers(999)", "format": "csv"},
+        headers=client.analyst,
+    ) as response:
         assert response.status_code == 200
         assert "content-length" not in response.headers  # chunked, not built whole first
         body = b"".join(response.iter_bytes())
@@ -103,7 +117,14 @@ def test_bad_sql_is_400_naming_the_query(client):
 
 
 def test_results_csv_has_one_row_per_variant_with_the_nine_counts(client, clickhouse):
-    insert(clickhouse, [("homepage_hero_test", "control", "s1", "impression", None, NOW), ("homepage_hero_test", "tiny_gang_social_proof", "s2", "impression", None, NOW), ("homepage_hero_test", "tiny_gang_social_proof", "s2", "conversion", 7.5, NOW)])
+    insert(
+        clickhouse,
+        [
+            ("homepage_hero_test", "control", "s1", "impression", None, NOW),
+            ("homepage_hero_test", "tiny_gang_social_proof", "s2", "impression", None, NOW),
+            ("homepage_hero_test", "tiny_gang_social_proof", "s2", "conversion", 7.5, NOW),
+        ],
+    )
     answer = client.get("/api/v1/experiments/results.csv?experiment_key=homepage_hero_test", headers=client.analyst)
     assert answer.status_code == 200, answer.text
     assert answer.headers["content-type"].startswith("text/csv") and answer.headers["x-abacus-source"] == "events"
@@ -121,7 +142,14 @@ def test_results_csv_has_one_row_per_variant_with_the_nine_counts(client, clickh
 
 def test_raw_events_export_in_a_window_as_csv_and_parquet(client, clickhouse):
     old, recent = NOW - timedelta(days=3), NOW - timedelta(hours=1)
-    insert(clickhouse, [("homepage_hero_test", "control", "s1", "impression", None, old), ("homepage_hero_test", "control", "s2", "conversion", 3.0, recent), ("other", "a", "s3", "impression", None, recent)])
+    insert(
+        clickhouse,
+        [
+            ("homepage_hero_test", "control", "s1", "impression", None, old),
+            ("homepage_hero_test", "control", "s2", "conversion", 3.0, recent),
+            ("other", "a", "s3", "impression", None, recent),
+        ],
+    )
     window = f"from={(NOW - timedelta(days=1)).isoformat()}&to={NOW.isoformat()}".replace("+", "%2B")
     answer = client.get(f"/api/v1/experiments/events?experiment_key=homepage_hero_test&{window}", headers=client.analyst)
     assert answer.status_code == 200, answer.text
@@ -129,9 +157,11 @@ def test_raw_events_export_in_a_window_as_csv_and_parquet(client, clickhouse):
     assert [(r["session_id"], r["event_type"], r["conversion_value"]) for r in rows] == [("s2", "conversion", "3")]
     everything = client.get("/api/v1/experiments/events?experiment_key=homepage_hero_test&format=parquet", headers=client.analyst)
     assert everything.status_code == 200 and everything.content[:4] == b"PAR1"
-    counted = clickhouse.client().query(
-        "SELECT count() FROM format(Parquet, {data:String})", parameters={"data": everything.content}
-    ).result_rows[0][0]
+    counted = (
+        clickhouse.client()
+        .query("SELECT count() FROM format(Parquet, {data:String})", parameters={"data": everything.content})
+        .result_rows[0][0]
+    )
     assert counted == 2
     assert client.get("/api/v1/experiments/events?experiment_key=nope", headers=client.analyst).status_code == 404
     assert client.get("/api/v1/experiments/events?experiment_key=homepage_hero_test").status_code == 401

@@ -14,7 +14,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     metrics_port_arg(worker)
     worker.set_defaults(run=run_worker)
 
-    rollup = commands.add_parser("rollup", help="only the roller that keeps the results rollup current (a standby while another runs)")
+    rollup = commands.add_parser(
+        "rollup", help="only the roller that keeps the results rollup current (a standby while another runs)"
+    )
     metrics_port_arg(rollup)
     rollup.set_defaults(run=run_rollup)
 

@@ -42,9 +42,7 @@ def dedup_token(decoded: Decoded, scope: bytes = b"") -> str:
 # The wire layout of one event (shared/wire.py StreamEvent), as ClickHouse reads it. Timestamps
 # come as raw epoch milliseconds, unsigned: a value that DateTime64 cannot hold (negative ones
 # included) is refused by the range check below instead of wrapping around silently.
-_EVENTS_STRUCTURE = (
-    "e Tuple(String, String, String, String, String, String, Nullable(Float64), String, Nullable(UInt64), UInt64)"
-)
+_EVENTS_STRUCTURE = "e Tuple(String, String, String, String, String, String, Nullable(Float64), String, Nullable(UInt64), UInt64)"
 _MAX_DATETIME64_MS = 10_413_791_999_999  # 2299-12-31 23:59:59.999, DateTime64(3)'s last instant
 _SELECT_ROWS = (
     "SELECT e.1, e.2, e.3, e.4, e.5, e.6, e.7, e.8, "
@@ -69,10 +67,7 @@ class ClickHouseSink:
         # In the statement, not as client settings: chDB applies those with SET statements before
         # and after the insert, which cost a quarter of the insert's time.
         token = token if token is not None else dedup_token(decoded, self._token_scope)
-        insert = (
-            f"{self._insert_into}SETTINGS insert_deduplication_token = '{token}', "
-            f"insert_deduplicate = 1 {_SELECT_ROWS}"
-        )
+        insert = f"{self._insert_into}SETTINGS insert_deduplication_token = '{token}', insert_deduplicate = 1 {_SELECT_ROWS}"
         self.insert_msgpack(insert, _EVENTS_STRUCTURE, decoded.rows_msgpack())
 
     def insert_msgpack(self, insert: str, structure: str, rows: bytes) -> None:

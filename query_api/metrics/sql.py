@@ -71,14 +71,10 @@ def metric_statistics_sql(
     if cap_percentile is not None:
         parameters["cap_percentile"] = cap_percentile
         # ifNull: with no positive value at all the cap is irrelevant; keep every value as it is.
-        cap_cte = (
-            ", cap AS (SELECT ifNull(quantileExactIf({cap_percentile:Float64})(s_value, s_value > 0), 0) AS v "
-            "FROM clean)"
-        )
+        cap_cte = ", cap AS (SELECT ifNull(quantileExactIf({cap_percentile:Float64})(s_value, s_value > 0), 0) AS v FROM clean)"
         outer += [
             "sum(if((SELECT v FROM cap) > 0, least(s_value, (SELECT v FROM cap)), s_value)) AS capped_value_sum",
-            "sum(pow(if((SELECT v FROM cap) > 0, least(s_value, (SELECT v FROM cap)), s_value), 2)) "
-            "AS capped_value_sum_squares",
+            "sum(pow(if((SELECT v FROM cap) > 0, least(s_value, (SELECT v FROM cap)), s_value), 2)) AS capped_value_sum_squares",
             "any((SELECT v FROM cap)) AS value_cap",
         ]
     sql = f"""

@@ -56,12 +56,7 @@ class BayesianResult:
 
 
 def _log_term(alpha_a: int, beta_a: int, beta_b: int, i: int) -> float:
-    return (
-        log_beta(alpha_a + i, beta_a + beta_b)
-        - math.log(beta_b + i)
-        - log_beta(1 + i, beta_b)
-        - log_beta(alpha_a, beta_a)
-    )
+    return log_beta(alpha_a + i, beta_a + beta_b) - math.log(beta_b + i) - log_beta(1 + i, beta_b) - log_beta(alpha_a, beta_a)
 
 
 def _miller_sum(alpha_a: int, beta_a: int, alpha_b: int, beta_b: int) -> float:
@@ -111,9 +106,7 @@ def _beta_cumulants(alpha: int, beta: int) -> tuple[float, float, float, float]:
     mean = alpha / s
     variance = alpha * beta / (s * s * (s + 1))
     skewness = 2.0 * (beta - alpha) * math.sqrt(s + 1) / ((s + 2) * math.sqrt(alpha * beta))
-    excess_kurtosis = (
-        6.0 * ((alpha - beta) ** 2 * (s + 1) - alpha * beta * (s + 2)) / (alpha * beta * (s + 2) * (s + 3))
-    )
+    excess_kurtosis = 6.0 * ((alpha - beta) ** 2 * (s + 1) - alpha * beta * (s + 2)) / (alpha * beta * (s + 2) * (s + 3))
     return mean, variance, skewness * variance**1.5, excess_kurtosis * variance * variance
 
 

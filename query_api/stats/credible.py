@@ -70,16 +70,21 @@ def difference_quantiles(
     # Integrate over the narrower posterior; `sign` turns P(B - A <= d) into the wider one's CDF.
     if sd_b <= sd_a:
         narrow, wide, centre, spread = variant, control, mean_b, sd_b
+
         def wide_cdf_term(x: float, d: float) -> float:  # P(A >= x - d)
             return 1.0 - _cdf(*wide, x - d)
+
         def wide_pdf_term(x: float, d: float) -> float:
             return _pdf(*wide, x - d)
     else:
         narrow, wide, centre, spread = control, variant, mean_a, sd_a
+
         def wide_cdf_term(x: float, d: float) -> float:  # P(B <= x + d)
             return _cdf(*wide, x + d)
+
         def wide_pdf_term(x: float, d: float) -> float:
             return _pdf(*wide, x + d)
+
     low, high = max(0.0, centre - 20.0 * spread), min(1.0, centre + 20.0 * spread)
     shift = -1.0 if narrow is variant else 1.0  # the wide variable is x + shift * d
 

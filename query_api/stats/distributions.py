@@ -32,13 +32,7 @@ def log_gamma_ratio(a: float, b: float) -> float:
     """lgamma(a + b) - lgamma(a), without the cancellation of two huge lgamma values when a is large."""
     if a < 10.0:
         return math.lgamma(a + b) - math.lgamma(a)
-    return (
-        (a - 0.5) * math.log1p(b / a)
-        + b * math.log(a + b)
-        - b
-        + _stirling_correction(a + b)
-        - _stirling_correction(a)
-    )
+    return (a - 0.5) * math.log1p(b / a) + b * math.log(a + b) - b + _stirling_correction(a + b) - _stirling_correction(a)
 
 
 def log_beta(a: float, b: float) -> float:
@@ -162,11 +156,7 @@ def student_t_two_sided_p(t: float, df: float) -> float:
 
 
 def _student_t_log_pdf(t: float, df: float) -> float:
-    return (
-        log_gamma_ratio(0.5 * df, 0.5)
-        - 0.5 * math.log(df * math.pi)
-        - 0.5 * (df + 1.0) * math.log1p(t * t / df)
-    )
+    return log_gamma_ratio(0.5 * df, 0.5) - 0.5 * math.log(df * math.pi) - 0.5 * (df + 1.0) * math.log1p(t * t / df)
 
 
 def student_t_ppf(p: float, df: float) -> float:

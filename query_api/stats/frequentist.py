@@ -64,9 +64,7 @@ def zero_variance_message(control, variant) -> str:
     return "The value per session has zero variance in both groups, so no interval or test is possible."
 
 
-def lift_estimates(
-    control, variant, multiplier: float | None, zero_variance_text: str
-) -> tuple[Estimate, Estimate, list[str]]:
+def lift_estimates(control, variant, multiplier: float | None, zero_variance_text: str) -> tuple[Estimate, Estimate, list[str]]:
     """Absolute lift +- multiplier * SE and Fieller's relative-lift interval with the same multiplier.
 
     Shared by Welch (t quantile) and the sequential test (the confidence sequence's multiplier), so
@@ -139,9 +137,7 @@ def welch_t_test(control: SampleMeanStats, variant: SampleMeanStats, confidence:
         return LiftTest(absolute, relative, None, messages=tuple(messages))
     df = welch_degrees_of_freedom(control, variant)
     t_quantile = student_t_ppf(0.5 + confidence / 2.0, df)
-    absolute, relative, messages = lift_estimates(
-        control, variant, t_quantile, zero_variance_message(control, variant)
-    )
+    absolute, relative, messages = lift_estimates(control, variant, t_quantile, zero_variance_message(control, variant))
     t = (variant.mean - control.mean) / math.sqrt(absolute_variance(control, variant))
     return LiftTest(absolute, relative, student_t_two_sided_p(t, df), statistic=t, df=df, messages=tuple(messages))
 

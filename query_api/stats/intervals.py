@@ -161,9 +161,7 @@ def score_interval_difference(control: ProportionStats, variant: ProportionStats
     return bounds[0], bounds[1]
 
 
-def score_interval_ratio(
-    control: ProportionStats, variant: ProportionStats, critical: float
-) -> tuple[float, float | None]:
+def score_interval_ratio(control: ProportionStats, variant: ProportionStats, critical: float) -> tuple[float, float | None]:
     """Score interval of p_variant / p_control (needs a control conversion); None = no upper bound.
 
     Searched on the log scale, where the ratio's uncertainty is roughly symmetric.

@@ -97,7 +97,5 @@ def validate_confidence(confidence: float) -> float:
         or not isinstance(confidence, (int, float))
         or not MIN_CONFIDENCE <= confidence <= MAX_CONFIDENCE
     ):
-        raise ValueError(
-            f"confidence must be a number between {MIN_CONFIDENCE} and {MAX_CONFIDENCE}, got {confidence!r}"
-        )
+        raise ValueError(f"confidence must be a number between {MIN_CONFIDENCE} and {MAX_CONFIDENCE}, got {confidence!r}")
     return float(confidence)

@@ -108,5 +108,9 @@ def stratified_comparison(
             relative = Estimate(lift, low - 1.0, high - 1.0)
     z = difference / math.sqrt(variance)
     return LiftTest(
-        Estimate(difference, difference - half, difference + half), relative, normal_two_sided_p(z), statistic=z, messages=messages
+        Estimate(difference, difference - half, difference + half),
+        relative,
+        normal_two_sided_p(z),
+        statistic=z,
+        messages=messages,
     )

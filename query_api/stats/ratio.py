@@ -57,16 +57,16 @@ class RatioStats:
 def ratio_test(control: RatioStats, variant: RatioStats, confidence: float) -> LiftTest:
     if control.n < 2 or variant.n < 2 or control.denominator_sum <= 0 or variant.denominator_sum <= 0:
         return LiftTest(
-            Estimate(None), Estimate(None), None,
+            Estimate(None),
+            Estimate(None),
+            None,
             messages=("Each group needs 2 exposed sessions and a positive denominator for a ratio metric.",),
         )
     difference = variant.mean - control.mean
     var_c, var_v = control.mean_variance, variant.mean_variance
     lift = difference / control.mean if control.mean > 0 else None
     if var_c + var_v <= 0:
-        return LiftTest(
-            Estimate(difference), Estimate(lift), None, messages=("The ratio has zero variance in both groups.",)
-        )
+        return LiftTest(Estimate(difference), Estimate(lift), None, messages=("The ratio has zero variance in both groups.",))
     q = normal_ppf(0.5 + confidence / 2.0)
     half = q * math.sqrt(var_c + var_v)
     relative = Estimate(lift)
@@ -79,5 +79,9 @@ def ratio_test(control: RatioStats, variant: RatioStats, confidence: float) -> L
             relative = Estimate(lift, low - 1.0, high - 1.0)
     z = difference / math.sqrt(var_c + var_v)
     return LiftTest(
-        Estimate(difference, difference - half, difference + half), relative, normal_two_sided_p(z), statistic=z, messages=messages
+        Estimate(difference, difference - half, difference + half),
+        relative,
+        normal_two_sided_p(z),
+        statistic=z,
+        messages=messages,
     )

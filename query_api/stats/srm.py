@@ -43,9 +43,7 @@ def sample_ratio_mismatch(variants: Sequence[VariantInput]) -> dict[str, Any]:
     notes = []
     stray = sum(max(0, v.sessions) for v in untested)
     if stray:
-        notes.append(
-            f"{stray} exposed session(s) landed in variants with 0% allocation; they are not part of this check."
-        )
+        notes.append(f"{stray} exposed session(s) landed in variants with 0% allocation; they are not part of this check.")
     if len(tested) < 2:
         notes.insert(0, "Fewer than two variants receive traffic, so there is no split to check.")
     elif total <= 0:

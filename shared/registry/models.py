@@ -196,6 +196,9 @@ def metric_problem(name: str, path: str) -> None:
     if VALUE_METRIC in parts and len(parts) > 1:
         raise DefinitionError(path, f"{VALUE_METRIC} is a metric of its own, not an event type of a ratio")
     if "impression" in parts and len(parts) == 1:
-        raise DefinitionError(path, "Every exposed session has an impression: 'impression' is not a metric (try a ratio such as cta_click/impression)")
+        raise DefinitionError(
+            path,
+            "Every exposed session has an impression: 'impression' is not a metric (try a ratio such as cta_click/impression)",
+        )
     if len(parts) == 2 and parts[0] == parts[1]:
         raise DefinitionError(path, f"A ratio of {parts[0]} to itself is always 1")

@@ -27,9 +27,20 @@ def served(live_serve):
     for index in range(300):
         variant = "control" if index % 2 == 0 else "tiny_gang_social_proof"
         session = f"browser_session_{index}"
-        beacons.append({"experiment_key": KEY, "variant_key": variant, "session_id": session, "path": "/", "event_name": "impression"})
+        beacons.append(
+            {"experiment_key": KEY, "variant_key": variant, "session_id": session, "path": "/", "event_name": "impression"}
+        )
         if rng.random() < (0.08 if variant == "control" else 0.16):
-            beacons.append({"experiment_key": KEY, "variant_key": variant, "session_id": session, "path": "/", "event_name": "conversion", "value": 10})
+            beacons.append(
+                {
+                    "experiment_key": KEY,
+                    "variant_key": variant,
+                    "session_id": session,
+                    "path": "/",
+                    "event_name": "conversion",
+                    "value": 10,
+                }
+            )
     with httpx.Client(base_url=live_serve.base_url, headers={"User-Agent": BROWSER_UA}, timeout=30) as client:
         for start in range(0, len(beacons), 400):
             answer = client.post("/api/experiments/batch", json=beacons[start : start + 400])
@@ -162,7 +173,10 @@ def test_admin_sees_a_validation_error_next_to_the_field_then_the_saved_version(
         version = int(saved.inner_text().split()[-1].rstrip("."))
         assert after == f"Definition (version {version})" and after != before
         history = page.locator("section", has=page.get_by_role("heading", name="Definition history"))
-        assert "Edited in the dashboard" in history.locator("ins").first.inner_text() or "Edited in the dashboard" in history.inner_text()
+        assert (
+            "Edited in the dashboard" in history.locator("ins").first.inner_text()
+            or "Edited in the dashboard" in history.inner_text()
+        )
         page.screenshot(path=str(SCREENSHOTS / "dashboard-admin-saved.png"), full_page=True)
     finally:
         context.close()

@@ -68,7 +68,9 @@ def test_events_stored_but_not_folded_send_results_to_the_events_once_older_than
     from tests.rollup.test_roller import publish, random_events
 
     events = [
-        msgspec.structs.replace(event, experiment_key="homepage_hero_test", variant_key="control", received_at_ms=int(time.time() * 1000))
+        msgspec.structs.replace(
+            event, experiment_key="homepage_hero_test", variant_key="control", received_at_ms=int(time.time() * 1000)
+        )
         for event in random_events(random.Random(79), 40)
     ]
     publish(redis_client, settings, events)

@@ -20,9 +20,7 @@ from query_api.stats.sequential import sequential_test
 def variant(key, n, converted, value_sum=None, value_sum_squares=None, *, control=False, allocation=50):
     value_sum = converted * 20.0 if value_sum is None else value_sum
     value_sum_squares = converted * 900.0 if value_sum_squares is None else value_sum_squares
-    return VariantInput(
-        key, control, allocation, ProportionStats(n, converted), SampleMeanStats(n, value_sum, value_sum_squares)
-    )
+    return VariantInput(key, control, allocation, ProportionStats(n, converted), SampleMeanStats(n, value_sum, value_sum_squares))
 
 
 def dumps(result):
@@ -30,21 +28,57 @@ def dumps(result):
 
 
 STATUSES = {
-    "control", "not enough data", "significant win", "significant loss", "no detectable difference", "not analyzed",
-    "unreliable: sample ratio mismatch", "guardrail regression",
+    "control",
+    "not enough data",
+    "significant win",
+    "significant loss",
+    "no detectable difference",
+    "not analyzed",
+    "unreliable: sample ratio mismatch",
+    "guardrail regression",
 }
 STATUS_CODES = {
-    "control", "not_analyzed", "unreliable_srm", "not_enough_data", "guardrail_regression", "win", "loss",
+    "control",
+    "not_analyzed",
+    "unreliable_srm",
+    "not_enough_data",
+    "guardrail_regression",
+    "win",
+    "loss",
     "no_difference",
 }
 VARIANT_KEYS = {
-    "variant_key", "is_control", "allocation", "sessions", "conversions", "conversion_rate",
-    "conversion_rate_interval", "value_sum", "value_per_session", "status", "status_message", "comparison",
-    "status_code", "minimum_detectable_effect", "metrics", "metric_comparisons",
+    "variant_key",
+    "is_control",
+    "allocation",
+    "sessions",
+    "conversions",
+    "conversion_rate",
+    "conversion_rate_interval",
+    "value_sum",
+    "value_per_session",
+    "status",
+    "status_message",
+    "comparison",
+    "status_code",
+    "minimum_detectable_effect",
+    "metrics",
+    "metric_comparisons",
 }
 BLOCK_KEYS = {
-    "control", "variant", "absolute_lift", "relative_lift", "statistic", "df", "p_value", "p_value_raw",
-    "p_value_adjusted", "significant", "message", "interval_confidence", "interval_adjusted",
+    "control",
+    "variant",
+    "absolute_lift",
+    "relative_lift",
+    "statistic",
+    "df",
+    "p_value",
+    "p_value_raw",
+    "p_value_adjusted",
+    "significant",
+    "message",
+    "interval_confidence",
+    "interval_adjusted",
 }
 
 
@@ -58,10 +92,22 @@ def test_output_shape_and_values_for_a_simple_experiment():
     result = analyze_experiment([control, treatment], multi_variant_sessions=7)
     dumps(result)
     assert set(result) == {
-        "confidence", "sequential", "sequential_planned_sessions", "control_variant_key",
-        "multiple_comparison_correction", "thresholds", "methods", "messages", "srm",
-        "multi_variant_sessions", "variants", "sequential_tuning", "primary_metric", "guardrail_metrics",
-        "rate_definitions", "stratified",
+        "confidence",
+        "sequential",
+        "sequential_planned_sessions",
+        "control_variant_key",
+        "multiple_comparison_correction",
+        "thresholds",
+        "methods",
+        "messages",
+        "srm",
+        "multi_variant_sessions",
+        "variants",
+        "sequential_tuning",
+        "primary_metric",
+        "guardrail_metrics",
+        "rate_definitions",
+        "stratified",
     }
     assert result["primary_metric"] == "conversion" and result["guardrail_metrics"] == ["value_per_session"]
     assert result["stratified"] is False and rows_metrics_empty(result)
@@ -76,7 +122,9 @@ def test_output_shape_and_values_for_a_simple_experiment():
     ref = two_proportion_z_test(control.conversions, treatment.conversions, 0.95)
     assert conversion["p_value"] == ref.p_value == conversion["p_value_raw"]
     assert conversion["absolute_lift"] == {
-        "estimate": ref.absolute.estimate, "ci_low": ref.absolute.ci_low, "ci_high": ref.absolute.ci_high
+        "estimate": ref.absolute.estimate,
+        "ci_low": ref.absolute.ci_low,
+        "ci_high": ref.absolute.ci_high,
     }
     assert conversion["relative_lift"]["estimate"] == pytest.approx(0.1)
     assert conversion["significant"] is True and rows[1]["status"] == "significant win"
@@ -97,9 +145,9 @@ def test_statuses():
         ]
     )["variants"]
     assert [r["status"] for r in rows] == ["control", "significant win", "significant loss", "no detectable difference"]
-    few = analyze_experiment(
-        [variant("a", 99, 50, control=True, allocation=2), variant("b", 5000, 900, allocation=98)]
-    )["variants"][1]
+    few = analyze_experiment([variant("a", 99, 50, control=True, allocation=2), variant("b", 5000, 900, allocation=98)])[
+        "variants"
+    ][1]
     assert few["status"] == "not enough data" and "99 exposed sessions" in few["status_message"]
     few_conversions = analyze_experiment([variant("a", 5000, 4, control=True), variant("b", 5000, 40)])["variants"][1]
     assert few_conversions["status"] == "not enough data"
@@ -182,16 +230,24 @@ DEGENERATE = {
     "nan value": [variant("a", 1000, 100, control=True), variant("b", 1000, 100, math.nan, math.inf)],
     "invalid control": [variant("a", 5, 9, control=True), variant("b", 1000, 100)],
     "zero allocation with stray sessions": [
-        variant("a", 1000, 100, control=True), variant("b", 1000, 110), variant("c", 7, 1, allocation=0),
+        variant("a", 1000, 100, control=True),
+        variant("b", 1000, 110),
+        variant("c", 7, 1, allocation=0),
     ],
     "huge experiment": [variant("a", 50_000_000, 2_500_000, control=True), variant("b", 50_000_000, 2_510_000)],
     "numpy integers": [
         VariantInput(
-            "a", True, np.int64(50), ProportionStats(np.int64(1000), np.int64(100)),
+            "a",
+            True,
+            np.int64(50),
+            ProportionStats(np.int64(1000), np.int64(100)),
             SampleMeanStats(np.int64(1000), np.float64(2000.0), np.float64(90000.0)),
         ),
         VariantInput(
-            "b", False, np.int64(50), ProportionStats(np.int64(1000), np.int64(130)),
+            "b",
+            False,
+            np.int64(50),
+            ProportionStats(np.int64(1000), np.int64(130)),
             SampleMeanStats(np.int64(1000), np.float64(2600.0), np.float64(120000.0)),
         ),
     ],
@@ -258,9 +314,7 @@ def test_degenerate_messages():
 
 
 def test_srm_and_multi_variant_messages_reach_the_top_level():
-    result = analyze_experiment(
-        [variant("a", 10000, 1000, control=True), variant("b", 9000, 900)], multi_variant_sessions=800
-    )
+    result = analyze_experiment([variant("a", 10000, 1000, control=True), variant("b", 9000, 900)], multi_variant_sessions=800)
     assert result["srm"]["flagged"]
     assert any("Sample ratio mismatch" in m for m in result["messages"])
     assert any("800 sessions saw more than one variant" in m for m in result["messages"])
@@ -280,7 +334,11 @@ def test_rate_interval():
 def test_multi_variant_sessions_junk_counts_as_zero(junk):
     result = analyze_experiment([variant("a", 100, 10, control=True)], multi_variant_sessions=junk)
     assert result["multi_variant_sessions"] == {
-        "count": 0, "share": 0.0, "threshold": 0.01, "flagged": False, "message": "No session saw more than one variant."
+        "count": 0,
+        "share": 0.0,
+        "threshold": 0.01,
+        "flagged": False,
+        "message": "No session saw more than one variant.",
     }
 
 

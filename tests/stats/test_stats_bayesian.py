@@ -164,7 +164,14 @@ def _reference_chance_and_loss(aa, ba, ab, bb):
 
 @pytest.mark.parametrize(
     "n, rate, lift",
-    [(10**4, 0.1, 0.03), (2 * 10**5, 0.5, 0.005), (2 * 10**6, 0.1, 0.003), (10**7, 0.02, 0.01), (10**9, 0.1, 1e-4), (10**9, 0.1, -1e-4)],
+    [
+        (10**4, 0.1, 0.03),
+        (2 * 10**5, 0.5, 0.005),
+        (2 * 10**6, 0.1, 0.003),
+        (10**7, 0.02, 0.01),
+        (10**9, 0.1, 1e-4),
+        (10**9, 0.1, -1e-4),
+    ],
 )
 def test_chance_and_expected_loss_accurate_at_any_size(n, rate, lift):
     """Defect 5: the loss lost precision at n ~ 2e6 (relative error 7.7e-4) and more at 1e9."""
@@ -197,16 +204,30 @@ def _reference_quantiles(aa, ba, ab, bb, probabilities):
     low, high = a.ppf(1e-14), a.isf(1e-14)
 
     def cdf(d):
-        return integrate.quad(lambda x: a.pdf(x) * b.cdf(x + d), low, high, epsabs=1e-12, epsrel=1e-9, limit=200,
-                              points=sorted({a.mean(), min(max(-d, low), high), min(max(1 - d, low), high)}))[0]
+        return integrate.quad(
+            lambda x: a.pdf(x) * b.cdf(x + d),
+            low,
+            high,
+            epsabs=1e-12,
+            epsrel=1e-9,
+            limit=200,
+            points=sorted({a.mean(), min(max(-d, low), high), min(max(1 - d, low), high)}),
+        )[0]
 
     return [optimize.brentq(lambda d: cdf(d) - p, -1 + 1e-12, 1 - 1e-12, xtol=1e-10) for p in probabilities]
 
 
 @pytest.mark.parametrize(
     "counts, confidence",
-    [((100, 0, 100, 0), 0.999), ((100, 0, 1000, 100), 0.5), ((100, 5, 100, 12), 0.95), ((150, 6, 150, 1), 0.999),
-     ((20, 1, 20, 3), 0.9), ((5, 0, 5, 5), 0.99), ((3000, 120, 3000, 150), 0.999)],
+    [
+        ((100, 0, 100, 0), 0.999),
+        ((100, 0, 1000, 100), 0.5),
+        ((100, 5, 100, 12), 0.95),
+        ((150, 6, 150, 1), 0.999),
+        ((20, 1, 20, 3), 0.9),
+        ((5, 0, 5, 5), 0.99),
+        ((3000, 120, 3000, 150), 0.999),
+    ],
 )
 def test_credible_interval_within_a_thousandth_of_a_posterior_sd(counts, confidence):
     """Defect 5: the interval was off by 0.031 posterior SD at >= 100 sessions and 0.47 SD below."""

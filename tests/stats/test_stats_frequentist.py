@@ -70,7 +70,9 @@ def test_two_proportion_z_test_against_statsmodels_and_scipy(confidence):
 def test_score_intervals_match_statsmodels(confidence):
     for na, ca, nb, cb in _proportion_cases()[:25]:
         ours = two_proportion_z_test(ProportionStats(na, ca), ProportionStats(nb, cb), confidence)
-        ratio = confint_proportions_2indep(cb, nb, ca, na, method="score", compare="ratio", alpha=1 - confidence, correction=False)
+        ratio = confint_proportions_2indep(
+            cb, nb, ca, na, method="score", compare="ratio", alpha=1 - confidence, correction=False
+        )
         assert ours.relative.estimate == pytest.approx((cb / nb) / (ca / na) - 1, rel=1e-12)
         assert [ours.relative.ci_low + 1, ours.relative.ci_high + 1] == pytest.approx(list(ratio), rel=1e-7)
     for na, ca, nb, cb in [(1000, 100, 1000, 120), (5000, 50, 4800, 71), (200, 30, 230, 30), (10, 3, 12, 9)]:
@@ -153,8 +155,12 @@ def test_welch_against_gbstats(confidence):
     for na, sa, ssa, nb, sb, ssb in cases:
         ours = welch_t_test(SampleMeanStats(na, sa, ssa), SampleMeanStats(nb, sb, ssb), confidence)
         ref = stats.ttest_ind_from_stats(
-            sb / nb, math.sqrt((ssb - sb * sb / nb) / (nb - 1)), nb,
-            sa / na, math.sqrt((ssa - sa * sa / na) / (na - 1)), na,
+            sb / nb,
+            math.sqrt((ssb - sb * sb / nb) / (nb - 1)),
+            nb,
+            sa / na,
+            math.sqrt((ssa - sa * sa / na) / (na - 1)),
+            na,
             equal_var=False,
         )
         assert ours.p_value == pytest.approx(ref.pvalue, rel=1e-6, abs=TOL)

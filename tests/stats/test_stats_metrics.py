@@ -19,7 +19,18 @@ from query_api.stats.ratio import RatioStats, ratio_test
 
 from . import references
 
-COLUMNS = ["event_id", "experiment_key", "variant_key", "session_id", "event_type", "path", "conversion_value", "metadata", "client_ts", "received_at"]
+COLUMNS = [
+    "event_id",
+    "experiment_key",
+    "variant_key",
+    "session_id",
+    "event_type",
+    "path",
+    "conversion_value",
+    "metadata",
+    "client_ts",
+    "received_at",
+]
 AT = datetime(2026, 3, 1, tzinfo=timezone.utc)
 
 
@@ -54,7 +65,9 @@ def test_ratio_test_interval_agrees_and_relative_is_fieller():
         b = _ratio_stats(rng.binomial(den_b, rng.choice([0.30, 0.34])), den_b)
         result = ratio_test(a, b, 0.95)
         z = normal_ppf(0.975)
-        assert result.absolute.ci_low == pytest.approx(result.absolute.estimate - z * math.sqrt(a.mean_variance + b.mean_variance))
+        assert result.absolute.ci_low == pytest.approx(
+            result.absolute.estimate - z * math.sqrt(a.mean_variance + b.mean_variance)
+        )
         excludes = result.absolute.ci_low > 0 or result.absolute.ci_high < 0
         assert excludes == (result.p_value < 0.05) == (result.relative.ci_low > 0 or result.relative.ci_high < 0)
         low, high = references.fieller(a.mean, a.mean_variance, b.mean, b.mean_variance, z)
@@ -125,12 +138,16 @@ def _session_events(rng, sessions=120):
         if s % 37 == 0:
             variants = ["a", "b"]  # exposed to both: excluded everywhere
         for variant in variants:
-            counts = {kind: int(rng.integers(0, 3)) for kind in ("cta_click", "form_start", "form_submit", "conversion", "custom_x")}
+            counts = {
+                kind: int(rng.integers(0, 3)) for kind in ("cta_click", "form_start", "form_submit", "conversion", "custom_x")
+            }
             impressions = 0 if s % 23 == 0 else 1 + int(rng.integers(0, 2))
             values = [float(rng.choice([5.0, 20.0, 300.0])) for _ in range(counts["conversion"])]
-            events = [("impression", None)] * impressions + [
-                (kind, None) for kind in counts for _ in range(counts[kind]) if kind != "conversion"
-            ] + [("conversion", v) for v in values]
+            events = (
+                [("impression", None)] * impressions
+                + [(kind, None) for kind in counts for _ in range(counts[kind]) if kind != "conversion"]
+                + [("conversion", v) for v in values]
+            )
             for i, (kind, value) in enumerate(events):
                 rows.append([f"e{s}-{variant}-{i}", "exp", variant, f"s{s}", kind, "/", value, "{}", None, AT])
             rows.append(rows[-1]) if events else None  # a duplicate beacon: FINAL counts it once

@@ -18,7 +18,12 @@ def entry(version, days, allocations, action="update", label="Hero"):
     variants = [Variant(key, f"{label} {key}", share, key == "a") for key, share in allocations.items()]
     definition = ExperimentFields(name="x", cookie_name="ab_x", variants=variants)
     return HistoryEntry(
-        version=version, action=action, changed_at=T0 + timedelta(days=days), changed_by="me", definition=definition, archived=False
+        version=version,
+        action=action,
+        changed_at=T0 + timedelta(days=days),
+        changed_by="me",
+        definition=definition,
+        archived=False,
     )
 
 
@@ -107,8 +112,10 @@ def test_aa_with_an_allocation_change_current_phase_status_stays_within_alpha():
     for _ in range(sims):
         _, second = _aa_phases(rng)
         row = analyze_experiment(
-            [VariantInput("a", True, 20, second[0], SampleMeanStats(second[0].n, 0.0, 0.0)),
-             VariantInput("b", False, 80, second[1], SampleMeanStats(second[1].n, 0.0, 0.0))]
+            [
+                VariantInput("a", True, 20, second[0], SampleMeanStats(second[0].n, 0.0, 0.0)),
+                VariantInput("b", False, 80, second[1], SampleMeanStats(second[1].n, 0.0, 0.0)),
+            ]
         )["variants"][1]
         hits += row["status_code"] in ("win", "loss")
     assert hits / sims <= _ceiling(sims), hits / sims

@@ -16,9 +16,7 @@ from query_api.stats.sequential import sequential_test
 def variant(key, n, converted, value_sum=None, value_sum_squares=None, *, control=False, allocation=50):
     value_sum = converted * 20.0 if value_sum is None else value_sum
     value_sum_squares = converted * 900.0 if value_sum_squares is None else value_sum_squares
-    return VariantInput(
-        key, control, allocation, ProportionStats(n, converted), SampleMeanStats(n, value_sum, value_sum_squares)
-    )
+    return VariantInput(key, control, allocation, ProportionStats(n, converted), SampleMeanStats(n, value_sum, value_sum_squares))
 
 
 def _excludes_zero(estimate):
@@ -67,7 +65,7 @@ def test_guardrail_regression_is_its_own_status():
 
 def test_issue_cases_verdict_follows_the_shown_interval():
     """Defect 3: 13/375 vs 8/573 and 6/183 vs 1850/27554 had verdicts contradicting their intervals."""
-    for (na, ca, nb, cb) in [(375, 13, 573, 8), (183, 6, 27554, 1850)]:
+    for na, ca, nb, cb in [(375, 13, 573, 8), (183, 6, 27554, 1850)]:
         allocation_b = round(100 * nb / (na + nb))
         result = analyze_experiment(
             [variant("a", na, ca, control=True, allocation=100 - allocation_b), variant("b", nb, cb, allocation=allocation_b)]
@@ -89,7 +87,9 @@ def test_significant_exactly_when_the_shown_interval_excludes_zero(sequential):
         values = [float(c * 25.0 * rng.uniform(0.8, 1.25)) for c in converted]
         allocation = np.round(100 * n / n.sum()).astype(int)
         variants = [
-            variant(f"v{i}", int(n[i]), int(converted[i]), values[i], values[i] * 40.0, control=i == 0, allocation=int(allocation[i]))
+            variant(
+                f"v{i}", int(n[i]), int(converted[i]), values[i], values[i] * 40.0, control=i == 0, allocation=int(allocation[i])
+            )
             for i in range(k)
         ]
         result = analyze_experiment(variants, sequential=sequential, confidence=float(rng.choice([0.8, 0.9, 0.95, 0.99])))
@@ -132,7 +132,13 @@ def test_constant_values_are_zero_variance(value):
 
 @pytest.mark.parametrize(
     "baseline, mde, alpha, power, variants",
-    [(0.1, 0.05, 0.05, 0.8, 2), (0.02, 0.1, 0.05, 0.9, 2), (0.3, -0.05, 0.1, 0.8, 2), (0.05, 0.2, 0.05, 0.8, 4), (0.5, 0.01, 0.01, 0.95, 3)],
+    [
+        (0.1, 0.05, 0.05, 0.8, 2),
+        (0.02, 0.1, 0.05, 0.9, 2),
+        (0.3, -0.05, 0.1, 0.8, 2),
+        (0.05, 0.2, 0.05, 0.8, 4),
+        (0.5, 0.01, 0.01, 0.95, 3),
+    ],
 )
 def test_sessions_per_variant_match_statsmodels(baseline, mde, alpha, power, variants):
     ours = sessions_per_variant(baseline, mde, alpha, power, variants)
@@ -160,8 +166,11 @@ def test_minimum_detectable_effect_per_variant():
 
 
 def test_sequential_tuning_sources():
-    a, b, c = (variant("a", 6000, 600, control=True, allocation=50), variant("b", 6000, 700, allocation=25),
-               variant("c", 6000, 650, allocation=25))
+    a, b, c = (
+        variant("a", 6000, 600, control=True, allocation=50),
+        variant("b", 6000, 700, allocation=25),
+        variant("c", 6000, 650, allocation=25),
+    )
     default = analyze_experiment([a, b, c], sequential=True)
     assert default["sequential_tuning"]["source"] == "default" and default["sequential_planned_sessions"] == 5000
     planned = analyze_experiment([a, b, c], sequential=True, planned_sessions=100000)
@@ -189,7 +198,9 @@ def _peeking_false_positive_rate(peeks, planned_per_arm, sims, seed, rate=0.1):
     for i in range(sims):
         for k in range(peeks):
             n = step * (k + 1)
-            p = sequential_test(ProportionStats(n, int(a[i, k])), ProportionStats(n, int(b[i, k])), 0.95, 2 * planned_per_arm).p_value
+            p = sequential_test(
+                ProportionStats(n, int(a[i, k])), ProportionStats(n, int(b[i, k])), 0.95, 2 * planned_per_arm
+            ).p_value
             if p is not None and p < 0.05:
                 hits += 1
                 break
@@ -216,10 +227,12 @@ def test_tuned_sequential_has_more_power_than_the_default():
     b = rng.binomial(n, 0.106, sims)
 
     def power(planned):
-        return np.mean([
-            sequential_test(ProportionStats(n, int(x)), ProportionStats(n, int(y)), 0.95, planned).p_value < 0.05
-            for x, y in zip(a, b)
-        ])
+        return np.mean(
+            [
+                sequential_test(ProportionStats(n, int(x)), ProportionStats(n, int(y)), 0.95, planned).p_value < 0.05
+                for x, y in zip(a, b)
+            ]
+        )
 
     tuned, default = power(2 * n), power(5000)
     assert tuned > default + 0.04, (tuned, default)
