@@ -33,6 +33,7 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 # Then the project itself. It is installed editable (uv's default), so the `abacus` script imports
 # the packages from /app: shared/clickhouse.py finds its migrations in /app/deploy/clickhouse
 # relative to its own file, which a copy in site-packages would not have beside it.
+COPY abacus ./abacus
 COPY ingest ./ingest
 COPY worker ./worker
 COPY query_api ./query_api
