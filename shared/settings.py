@@ -67,8 +67,8 @@ class Settings:
     """ABACUS_ROLLUP_SHARDS: shares of experiments (by a hash of experiment_key) the rollup is split into; each roller process folds its fair number of them, so more rollers fold faster. Same value on every process; changing it rebuilds the rollup."""
     cors_origins: tuple[str, ...] = ()
     """ABACUS_CORS_ORIGINS: comma-separated origins allowed to send beacons from browsers ("*" for any)."""
-    registry_seed: Path = Path("deploy/registry.example.json")
-    """ABACUS_REGISTRY_SEED: JSON file that seeds the experiment registry when it has never been written (`none`: start empty, as docker-compose.yml and the Kubernetes base do; the demo experiments are for `abacus serve`)."""
+    registry_seed: Path = Path("query_api/registry.example.json")
+    """ABACUS_REGISTRY_SEED: JSON file that seeds the experiment registry when it has never been written (the default is read from the installed package when no such file is in the working directory; `none`: start empty, as docker-compose.yml and the Kubernetes base do; the demo experiments are for `abacus serve`)."""
     registry_poll_ms: int = 500
     """ABACUS_REGISTRY_POLL_MS: how often each process checks Redis for a newer registry snapshot."""
     jwt_secret: str | None = None
