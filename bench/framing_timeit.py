@@ -29,7 +29,9 @@ from shared.wire import StreamEnvelope, StreamEvent  # noqa: E402
 
 
 def _event(i: int) -> StreamEvent:
-    return StreamEvent(f"ev-{i}", "homepage_hero_test", "control", f"session_{i}", "impression", "/", None, "{}", None, 1_780_000_000_123)
+    return StreamEvent(
+        f"ev-{i}", "homepage_hero_test", "control", f"session_{i}", "impression", "/", None, "{}", None, 1_780_000_000_123
+    )
 
 
 def _module_at(revision: str) -> ModuleType:
@@ -64,7 +66,9 @@ def main() -> None:
                 seconds = timeit.timeit(lambda m=module: m.decode_entries(entries).rows_msgpack(), number=1)
                 best[name] = min(best[name], seconds)
         for name, seconds in best.items():
-            print(f"{per_entry:2d} events/entry  {name:>10}: {seconds / args.entries * 1e6:.3f} µs per entry (best of {args.repeat})")
+            print(
+                f"{per_entry:2d} events/entry  {name:>10}: {seconds / args.entries * 1e6:.3f} µs per entry (best of {args.repeat})"
+            )
 
 
 if __name__ == "__main__":
