@@ -6,7 +6,8 @@ The worker's insert is generated from this list: the column list, the ``Tuple(..
 ClickHouse reads each stream event as, and the ``e.N`` select list that turns the wire values into
 the table's. The migration that created the table (``shared/clickhouse_schema/0001_events.sql``)
 is history and is not rewritten; tests/test_event_columns.py checks that the table ClickHouse
-reports after migrating, and ``StreamEvent``'s fields, agree with this list.
+reports after migrating, ``StreamEvent``'s fields and the README's table for analysts agree
+with this list.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ and an insert generated from it that stores every column as written."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import msgspec
 import pytest
 
@@ -16,6 +19,13 @@ from worker.sink import ClickHouseSink, RejectedBatch
 def test_the_migrated_table_has_exactly_these_columns_in_this_order(clickhouse):
     described = clickhouse.client().query("DESCRIBE TABLE abacus.events").result_rows
     assert [(row[0], row[1]) for row in described] == [(c.name, c.table_type) for c in EVENT_COLUMNS]
+
+
+def test_the_readme_describes_these_columns_for_analysts():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("**`abacus.events`**", 1)[1].split("\n\n**", 1)[0]
+    rows = re.findall(r"^\| `(\w+)` \| ([^|]+) \|", section, re.MULTILINE)
+    assert [(name, kind.strip()) for name, kind in rows] == [(c.name, c.table_type) for c in EVENT_COLUMNS]
 
 
 def _clickhouse_type(info: msgspec.inspect.Type) -> str:
