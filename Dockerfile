@@ -30,9 +30,8 @@ COPY pyproject.toml uv.lock README.md ./
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-install-project
 
-# Then the project itself. It is installed editable (uv's default), so the `abacus` script imports
-# the packages from /app: shared/clickhouse.py finds its migrations in /app/deploy/clickhouse
-# relative to its own file, which a copy in site-packages would not have beside it.
+# Then the project itself, installed as a wheel would be (not editable): the migrations and the
+# seed are package data read through importlib.resources, so nothing needs the source tree.
 COPY abacus ./abacus
 COPY ingest ./ingest
 COPY worker ./worker
@@ -40,10 +39,8 @@ COPY query_api ./query_api
 COPY shared ./shared
 COPY sdk ./sdk
 COPY jobs ./jobs
-COPY deploy ./deploy
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev \
-    && /app/.venv/bin/python -m compileall -q ingest worker query_api shared sdk jobs
+    uv sync --frozen --no-dev --no-editable
 
 # ----- runtime: no uv, no build tools, not root ------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
@@ -55,23 +52,25 @@ LABEL org.opencontainers.image.title="abacus" \
 RUN groupadd --system --gid 10001 abacus \
     && useradd --system --uid 10001 --gid abacus --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin abacus
 
-# Same path as in the build stage: the venv's scripts and its editable-install .pth name /app.
-# Everything stays owned by root, so the service user can read the code but not change it.
-COPY --from=build /app /app
+# Only the virtual environment (same path as in the build stage: its scripts name
+# /app/.venv/bin/python) and the compose health check; no source tree beside it, so the image
+# runs what the wheel installed. Owned by root: the service user can read the code, not change it.
+COPY --from=build /app/.venv /app/.venv
+COPY deploy/healthcheck.py /app/deploy/healthcheck.py
 
 ENV PATH="/app/.venv/bin:${PATH}" \
     VIRTUAL_ENV=/app/.venv \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 
-# The default ABACUS_REGISTRY_SEED (deploy/registry.example.json) is relative to this directory.
+# docker-compose.yml's health checks run deploy/healthcheck.py relative to this directory.
 WORKDIR /app
 USER 10001:10001
 
 # Fail the build, not the first deploy, if the script or a role's imports are broken or the
-# migrations are not where shared/clickhouse.py looks for them.
+# package data (migrations, seed) did not make it into the installed packages.
 RUN abacus --help >/dev/null \
-    && python -c "import ingest.app, query_api.app, worker.main, jobs.runner, shared.clickhouse as ch; assert ch.migrations(), ch.MIGRATIONS_DIR"
+    && python -c "import ingest.app, query_api.app, worker.main, jobs.runner, shared.clickhouse as ch, query_api.registry_seed as seed; assert ch.migrations(), ch.MIGRATIONS_PACKAGE; seed.load_seed(seed.example_seed())"
 
 EXPOSE 8001 8002 9400
 ENTRYPOINT ["abacus"]

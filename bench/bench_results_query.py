@@ -74,7 +74,7 @@ FROM
 
 def seed_file(directory: Path) -> Path:
     """The example registry with a third variant in each experiment."""
-    seed = json.loads((REPO / "deploy" / "registry.example.json").read_text())
+    seed = json.loads((REPO / "query_api" / "registry.example.json").read_text())
     extra = {
         "homepage_hero_test": ("video_testimonial", "Video testimonial"),
         "pricing_cta_test": ("price_anchor", "Price anchor"),

@@ -52,7 +52,7 @@ def publish_seed_registry(redis_url: str) -> None:
     from shared import redis_keys
     from shared.registry.models import Experiment, RegistrySnapshot, SiteSettings
 
-    seed = load_seed(REPO / "deploy" / "registry.example.json")
+    seed = load_seed(REPO / "query_api" / "registry.example.json")
     now = datetime.now(timezone.utc)
     experiments = [
         Experiment(

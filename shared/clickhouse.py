@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -18,7 +20,8 @@ from clickhouse_connect.driver.client import Client
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "deploy" / "clickhouse"
+MIGRATIONS_PACKAGE = "shared.clickhouse_schema"
+"""Where the migrations are: package data, so a wheel carries them (importlib.resources)."""
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
@@ -87,14 +90,20 @@ class ClickHouse:
             client.close()
 
 
+def migration_files() -> list[Traversable]:
+    """The migration files, in the order they apply."""
+    files = [item for item in resources.files(MIGRATIONS_PACKAGE).iterdir() if _MIGRATION_NAME.match(item.name)]
+    return sorted(files, key=lambda item: item.name)
+
+
 def migrations() -> list[tuple[int, str, list[str]]]:
     found = []
-    for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
-        match = _MIGRATION_NAME.match(path.name)
-        if not match:
-            continue
-        statements = [s.strip() for s in _strip_comments(path.read_text()).split(";") if s.strip()]
-        found.append((int(match.group(1)), path.name, statements))
+    for item in migration_files():
+        match = _MIGRATION_NAME.match(item.name)
+        assert match is not None
+        text = item.read_text(encoding="utf-8")
+        statements = [s.strip() for s in _strip_comments(text).split(";") if s.strip()]
+        found.append((int(match.group(1)), item.name, statements))
     return found
 
 

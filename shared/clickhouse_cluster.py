@@ -1,5 +1,5 @@
 """The schema on a ClickHouse cluster (ABACUS_CLICKHOUSE_CLUSTER): the single-server migrations
-(deploy/clickhouse/*.sql) rendered into their cluster form, statement by statement.
+(shared/clickhouse_schema/*.sql) rendered into their cluster form, statement by statement.
 
 - Tables of events and sessions become ``<name>_local`` tables, ``ON CLUSTER``, with the
   ``Replicated`` form of their engine, and a ``Distributed`` table named as before over them,

@@ -2,16 +2,23 @@
 
 Nothing here runs at import time: callers build a ``Settings`` with ``Settings.from_env()`` (the
 CLI does) or construct one directly (tests do), so importing a module never depends on the
-environment. The README's settings table is checked against ``SETTINGS_DOC`` by a test.
+environment. Each value is converted to its field's type by ``msgspec.convert``; one it cannot
+convert is refused with a ``SettingsError`` naming the variable and what it expects. The README's
+settings table is checked against ``settings_doc()`` (the fields' docstrings) by a test.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import socket
+import typing
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
 
 
 class SettingsError(ValueError):
@@ -60,8 +67,8 @@ class Settings:
     """ABACUS_ROLLUP_SHARDS: shares of experiments (by a hash of experiment_key) the rollup is split into; each roller process folds its fair number of them, so more rollers fold faster. Same value on every process; changing it rebuilds the rollup."""
     cors_origins: tuple[str, ...] = ()
     """ABACUS_CORS_ORIGINS: comma-separated origins allowed to send beacons from browsers ("*" for any)."""
-    registry_seed: Path = Path("deploy/registry.example.json")
-    """ABACUS_REGISTRY_SEED: JSON file that seeds the experiment registry when it has never been written (`none`: start empty, as docker-compose.yml and the Kubernetes base do; the demo experiments are for `abacus serve`)."""
+    registry_seed: Path = Path("query_api/registry.example.json")
+    """ABACUS_REGISTRY_SEED: JSON file that seeds the experiment registry when it has never been written (the default is read from the installed package when no such file is in the working directory; `none`: start empty, as docker-compose.yml and the Kubernetes base do; the demo experiments are for `abacus serve`)."""
     registry_poll_ms: int = 500
     """ABACUS_REGISTRY_POLL_MS: how often each process checks Redis for a newer registry snapshot."""
     jwt_secret: str | None = None
@@ -129,11 +136,11 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         env = os.environ if environ is None else environ
         values: dict[str, object] = {}
-        for field in dataclasses.fields(cls):
-            raw = env.get(env_name(field.name))
+        for name, kind in _field_types().items():
+            raw = env.get(env_name(name))
             if raw is None or raw == "":
                 continue
-            values[field.name] = _parse(field.name, field.type, raw)
+            values[name] = _parse(name, kind, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -151,32 +158,46 @@ def env_name(field_name: str) -> str:
     return "ABACUS_" + field_name.upper()
 
 
-def _parse(name: str, type_name: object, raw: str) -> object:
-    type_text = str(type_name)
+_BOOL_WORDS = {"yes": "true", "on": "true", "no": "false", "off": "false"}
+"""Spellings accepted beside msgspec's own (true/false, 1/0, any case)."""
+Count = Annotated[int, msgspec.Meta(ge=0)]
+"""Every integer setting is a count, a size or a duration: none may be negative."""
+
+
+@functools.cache
+def _field_types() -> dict[str, Any]:
+    """Each field's type as ``msgspec.convert`` is given it (the annotations are strings here)."""
+    hints = typing.get_type_hints(Settings)
+    return {field.name: Count if hints[field.name] is int else hints[field.name] for field in dataclasses.fields(Settings)}
+
+
+def _expected(kind: object) -> str:
+    if kind is Count:
+        return "a whole number >= 0"
+    if kind is bool:
+        return "true or false (also 1/0, yes/no, on/off)"
+    return str(kind)
+
+
+def _parse(name: str, kind: object, raw: str) -> object:
+    value: object = raw
+    if kind is Count:
+        value = raw.strip()
+    elif kind is bool:
+        value = _BOOL_WORDS.get(raw.strip().lower(), raw.strip())
+    elif typing.get_origin(kind) is tuple:  # comma-separated
+        value = [part.strip() for part in raw.split(",") if part.strip()]
     try:
-        if type_text == "int":
-            value = int(raw)
-            if value < 0:
-                raise ValueError
-            return value
-        if type_text == "bool":
-            return _parse_bool(raw)
-        if type_text == "Path":
-            return Path(raw)
-        if type_text.startswith("tuple"):
-            return tuple(part.strip() for part in raw.split(",") if part.strip())
-        return raw
-    except ValueError as exc:
-        raise SettingsError(f"{env_name(name)}={raw!r} is not a valid {type_text}") from exc
+        return msgspec.convert(value, kind, strict=False, dec_hook=_from_text)
+    except msgspec.ValidationError as exc:
+        raise SettingsError(f"{env_name(name)}={raw!r}: expected {_expected(kind)} ({exc})") from exc
 
 
-def _parse_bool(raw: str) -> bool:
-    lowered = raw.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(raw)
+def _from_text(kind: type, value: Any) -> Any:
+    """Types msgspec does not know (``Path``) are built from the variable's text."""
+    if kind is Path and isinstance(value, str):
+        return Path(value)
+    raise NotImplementedError(f"no conversion to {kind}")
 
 
 def settings_doc() -> list[tuple[str, str, str]]:

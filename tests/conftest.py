@@ -78,7 +78,7 @@ def settings(redis_url: str, chdb_dir: Path, redis_client: redis.Redis, clean_cl
         clickhouse_url=chdb_url(chdb_dir),
         data_dir=chdb_dir,
         jwt_secret=TEST_SECRET,
-        registry_seed=REPO / "deploy" / "registry.example.json",
+        registry_seed=REPO / "query_api" / "registry.example.json",
         registry_poll_ms=100,
         batch_wait_ms=100,
         claim_idle_ms=1000,

@@ -124,7 +124,7 @@ def stack_settings(redis_server_url, clickhouse_url, server_clickhouse) -> Itera
         redis_url=redis_server_url,
         clickhouse_url=clickhouse_url,
         jwt_secret=JWT_SECRET,
-        registry_seed=REPO / "deploy" / "registry.example.json",
+        registry_seed=REPO / "query_api" / "registry.example.json",
         registry_poll_ms=100,
         batch_wait_ms=100,
         claim_idle_ms=1000,
@@ -138,7 +138,7 @@ def count(clickhouse: ClickHouse, where: str = "1") -> int:
 # ----- migrations ------------------------------------------------------------------------
 def test_migrations_apply_on_a_clickhouse_server_and_are_idempotent(clickhouse_url, first_migration):
     expected = [name for _, name, _ in migrations()]
-    assert expected, "no migrations found in deploy/clickhouse"
+    assert expected, "no migrations found in shared/clickhouse_schema"
     assert first_migration == expected
 
     clickhouse = ClickHouse(clickhouse_url)
@@ -443,7 +443,7 @@ def test_compose_stack_end_to_end(docker_engine):
         "ABACUS_IMAGE": image,
         "CLICKHOUSE_PASSWORD": "compose-" + secrets.token_hex(8),
         # Production starts with an empty registry; this test sends beacons for the demo experiments.
-        "ABACUS_REGISTRY_SEED": "/app/deploy/registry.example.json",
+        "ABACUS_REGISTRY_SEED": "query_api/registry.example.json",  # the default, read from the installed package
     }
     compose = [docker, "compose", "--project-name", project, "--file", str(REPO / "docker-compose.yml")]
     try:

@@ -85,7 +85,9 @@ def test_registry_is_rebuilt_from_clickhouse_when_redis_lost_it(settings, redis_
 
 def test_seed_is_applied_only_once(settings, tmp_path):
     other_seed = tmp_path / "seed.json"
-    other_seed.write_text((REPO / "deploy" / "registry.example.json").read_text().replace("Homepage hero test", "Changed seed"))
+    other_seed.write_text(
+        (REPO / "query_api" / "registry.example.json").read_text().replace("Homepage hero test", "Changed seed")
+    )
     with serve_client(settings) as client:
         names = [e["name"] for e in client.get("/api/experiments").json()]
     with serve_client(dataclasses.replace(settings, registry_seed=other_seed)) as client:

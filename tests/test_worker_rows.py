@@ -1,7 +1,8 @@
 """Framing stream entries into ClickHouse rows (worker/rows.py): pure logic, no servers.
 
-The common case is checked inline in ``decode_entries``'s loop; these tests hold it to the same
-answers as the general path (``framed_events`` and a full decode) for every layout."""
+The common case is framed inline in ``decode_entries``'s loop; these tests hold it to the same
+answers as the general path (``framed_events`` and a full decode) for every layout, and send
+every envelope that cannot be stored the dead-letter way."""
 
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ def test_every_array_size_frames_as_the_general_path_does(events):
 
 
 def test_entries_of_all_kinds_keep_stream_order_and_counts():
-    odd_layout = msgspec.msgpack.encode({"v": 1, "events": [event(7)]})  # keys in another order: re-encoded
+    odd_layout = msgspec.msgpack.encode({"v": 1, "events": [event(7)]})  # keys in another order
     entries = [
         (b"1-1", [b"e", packed(2)]),
         (b"1-2", {b"e": packed(1)}),  # claimed entries come as dicts
@@ -85,6 +86,10 @@ def test_appending_to_a_batch_adds_to_its_counts():
         b"\x82\xa6events\x93\xa1v\x01",  # claims three events and holds none
         b"\x82\xa6events\x92\xc0",  # cut short: no tail
         b"\xc1 not msgpack",
+        b"\x82\xa6events\x91\x93\xa1a\xa1b\xa1v\x01",  # an event cut short: the tail read as its last item
+        b"\x81\xa1v\x01",  # no events at all
+        b"\x82\xa6events\xa1x\xa1v\x01",  # events not an array
+        b"\x82\xa6events\x90\xa1v\xa1x",  # a version that is not a number
     ],
 )
 def test_broken_envelopes_are_poison_not_rows(raw):
@@ -94,3 +99,18 @@ def test_broken_envelopes_are_poison_not_rows(raw):
     [(entry_id, fields, why)] = decoded.poison
     assert entry_id == b"1-1" and fields == [b"e", raw]
     assert why.startswith("undecodable envelope")
+
+
+def test_another_envelope_version_is_decoded_and_its_events_re_encoded():
+    raw = msgspec.msgpack.encode({"events": [event(1), event(2)], "v": 2})
+    assert framed_events(raw) is None
+    decoded = decode_entries([(b"1-1", [b"e", raw])])
+    assert decoded.rows_by_entry == [2] and decoded.poison == []
+    assert decoded.chunks == [b"".join(msgspec.msgpack.encode(e) for e in (event(1), event(2)))]
+
+
+def test_the_rows_are_the_bytes_ingest_wrote():
+    entry = packed(3)
+    [chunk] = decode_entries([(b"1-1", [b"e", entry])]).chunks
+    assert chunk == b"".join(msgspec.msgpack.encode(event(i)) for i in range(3))
+    assert chunk in entry

@@ -2,11 +2,12 @@
 
 An entry's envelope is msgpack ``{"events": [[event_id, ...], ...], "v": 1}`` (shared/wire.py).
 Each event inside is already what ClickHouse's MsgPack input format reads as a ``Tuple(...)``
-value, so the worker only checks the frame around the events and slices them out: the rows are
-parsed by ClickHouse in C++, not decoded and re-serialized under the GIL (that was most of the
-worker's time). An envelope laid out any other way is decoded and its events re-encoded into the
-same form; one that cannot be decoded is poison: retrying it can never succeed, so it goes
-straight to the dead-letter stream.
+value, so the worker decodes only the frame around the events, leaving each event as its msgpack
+bytes (``msgspec.Raw``, which checks that each is one complete msgpack value): the rows are parsed
+by ClickHouse in C++, not decoded and re-serialized under the GIL (that was most of the worker's
+time). An envelope of another version is decoded and its events re-encoded into the same form;
+one that cannot be decoded is poison: retrying it can never succeed, so it goes straight to the
+dead-letter stream.
 """
 
 from __future__ import annotations
@@ -15,28 +16,28 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from shared.event_columns import COLUMN_NAMES
 from shared.wire import ENVELOPE_FIELD, StreamEnvelope
 from worker.stream import Entry, Fields, field_dict
 
-COLUMNS = [
-    "event_id",
-    "experiment_key",
-    "variant_key",
-    "session_id",
-    "event_type",
-    "path",
-    "conversion_value",
-    "metadata",
-    "client_ts",
-    "received_at",
-]
+COLUMNS = list(COLUMN_NAMES)
+"""The table's columns in wire order (shared/event_columns.py)."""
 
+FRAMED_VERSION = 1
+"""The envelope version whose events are ``StreamEvent``'s layout as they are."""
+
+
+class _Frame(msgspec.Struct):
+    """A ``StreamEnvelope`` with its events left undecoded: the same slices of the entry that
+    ClickHouse reads as rows, found and checked by msgspec rather than by matching bytes."""
+
+    events: list[msgspec.Raw]
+    v: int = FRAMED_VERSION
+
+
+_framer = msgspec.msgpack.Decoder(_Frame)
 _decoder = msgspec.msgpack.Decoder(StreamEnvelope)
 _encoder = msgspec.msgpack.Encoder()
-# What msgspec writes around the events array of a version-1 envelope: a two-entry map whose
-# first key is "events", and after the array the key "v" with the value 1.
-_FRAME_HEAD = b"\x82\xa6events"
-_FRAME_TAIL = b"\xa1v\x01"
 
 
 @dataclass
@@ -66,22 +67,24 @@ def decode_entries(entries: list[Entry], into: Decoded | None = None) -> Decoded
     """Frame entries into insertable chunks, appending to ``into`` when given (a batch read in chunks)."""
     out = into if into is not None else Decoded()
     # The loop runs once per entry read, so the common case (as ingest writes entries: the
-    # envelope as the only field, a version-1 frame around up to 15 events) is checked inline;
-    # anything else takes the general path below.
+    # envelope as the only field, a version-1 frame) is handled inline; anything else, a broken
+    # envelope included, takes the general path below, which says why.
     ids, chunks, rows_by_entry = out.ids, out.chunks, out.rows_by_entry
-    head, tail, field_name = _FRAME_HEAD, _FRAME_TAIL, ENVELOPE_FIELD
+    frame_of, join, field_name = _framer.decode, b"".join, ENVELOPE_FIELD
     rows = 0
     for entry_id, fields in entries:
         if type(fields) is list and fields and fields[0] == field_name:
-            raw = fields[1]
-            if raw.startswith(head) and raw.endswith(tail) and len(raw) >= 12:
-                events = raw[8] - 0x90
-                if 0 <= events <= 15 and len(raw) - 12 >= events:  # a fixarray: the count is in its marker
-                    ids.append(entry_id)
-                    chunks.append(raw[9:-3])
-                    rows_by_entry.append(events)
-                    rows += events
-                    continue
+            try:
+                frame = frame_of(fields[1])
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                frame = None
+            if frame is not None and frame.v == FRAMED_VERSION:
+                events = frame.events
+                ids.append(entry_id)
+                chunks.append(join(events))
+                rows_by_entry.append(len(events))
+                rows += len(events)
+                continue
         _decode_entry(entry_id, fields, out)
     out.row_count += rows
     return out
@@ -102,8 +105,7 @@ def _decode_entry(entry_id: bytes, fields: Fields, out: Decoded) -> None:
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             out.poison.append((entry_id, fields, f"undecodable envelope: {exc}"))
             return
-        framed = _array_items(_encoder.encode(events), 0, None)
-        assert framed is not None, "msgspec encodes a list as a msgpack array"
+        framed = b"".join(_encoder.encode(event) for event in events), len(events)
     chunk, rows = framed
     out.ids.append(entry_id)
     out.chunks.append(chunk)
@@ -112,28 +114,15 @@ def _decode_entry(entry_id: bytes, fields: Fields, out: Decoded) -> None:
 
 
 def framed_events(raw: bytes) -> tuple[bytes, int] | None:
-    """The events of a version-1 envelope, without the array around them, and how many there are,
-    read from the array's header alone; None if the envelope is laid out any other way."""
-    if not (raw.startswith(_FRAME_HEAD) and raw.endswith(_FRAME_TAIL)):
+    """The events of a version-1 envelope, back to back without the array around them, and how
+    many there are; None if the envelope is of another version or does not decode."""
+    try:
+        frame = _framer.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
         return None
-    return _array_items(raw, len(_FRAME_HEAD), -len(_FRAME_TAIL))
-
-
-def _array_items(data: bytes, start: int, end: int | None) -> tuple[bytes, int] | None:
-    """``data[start:end]`` holds one msgpack array: its items' bytes and their count."""
-    marker = data[start]
-    if 0x90 <= marker <= 0x9F:  # fixarray: the count is in the marker
-        header, items = 1, marker & 0x0F
-    elif marker == 0xDC:  # array 16
-        header, items = 3, int.from_bytes(data[start + 1 : start + 3], "big")
-    elif marker == 0xDD:  # array 32
-        header, items = 5, int.from_bytes(data[start + 1 : start + 5], "big")
-    else:
+    if frame.v != FRAMED_VERSION:
         return None
-    body = data[start + header : end]
-    if len(body) < items:  # each item is at least one byte
-        return None
-    return body, items
+    return b"".join(frame.events), len(frame.events)
 
 
 def undecodable(fields: Fields) -> str | None:

@@ -15,7 +15,8 @@ import tempfile
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
 from shared.clickhouse import ClickHouse, is_chdb
-from worker.rows import COLUMNS, Decoded
+from shared.event_columns import COLUMN_NAMES, out_of_range, select_list, wire_structure
+from worker.rows import Decoded
 
 # ClickHouse errors that pass with time: too many parts, memory, timeouts, read-only replica,
 # too many queries, network between replicas, Keeper trouble.
@@ -39,17 +40,12 @@ def dedup_token(decoded: Decoded, scope: bytes = b"") -> str:
     return hashlib.sha256(scope + b",".join(decoded.ids) + b",").hexdigest()
 
 
-# The wire layout of one event (shared/wire.py StreamEvent), as ClickHouse reads it. Timestamps
-# come as raw epoch milliseconds, unsigned: a value that DateTime64 cannot hold (negative ones
-# included) is refused by the range check below instead of wrapping around silently.
-_EVENTS_STRUCTURE = "e Tuple(String, String, String, String, String, String, Nullable(Float64), String, Nullable(UInt64), UInt64)"
-_MAX_DATETIME64_MS = 10_413_791_999_999  # 2299-12-31 23:59:59.999, DateTime64(3)'s last instant
+# Generated from the one definition of the row (shared/event_columns.py). Timestamps come as raw
+# epoch milliseconds, unsigned: a value that DateTime64 cannot hold (negative ones included) is
+# refused by the range check instead of wrapping around silently.
+_EVENTS_STRUCTURE = wire_structure("e")
 _SELECT_ROWS = (
-    "SELECT e.1, e.2, e.3, e.4, e.5, e.6, e.7, e.8, "
-    "fromUnixTimestamp64Milli(toInt64(e.9), 'UTC'), fromUnixTimestamp64Milli(toInt64(e.10), 'UTC') "
-    "FROM {source} "
-    f"WHERE NOT throwIf(ifNull(e.9, 0) > {_MAX_DATETIME64_MS} OR e.10 > {_MAX_DATETIME64_MS}, "
-    "'timestamp out of DateTime64 range')"
+    f"SELECT {select_list('e')} FROM {{source}} WHERE NOT throwIf({out_of_range('e')}, 'timestamp out of DateTime64 range')"
 )
 
 
@@ -58,7 +54,7 @@ class ClickHouseSink:
         """``token_scope``: the stream shard's hash tag ("" for the one untagged stream)."""
         self._clickhouse = clickhouse
         self._token_scope = token_scope.encode() + b"\n" if token_scope else b""
-        self._insert_into = f"INSERT INTO {table} ({', '.join(COLUMNS)}) "
+        self._insert_into = f"INSERT INTO {table} ({', '.join(COLUMN_NAMES)}) "
         self._staging_dir = _staging_dir() if is_chdb(clickhouse.url) else None
 
     def insert(self, decoded: Decoded, token: str | None = None) -> None:
