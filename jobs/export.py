@@ -15,11 +15,11 @@ from jobs.progress import report
 from query_api.export_files import export_path
 from query_api.sql_exec import FORMATS, STREAM_SETTINGS, stream_query
 from shared.clickhouse import ClickHouse
+from shared.event_columns import COLUMN_NAMES
 from shared.settings import Settings
 
-EVENT_COLUMNS = (
-    "event_id, experiment_key, variant_key, session_id, event_type, path, conversion_value, metadata, client_ts, received_at"
-)
+# Every column of the table, in its order: an export is the events as stored.
+EXPORTED_COLUMNS = ", ".join(COLUMN_NAMES)
 
 
 def export_events(settings: Settings, clickhouse: ClickHouse, experiment_key: str, output_format: str, job_id: str) -> dict:
@@ -27,7 +27,7 @@ def export_events(settings: Settings, clickhouse: ClickHouse, experiment_key: st
     target = export_path(settings, job_id, output_format)
     target.parent.mkdir(parents=True, exist_ok=True)
     sql = (
-        f"SELECT {EVENT_COLUMNS} FROM abacus.events FINAL WHERE experiment_key = {{key:String}} "
+        f"SELECT {EXPORTED_COLUMNS} FROM abacus.events FINAL WHERE experiment_key = {{key:String}} "
         "ORDER BY experiment_key, variant_key, session_id, event_id"
     )
     limits = {**STREAM_SETTINGS, "max_memory_usage": settings.sql_max_memory_bytes}
