@@ -84,6 +84,7 @@ def main() -> None:
     parser.add_argument("--per-entry", type=int, default=1, help="beacons per stream entry (ingest packs concurrent requests)")
     parser.add_argument("--batch-size", type=int, default=5000, help="worker batch size (ABACUS_BATCH_SIZE)")
     parser.add_argument("--tiny", action="store_true", help="a few seconds, for CI: 20,000 beacons")
+    parser.add_argument("--one-roller", action="store_true", help="skip the two-roller stage (paired before/after runs)")
     args = parser.parse_args()
     if args.tiny:
         args.beacons = 20_000
@@ -135,8 +136,11 @@ def main() -> None:
             f"process CPU per event: worker {drain_cpu / worker.inserted_rows * 1e6:.1f} us, "
             f"roller {fold_cpu / roller.folded_events * 1e6:.1f} us; ratio worker/roller {drain_cpu / worker.inserted_rows / (fold_cpu / roller.folded_events):.2f}"
         )
-        two_rate = fold_with_two_rollers(settings, clickhouse, keys, raw)
-        print(f"two rollers (2 shares, threads of one process): {two_rate:,.0f} events/s, {two_rate / fold_rate:.2f}x one roller")
+        if not args.one_roller:
+            two_rate = fold_with_two_rollers(settings, clickhouse, keys, raw)
+            print(
+                f"two rollers (2 shares, threads of one process): {two_rate:,.0f} events/s, {two_rate / fold_rate:.2f}x one roller"
+            )
         print(f"ratio roller/worker events/s: {fold_rate / drain_rate:.2f}")
     finally:
         clickhouse.close()

@@ -9,7 +9,6 @@ every process's /metrics exports it (``abacus_rollup_verification_*``, shared/st
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import time
@@ -17,10 +16,9 @@ import time
 import redis
 
 from query_api.results_query import fetch_rollup_totals, fetch_rollups
-from shared import redis_keys
 from shared.clickhouse import ClickHouse
 from shared.redis_keys import stream_layout
-from shared.rollup.protocol import RollupProtocol
+from shared.rollup.protocol import RollupProtocol, record_verification
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -68,7 +66,7 @@ def verify_rollup(settings: Settings, clickhouse: ClickHouse, redis_client: redi
                     {"experiment_key": pair[0], "variant_key": pair[1], "field": field.name, "rollup": a, "events": b}
                 )
     outcome = {"at": time.time(), "variants_checked": len(from_events), "mismatches": len(mismatches)}
-    redis_client.set(redis_keys.ROLLUP_VERIFICATION, json.dumps(outcome))
+    record_verification(redis_client, outcome)
     if mismatches:
         log.error(
             "rollup verification: %d mismatches, e.g. %s; rebuild with POST /api/v1/admin/rollup/rebuild",

@@ -14,18 +14,6 @@ REGISTRY_GENERATION = "abacus:registry:generation"
 REGISTRY_LOCK = "abacus:registry:lock"
 
 
-def inflight_batches(consumer: str) -> str:
-    """Hash of the batches a consumer has begun to insert and not yet acknowledged (last entry id
-    -> entry count), so that after a restart it re-forms the very same batches."""
-    return f"abacus:worker:inflight-batches:{consumer}"
-
-
-def inflight_batch(consumer: str) -> str:
-    """What a worker before the hash above wrote: one batch as "<count> <last id>" (or the count
-    alone); still read on recovery, so a batch left in flight across an upgrade is re-formed."""
-    return f"abacus:worker:inflight:{consumer}"
-
-
 # The results rollup's keys: read and written only by shared/rollup/protocol.py, which owns them.
 ROLLUP_GROUP = "abacus-rollup"
 """Consumer group that only bookmarks how far the roller has folded the stream: its position holds
@@ -55,7 +43,7 @@ def rollup_shard_key(name: str, shard: int, shards: int) -> str:
 
 # ----- stream shards ---------------------------------------------------------------------------
 # With ABACUS_STREAM_SHARDS=n > 1, or on a Redis Cluster, every key of one stream shard (the stream,
-# its dead letters, the workers' in-flight markers, the rollup's step in hand) carries the shard's
+# its dead letters, the rollup's step in hand) carries the shard's
 # hash tag, so Redis Cluster keeps them in one slot and the transactions and scripts over them
 # stay legal. The consumer groups (workers' and rollup bookmarks) live inside the stream itself.
 # One stream on a single server keeps the untagged names, so existing data keeps working.
@@ -69,12 +57,6 @@ class StreamShard:
     dead_letter: str
     tag: str
     """"" for the untagged single stream, else "{...}" (the hash tag, braces included)."""
-
-    def inflight_batches(self, consumer: str) -> str:
-        return inflight_batches(consumer) if not self.tag else f"abacus:worker:inflight-batches:{self.tag}:{consumer}"
-
-    def inflight_batch(self, consumer: str) -> str:
-        return inflight_batch(consumer) if not self.tag else f"abacus:worker:inflight:{self.tag}:{consumer}"
 
     def rollup_step(self, share: int, shares: int) -> str:
         """The stream range a rollup share is folding from this stream shard (redone after a crash)."""

@@ -5,7 +5,6 @@ workers; then rollers running, registry generation and the last rollup verificat
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator, Sequence
 
@@ -14,8 +13,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 
-from shared import redis_keys
 from shared.redis_keys import StreamShard
+from shared.rollup.protocol import last_verification
 from shared.stream_status import StreamStatus, read_status
 
 log = logging.getLogger(__name__)
@@ -32,7 +31,7 @@ class StreamCollector(Collector):
         up = GaugeMetricFamily("abacus_stream_status_up", "Whether Redis answered this scrape's stream questions.")
         try:
             statuses = [(str(shard.index), read_status(self._client, shard.stream, shard.dead_letter)) for shard in self._shards]
-            verification = self._client.get(redis_keys.ROLLUP_VERIFICATION)
+            outcome = last_verification(self._client)
         except (RedisError, OSError) as exc:
             log.warning("metrics: could not read the stream's state: %s", exc)
             up.add_metric([], 0)
@@ -41,8 +40,7 @@ class StreamCollector(Collector):
         up.add_metric([], 1)
         yield up
         yield from self._shard_gauges(statuses)
-        if verification is not None:
-            outcome = json.loads(verification)
+        if outcome is not None:
             yield _gauge(
                 "abacus_rollup_verification_mismatches",
                 "Variants x fields where the rollup differed from the events at the last verification.",

@@ -14,7 +14,7 @@ import redis
 from redis.exceptions import ResponseError
 
 from shared import redis_keys
-from shared.rollup.protocol import is_rollup_group
+from shared.rollup.protocol import is_rollup_group, rollers_running
 
 
 @dataclass(frozen=True)
@@ -56,14 +56,13 @@ def read_status(client: redis.Redis, stream: str, dead_letter_stream: str) -> St
         infos = []  # no stream yet
     groups = [_group_status(client, stream, info, now_ms) for info in infos]
     generation = client.get(redis_keys.REGISTRY_GENERATION)
-    rollers = client.zcount(redis_keys.ROLLUP_ROLLERS, now_ms, "+inf")
     return StreamStatus(
         stream=stream,
         length=int(client.xlen(stream)),
         dead_letters=int(client.xlen(dead_letter_stream)),
         groups=groups,
         registry_generation=int(generation) if generation is not None else None,
-        rollers=int(rollers),
+        rollers=rollers_running(client, now_ms),
     )
 
 

@@ -54,8 +54,6 @@ def test_every_key_of_a_stream_shard_shares_one_slot_and_the_lock_script_one_slo
         keys = [
             shard.stream,
             shard.dead_letter,
-            shard.inflight_batches("w1"),
-            shard.inflight_batch("w1"),
             shard.rollup_step(1, 4),
         ]
         assert len({key_slot(key.encode()) for key in keys}) == 1, keys
@@ -63,11 +61,7 @@ def test_every_key_of_a_stream_shard_shares_one_slot_and_the_lock_script_one_slo
     assert key_slot(lock.encode()) == key_slot(alive.encode())
     # The untagged single stream keeps the names existing deployments have data under.
     (single,) = redis_keys.stream_shards("abacus:events", "abacus:events:dead", 1)
-    assert (single.stream, single.dead_letter, single.inflight_batches("w1")) == (
-        "abacus:events",
-        "abacus:events:dead",
-        redis_keys.inflight_batches("w1"),
-    )
+    assert (single.stream, single.dead_letter) == ("abacus:events", "abacus:events:dead")
 
 
 def test_sessions_spread_over_the_shards_and_a_session_keeps_its_shard():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -19,6 +20,7 @@ from shared.clickhouse import ClickHouse
 from shared.rollup.known_sessions import KnownSessions
 from shared.rollup.protocol import shard_of
 from shared.rollup.session import REPLACED, SessionState
+from shared.wire import StreamEnvelope, StreamEvent
 from worker import rollup_store
 from worker.rows import envelope_bytes
 from worker.stream import Entry
@@ -26,25 +28,25 @@ from worker.stream import Entry
 log = logging.getLogger(__name__)
 
 
-class FoldEvent(msgspec.Struct, array_like=True, frozen=True, gc=False):
-    """``shared.wire.StreamEvent``'s layout, decoded without the garbage collector tracking each
-    event (a step holds tens of thousands: the collector walked them all)."""
-
-    event_id: str
-    experiment_key: str
-    variant_key: str
-    session_id: str
-    event_type: str
-    path: str
-    conversion_value: float | None
-    metadata_json: str
-    client_ts_ms: int | None
-    received_at_ms: int
+def _untracked_copy(struct: type[msgspec.Struct], name: str, **changed_types: type) -> type[msgspec.Struct]:
+    """``struct``'s layout (fields, types, defaults, array_like, frozen) as a struct the garbage
+    collector does not track: a step holds tens of thousands of events, and the collector walked
+    them all. Derived, not restated, so the roller decodes exactly what ingest wrote."""
+    config = struct.__struct_config__
+    fields = [
+        (f.name, changed_types.get(f.name, f.type)) if f.required else (f.name, changed_types.get(f.name, f.type), f.default)
+        for f in msgspec.structs.fields(struct)
+    ]
+    return msgspec.defstruct(name, fields, array_like=config.array_like, frozen=config.frozen, gc=False, module=__name__)
 
 
-class FoldEnvelope(msgspec.Struct, gc=False):
-    events: list[FoldEvent]
-    v: int = 1
+if TYPE_CHECKING:  # the same layouts, as the type checker sees them
+    FoldEvent = StreamEvent
+    FoldEnvelope = StreamEnvelope
+else:
+    FoldEvent = _untracked_copy(StreamEvent, "FoldEvent")
+    """``shared.wire.StreamEvent``, decoded without the garbage collector tracking each event."""
+    FoldEnvelope = _untracked_copy(StreamEnvelope, "FoldEnvelope", events=list[FoldEvent])
 
 
 _decoder = msgspec.msgpack.Decoder(FoldEnvelope)
@@ -75,16 +77,19 @@ class SessionCache:
         self._states: OrderedDict[tuple[str, str], SessionState] = OrderedDict()
 
     def get(self, key: tuple[str, str]) -> SessionState | None:
-        state = self._states.get(key)
-        if state is not None:
-            self._states.move_to_end(key)
-        return state
+        """The cached state, left where it is: a step puts back every state it got (``put_all``)."""
+        return self._states.get(key)
 
-    def put(self, key: tuple[str, str], state: SessionState) -> None:
-        self._states[key] = state
-        self._states.move_to_end(key)
-        while len(self._states) > self.capacity:
-            self._states.popitem(last=False)
+    def put_all(self, states: dict[tuple[str, str], SessionState]) -> None:
+        """Keep ``states`` as the most recently touched, then let go of the oldest beyond capacity."""
+        cached = self._states
+        move = cached.move_to_end
+        for key, state in states.items():
+            cached[key] = state
+            move(key)
+        evict = cached.popitem
+        for _ in range(len(cached) - self.capacity):
+            evict(last=False)
 
     def clear(self) -> None:
         self._states.clear()
@@ -187,9 +192,7 @@ class ShareFolder:
         # while one folded but not marked would be counted as new.
         for key in created:
             known.add(*key)
-        cache_put = self.cache.put
-        for key, state in states.items():
-            cache_put(key, state)
+        self.cache.put_all(states)
         return b"".join(pieces), events, read, states
 
     def _as_stored(self, events: list[FoldEvent], replaced: list[FoldEvent], states: dict) -> list[FoldEvent]:

@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 # several times within one step has its summary built and written once (docs/performance.md,
 # rollup); bounded so a step's memory is. A roller that has caught up takes small steps anyway:
 # a step holds only what the workers stored since the last one.
-_EVENTS_PER_STEP = 50_000
-_MAX_ENTRIES_PER_STEP = 50_000
+_EVENTS_PER_STEP = 100_000
+_MAX_ENTRIES_PER_STEP = 100_000
 _MOST_EVENTS_PER_ENTRY = 500  # ingest's cap on the events it packs into one stream entry
 _READ_CHUNK = 5000  # entries per XRANGE within a step (see _read_events)
 

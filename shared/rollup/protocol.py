@@ -14,11 +14,15 @@ rest of Abacus asks:
   share nobody folds any more or whose backlog grew too old, judged by the oldest entry it
   actually holds back (none, on an idle or empty stream: nothing to give up on);
 - the roller: its lock, bookmark, step in hand and rebuild requests (``Share``, in
-  shared/rollup/protocol_share.py; names and ids in shared/rollup/protocol_ids.py).
+  shared/rollup/protocol_share.py; names and ids in shared/rollup/protocol_ids.py);
+- operators (``abacus status``, /metrics, the nightly verification): how many rollers run
+  (``rollers_running``) and what the last verification found (``record_verification``,
+  ``last_verification``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -35,7 +39,18 @@ from shared.rollup.protocol_share import ALIVE_GRACE_MS, Share
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ALIVE_GRACE_MS", "Freshness", "RollupProtocol", "Share", "id_key", "is_rollup_group", "shard_of"]
+__all__ = [
+    "ALIVE_GRACE_MS",
+    "Freshness",
+    "RollupProtocol",
+    "Share",
+    "id_key",
+    "is_rollup_group",
+    "last_verification",
+    "record_verification",
+    "rollers_running",
+    "shard_of",
+]
 
 MAX_BACKLOG_MS = 600_000
 """A share holding back an entry this much older than the workers' position is given up on (it
@@ -242,6 +257,23 @@ class RollupProtocol:
 
     def leave(self, owner: str) -> None:
         self.redis.zrem(redis_keys.ROLLUP_ROLLERS, owner)
+
+
+# ----- asked by operators ---------------------------------------------------------------------
+def rollers_running(client: redis.Redis, now_ms: int) -> int:
+    """Roller processes whose heartbeat has not expired at ``now_ms`` (Redis's clock)."""
+    return int(client.zcount(redis_keys.ROLLUP_ROLLERS, now_ms, "+inf"))
+
+
+def record_verification(client: redis.Redis, outcome: dict) -> None:
+    """Keep the last verification's outcome (``at``, ``variants_checked``, ``mismatches``)."""
+    client.set(redis_keys.ROLLUP_VERIFICATION, json.dumps(outcome))
+
+
+def last_verification(client: redis.Redis) -> dict | None:
+    """The last verification's outcome, None before the first."""
+    value = client.get(redis_keys.ROLLUP_VERIFICATION)
+    return json.loads(value) if value is not None else None
 
 
 def _events_of(fields: list | dict | None) -> list[_EventKey]:

@@ -130,9 +130,19 @@ def test_a_session_moving_to_an_earlier_day_moves_its_whole_contribution():
     assert new_day["clean_value_sum"] == 4.0 and old_day["clean_value_sum"] == -4.0
 
 
-def test_the_rollers_event_layout_is_the_streams():
-    from shared.wire import StreamEnvelope, StreamEvent
-    from worker.rollup_fold import FoldEnvelope, FoldEvent
+def test_the_roller_decodes_what_ingest_writes_without_the_collector_tracking_it():
+    import gc
 
+    import msgspec
+
+    from shared.wire import StreamEnvelope, StreamEvent
+    from worker.rollup_fold import FoldEvent, _decoder
+
+    written = [
+        StreamEvent("e1", "exp", "control", "s1", "conversion", "/p", 12.5, '{"a": 1}', 1_700_000_000_000, 1_700_000_000_001),
+        StreamEvent("e2", "exp", "variant_b", "s2", "impression", "/", None, "{}", None, 1_700_000_000_002),
+    ]
+    decoded = _decoder.decode(msgspec.msgpack.encode(StreamEnvelope(events=written)))
+    assert [msgspec.structs.astuple(event) for event in decoded.events] == [msgspec.structs.astuple(e) for e in written]
+    assert decoded.v == 1 and not gc.is_tracked(decoded) and not any(gc.is_tracked(e) for e in decoded.events)
     assert FoldEvent.__struct_fields__ == StreamEvent.__struct_fields__
-    assert FoldEnvelope.__struct_fields__ == StreamEnvelope.__struct_fields__

@@ -15,7 +15,7 @@ from shared.rollup.protocol import RollupProtocol, shard_of
 from shared.wire import StreamEvent
 from tests.conftest import wait_for
 from tests.rollup.test_roller import assert_rollup_matches_events, drain_workers, publish
-from worker import rollup, rollup_store
+from worker import rollup, rollup_fold, rollup_store
 from worker.main import build_roller
 
 EXPERIMENTS = tuple(f"exp_{name}" for name in "abcdefgh")
@@ -125,14 +125,16 @@ class Killed(BaseException):
     """A roller process gone at once: nothing after this point runs, nothing is released."""
 
 
+# Where a roller can die, and whether the point comes before the roller has read any event (a
+# rebuild's): those die at their first call, the others once a random number of events was read.
 KILL_POINTS = [
-    (protocol_share.Share, "begin_step"),
-    (protocol_share.Share, "finish_step"),
-    (protocol_share.Share, "begin_rebuild"),
-    (rollup_store, "insert_summaries"),
-    (rollup_store, "insert_events"),
-    (rollup_store, "rebuild_from_events"),
-    (rollup_store, "load_sessions"),
+    (protocol_share.Share, "begin_step", False),
+    (protocol_share.Share, "finish_step", False),
+    (protocol_share.Share, "begin_rebuild", True),
+    (rollup_store, "insert_summaries", False),
+    (rollup_store, "insert_events", False),
+    (rollup_store, "rebuild_from_events", True),
+    (rollup_store, "load_sessions", False),
 ]
 
 
@@ -141,20 +143,41 @@ def test_rollers_killed_at_random_points_never_claim_an_undercount(settings, red
     settings = dataclasses.replace(settings, batch_size=40, rollup_cache_sessions=5)
     rng = random.Random(97)
     probe = RollupProtocol(redis_client, settings.stream, settings.consumer_group)
+    # The kill is timed by the events the roller has read, not by its steps, so it lands at a
+    # random place in the round whatever the step size (one step or many per round).
+    events_read = [0]
+    real_fold = rollup_fold.ShareFolder.fold
+
+    def counting_fold(self, events):  # type: ignore[no-untyped-def]
+        events_read[0] += len(events)
+        return real_fold(self, events)
+
+    monkeypatch.setattr(rollup_fold.ShareFolder, "fold", counting_fold)
     kills = 0
     for round_ in range(8):
-        publish(redis_client, settings, day_events(rng, 120, offset=1000 * round_), per_entry=rng.choice([1, 3]))
+        published = day_events(rng, 120, offset=1000 * round_)
+        publish(redis_client, settings, published, per_entry=rng.choice([1, 3]))
         drain_workers(settings, clean_clickhouse)
         if round_ % 3 == 2:
             redis_client.incr("abacus:rollup:rebuild")
-        # This roller dies at the n-th call of one of the kill points.
-        owner, point, attribute = f"victim-{round_}", *rng.choice(KILL_POINTS)
+        # This roller dies at the first call of one of the kill points made once it has read
+        # at least `after` events.
+        # Only points the round reaches: the first round builds the rollup from abacus.events (the
+        # workers trimmed the stream: no rollup held it), later ones fold, some rebuild first.
+        points = (
+            [p for p in KILL_POINTS if p[2]]
+            if round_ == 0
+            else KILL_POINTS
+            if round_ % 3 == 2
+            else [p for p in KILL_POINTS if not p[2]]
+        )
+        owner, (point, attribute, before_reading) = f"victim-{round_}", rng.choice(points)
         real = getattr(point, attribute)
-        countdown = [rng.randrange(1, 4)]
+        events_read[0] = 0
+        after = 0 if before_reading else rng.randrange(len(published))
 
-        def dying(*args, _real=real, **kwargs):  # type: ignore[no-untyped-def]
-            countdown[0] -= 1
-            if countdown[0] == 0:
+        def dying(*args, _real=real, _after=after, **kwargs):  # type: ignore[no-untyped-def]
+            if events_read[0] >= _after:
                 raise Killed()
             return _real(*args, **kwargs)
 
@@ -173,7 +196,7 @@ def test_rollers_killed_at_random_points_never_claim_an_undercount(settings, red
         # A new roller (another process) takes over once the dead one's lock lapsed.
         build_roller(settings, clean_clickhouse).run(until_caught_up=True)
         assert_all_windows_match(clean_clickhouse)
-    assert kills >= 4, "most rounds must have killed their roller somewhere"
+    assert kills >= 6, "most rounds must have killed their roller somewhere"
 
 
 def test_python_and_clickhouse_agree_on_each_experiments_share(clean_clickhouse):
