@@ -14,6 +14,7 @@ from litestar import Litestar
 from litestar.datastructures import State
 
 from ingest.bots import BotDetector
+from ingest.bots.report import report_fast_path
 from ingest.dispatch import BeaconDispatcher
 from ingest.openapi_docs import document_beacon_routes
 from ingest.sdk_routes import sdk_route_handlers
@@ -50,7 +51,12 @@ def create_serve_app(settings: Settings, liveness: dict[str, LivenessCheck] | No
     metrics = Metrics()  # one process: ingest's, the query API's, the worker's and the roller's together
     layout = stream_layout(settings)
     ingest = IngestService(
-        redis_client, [shard.stream for shard in layout], registry, BotDetector().is_bot, metrics, lean_address(settings)
+        redis_client,
+        [shard.stream for shard in layout],
+        registry,
+        report_fast_path(BotDetector(), metrics).is_bot,
+        metrics,
+        lean_address(settings),
     )
     # One data dir has one serve process, so a fixed consumer name lets a restart finish the
     # batch the previous run had in hand, with the same deduplication token.

@@ -11,6 +11,7 @@ import gc
 from litestar import Litestar
 
 from ingest.bots import BotDetector
+from ingest.bots.report import report_fast_path
 from ingest.dispatch import BeaconDispatcher
 from ingest.handler import BeaconEndpoint
 from ingest.openapi_docs import document_beacon_routes
@@ -24,6 +25,7 @@ from shared.cors import CORS
 from shared.health import health_handlers
 from shared.http_edge import HeadAsGet
 from shared.openapi_statuses import document_statuses
+from shared.prom import Metrics
 from shared.redis_conn import async_client_for
 from shared.registry.cache import RegistryCache
 from shared.settings import Settings
@@ -43,7 +45,9 @@ def _build(settings: Settings) -> tuple[CORS, dict[str, BeaconEndpoint]]:
     redis_client = async_client_for(settings)
     registry = RegistryCache(redis_client, settings.registry_poll_ms / 1000)
     streams = [shard.stream for shard in redis_keys.stream_layout(settings)]
-    service = IngestService(redis_client, streams, registry, BotDetector().is_bot, lean_address=lean_address(settings))
+    metrics = Metrics()
+    detector = report_fast_path(BotDetector(), metrics)
+    service = IngestService(redis_client, streams, registry, detector.is_bot, metrics, lean_address(settings))
     app = Litestar(
         route_handlers=[
             *service.route_handlers(),
