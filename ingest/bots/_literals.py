@@ -7,14 +7,13 @@ User-Agent for all literals with one regex (see ``ingest/bots/detector.py``).
 from __future__ import annotations
 
 import re
-from re import _parser
 
-from ingest.bots._regex import _REPEATS, C, parse
+from ingest.bots._regex import _REPEATS, C, Tree, parse
 
 # --- required literals ---------------------------------------------------------------------
 
 
-def required_literals(pattern: str | _parser.SubPattern) -> frozenset[str] | None:
+def required_literals(pattern: str | Tree) -> frozenset[str] | None:
     """Lowercase ASCII strings, at least one of which is in (the lowercase of) every match.
 
     None when no such set was found. The set is picked to make the longest shortest string,
@@ -50,7 +49,7 @@ def _required(items) -> frozenset[str] | None:
         elif op is C.BRANCH:
             options = [_required(branch) for branch in av[1]]
             if all(options):
-                consider(frozenset().union(*options))
+                consider(frozenset[str]().union(*(option for option in options if option)))
     consider(frozenset(["".join(run)]) if run else None)
     return best
 

@@ -26,6 +26,8 @@ import re
 from re import _constants as C  # noqa: N812 - the stdlib's opcode names
 from re import _parser
 
+Tree = _parser.SubPattern  # a parsed pattern, as the other rewrite modules take it
+
 _CATEGORIES = {
     C.CATEGORY_DIGIT: r"\d",
     C.CATEGORY_NOT_DIGIT: r"\D",
