@@ -105,7 +105,7 @@ class IngestEdge:
         method = request.method
         handler = methods.get(method) or (methods.get("GET") if method == "HEAD" else None)
         if handler is None:
-            allow = [("allow", ", ".join([*methods, "OPTIONS"]))]
+            allow = [("allow", ", ".join([*methods, *(["HEAD"] if "GET" in methods else []), "OPTIONS"]))]
             if method == "OPTIONS":  # what the Allow header promises (CORS preflights never get here)
                 return 204, b"", allow
             return 405, error_body(f"Method not allowed: use {' or '.join(methods)}"), JSON + allow

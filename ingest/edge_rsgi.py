@@ -22,6 +22,7 @@ from shared.http_edge import BodyDeadlines, BodyTimeout
 # Granian's RSGI headers hide a value that is not visible ASCII (get() gives None, ``in`` still
 # finds the name). No such Content-Type is one we accept, so it stands in for one: a 415, as on ASGI.
 _UNREADABLE = "(not visible ASCII)"
+_REGISTRY_PATH = "/api/experiments"  # cached by browsers and CDNs: see CORS.varies_without_origin
 
 
 class IngestRSGI:
@@ -30,6 +31,7 @@ class IngestRSGI:
     def __init__(self, edge: IngestEdge, cors_origins: tuple[str, ...], body_timeout_s: float = 10.0) -> None:
         self._edge = edge
         self._cors = CORS(_not_an_app, cors_origins)  # its rules only: this adapter answers
+        self._vary_on = {path for path in (_REGISTRY_PATH,) if self._cors.varies_without_origin(path)}
         self._deadlines = BodyDeadlines(body_timeout_s)
 
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -71,7 +73,7 @@ class IngestRSGI:
         allowed = self._cors.response_headers(origin.encode("latin-1")) if origin is not None else None
         if allowed:
             response_headers += [(name.decode("latin-1"), value.decode("latin-1")) for name, value in allowed]
-        elif self._cors.varies_without_origin(scope.path):
+        elif self._vary_on and scope.path in self._vary_on:
             response_headers.append(("vary", "origin"))
         protocol.response_bytes(status, response_headers, body)
 

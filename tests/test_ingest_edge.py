@@ -73,7 +73,7 @@ def test_health_metrics_the_sdk_and_the_static_openapi_are_served(client):
     assert client.get("/sdk/abacus.js").status_code == 200
     assert client.head("/healthz").content == b""
     assert client.get("/nope").status_code == 404
-    assert client.post("/healthz").headers["allow"] == "GET, OPTIONS"
+    assert client.post("/healthz").headers["allow"] == "GET, HEAD, OPTIONS"
 
 
 def test_the_openapi_document_describes_the_beacon_routes_from_the_wire_structs(client):
