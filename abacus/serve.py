@@ -14,9 +14,11 @@ from litestar import Litestar
 from litestar.datastructures import State
 
 from ingest.bots import BotDetector
-from ingest.dispatch import BeaconDispatcher
-from ingest.openapi_docs import document_beacon_routes
-from ingest.sdk_routes import sdk_route_handlers
+from ingest.bots.report import report_fast_path
+from ingest.edge import IngestEdge
+from ingest.edge_asgi import IngestASGI
+from ingest.openapi import document_into
+from ingest.sdk_routes import SdkRoutes
 from ingest.service import IngestService
 from ingest.sink import lean_address
 from query_api.app import build_query
@@ -25,7 +27,7 @@ from query_api.request_metrics import RequestMetrics
 from shared.app_config import app_config, bounded_shutdown
 from shared.clickhouse import ClickHouse, migrate
 from shared.cors import CORS
-from shared.health import LivenessCheck, health_handlers
+from shared.health import LivenessCheck, health_handlers, metrics_handler
 from shared.http_edge import guarded
 from shared.openapi_statuses import document_statuses
 from shared.prom import Metrics
@@ -50,7 +52,12 @@ def create_serve_app(settings: Settings, liveness: dict[str, LivenessCheck] | No
     metrics = Metrics()  # one process: ingest's, the query API's, the worker's and the roller's together
     layout = stream_layout(settings)
     ingest = IngestService(
-        redis_client, [shard.stream for shard in layout], registry, BotDetector().is_bot, metrics, lean_address(settings)
+        redis_client,
+        [shard.stream for shard in layout],
+        registry,
+        report_fast_path(BotDetector(), metrics).is_bot,
+        metrics,
+        lean_address(settings),
     )
     # One data dir has one serve process, so a fixed consumer name lets a restart finish the
     # batch the previous run had in hand, with the same deduplication token.
@@ -110,8 +117,7 @@ def create_serve_app(settings: Settings, liveness: dict[str, LivenessCheck] | No
 
     app = Litestar(
         route_handlers=[
-            *ingest.route_handlers(),
-            *sdk_route_handlers(registry, public_registry=False),  # the query API serves the registry
+            metrics_handler(metrics),
             *query.route_handlers,
             *health_handlers(
                 {"ingest": ingest.readiness, "query": query.readiness, "worker": worker_ready},
@@ -131,7 +137,10 @@ def create_serve_app(settings: Settings, liveness: dict[str, LivenessCheck] | No
         ),
         **app_config("Abacus", EXCEPTION_HANDLERS),  # type: ignore[arg-type]
     )
-    document_beacon_routes(app)
     document_statuses(app)
-    # Beacon paths skip Litestar's router and middleware, as under `abacus ingest`.
-    return guarded(CORS(BeaconDispatcher(RequestMetrics(app, metrics), ingest.beacon_endpoints), settings.cors_origins), settings)
+    document_into(app)
+    # Ingest's routes (the same table as under `abacus ingest`, without the public registry, which
+    # the query API serves) skip Litestar's router and middleware; every other path goes to Litestar.
+    sdk = SdkRoutes(registry, public_registry=False)
+    edge = IngestEdge({**ingest.routes(), **sdk.routes}, sdk.prefixes)
+    return guarded(CORS(IngestASGI(edge, RequestMetrics(app, metrics)), settings.cors_origins), settings)

@@ -9,16 +9,16 @@ import gzip
 import hashlib
 import re
 from importlib import resources
-from typing import Annotated, Any
+from typing import Annotated
+from urllib.parse import parse_qsl
 
 import msgspec
-from litestar import Request, Response, get, post
 from litestar.datastructures import Cookie
-from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath
 from msgspec import Meta
 
 from ingest import assignment
+from ingest.edge import JSON, Answer, Methods, Request, error_body
+from ingest.request import BadRequest, declared_length
 from shared.registry.cache import RegistryCache
 from shared.registry.models import RegistrySnapshot
 from shared.wire import PagePath, SessionId
@@ -33,23 +33,7 @@ IMMUTABLE_CACHE = "public, max-age=31536000, immutable"
 PUBLIC_REGISTRY_MAX_AGE_S = 5  # as the query API's GET /api/experiments
 _VISITOR_BODY_LIMIT = 1024
 _FIELD_IN_MESSAGE = re.compile(r" - at `\$\.([^`]*)`$")
-_RETRY_SOON = {"Retry-After": "1"}
-
-
-class SdkError(msgspec.Struct):
-    ok: bool
-    error: str
-    field: str | None
-
-
-_BAD_QUERY = ResponseSpec(SdkError, description="A query parameter is missing or invalid; `field` names it")
-_NOT_LOADED = ResponseSpec(SdkError, description="The registry is not loaded yet; retry after Retry-After")
-_ASSIGNMENT_ERRORS = {400: _BAD_QUERY, 503: _NOT_LOADED}
-_VISITOR_ERRORS = {
-    400: ResponseSpec(SdkError, description="Malformed JSON or an invalid visitor id or domain; `field` names it"),
-    413: ResponseSpec(SdkError, description=f"Body over {_VISITOR_BODY_LIMIT} bytes"),
-    415: ResponseSpec(SdkError, description="Content-Type other than application/json or text/plain"),
-}
+_encoder = msgspec.json.Encoder()
 
 
 class SdkFile:
@@ -67,22 +51,21 @@ class SdkFile:
         # Package data, so a built wheel serves the same file as a checkout.
         return cls(resources.files("sdk").joinpath("abacus.js").read_bytes())
 
-    def response(self, request: Request, cache_control: str) -> Response[bytes]:
-        headers = {
-            "Cache-Control": cache_control,
-            "ETag": self.etag,
-            "Vary": "Accept-Encoding",
-            "Link": f'<{self.versioned_path}>; rel="canonical"',
+    def answer(self, request: Request, cache_control: str) -> Answer:
+        headers = [
+            ("cache-control", cache_control),
+            ("etag", self.etag),
+            ("vary", "Accept-Encoding"),
+            ("link", f'<{self.versioned_path}>; rel="canonical"'),
             # Lets a site's Resource Timing see the transfer size of this cross-origin script.
-            "Timing-Allow-Origin": "*",
-        }
+            ("timing-allow-origin", "*"),
+        ]
         if request.headers.get("if-none-match") == self.etag:
-            return Response(b"", status_code=304, headers=headers)
-        body = self.source
-        if accepts_gzip(request.headers.get("accept-encoding", "")):
-            body = self.gzipped
-            headers["Content-Encoding"] = "gzip"
-        return Response(body, media_type="text/javascript", headers=headers)
+            return 304, b"", headers
+        headers.append(("content-type", "text/javascript; charset=utf-8"))
+        if accepts_gzip(request.headers.get("accept-encoding") or ""):
+            return 200, self.gzipped, [*headers, ("content-encoding", "gzip")]
+        return 200, self.source, headers
 
 
 def accepts_gzip(accept_encoding: str) -> bool:
@@ -104,16 +87,22 @@ class AssignmentQuery(msgspec.Struct, frozen=True):
     path: PagePath
 
 
-def _bad_request(message: str, field: str | None) -> Response[dict[str, Any]]:
-    return Response({"ok": False, "error": message, "field": field}, status_code=400)
+_NO_STORE = ("cache-control", "no-store")
 
 
-def _unavailable() -> Response[dict[str, Any]]:
-    body = {"ok": False, "error": "experiment registry not loaded yet", "field": None}
-    return Response(body, status_code=503, headers=_RETRY_SOON)
+def _json(status: int, value: object, *headers: tuple[str, str]) -> Answer:
+    return status, _encoder.encode(value), [*JSON, *headers]
 
 
-def _validation_error(exc: msgspec.ValidationError) -> Response[dict[str, Any]]:
+def _bad_request(message: str, field: str | None) -> Answer:
+    return 400, error_body(message, field), JSON
+
+
+def _unavailable() -> Answer:
+    return 503, error_body("experiment registry not loaded yet"), [*JSON, ("retry-after", "1")]
+
+
+def _validation_error(exc: msgspec.ValidationError) -> Answer:
     message = str(exc)
     found = _FIELD_IN_MESSAGE.search(message)
     return _bad_request(message, found.group(1) if found else None)
@@ -124,41 +113,36 @@ def is_secure(request: Request) -> bool:
     page's Origin (browsers send Origin with every POST from fetch)."""
     origin = request.headers.get("origin") or ""
     forwarded = request.headers.get("x-forwarded-proto") or ""
-    return request.url.scheme == "https" or forwarded.lower() == "https" or origin.startswith("https://")
+    return request.scheme == "https" or forwarded.lower() == "https" or origin.startswith("https://")
 
 
-def sdk_route_handlers(registry: RegistryCache, *, public_registry: bool) -> list:
-    """``public_registry``: also answer GET /api/experiments (for `abacus ingest`, where no query API
-    serves it on the same origin)."""
-    sdk = SdkFile.packaged()
+class SdkRoutes:
+    """The SDK's routes, as ``ingest.edge`` handlers. ``public_registry``: also answer GET
+    /api/experiments (for `abacus ingest`, where no query API serves it on the same origin)."""
 
-    @get(
-        SDK_PATH, tags=["sdk"], summary="The browser SDK (short-lived cache; Link names the versioned URL)", sync_to_thread=False
-    )
-    def sdk_file(request: Request) -> Response[bytes]:
-        return sdk.response(request, SHORT_CACHE)
+    def __init__(self, registry: RegistryCache, *, public_registry: bool) -> None:
+        self._registry = registry
+        self._sdk = SdkFile.packaged()
+        self.routes: dict[str, Methods] = {
+            SDK_PATH: {"GET": self.sdk_file},
+            "/api/experiments/assignments": {"GET": self.server_assignments},
+            "/api/experiments/visitor": {"POST": self.visitor_cookie},
+        }
+        if public_registry:
+            self.routes["/api/experiments"] = {"GET": self.registry_for_pages}
+        self.prefixes: dict[str, Methods] = {"/sdk/": {"GET": self.sdk_versioned}}
 
-    @get(
-        "/sdk/{name:str}",
-        tags=["sdk"],
-        summary="The browser SDK at its versioned URL (cached for a year)",
-        responses={404: ResponseSpec(None, description="No SDK has that version")},
-        sync_to_thread=False,
-    )
-    def sdk_versioned(request: Request, name: FromPath[str]) -> Response[Any]:
-        if f"/sdk/{name}" != sdk.versioned_path:
-            return Response({"status_code": 404, "detail": "No such SDK version"}, status_code=404)
-        return sdk.response(request, IMMUTABLE_CACHE)
+    async def sdk_file(self, request: Request) -> Answer:
+        return self._sdk.answer(request, SHORT_CACHE)
 
-    @get(
-        "/api/experiments/assignments",
-        tags=["sdk"],
-        summary="Server-side assignment: {experiment_key: variant_key}",
-        responses=_ASSIGNMENT_ERRORS,
-        sync_to_thread=False,
-    )
-    def server_assignments(request: Request) -> Response[Any]:
-        query = {name: request.query_params.get(name) for name in ("visitor_id", "path")}
+    async def sdk_versioned(self, request: Request) -> Answer:
+        if request.path != self._sdk.versioned_path:
+            return 404, error_body("No such SDK version"), JSON
+        return self._sdk.answer(request, IMMUTABLE_CACHE)
+
+    async def server_assignments(self, request: Request) -> Answer:
+        params = dict(parse_qsl(request.query, keep_blank_values=True)[::-1])  # the first of each name wins
+        query = {name: params.get(name) for name in ("visitor_id", "path")}
         missing = [name for name, value in query.items() if value is None]
         if missing:
             return _bad_request(f"Query parameter `{missing[0]}` is required", missing[0])
@@ -166,33 +150,24 @@ def sdk_route_handlers(registry: RegistryCache, *, public_registry: bool) -> lis
             checked = msgspec.convert(query, AssignmentQuery)
         except msgspec.ValidationError as exc:
             return _validation_error(exc)
-        snapshot = registry.snapshot
+        snapshot = self._registry.snapshot
         if snapshot is None:
             return _unavailable()
-        chosen = assignment.assignments(snapshot, checked.visitor_id, checked.path, request.cookies)
+        chosen = assignment.assignments(snapshot, checked.visitor_id, checked.path, request.cookies())
         # Depends on the visitor and on a registry that changes: never to be cached.
-        return Response(chosen, headers={"Cache-Control": "no-store"})
+        return _json(200, chosen, _NO_STORE)
 
-    @post(
-        "/api/experiments/visitor",
-        tags=["sdk"],
-        status_code=204,
-        responses=_VISITOR_ERRORS,
-        summary="Sets the visitor cookie from the server (Safari keeps it 400 days)",
-    )
-    async def visitor_cookie(request: Request) -> Response[None]:  # 204; refusals carry a body
-        media_type = (request.headers.get("content-type") or "application/json").split(";", 1)[0].strip().lower()
+    async def visitor_cookie(self, request: Request) -> Answer:  # 204; refusals carry a body
+        media_type = (request.content_type or "application/json").split(";", 1)[0].strip().lower()
         if media_type not in ("application/json", "text/plain"):
-            return Response(
-                {"ok": False, "error": "Content-Type must be application/json or text/plain", "field": None}, status_code=415
-            )
-        body = await request.body()
-        if len(body) > _VISITOR_BODY_LIMIT:
-            return Response(
-                {"ok": False, "error": f"Body larger than {_VISITOR_BODY_LIMIT} bytes", "field": None}, status_code=413
-            )
+            return 415, error_body("Content-Type must be application/json or text/plain"), JSON
         try:
+            body = await request.read_body(
+                declared_length(request.headers.get("content-length"), _VISITOR_BODY_LIMIT), _VISITOR_BODY_LIMIT
+            )
             wanted = msgspec.json.decode(body, type=VisitorCookieRequest)
+        except BadRequest as exc:
+            return exc.status, error_body(exc.message, exc.field), JSON
         except msgspec.ValidationError as exc:
             return _validation_error(exc)
         except msgspec.DecodeError as exc:
@@ -207,27 +182,20 @@ def sdk_route_handlers(registry: RegistryCache, *, public_registry: bool) -> lis
             httponly=False,  # the SDK reads it, like the cookie it sets itself
             samesite="lax",
         )
-        return Response(None, status_code=204, cookies=[cookie], headers={"Cache-Control": "no-store"})
+        return 204, b"", [("set-cookie", cookie.to_header(header="")), _NO_STORE]
 
-    handlers = [sdk_file, sdk_versioned, server_assignments, visitor_cookie]
-    if public_registry:
-
-        @get("/api/experiments", tags=["public"], summary="Experiment registry for pages", sync_to_thread=False)
-        def registry_for_pages(request: Request) -> Response[Any]:
-            snapshot = registry.snapshot
-            if snapshot is None:
-                return _unavailable()
-            return public_registry_response(snapshot, request.headers.get("if-none-match"))
-
-        handlers.append(registry_for_pages)
-    return handlers
+    async def registry_for_pages(self, request: Request) -> Answer:
+        snapshot = self._registry.snapshot
+        if snapshot is None:
+            return _unavailable()
+        return public_registry_answer(snapshot, request.headers.get("if-none-match"))
 
 
-def public_registry_response(snapshot: RegistrySnapshot, if_none_match: str | None) -> Response[Any]:
+def public_registry_answer(snapshot: RegistrySnapshot, if_none_match: str | None) -> Answer:
     """What the query API answers on GET /api/experiments, from the snapshot ingest holds."""
     etag = f'"g{snapshot.generation}"'
-    headers = {"ETag": etag, "Cache-Control": f"public, max-age={PUBLIC_REGISTRY_MAX_AGE_S}"}
+    headers = [("etag", etag), ("cache-control", f"public, max-age={PUBLIC_REGISTRY_MAX_AGE_S}")]
     if if_none_match == etag:
-        return Response(None, status_code=304, headers=headers)
+        return 304, b"", headers
     body = [e.public() for e in snapshot.active()] if snapshot.settings.experiments_enabled else []
-    return Response(body, headers=headers)
+    return _json(200, body, *headers)

@@ -6,16 +6,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import redis.asyncio as aioredis
-from litestar import asgi
-from litestar.types import Receive, Scope, Send
 
+from ingest.edge import Methods
 from ingest.handler import BeaconEndpoint
 from ingest.metrics import Flusher, IngestMetrics
 from ingest.publisher import ShardedPublisher, StreamPublisher
 from ingest.request import BATCH, EVENT, IMPRESSION
 from ingest.resp import RespAddress
 from ingest.sink import sink_for
-from shared.health import metrics_handler
 from shared.prom import Metrics
 from shared.registry.cache import RegistryCache
 
@@ -56,23 +54,12 @@ class IngestService:
             for path, endpoint in BEACON_PATHS.items()
         }
 
-    def route_handlers(self) -> list:
-        # Litestar routes the beacon paths too: for apps without BeaconDispatcher in front, and
-        # for the path spellings Litestar accepts beyond the exact ones (a trailing slash).
-        handlers = [_as_route(path, beacon_endpoint) for path, beacon_endpoint in self.beacon_endpoints.items()]
-
-        return [*handlers, metrics_handler(self.metrics.metrics)]
+    def routes(self) -> dict[str, Methods]:
+        """The beacon paths for ``ingest.edge.IngestEdge``."""
+        return {path: {"POST": endpoint} for path, endpoint in self.beacon_endpoints.items()}
 
     async def readiness(self) -> str | None:
         await self.redis.ping()
         if self.registry.view is None:
             return "experiment registry not loaded"
         return None
-
-
-def _as_route(path: str, endpoint: BeaconEndpoint):
-    async def beacon_route(scope: Scope, receive: Receive, send: Send) -> None:
-        await endpoint(scope, receive, send)
-
-    beacon_route.__name__ = f"ingest_{endpoint.endpoint.name}"
-    return asgi(path, is_mount=False, copy_scope=False, name=beacon_route.__name__)(beacon_route)

@@ -60,9 +60,7 @@ class CORS:
             return
         cors_headers = self.response_headers(origin)
         if not cors_headers:
-            if scope["path"] == _VARIED_PATH and (self._any or self._origins):
-                # The public registry is cached by browsers and CDNs: an answer without CORS
-                # headers must not be served to an allowed origin from cache, nor the reverse.
+            if self.varies_without_origin(scope["path"]):
                 await self.app(scope, receive, _with_vary(send))
             else:
                 await self.app(scope, receive, send)
@@ -75,12 +73,11 @@ class CORS:
 
         await self.app(scope, receive, send_with_cors)
 
-    async def _preflight(self, origin: bytes, send: Any) -> None:
+    def preflight_answer(self, origin: bytes) -> tuple[int, list[tuple[bytes, bytes]]]:
+        """The status and headers of a preflight from ``origin`` (also used by ingest's RSGI edge)."""
         if not self._allowed(origin):
-            await send({"type": "http.response.start", "status": 403, "headers": [(b"content-length", b"0")]})
-            await send({"type": "http.response.body", "body": b""})
-            return
-        headers = [
+            return 403, [(b"content-length", b"0")]
+        return 204, [
             (b"access-control-allow-origin", origin),
             (b"access-control-allow-methods", b"GET, POST, OPTIONS"),
             (b"access-control-allow-headers", b"content-type, authorization, if-match, if-none-match"),
@@ -88,5 +85,14 @@ class CORS:
             (b"vary", b"origin"),
             (b"content-length", b"0"),
         ]
-        await send({"type": "http.response.start", "status": 204, "headers": headers})
+
+    def varies_without_origin(self, path: str) -> bool:
+        """Whether an answer on ``path`` without CORS headers still says ``Vary: Origin``."""
+        # The public registry is cached by browsers and CDNs: an answer without CORS headers
+        # must not be served to an allowed origin from cache, nor the reverse.
+        return path == _VARIED_PATH and (self._any or bool(self._origins))
+
+    async def _preflight(self, origin: bytes, send: Any) -> None:
+        status, headers = self.preflight_answer(origin)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": b""})

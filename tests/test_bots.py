@@ -23,7 +23,7 @@ from crawlerdetect.crawlerdetect import get_compiled_exclusions_regex
 from crawlerdetect.providers.crawlers import data as CRAWLERS
 from crawlerdetect.providers.exclusions import data as EXCLUSIONS
 
-from ingest.bots import BotDetector, _regex
+from ingest.bots import BotDetector, _first_char, _literals, _regex
 from ingest.bots.detector import HEADLESS_MARKERS, NON_LATIN1_ASCII_FOLDS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -357,7 +357,7 @@ def _texts(rng: random.Random, n: int) -> list[str]:
 def test_lowercased_exclusions_delete_the_same_text():
     rng = random.Random(7)
     reference = get_compiled_exclusions_regex()
-    grouped = re.compile(_regex.first_char_alternation(list(EXCLUSIONS)))
+    grouped = re.compile(_first_char.first_char_alternation(list(EXCLUSIONS)))
     flat = re.compile("|".join(map(_regex.lowercase_regex, EXCLUSIONS)))
     for text in _texts(rng, 1500):
         want = reference.sub("", text).lower()
@@ -368,15 +368,15 @@ def test_lowercased_exclusions_delete_the_same_text():
 def test_first_char_grouping_keeps_the_order_of_alternatives():
     patterns = ["ab", "a", "(x)?y+", "x+z", "c*?d", "[Qq]r", "(?:k|m)n"]
     reference = re.compile("|".join(patterns), re.IGNORECASE)
-    grouped = re.compile(_regex.first_char_alternation(patterns))
+    grouped = re.compile(_first_char.first_char_alternation(patterns))
     rng = random.Random(3)
     for _ in range(2000):
         text = "".join(rng.choices("abxyzcdqrkmnABXY ", k=rng.randint(0, 12)))
         assert grouped.sub("", text.lower()) == reference.sub("", text).lower(), text
     with pytest.raises(_regex.Unsupported):
-        _regex.first_char_alternation(["a", ".b"])
+        _first_char.first_char_alternation(["a", ".b"])
     with pytest.raises(_regex.Unsupported):
-        _regex.first_char_alternation(["a", "[^b]c"])
+        _first_char.first_char_alternation(["a", "[^b]c"])
 
 
 def test_each_crawler_pattern_rewritten_for_lowercase_text_finds_the_same_texts():
@@ -396,17 +396,17 @@ def test_each_crawler_pattern_rewritten_for_lowercase_text_finds_the_same_texts(
 def test_required_literals_are_in_every_match():
     rng = random.Random(5)
     for pattern in CRAWLERS:
-        literals = _regex.required_literals(pattern)
+        literals = _literals.required_literals(pattern)
         assert literals, pattern  # none has to be run on every User-Agent
         for _ in range(3):
             text = _sample(_parser.parse(pattern, re.IGNORECASE), rng)
             found = re.search(pattern, text, re.IGNORECASE)
             if found:
                 assert any(literal in found.group().lower() for literal in literals), (pattern, text)
-    assert _regex.required_literals(r"HAA(A)?RTLAND http client") == {"rtland http client"}
-    assert _regex.required_literals(r"^Ruby|Ruby\/[0-9]") == {"ruby", "ruby/"}
-    assert _regex.required_literals(r"(a|b)?c") == {"c"}
-    assert _regex.required_literals(r"\d+[ab]x?") is None
+    assert _literals.required_literals(r"HAA(A)?RTLAND http client") == {"rtland http client"}
+    assert _literals.required_literals(r"^Ruby|Ruby\/[0-9]") == {"ruby", "ruby/"}
+    assert _literals.required_literals(r"(a|b)?c") == {"c"}
+    assert _literals.required_literals(r"\d+[ab]x?") is None
 
 
 def test_unsupported_constructs_are_refused():
@@ -416,9 +416,9 @@ def test_unsupported_constructs_are_refused():
 
 
 def test_trie_refuses_words_that_are_prefixes_of_others():
-    assert re.fullmatch(_regex.literal_trie_regex(["bot", "crawl", "cron"]), "cron")
+    assert re.fullmatch(_literals.literal_trie_regex(["bot", "crawl", "cron"]), "cron")
     with pytest.raises(ValueError):
-        _regex.literal_trie_regex(["bo", "bot"])
+        _literals.literal_trie_regex(["bo", "bot"])
 
 
 def test_non_latin1_folds_cover_every_code_point():
@@ -454,3 +454,35 @@ def test_unseen_user_agents_are_cheap(detector):
         detector.is_bot(agent)
         costs.append(time.perf_counter() - started)
     assert statistics.median(costs) < 60e-6
+
+
+# --- whether the fast path is active: logged and exported ---------------------------------------
+
+
+def test_the_fast_path_is_logged_and_exported_as_a_gauge(detector, caplog):
+    from ingest.bots.report import report_fast_path
+    from shared.prom import Metrics
+
+    slow = BotDetector(crawler_patterns=[*CRAWLERS, r"(?-i:ZqX)"])
+    rendered = {}
+    with caplog.at_level("INFO", logger="ingest.bots"):
+        for name, each in (("fast", detector), ("slow", slow)):
+            metrics = Metrics()
+            assert report_fast_path(each, metrics) is each
+            rendered[name] = metrics.render().decode()
+    assert "abacus_bot_fast_path_active 1.0" in rendered["fast"]
+    assert "abacus_bot_fast_path_active 0.0" in rendered["slow"]
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("fast path active" in m for m in messages) and any("fast path NOT active" in m for m in messages)
+
+
+def test_ingest_and_serve_export_the_fast_path_gauge_on_metrics(settings, redis_client):
+    from litestar.testing import TestClient
+
+    from ingest.app import create_app
+    from tests.helpers import serve_client
+
+    with TestClient(app=create_app(settings)) as ingest:  # type: ignore[arg-type]
+        assert "abacus_bot_fast_path_active 1.0" in ingest.get("/metrics").text
+    with serve_client(settings) as serve:
+        assert "abacus_bot_fast_path_active 1.0" in serve.get("/metrics").text

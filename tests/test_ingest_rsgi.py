@@ -1,7 +1,9 @@
-"""`abacus ingest` as a real process, served over RSGI: the beacon POSTs answered natively give the
-same statuses, bodies and headers as the ASGI app on the same server; everything else still reaches
-the ASGI app through the bridge, lifespan included; a Redis that is unreachable or goes away is a
-503. Each server is started once per module (or per test where it must die)."""
+"""`abacus ingest` as a real process, served over RSGI: the one ingest edge (``ingest.edge``) gives
+the same statuses, bodies and headers through its RSGI adapter as through its ASGI adapter on the
+same server, for the beacon paths and for everything else (health, metrics, OpenAPI, preflights,
+405s); its startup and shutdown run from RSGI's hooks; a body cut short is refused; a bug is the
+single error shape; a Redis that is unreachable or goes away is a 503. Each server is started once
+per module (or per test where it must die)."""
 
 from __future__ import annotations
 
@@ -44,54 +46,35 @@ COMPARED_HEADERS = (
 
 # ----- servers -----------------------------------------------------------------------------
 def asgi_ingest_app():  # type: ignore[no-untyped-def]
-    """Granian factory for the comparison server: the ASGI app `abacus ingest` used to serve."""
+    """Granian factory for the comparison server: the same edge through its ASGI adapter."""
     from ingest.app import create_app
 
     return create_app(Settings.from_env())
 
 
 def failing_rsgi_app():  # type: ignore[no-untyped-def]
-    """Granian factory: an ingest RSGI app whose ASGI app cannot start."""
-    from litestar import Litestar
+    """Granian factory: an ingest RSGI app whose startup fails."""
+    from ingest.edge import IngestEdge
+    from ingest.edge_rsgi import IngestRSGI
 
-    from ingest.rsgi import IngestRSGI
-
-    def refuse() -> None:
+    async def refuse() -> None:
         raise RuntimeError("startup refused on purpose")
 
-    return IngestRSGI(Litestar(route_handlers=[], on_startup=[refuse]), {})  # type: ignore[arg-type]
+    return IngestRSGI(IngestEdge({}, on_startup=[refuse]), ())
 
 
-def echo_rsgi_app():  # type: ignore[no-untyped-def]
-    """Granian factory: the bridge in front of an ASGI app that answers with what it was given."""
-    from ingest.rsgi import IngestRSGI
+def broken_rsgi_app():  # type: ignore[no-untyped-def]
+    """Granian factory: an ingest RSGI app with a handler that has a bug."""
+    from ingest.edge import IngestEdge
+    from ingest.edge_rsgi import IngestRSGI
 
-    async def echo(scope, receive, send):  # type: ignore[no-untyped-def]
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-        chunks, more = [], True
-        while more:
-            message = await receive()
-            chunks.append(message["body"])
-            more = message["more_body"]
-        seen = {k: scope[k] for k in ("http_version", "method", "scheme", "path", "root_path", "client", "server")}
-        seen |= {
-            "raw_path": scope["raw_path"].decode(),
-            "query_string": scope["query_string"].decode(),
-            "headers": [[n.decode(), v.decode()] for n, v in scope["headers"]],
-            "body_size": len(b"".join(chunks)),
-        }
-        body = json.dumps(seen).encode()
-        headers = [(b"content-type", b"application/json"), (b"x-echo", b"1")]
-        await send({"type": "http.response.start", "status": 201, "headers": headers})
-        await send({"type": "http.response.body", "body": body[:10], "more_body": True})
-        await send({"type": "http.response.body", "body": body[10:]})
-        assert (await receive())["type"] == "http.disconnect"
+    async def ok(request):  # type: ignore[no-untyped-def]
+        return 200, b"{}", []
 
-    return IngestRSGI(echo, {})  # type: ignore[arg-type]
+    async def broken(request):  # type: ignore[no-untyped-def]
+        raise RuntimeError("a bug on purpose")
+
+    return IngestRSGI(IngestEdge({"/healthz": {"GET": ok}, EVENT: {"POST": broken}}), ())
 
 
 def start(args: list[str], env: dict[str, str], port: int, ready_path: str = "/healthz") -> subprocess.Popen:
@@ -152,7 +135,7 @@ def servers(own_db: str) -> Iterator[dict[str, str]]:
     yield {"rsgi": f"http://127.0.0.1:{rsgi_port}", "asgi": f"http://127.0.0.1:{asgi_port}"}
     stop(asgi)
     output = stop(rsgi)
-    assert "Traceback" not in output, output  # the lifespan's shutdown ran cleanly too
+    assert "Traceback" not in output, output  # the edge's shutdown ran cleanly too
 
 
 @pytest.fixture(scope="module")
@@ -278,7 +261,7 @@ def test_a_declared_length_over_the_limit_is_refused_before_the_body_is_sent(ser
     assert reply.endswith('{"ok":false,"error":"Body larger than 65536 bytes","field":null}')
 
 
-@pytest.mark.parametrize("path", [EVENT, EVENT + "/"])  # natively, and through the bridge
+@pytest.mark.parametrize("path", [EVENT, EVENT + "/"])
 def test_a_client_leaving_mid_body_is_no_error_and_the_server_goes_on(rsgi, servers, stream, path):
     host, port = servers["rsgi"].removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=5) as sock:
@@ -290,10 +273,10 @@ def test_a_client_leaving_mid_body_is_no_error_and_the_server_goes_on(rsgi, serv
     assert len(events_in(stream)) == 1  # and no traceback in the server's output: see `servers`
 
 
-# ----- everything else, through the bridge to the ASGI app ------------------------------------
+# ----- everything else, answered by the same edge ----------------------------------------------
 def test_health_metrics_and_openapi_are_served(rsgi):
     assert rsgi.get("/healthz").json() == {"status": "ok"}
-    assert rsgi.get("/readyz").status_code == 200  # the lifespan started the registry poller
+    assert rsgi.get("/readyz").status_code == 200  # the startup hook started the registry poller
     metrics = rsgi.get("/metrics")
     assert metrics.headers["content-type"].startswith("text/plain")
     assert "abacus_ingest_accepted_total" in metrics.text
@@ -321,14 +304,41 @@ def test_metrics_count_what_the_native_path_accepted_and_dropped(rsgi):
         ("OPTIONS", EVENT, {"origin": ORIGIN, "access-control-request-method": "POST"}),
         ("OPTIONS", EVENT, {"origin": "https://evil.example", "access-control-request-method": "POST"}),
         ("POST", EVENT + "/", {}),
+        ("OPTIONS", EVENT, {}),
+        ("HEAD", "/healthz", {}),
+        ("HEAD", "/sdk/abacus.js", {"accept-encoding": "gzip"}),
+        ("GET", "/sdk/abacus.js", {"accept-encoding": "gzip", "origin": ORIGIN}),
+        ("GET", "/sdk/abacus.000000000000.js", {}),
+        ("GET", "/api/experiments", {"origin": ORIGIN}),
+        ("GET", "/api/experiments", {}),
+        ("GET", "/api/experiments/assignments?visitor_id=v1&path=/", {}),
+        ("GET", "/api/experiments/assignments?visitor_id=v1", {}),
+        ("POST", "/healthz", {}),
+        ("GET", "/nope", {}),
     ],
 )
 def test_other_requests_on_beacon_paths_answer_as_the_asgi_app(rsgi, asgi, stream, method, path, headers):
     kwargs = {"json": beacon(timestamp=None)} if method == "POST" else {}
     got = [answer(client.request(method, path, headers=headers, **kwargs)) for client in (rsgi, asgi)]
     assert got[0] == got[1]
-    if method == "GET":
+    if method == "GET" and path in (EVENT, BATCH):
         assert got[0][0] == 405 and got[0][2]["allow"] == "POST, OPTIONS"
+
+
+def test_head_answers_the_get_headers_without_a_body(rsgi):
+    identity = {"accept-encoding": "identity"}
+    got, head = rsgi.get("/sdk/abacus.js", headers=identity), rsgi.head("/sdk/abacus.js", headers=identity)
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-length"] == got.headers["content-length"] == str(len(got.content))
+    assert head.headers["etag"] == got.headers["etag"]
+
+
+def test_the_sdk_routes_are_served(rsgi, stream):
+    visitor = rsgi.post("/api/experiments/visitor", content=b'{"visitor_id": "v7"}', headers={"content-type": "text/plain"})
+    assert visitor.status_code == 204 and visitor.headers["set-cookie"].startswith("abacus_id=v7;")
+    assert rsgi.get("/api/experiments/assignments", params={"visitor_id": "v1", "path": "/"}).json()
+    bad = rsgi.get("/api/experiments/assignments", params={"visitor_id": "has space", "path": "/"})
+    assert bad.status_code == 400 and bad.json()["field"] == "visitor_id"
 
 
 def test_a_preflight_from_an_allowed_origin_is_204_with_cors_headers(rsgi):
@@ -338,34 +348,68 @@ def test_a_preflight_from_an_allowed_origin_is_204_with_cors_headers(rsgi):
     assert "POST" in response.headers["access-control-allow-methods"]
 
 
-def test_the_bridge_gives_the_asgi_app_a_complete_scope_and_the_streamed_body():
-    port = free_port()
-    process = start(granian("tests.test_ingest_rsgi:echo_rsgi_app", "rsgi", port), {}, port, ready_path="/")
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            response = client.post(
-                "/a%20b/c?x=%20y&z=%C3%A4", content=iter([b"x" * 70_000, b"y" * 70_000]), headers={"X-Mixed": "Ab"}
-            )
-    finally:
-        stop(process)
-    assert response.status_code == 201 and response.headers["x-echo"] == "1"
-    seen = response.json()
-    assert seen["method"] == "POST" and seen["http_version"] == "1.1" and seen["scheme"] == "http"
-    assert seen["path"] == "/a b/c" and seen["raw_path"] == "/a%20b/c" and seen["root_path"] == ""
-    assert seen["query_string"] == "x=%20y&z=%C3%A4"
-    assert seen["server"] == ["127.0.0.1", port] and seen["client"][0] == "127.0.0.1"
-    assert ["x-mixed", "Ab"] in seen["headers"] and ["transfer-encoding", "chunked"] in seen["headers"]
-    assert seen["body_size"] == 140_000
-
-
-def test_a_failing_lifespan_startup_stops_the_server_loudly():
+def test_a_failing_startup_stops_the_server_loudly():
     port = free_port()
     process = subprocess.run(
         granian("tests.test_ingest_rsgi:failing_rsgi_app", "rsgi", port), cwd=REPO, capture_output=True, text=True, timeout=60
     )
     assert process.returncode != 0
-    assert "ASGI lifespan startup failed" in process.stderr + process.stdout
     assert "startup refused on purpose" in process.stderr + process.stdout
+
+
+# ----- bodies cut short, and bugs ---------------------------------------------------------------
+def raw_post(servers: dict[str, str], head: str, body: bytes, half_close: bool = True) -> bytes:
+    """Sends a request; with ``half_close`` its body ends where the client stops sending."""
+    host, port = servers["rsgi"].removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(head.encode() + body)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
+        return sock.recv(65536)
+
+
+CHUNKED = f"POST {EVENT} HTTP/1.1\r\nHost: x\r\nUser-Agent: {BROWSER_UA}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "cut",
+    [
+        "last chunk shorter than its size",  # the whole beacon sent, but 50 bytes fewer than declared
+        "no final zero-size chunk",
+        "chunk size line cut",
+    ],
+)
+def test_a_chunked_body_cut_short_is_refused_and_nothing_is_stored(servers, stream, cut):
+    body = json.dumps(beacon()).encode()
+    chunks = {
+        "last chunk shorter than its size": b"%x\r\n" % (len(body) + 50) + body,
+        "no final zero-size chunk": b"%x\r\n" % len(body) + body + b"\r\n",
+        "chunk size line cut": b"%x\r\n" % len(body) + body + b"\r\n1",
+    }[cut]
+    reply = raw_post(servers, CHUNKED, chunks)
+    assert reply.startswith(b"HTTP/1.1 400"), reply
+    assert reply.endswith(b'{"ok":false,"error":"Client disconnected before the body was complete","field":null}')
+    assert events_in(stream) == []
+
+
+def test_a_complete_chunked_body_is_accepted(servers, stream):
+    body = json.dumps(beacon(session_id="chunked-ok")).encode()
+    reply = raw_post(servers, CHUNKED, b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body), half_close=False)
+    assert reply.startswith(b"HTTP/1.1 202"), reply
+    assert [event.session_id for event in events_in(stream)] == ["chunked-ok"]
+
+
+def test_a_bug_is_a_logged_500_in_the_single_error_shape():
+    port = free_port()
+    process = start(granian("tests.test_ingest_rsgi:broken_rsgi_app", "rsgi", port), {}, port)
+    try:
+        response = httpx.post(f"http://127.0.0.1:{port}{EVENT}", json={}, timeout=10)
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=30)[0].decode()
+    assert response.status_code == 500
+    assert response.json() == {"ok": False, "error": "internal error", "field": None}
+    assert "RuntimeError: a bug on purpose" in output
 
 
 # ----- Redis unavailable ----------------------------------------------------------------------

@@ -7,7 +7,7 @@ hundreds of µs for a User-Agent it has not cached, and a client can send a new 
 every request. So each detector builds a faster equivalent from the same lists:
 
 1. The exclusions are rewritten for lowercased text and grouped by first character
-   (``_regex.first_char_alternation``), so ``re`` skips most of them after one compare.
+   (``_first_char.first_char_alternation``), so ``re`` skips most of them after one compare.
 2. Each crawler pattern is filed under a literal that all its matches contain ("curl",
    "bot"...). One regex, a trie of those literals, looks for them in what is left of the
    User-Agent; only the patterns filed under a literal found there are run. What is left of a
@@ -25,7 +25,7 @@ import functools
 import re
 from collections.abc import Iterable, Sequence
 
-from ingest.bots import _regex
+from ingest.bots import _first_char, _literals, _regex
 
 # Headless and scripted browsers run real engines and send browser-like User-Agents, so
 # crawlerdetect misses some of them (jsdom, Selenium builds); we count them as bots.
@@ -112,7 +112,7 @@ class _FastRule:
     def __init__(self, crawlers: Sequence[str], exclusions: Sequence[str]) -> None:
         self._reference_exclusions = re.compile(f"({'|'.join(exclusions)})", re.IGNORECASE)
         try:
-            exclusions_lower = _regex.first_char_alternation(list(exclusions))
+            exclusions_lower = _first_char.first_char_alternation(list(exclusions))
         except _regex.Unsupported:  # e.g. a pattern that starts with "." has no first character
             exclusions_lower = "|".join(map(_regex.lowercase_regex, exclusions))
         self._exclusions_lower = re.compile(exclusions_lower)
@@ -127,7 +127,7 @@ class _FastRule:
                 # reproduce.
                 raise _regex.Unsupported(f"{pattern!r} can match the empty string")
             self._lowercase[pattern] = _regex.search_regex(tree)
-            for literal in _regex.required_literals(tree) or ("",):  # "": run it always
+            for literal in _literals.required_literals(tree) or ("",):  # "": run it always
                 filed.setdefault(_trim(literal), []).append(pattern)
         # Keep only literals that contain no other literal: text that holds "googlebot" holds
         # "bot", so a pattern filed under "googlebot" can be filed under "bot". Then no two
@@ -139,7 +139,7 @@ class _FastRule:
         if not groups[""]:
             del groups[""]
         self._patterns = groups
-        self._literal = re.compile(_regex.literal_trie_regex([literal for literal in groups if literal]))
+        self._literal = re.compile(_literals.literal_trie_regex([literal for literal in groups if literal]))
         # Each literal's patterns, joined into one regex when the literal is first found: compiling
         # them all up front would double the start-up time for groups most processes never use.
         self._lower_groups: dict[str, re.Pattern[str]] = {}

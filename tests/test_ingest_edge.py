@@ -1,6 +1,8 @@
-"""`abacus ingest`'s own app, whose beacon paths are routed before Litestar (BeaconDispatcher):
-same answers as through Litestar, CORS still applied, everything else still served by Litestar,
-and a Redis that goes away and comes back is a 503 and then a 202 again."""
+"""The one ingest edge through its ASGI adapter, in process: `abacus ingest`'s whole route table
+(beacons, SDK, health, metrics, OpenAPI) with CORS applied; in `abacus serve` the same adapter in
+front of Litestar, which answers every other path; a bug is the single 500 error shape; a Redis
+that goes away and comes back is a 503 and then a 202 again. (Over RSGI, in a real process, and
+compared with this adapter answer for answer: tests/test_ingest_rsgi.py.)"""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ from litestar.testing import TestClient
 
 from bench.common import publish_seed_registry
 from ingest.app import create_app
-from ingest.dispatch import BeaconDispatcher
+from ingest.edge import IngestEdge
+from ingest.edge_asgi import IngestASGI
 from tests.helpers import BROWSER_UA, beacon
 
 EVENT = "/api/experiments/event"
@@ -37,7 +40,7 @@ def test_beacons_are_accepted_and_land_in_the_stream(client, redis_client, setti
     assert redis_client.xlen(settings.stream) == 2
 
 
-def test_a_trailing_slash_still_reaches_the_endpoint_through_litestar(client, redis_client, settings):
+def test_a_trailing_slash_still_reaches_the_endpoint(client, redis_client, settings):
     assert client.post(EVENT + "/", json=beacon()).status_code == 202
     assert redis_client.xlen(settings.stream) == 1
 
@@ -53,7 +56,7 @@ def test_errors_keep_their_status_and_body(client, redis_client, settings):
     assert not redis_client.exists(settings.stream)
 
 
-def test_cors_applies_to_dispatched_paths(client):
+def test_cors_applies_to_the_edge(client):
     allowed = client.post(EVENT, json=beacon(), headers={"origin": "https://site.example"})
     assert allowed.headers["access-control-allow-origin"] == "https://site.example"
     other = client.post(EVENT, json=beacon(), headers={"origin": "https://evil.example"})
@@ -63,25 +66,52 @@ def test_cors_applies_to_dispatched_paths(client):
     assert client.options(EVENT, headers={**preflight, "origin": "https://evil.example"}).status_code == 403
 
 
-def test_litestar_still_serves_everything_else(client):
-    assert client.get("/healthz").status_code == 200
-    assert client.get("/readyz").status_code == 200
+def test_health_metrics_the_sdk_and_the_static_openapi_are_served(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json() == {"status": "ready", "checks": ["ingest"]}
     assert "abacus_ingest_accepted_total 0" in client.get("/metrics").text
-    assert {EVENT, BATCH} <= set(client.get("/schema/openapi.json").json()["paths"])
+    assert client.get("/sdk/abacus.js").status_code == 200
+    assert client.head("/healthz").content == b""
     assert client.get("/nope").status_code == 404
+    assert client.post("/healthz").headers["allow"] == "GET, HEAD, OPTIONS"
 
 
-def test_an_endpoint_bug_is_a_logged_500(caplog):
-    async def broken(scope, receive, send):
+def test_the_openapi_document_describes_the_beacon_routes_from_the_wire_structs(client):
+    document = client.get("/schema/openapi.json").json()
+    assert {EVENT, BATCH, "/api/experiments/impression", "/sdk/abacus.js", "/healthz"} <= set(document["paths"])
+    event = document["paths"][EVENT]["post"]
+    assert {"202", "400", "408", "413", "415", "500", "503"} <= set(event["responses"])
+    beacon_schema = document["components"]["schemas"]["Beacon"]
+    assert {"experiment_key", "variant_key", "session_id"} <= set(beacon_schema["required"])
+    # Every reference resolves.
+    text = client.get("/schema/openapi.json").text
+    for name in {part.split('"')[0] for part in text.split("#/components/schemas/")[1:]}:
+        assert name in document["components"]["schemas"], name
+
+
+def test_serve_has_the_same_edge_in_front_of_litestar(settings):
+    from tests.helpers import serve_client
+
+    with serve_client(settings) as serve:
+        assert serve.post(EVENT, json=beacon()).json() == {"ok": True, "accepted": True}
+        assert serve.get("/sdk/abacus.js").status_code == 200
+        paths = serve.get("/schema/openapi.json").json()["paths"]
+        assert {EVENT, BATCH, "/sdk/abacus.js", "/api/experiments/visitor", "/healthz", "/api/experiments"} <= set(paths)
+        assert "get" in paths["/api/experiments"]  # the query API's own, documented by Litestar
+
+
+@pytest.mark.parametrize("with_fallback", [False, True])  # as `abacus ingest` (in-process) and as in serve
+def test_an_endpoint_bug_is_a_logged_500_in_the_single_error_shape(caplog, with_fallback):
+    async def broken(request):  # type: ignore[no-untyped-def]
         raise RuntimeError("bug")
 
     from bench.baseline_asgi import app as plain_app  # any ASGI app that handles lifespan
 
-    dispatcher = BeaconDispatcher(plain_app, {EVENT: broken})  # type: ignore[dict-item]
-    with caplog.at_level(logging.ERROR), TestClient(app=dispatcher, raise_server_exceptions=False) as client:
+    adapter = IngestASGI(IngestEdge({EVENT: {"POST": broken}}), plain_app if with_fallback else None)
+    with caplog.at_level(logging.ERROR), TestClient(app=adapter, raise_server_exceptions=False) as client:
         response = client.post(EVENT, json={})
     assert response.status_code == 500
-    assert response.json() == {"status_code": 500, "detail": "Internal Server Error"}
+    assert response.json() == {"ok": False, "error": "internal error", "field": None}
     assert "RuntimeError: bug" in caplog.text
 
 
