@@ -259,9 +259,12 @@ def test_a_primary_crashing_mid_traffic_loses_no_accepted_beacon_with_wait_1(clu
         send(1.0)
         crash.join()
         wait_for(lambda: valkey_cluster.role_of(replica) == "master", timeout=20)
-        send(1.0)
         # The promoted replica has no replica of its own: WAIT 1 refuses its shard's appends
-        # (503) until the old primary is back, as its replica.
+        # (503) until the old primary is back, as its replica. Other shards still accept.
+        before = len(accepted)
+        send(1.0)
+        alone = {redis_keys.session_shard(b["session_id"], 3) for b in accepted[before:]}
+        assert 0 not in alone, "no batch touching the replica-less shard was answered 202"
         valkey_cluster.restart(old_primary)
         wait_for(lambda: valkey_cluster.role_of(old_primary) == "slave", timeout=20)
         wait_for(lambda: send(0.3) > 0, timeout=30)
