@@ -72,7 +72,7 @@ class RedisPySink:
     async def _append_and_wait(self, entries: list[bytes]) -> None:
         """XADD (in MULTI when several) then WAIT, written at once on one connection taken from
         redis-py: on a cluster the connection of the node owning the stream's slot."""
-        xadds = [(b"XADD", self._stream, b"*", ENVELOPE_FIELD, entry) for entry in entries]
+        xadds: list[tuple[bytes | str | int, ...]] = [(b"XADD", self._stream, b"*", ENVELOPE_FIELD, e) for e in entries]
         commands = [*xadds] if len(xadds) == 1 else [(b"MULTI",), *xadds, (b"EXEC",)]
         commands.append((b"WAIT", *self._wait))
         replies = await self._on_one_connection(commands)
