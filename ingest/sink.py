@@ -104,10 +104,11 @@ class RedisPySink:
                 except ResponseError as exc:  # an error reply: the connection stays in step
                     replies.append(exc)
             return replies
-        except (RedisError, OSError):
-            # Replies may be left unread: the connection must not be reused; the topology may have moved.
+        except BaseException as exc:
+            # Replies may be left unread (a failure, or the request cancelled): the connection must
+            # not be reused out of step. After a connection failure the topology may have moved.
             await connection.disconnect()
-            if cluster is not None:
+            if cluster is not None and isinstance(exc, (RedisError, OSError)):
                 await _refresh_slots(cluster)
             raise
         finally:
