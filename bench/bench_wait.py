@@ -40,7 +40,21 @@ def start_single(nodes) -> None:
     primary, replica = free_port(), free_port()
     nodes.ports = [primary, replica]
     for port, extra in ((primary, []), (replica, ["--replicaof", "127.0.0.1", str(primary)])):
-        command = [str(get_binary_path()), "--port", str(port), "--save", "", "--appendonly", "no", *extra]
+        # --dir: the replica's full sync writes RDB files, which must not land in the repository.
+        node_dir = nodes._dir / str(port)
+        node_dir.mkdir()
+        command = [
+            str(get_binary_path()),
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(node_dir),
+            *extra,
+        ]
         nodes.processes[port] = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:

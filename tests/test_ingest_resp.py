@@ -305,7 +305,7 @@ def test_unix_socket_urls_still_work_through_redis_py(tmp_path):
 
 
 @pytest.fixture()
-def replica(redis_url):
+def replica(redis_url, tmp_path):
     """A valkey-server replicating the test server, until the test ends."""
     import subprocess
     from urllib.parse import urlsplit
@@ -318,7 +318,8 @@ def replica(redis_url):
     primary = urlsplit(redis_url)
     port = _free_port()
     process = subprocess.Popen(
-        [str(get_binary_path()), "--port", str(port), "--save", "", "--appendonly", "no",
+        # --dir: the full sync writes an RDB file, which must not land in the working directory.
+        [str(get_binary_path()), "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(tmp_path),
          "--replicaof", primary.hostname or "127.0.0.1", str(primary.port)],
         stdout=subprocess.DEVNULL,
     )  # fmt: skip
