@@ -88,19 +88,22 @@ def run_status(args: argparse.Namespace, settings: Settings) -> int:
         settings = dataclasses.replace(settings, redis_url=url)
     from redis.exceptions import RedisError
 
-    from abacus.status_report import format_status
+    from abacus.status_report import format_status, print_report
     from shared.redis_conn import sync_client_for
     from shared.redis_keys import stream_layout
     from shared.stream_status import read_status
 
     client = sync_client_for(settings, socket_timeout=5)
     try:
-        for shard in stream_layout(settings):  # one screen per stream shard (one by default)
-            print(format_status(read_status(client, shard.stream, shard.dead_letter), settings.consumer_group))
+        # Read everything first: only Redis's errors are Redis's (a closed stdout is not).
+        statuses = [read_status(client, shard.stream, shard.dead_letter) for shard in stream_layout(settings)]
     except (RedisError, OSError) as exc:
         raise CliError(f"Redis does not answer: {exc}") from None
     finally:
         client.close()
+    for status in statuses:  # one screen per stream shard (one by default)
+        if not print_report(format_status(status, settings.consumer_group)):
+            break
     return 0
 
 

@@ -2,7 +2,25 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 from shared.stream_status import StreamStatus
+
+
+def print_report(text: str) -> bool:
+    """Print ``text``; False once the reader has closed stdout (`abacus status | head -1`).
+
+    That is the reader's choice, not a failure: the command ends quietly (exit 0). Python would
+    flush stdout again at exit and report the broken pipe, so stdout is pointed at /dev/null."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return False
+    return True
 
 
 def format_status(status: StreamStatus, worker_group: str) -> str:

@@ -18,6 +18,7 @@ import msgspec
 from redis.exceptions import RedisError
 
 from ingest.resp import RespError
+from ingest.sink import ReplicasBehind
 from shared.redis_keys import session_shard
 from shared.wire import StreamEnvelope, StreamEvent
 
@@ -63,12 +64,19 @@ SINK_ERRORS = (RedisError, RespError, OSError)
 
 AppendObserver = Callable[[float, int], None]
 """Told (seconds the append took, events it carried) after each confirmed append: the metrics."""
+ShortfallObserver = Callable[[], None]
+"""Told each time an append was refused because too few replicas confirmed it (WAIT): the metrics."""
 
 
 class StreamPublisher:
-    def __init__(self, sink: Sink, on_append: AppendObserver | None = None) -> None:
+    def __init__(
+        self, sink: Sink, on_append: AppendObserver | None = None, on_replicas_behind: ShortfallObserver | None = None
+    ) -> None:
         self._sink = sink
         self._on_append = on_append
+        self._on_replicas_behind = on_replicas_behind
+        self.replicas_behind = 0
+        """Appends answered 503 because too few replicas confirmed them (ABACUS_REDIS_WAIT_REPLICAS)."""
         self._events: list[StreamEvent] = []
         self._waiters: list[asyncio.Future[None]] = []
         self._flushing = False
@@ -104,6 +112,10 @@ class StreamPublisher:
             if self._on_append is not None:
                 self._on_append(time.perf_counter() - started, len(events))
         except SINK_ERRORS as exc:
+            if isinstance(exc, ReplicasBehind):
+                self.replicas_behind += 1
+                if self._on_replicas_behind is not None:
+                    self._on_replicas_behind()
             _log_failure(exc)
             _resolve(waiters, SinkUnavailable(f"Redis unavailable: {exc}", UNAVAILABLE_ANSWER))
             return
@@ -124,8 +136,14 @@ class ShardedPublisher:
     one failed, the client's retry re-sends the parts that did land with the same event ids, which
     abacus.events deduplicates (the rollup counts an event id once), so nothing is counted twice."""
 
-    def __init__(self, sinks: list[Sink], on_append: AppendObserver | None = None) -> None:
-        self._shards = [StreamPublisher(sink, on_append) for sink in sinks]
+    def __init__(
+        self, sinks: list[Sink], on_append: AppendObserver | None = None, on_replicas_behind: ShortfallObserver | None = None
+    ) -> None:
+        self._shards = [StreamPublisher(sink, on_append, on_replicas_behind) for sink in sinks]
+
+    @property
+    def replicas_behind(self) -> int:
+        return sum(shard.replicas_behind for shard in self._shards)
 
     async def publish(self, events: list[StreamEvent]) -> None:
         count = len(self._shards)

@@ -34,14 +34,22 @@ def encode_command(*parts: bytes | str | int) -> bytes:
 
 @dataclass(frozen=True)
 class RespAddress:
-    host: str
-    port: int
+    """Where and how ingest appends. ``wait_replicas``/``wait_timeout_ms``: after each append,
+    ``WAIT`` for that many replicas to hold it before a 202 (ABACUS_REDIS_WAIT_*; 0: no WAIT).
+    ``lean`` False: no lean connection is possible (a cluster, Sentinel, a unix socket, URL
+    options), so redis-py appends and only the WAIT fields apply."""
+
+    host: str = ""
+    port: int = 6379
     tls: ssl.SSLContext | None = None
     username: str | None = None
     password: str | None = None
     db: int = 0
     connect_timeout: float = 2.0
     reply_timeout: float = 5.0
+    wait_replicas: int = 0
+    wait_timeout_ms: int = 1000
+    lean: bool = True
 
 
 class RespConnection(asyncio.Protocol):

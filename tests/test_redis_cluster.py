@@ -1,6 +1,7 @@
 """Abacus on a real Valkey Cluster (three primaries, three replicas) with three stream shards:
-beacons through ingest, two workers and the roller, exact results, and a primary's failover in
-the middle of the traffic losing no beacon that was answered 202."""
+beacons through ingest, two workers and the roller, exact results, and a primary's planned
+failover, or its crash with ABACUS_REDIS_WAIT_REPLICAS=1, in the middle of the traffic losing no
+beacon that was answered 202."""
 
 from __future__ import annotations
 
@@ -211,4 +212,66 @@ def test_a_primary_failing_over_mid_traffic_loses_no_accepted_beacon(cluster_set
     stored = _stored_event_ids(clean_clickhouse)
     assert wanted <= stored
     assert len(stored - wanted) <= refused * 10
+    _assert_results_exact(clean_clickhouse, stored_beacons)
+
+
+def test_a_primary_crashing_mid_traffic_loses_no_accepted_beacon_with_wait_1(cluster_settings, clean_clickhouse, valkey_cluster):
+    """kill -9 of a primary, no planned failover: its replica is promoted by failure detection
+    (cluster-node-timeout 1 s). Without WAIT the appends acknowledged just before the crash may
+    not have reached the replica; with WAIT 1 a 202 means the replica had it."""
+    valkey_cluster.heal()  # an earlier test may have left a primary without its replica
+    settings = dataclasses.replace(cluster_settings, redis_wait_replicas=1, redis_wait_timeout_ms=1000)
+    _seed_registry(settings, clean_clickhouse)
+    shard0 = redis_keys.stream_layout(settings)[0].stream
+    old_primary = valkey_cluster.primary_of_key(shard0)
+    replica = valkey_cluster.replica_of(old_primary)
+    accepted: list[dict] = []
+    refused = 0
+    numbers = itertools.count()
+    with _ingest(settings) as ingest, Pipeline(settings, clean_clickhouse) as pipeline:
+
+        def send(seconds: float) -> int:
+            nonlocal refused
+            got = 0
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                batch = _beacons(next(numbers) * 10, 10)
+                response = ingest.post("/api/experiments/batch", json=batch)
+                if response.status_code == 202:
+                    accepted.extend(batch)
+                    got += 1
+                else:
+                    assert response.status_code == 503, response.text
+                    assert response.headers.get("retry-after"), "a 503 says when to retry"
+                    refused += 1
+            return got
+
+        assert send(1.0) > 0, "ingest accepts with WAIT 1 while every primary has its replica"
+        # The crash lands while requests are in flight: the sender never pauses for it.
+        crash = threading.Timer(0.5, valkey_cluster.kill, [old_primary])
+        crash.start()
+        send(1.0)
+        crash.join()
+        wait_for(lambda: valkey_cluster.role_of(replica) == "master", timeout=20)
+        # The promoted replica has no replica of its own: WAIT 1 refuses its shard's appends
+        # (503) until the old primary is back, as its replica. Other shards still accept.
+        before = len(accepted)
+        send(1.0)
+        alone = {redis_keys.session_shard(b["session_id"], 3) for b in accepted[before:]}
+        assert 0 not in alone, "no batch touching the replica-less shard was answered 202"
+        valkey_cluster.restart(old_primary)
+        wait_for(lambda: valkey_cluster.role_of(old_primary) == "slave", timeout=20)
+        wait_for(lambda: send(0.3) > 0, timeout=30)
+        assert valkey_cluster.primary_of_key(shard0) == replica
+        wanted = {b["event_id"] for b in accepted}
+        wait_for(lambda: wanted <= _stored_event_ids(clean_clickhouse), timeout=90)
+        stored_beacons = [b for b in _beacons(0, 10 * next(numbers)) if b["event_id"] in _stored_event_ids(clean_clickhouse)]
+        _wait_rolled(pipeline, clean_clickhouse, stored_beacons)
+    assert refused, "the crash and the replica-less shard were answered 503"
+    stored = _stored_event_ids(clean_clickhouse)
+    assert wanted <= stored
+    # Beyond the 202s, only batches answered 503 whose append landed anyway ("503 means maybe").
+    assert len(stored - wanted) <= refused * 10
+    count = clean_clickhouse.client().query("SELECT count() FROM abacus.events FINAL").result_rows[0][0]
+    assert count == len(stored), "every stored beacon once"
     _assert_results_exact(clean_clickhouse, stored_beacons)

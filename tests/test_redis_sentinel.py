@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from ingest.sink import RedisPySink, ReplicasBehind, lean_address, sink_for
 from shared.redis_conn import async_client_for, sync_client_for
 from shared.settings import Settings, SettingsError
 from tests.conftest import wait_for
@@ -91,3 +92,37 @@ def test_cluster_and_sentinel_together_are_refused_naming_both():
         sync_client_for(settings)
     with pytest.raises(SettingsError):
         async_client_for(settings)
+
+
+def test_ingest_through_sentinel_waits_for_the_replica_and_refuses_without_it(sentinel_setup):
+    """ABACUS_REDIS_WAIT_REPLICAS on Sentinel's primary: an append is confirmed once the replica
+    holds it; with the replica gone, WAIT times out and the append is refused (a 503)."""
+    settings = Settings(
+        redis_url=f"redis://127.0.0.1:{sentinel_setup['sentinel']}/0",
+        redis_sentinel_master="m",
+        redis_wait_replicas=1,
+        redis_wait_timeout_ms=300,
+    )
+    stream = "abacus:test:events"
+
+    async def append_twice() -> list[str]:
+        client = async_client_for(settings)
+        sink = sink_for(client, stream, lean_address(settings))
+        assert isinstance(sink, RedisPySink)
+        outcomes = []
+        try:
+            for n in range(2):
+                if n == 1:
+                    sentinel_setup["processes"][1].kill()  # the replica dies
+                    sentinel_setup["processes"][1].wait(10)
+                try:
+                    await sink.append([b"entry %d" % n, b"more %d" % n])
+                    outcomes.append("202")
+                except ReplicasBehind:
+                    outcomes.append("503")
+        finally:
+            await client.aclose()
+        return outcomes
+
+    assert asyncio.run(append_twice()) == ["202", "503"]
+    assert redis.Redis(port=sentinel_setup["primary"]).xlen(stream) == 4  # the refused one may land: "maybe"

@@ -26,6 +26,7 @@ class ValkeyCluster:
         self.replicas_each = replicas_each
         self.ports: list[int] = []
         self.processes: dict[int, subprocess.Popen] = {}
+        self._commands: dict[int, list[str]] = {}
         self._dir = Path(tempfile.mkdtemp(prefix="abacus-cluster-"))
 
     @property
@@ -44,12 +45,13 @@ class ValkeyCluster:
         for port in self.ports:
             node_dir = self._dir / str(port)
             node_dir.mkdir()
-            self.processes[port] = subprocess.Popen(
-                [binary, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-                 "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "1000",
-                 "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--dir", str(node_dir)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
+            # A node timeout of 1 s: a crashed primary's replica is promoted within ~2 s.
+            self._commands[port] = [
+                binary, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+                "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "1000",
+                "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--dir", str(node_dir),
+            ]  # fmt: skip
+            self._launch(port)
         for port in self.ports:
             _wait(lambda p=port: redis.Redis(port=p).ping(), timeout_s)
         subprocess.run(
@@ -61,6 +63,21 @@ class ValkeyCluster:
             _wait(lambda p=port: redis.Redis(port=p).cluster("info")["cluster_state"] == "ok", timeout_s)
         _wait(self._replicas_synced, timeout_s)
         return self
+
+    def _launch(self, port: int) -> None:
+        self.processes[port] = subprocess.Popen(self._commands[port], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def restart(self, port: int, timeout_s: float = 20.0) -> None:
+        """Start a killed node again with its files: it rejoins, as a replica if it was failed over."""
+        self._launch(port)
+        _wait(lambda: redis.Redis(port=port).cluster("info")["cluster_state"] == "ok", timeout_s)
+
+    def heal(self, timeout_s: float = 30.0) -> None:
+        """Restart every killed node and wait until each primary has its replica in sync again."""
+        for port in self.ports:
+            if self.processes[port].poll() is not None:
+                self.restart(port, timeout_s)
+        _wait(lambda: self._replicas_synced() and len(self.replica_ports()) == self.primaries * self.replicas_each, timeout_s)
 
     def _replicas_synced(self) -> bool:
         for port in self.replica_ports():
