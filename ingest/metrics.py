@@ -37,6 +37,10 @@ class IngestMetrics:
             "abacus_ingest_publish_seconds", "Time from sending an XADD to Redis confirming it.", LATENCY_BUCKETS
         )
         self.events_per_xadd = m.histogram("abacus_ingest_events_per_xadd", "Beacons carried by one XADD.", SIZE_BUCKETS)
+        self.wait_refused = m.counter(
+            "abacus_ingest_wait_refused",
+            "Appends answered 503 because fewer replicas than ABACUS_REDIS_WAIT_REPLICAS confirmed them.",
+        )
         self._by_endpoint: dict[tuple[str, int], Counter] = {}
         self._pending_requests: dict[tuple[str, int], int] = {}
         self._pending_drops: dict[DropReason, int] = {}

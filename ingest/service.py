@@ -43,11 +43,13 @@ class IngestService:
         if isinstance(streams, str) or len(streams) == 1:
             stream = streams if isinstance(streams, str) else streams[0]
             self.publisher: StreamPublisher | ShardedPublisher = StreamPublisher(
-                sink_for(redis_client, stream, lean_address), self.metrics.appended
+                sink_for(redis_client, stream, lean_address), self.metrics.appended, self.metrics.wait_refused.inc
             )
         else:
             self.publisher = ShardedPublisher(
-                [sink_for(redis_client, stream, lean_address) for stream in streams], self.metrics.appended
+                [sink_for(redis_client, stream, lean_address) for stream in streams],
+                self.metrics.appended,
+                self.metrics.wait_refused.inc,
             )
         self.beacon_endpoints = {
             path: BeaconEndpoint(endpoint, self.publisher, registry, is_bot, self.metrics)
