@@ -15,6 +15,7 @@ from litestar.params import FromQuery, QueryParameter
 from query_api.auth import requires_analyst
 from query_api.errors import BadQuery
 from query_api.results_analysis import ALL_PHASES, add_totals, analyse
+from query_api.results_examples import results_example, timeseries_example
 from query_api.results_phases import custom_event_types, fetch_phase_metrics, metric_plan
 from query_api.results_query import fetch_event_buckets, fetch_rollup_days, fetch_rollup_totals, fetch_rollups, whole_days
 from query_api.results_sources import (
@@ -79,7 +80,7 @@ def experiments_for(service: QueryService, key: str | None) -> list[Experiment]:
     return [experiment]
 
 
-@get("/api/v1/experiments/results", guards=[requires_analyst], tags=["results"])
+@get("/api/v1/experiments/results", guards=[requires_analyst], tags=["results"], opt={"openapi_example": results_example})
 async def experiment_results(
     request: Request,
     experiment_key: FromQuery[str | None] = None,
@@ -234,7 +235,12 @@ def build_results(service: QueryService, query: ResultsQuery) -> tuple[list[Expe
     return body, source_headers(combine(sources) if sources else "rollup" if from_rollup else "events", freshness)
 
 
-@get("/api/v1/experiments/results/timeseries", guards=[requires_analyst], tags=["results"])
+@get(
+    "/api/v1/experiments/results/timeseries",
+    guards=[requires_analyst],
+    tags=["results"],
+    opt={"openapi_example": timeseries_example},
+)
 async def experiment_timeseries(
     request: Request,
     experiment_key: FromQuery[str],

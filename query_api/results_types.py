@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import msgspec
+
+from query_api.stats.answer_types import Analysis
 
 
 class VariantCounts(msgspec.Struct):
@@ -81,7 +83,7 @@ class ExperimentResults(msgspec.Struct):
     to: str | None
     """The window's end (exclusive)."""
     variants: list[VariantCounts]
-    analysis: dict[str, Any]
+    analysis: Analysis
     phases: list[PhaseSummary] = []
     """Every phase of the definition history, with its allocations and its own SRM check."""
     analysis_phase: int | Literal["all"] = 1
