@@ -124,7 +124,7 @@ def analyse(
                 f"Phase {index + 1} of {len(phases)} (sessions first exposed since {phases[index].start.isoformat()}); "
                 "phase=all gives the stratified all-phases analysis.",
             )
-    analysis["phase"] = ALL_PHASES if selection == ALL_PHASES else int(selection) + 1
+    analysis["phase"] = "all" if selection == ALL_PHASES else int(selection) + 1
     if plan.cap_fraction is not None and metrics_by_phase:
         caps = [m.value_cap for phase in metrics_by_phase for m in phase.values() if m.value_cap is not None]
         analysis["value_cap"] = {"percentile": plan.cap_fraction * 100.0, "cap": caps[0] if caps else None}

@@ -79,7 +79,7 @@ def phase_totals_from_rollup(
             continue
         phase = by_phase[_phase_of_day(phases, day)]
         phase[variant_key] = add_totals([phase.get(variant_key, VariantRollup()), totals])
-    starts = {"phase_starts": phase_starts(phases)}
+    starts: dict[str, object] = {"phase_starts": phase_starts(phases)}
     for day in sorted(cut_days_with_sessions):
         rows = fetch_cohort_totals(client, [key], _midnight(day), _midnight(day) + _DAY, PHASE_INDEX, starts)
         for (_, variant_key, index), totals in rows.items():

@@ -6,7 +6,7 @@ key they write, and the results API's OpenAPI schema (msgspec and Litestar both 
 describes every field. Every number is None where it is undefined, with a `message` saying why.
 """
 
-from typing import NotRequired, TypedDict
+from typing import Literal, NotRequired, TypedDict
 
 
 class Interval(TypedDict):
@@ -170,6 +170,6 @@ class Analysis(TypedDict):
     srm: SrmCheck
     multi_variant_sessions: MultiVariantSessions
     variants: list[VariantAnalysis]
-    phase: NotRequired[int | str]
+    phase: NotRequired[int | Literal["all"]]
     """The phase analysed (1-based), or "all" (stratified); set by the results endpoint."""
     value_cap: NotRequired[ValueCap]
