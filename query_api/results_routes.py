@@ -17,10 +17,11 @@ from query_api.errors import BadQuery
 from query_api.results_analysis import ALL_PHASES, add_totals, analyse
 from query_api.results_examples import results_example, timeseries_example
 from query_api.results_phases import custom_event_types, fetch_phase_metrics, metric_plan
-from query_api.results_query import fetch_event_buckets, fetch_rollup_days, fetch_rollup_totals, fetch_rollups, whole_days
+from query_api.results_query import fetch_event_buckets, fetch_rollup_totals, fetch_rollups, whole_days
 from query_api.results_sources import (
     PhaseTotals,
     combine,
+    phase_days_from_rollup,
     phase_totals_from_events,
     phase_totals_from_rollup,
     results_freshness,
@@ -96,9 +97,10 @@ async def experiment_results(
     phase of the definition history with its own SRM check; ``analysis`` covers the current phase,
     or ``phase=N`` (1-based), or ``phase=all`` (stratified by phase; not with ``sequential``).
     ``metrics=all`` (or a comma-separated list of metric names) adds metrics to those the
-    definition names. ``X-Abacus-Source`` says whether the totals came from the rollup (all time,
-    or whole UTC days, for an experiment with one phase) or from the events;
-    ``X-Abacus-Unfolded-Events`` and ``X-Abacus-Behind-Ms`` what the rollup had not folded yet."""
+    definition names. ``X-Abacus-Source`` says where the numbers came from: the rollup (all time,
+    or whole UTC days), the events, or ``rollup+events`` when some came from each (extra metrics,
+    or a day a phase started in); ``X-Abacus-Unfolded-Events`` and ``X-Abacus-Behind-Ms`` what the
+    rollup had not folded yet; each experiment's ``freshness`` says the same per experiment."""
     service: QueryService = request.app.state.query_service
     query = results_query(experiment_key, from_, to, confidence, sequential, phase, metrics)
     body, headers = await in_thread(build_results, service, query)
@@ -251,8 +253,8 @@ async def experiment_timeseries(
     """Cumulative exposed and converted sessions per day (or hour) of first exposure, leaving out
     sessions exposed to more than one variant. The phase is chosen as for the results: the
     current one by default, ``phase=N``, or ``phase=all`` (every session). Daily points come from
-    the rollup when it is current and the phase starts and ends at UTC midnights (or there is one
-    phase), otherwise from the events; the headers say which, as for the results."""
+    the rollup's per-day totals when it is current (a day the phase starts or ends within: that
+    day's cohort from the events), hourly ones from the events; the headers say which."""
     service: QueryService = request.app.state.query_service
     level = parse_confidence(confidence)
     body, headers = await in_thread(build_timeseries, service, experiment_key, interval, level, parse_phase(phase))
@@ -272,10 +274,11 @@ def build_timeseries(
         chosen = phases[int(number) - 1]
         # Phase 1 also holds the sessions first exposed before the first version (as the results).
         start, end = (chosen.start if chosen.number > 1 else None), chosen.end
-    freshness = service.rollup_freshness([key]) if interval == "day" and whole_days(start, end) else None
+    freshness = service.rollup_freshness([key]) if interval == "day" else None
     client = service.clickhouse.client()
+    source: Source
     if freshness is not None and freshness.current:
-        source, points = "rollup", fetch_rollup_days(client, key, start, end)
+        points, source = phase_days_from_rollup(client, key, start, end)
     else:
         source, points = "events", fetch_event_buckets(client, key, interval, start, end)
     variants = []

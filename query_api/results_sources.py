@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from clickhouse_connect.driver.client import Client
 
 from query_api.results_phases import PHASE_INDEX, add_totals, fetch_phase_totals, phase_starts
-from query_api.results_query import fetch_cohort_totals, fetch_rollup_day_totals
+from query_api.results_query import fetch_cohort_totals, fetch_rollup_day_totals, fetch_rollup_days
 from query_api.results_types import ResultsFreshness, Source
 from query_api.stats.phases import Phase
 from shared.rollup.protocol import Freshness
@@ -119,3 +119,37 @@ def results_freshness(counts: Source, analysis: Source, freshness: Freshness | N
         note = f"Counts from the {counts.replace('+', ' and the ')}, analysis from the {analysis.replace('+', ' and the ')}."
         message = f"{message} {note}" if message else note
     return ResultsFreshness(counts, analysis, bool(unfolded), unfolded, behind_ms, message)
+
+
+Points = dict[str, list[tuple[dt.datetime, int, int]]]
+
+
+def phase_days_from_rollup(client: Client, key: str, start: dt.datetime | None, end: dt.datetime | None) -> tuple[Points, Source]:
+    """Daily (exposed, converted) points of the sessions first exposed in [start, end) (a phase):
+    the rollup's rows for the days inside it, and for a day the phase starts or ends within, that
+    day's share of its cohort from the events (only when the rollup has sessions on that day)."""
+    first = start.astimezone(dt.timezone.utc).date() if start is not None else None
+    last = end.astimezone(dt.timezone.utc).date() if end is not None else None
+    rollup_end = None if end is None or last is None else end if end == _midnight(last) else _midnight(last) + _DAY
+    points = fetch_rollup_days(client, key, _midnight(first) if first else None, rollup_end)
+    partial = {}
+    if start is not None and first is not None and start != _midnight(first):
+        partial[first] = (start, _midnight(first) + _DAY)
+    if end is not None and last is not None and end != _midnight(last):
+        low = max(start, _midnight(last)) if start is not None else _midnight(last)
+        partial[last] = (low, end)
+    from_events = False
+    for day, (low, high) in partial.items():
+        bucket = _midnight(day)
+        had_sessions = any(b == bucket and exposed for series in points.values() for b, exposed, _ in series)
+        for variant_key in points:
+            points[variant_key] = [p for p in points[variant_key] if p[0] != bucket]
+        if not had_sessions:
+            continue
+        from_events = True
+        for (_, variant_key, _), totals in fetch_cohort_totals(client, [key], low, high).items():
+            if totals.clean_exposed:
+                points.setdefault(variant_key, []).append((bucket, totals.clean_exposed, totals.clean_converted))
+    for series in points.values():
+        series.sort(key=lambda point: point[0])
+    return points, "rollup+events" if from_events else "rollup"

@@ -288,6 +288,13 @@ def test_two_phases_come_from_the_rollup_alone_when_no_session_began_on_the_boun
     assert body["phases"][0]["sessions"] == {k: n for k, (n, _) in PHASE_1.items()}
     assert body["phases"][1]["sessions"] == {"control": 0, "treat": 0}
     assert {v["variant_key"]: v["conversions"] for v in body["analysis"]["variants"]} == {k: c for k, (_, c) in PHASE_1.items()}
+    series = client.get(f"/api/v1/experiments/results/timeseries?experiment_key={KEY}&phase=1", headers=analyst)
+    assert series.headers["x-abacus-source"] == client.source
+    last = {
+        s["variant_key"]: (s["points"][-1]["exposed_sessions"], s["points"][-1]["converted_sessions"])
+        for s in series.json()["variants"]
+    }
+    assert last == PHASE_1
 
 
 def test_the_timeseries_follows_the_phase_choice(client, analyst, clean_clickhouse):
@@ -304,6 +311,9 @@ def test_the_timeseries_follows_the_phase_choice(client, analyst, clean_clickhou
         }
 
     assert last_points("") == (2, PHASE_2)  # the current phase, as the results' analysis
+    # Daily: the rollup's days, with the day the phase starts in (it has sessions) from the events.
+    daily = client.get(url, headers=analyst).headers["x-abacus-source"]
+    assert daily == ("events" if client.source == "events" else "rollup+events")
     assert last_points("&phase=2") == (2, PHASE_2)
     assert last_points("&phase=1") == (1, PHASE_1)
     assert last_points("&phase=all&interval=hour") == (
