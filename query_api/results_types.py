@@ -68,6 +68,7 @@ class ResultsFreshness(msgspec.Struct):
     behind: bool
     """True when some number came from a rollup that had not folded every stored event."""
     unfolded_events: int
+    """As X-Abacus-Unfolded-Events: measured over all the experiments of the request, together."""
     behind_ms: int
     message: str | None = None
 

@@ -139,7 +139,7 @@ def test_errors_are_documented_with_the_real_error_body(served, settings):
 
 def test_results_have_meaningful_examples(served):
     _, spec = served
-    for path in ("/api/v1/experiments/results", "/api/v1/experiments/results/timeseries"):
+    for path in ("/api/v1/experiments/results", "/api/v1/experiments/results/timeseries", "/api/v1/admin/rollup"):
         media = spec["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]
         example = media["examples"]["typical"]["value"]
         assert undocumented(spec, media["schema"], example) == [], path
