@@ -268,6 +268,14 @@ def test_the_day_a_phase_starts_in_is_split_between_the_phases(client, analyst, 
     rows_by_key = {v["variant_key"]: (v["sessions"], v["conversions"]) for v in body["analysis"]["variants"]}
     assert rows_by_key == {k: (PHASE_1[k][0] + extra[k][0], PHASE_1[k][1] + extra[k][1]) for k in PHASE_1}
     assert body["freshness"]["counts_source"] == ("events" if client.source == "events" else "rollup+events")
+    # The time series of phase 1 ends within that day: its share of the day comes from the events.
+    series = client.get(f"/api/v1/experiments/results/timeseries?experiment_key={KEY}&phase=1", headers=analyst)
+    assert series.headers["x-abacus-source"] == ("events" if client.source == "events" else "rollup+events")
+    last = {
+        s["variant_key"]: (s["points"][-1]["exposed_sessions"], s["points"][-1]["converted_sessions"])
+        for s in series.json()["variants"]
+    }
+    assert last == rows_by_key
 
 
 def test_two_phases_come_from_the_rollup_alone_when_no_session_began_on_the_boundary_day(client, analyst, clean_clickhouse):
