@@ -244,26 +244,63 @@ def timings(client_http, headers, service, ch, rows, generated_s, waited_s, stil
         ("scan_group", "plain scan: GROUP BY variant, countIf per type", scan),
     ):
         out[key], _ = line(label, timed(sql(ch, text, params), split_calls, 1))
+    out |= split_phase_and_metric_sql(service, ch, one, split_calls)
     if args.explain:
         print(" EXPLAIN indexes = 1 (results SQL, long lines cut):")
         print(explain(ch, full, params))
     # Last, and at the largest size only, as it changes the registry for good: an allocation change
-    # makes two phases, grouped from the events.
+    # makes two phases (the second starts now, after the data: read from the rollup days).
     if args.split_phases:
         split_allocations(client_http, headers, one)
     for key, label, query in (
         (
-            ("results_phases", f"GET /results?experiment_key={one}, two phases (current; events)", ""),
-            ("results_phases_all", f"GET /results?experiment_key={one}&phase=all (stratified; events)", "&phase=all"),
+            ("results_phases", f"GET /results?experiment_key={one}, two phases (current; rollup days)", ""),
+            ("results_phases_all", f"GET /results?experiment_key={one}&phase=all (stratified; rollup days)", "&phase=all"),
         )
         if args.split_phases
         else ()
     ):
         path = f"{api}?experiment_key={one}{query}"
         answer = client_http.get(path, headers=headers)
-        if answer.headers["x-abacus-source"] != "events" or len(answer.json()[0]["phases"]) != 2:
-            raise RuntimeError(f"{path}: expected two phases from the events")
+        # The second phase starts today, after the data: every cohort day is whole in phase 1.
+        if answer.headers["x-abacus-source"] != "rollup" or len(answer.json()[0]["phases"]) != 2:
+            raise RuntimeError(f"{path}: expected two phases from the rollup's per-day totals")
         out[key], out[key + "_p95"] = line(label, timed(http_get(client_http, path, headers), calls, warmup))
+    return out
+
+
+def split_phase_and_metric_sql(service, ch, key: str, calls: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """The queries behind two phases and metrics=all, one at a time: where their time goes."""
+    from query_api.results_phases import PHASE_INDEX, custom_event_types, fetch_phase_metrics, fetch_phase_totals, metric_plan
+    from query_api.results_query import fetch_cohort_totals, fetch_rollup_day_totals
+    from query_api.stats.phases import Phase
+
+    experiment = service.store.snapshot().find(key)
+    split_at = dt.datetime(2026, 1, 12, 12, 0, tzinfo=dt.timezone.utc)  # a phase boundary inside the data
+    phases = [Phase(1, split_at - dt.timedelta(days=30), split_at, {}), Phase(2, split_at, None, {})]
+    day = dt.datetime(2026, 1, 12, tzinfo=dt.timezone.utc)
+    plan = metric_plan(experiment, (), True, custom_event_types(ch, key))
+    out: dict[str, float] = {}
+    for name, label, call in (
+        ("sql_rollup_days", "rollup per-day rows of one experiment", lambda: fetch_rollup_day_totals(ch, key)),
+        (
+            "sql_boundary_day",
+            "  + a cut day's sessions by phase (events, semi-join)",
+            lambda: fetch_cohort_totals(ch, [key], day, day + dt.timedelta(days=1), PHASE_INDEX, {"phase_starts": [split_at]}),
+        ),
+        (
+            "sql_phase_totals_events",
+            "two phases' totals from all events (before)",
+            lambda: fetch_phase_totals(ch, key, phases, None, None),
+        ),
+        ("sql_custom_events", "metrics=all: custom event types", lambda: custom_event_types(ch, key)),
+        (
+            "sql_metrics",
+            "metrics=all: metric statistics (events)",
+            lambda: fetch_phase_metrics(ch, key, phases[:1], plan, None, None),
+        ),
+    ):
+        out[name], _ = line(label, timed(call, calls, 1))
     return out
 
 
@@ -342,7 +379,7 @@ def main() -> None:
             f"(SQL alone over all events {r['sql']:.1f} ms); daily time series {r['timeseries']:.1f} ms; "
             f"metrics=all {r['results_metrics']:.1f} ms from the events; "
             + (
-                f"two phases {r['results_phases']:.1f} ms (phase=all {r['results_phases_all']:.1f} ms) from the events; "
+                f"two phases {r['results_phases']:.1f} ms (phase=all {r['results_phases_all']:.1f} ms) from the rollup days; "
                 if "results_phases" in r
                 else ""
             )

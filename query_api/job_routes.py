@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 import msgspec
 from litestar import Request, get, post
 from litestar.exceptions import ClientException, NotFoundException
+from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.response import File
 from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_409_CONFLICT
@@ -157,28 +158,35 @@ async def download_export(request: Request, job_id: FromPath[str]) -> File:
     )
 
 
-@post(
+def _job_without_arguments(path: str, kind: str, summary: str, description: str) -> HTTPRouteHandler:
+    """POST `path` (admin) enqueues the job `kind`, which takes no argument, and answers its state (202)."""
+
+    async def enqueue(request: Request) -> JobState:
+        return await in_thread(partial(_enqueue, request, kind))
+
+    enqueue.__name__ = enqueue.__qualname__ = kind
+    return post(
+        path,
+        guards=[requires_admin],
+        tags=["admin"],
+        status_code=HTTP_202_ACCEPTED,
+        summary=summary,
+        description=description,
+    )(enqueue)
+
+
+check_alerts = _job_without_arguments(
     "/api/v1/admin/alerts/check",
-    guards=[requires_admin],
-    tags=["admin"],
-    status_code=HTTP_202_ACCEPTED,
-    summary="Send due alert webhooks now (a job)",
+    "check_alerts",
+    "Send due alert webhooks now (a job)",
+    "What runs every ABACUS_ALERT_CHECK_S: each SRM or significance event goes to each webhook once.",
 )
-async def check_alerts(request: Request) -> JobState:
-    """What runs every ABACUS_ALERT_CHECK_S: each SRM or significance event goes to each webhook once."""
-    return await in_thread(partial(_enqueue, request, "check_alerts"))
-
-
-@post(
+verify_rollup = _job_without_arguments(
     "/api/v1/admin/rollup/verify",
-    guards=[requires_admin],
-    tags=["admin"],
-    status_code=HTTP_202_ACCEPTED,
-    summary="Compare the rollup with a recomputation from the events (a job)",
+    "verify_rollup",
+    "Compare the rollup with a recomputation from the events (a job)",
+    "What `abacus jobs` runs nightly; the outcome is also exported as ``abacus_rollup_verification_mismatches``.",
 )
-async def verify_rollup(request: Request) -> JobState:
-    """What `abacus jobs` runs nightly; the outcome is also exported as ``abacus_rollup_verification_mismatches``."""
-    return await in_thread(partial(_enqueue, request, "verify_rollup"))
 
 
 @get(

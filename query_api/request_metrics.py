@@ -1,5 +1,5 @@
 """Request latency by route for the Litestar apps (query API, and serve's non-beacon routes), and
-where results came from (``X-Abacus-Source``: rollup or events), read off the answer's headers.
+where results came from (``X-Abacus-Source``: rollup, events or rollup+events), read off the answer's headers.
 
 An ASGI wrapper outside Litestar: the route is the handler's path template Litestar put in the
 scope while routing (``/api/v1/experiments/{experiment_key:str}/results``, not one series per
@@ -26,7 +26,9 @@ class RequestMetrics:
             ["route", "method", "status"],
         )
         self._results = metrics.counter(
-            "abacus_results_source", "Results answers by where their totals came from (rollup or events).", ["route", "source"]
+            "abacus_results_source",
+            "Results answers by where their numbers came from (rollup, events or rollup+events).",
+            ["route", "source"],
         )
 
     def __getattr__(self, name: str) -> Any:

@@ -16,6 +16,7 @@ from typing import Any
 from query_api.metrics.rows import VariantMetrics
 from query_api.results_phases import MetricPlan, add_totals
 from query_api.stats import ProportionStats, SampleMeanStats, VariantInput, analyze_experiment
+from query_api.stats.answer_types import Analysis
 from query_api.stats.phases import Phase, phases_summary
 from query_api.stats.ratio import RatioStats
 from shared.registry.models import Experiment
@@ -70,7 +71,7 @@ def analyse(
     selection: int | str,
     confidence: float,
     sequential: bool,
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], Analysis]:
     """(phases summary, analysis) for the phase `selection` (0-based) or ALL_PHASES."""
     per_phase = [
         phase_inputs(experiment, phase, totals, metrics_by_phase[i] if metrics_by_phase is not None else None)
@@ -123,7 +124,7 @@ def analyse(
                 f"Phase {index + 1} of {len(phases)} (sessions first exposed since {phases[index].start.isoformat()}); "
                 "phase=all gives the stratified all-phases analysis.",
             )
-    analysis["phase"] = ALL_PHASES if selection == ALL_PHASES else int(selection) + 1
+    analysis["phase"] = "all" if selection == ALL_PHASES else int(selection) + 1
     if plan.cap_fraction is not None and metrics_by_phase:
         caps = [m.value_cap for phase in metrics_by_phase for m in phase.values() if m.value_cap is not None]
         analysis["value_cap"] = {"percentile": plan.cap_fraction * 100.0, "cap": caps[0] if caps else None}

@@ -27,9 +27,13 @@ ROLLUP_TOTALS_SQL = (
     f"SELECT experiment_key, variant_key, {_ROLLUP_SUMS} FROM abacus.rollup_day_totals "
     "WHERE experiment_key IN {keys:Array(String)} {day_filter} GROUP BY experiment_key, variant_key"
 )
+ROLLUP_DAY_TOTALS_SQL = (
+    f"SELECT variant_key, cohort_day, {_ROLLUP_SUMS} FROM abacus.rollup_day_totals "
+    "WHERE experiment_key = {key:String} {day_filter} GROUP BY variant_key, cohort_day"
+)
 ROLLUP_DAYS_SQL = (
     "SELECT variant_key, cohort_day, sum(clean_exposed), sum(clean_converted) FROM abacus.rollup_day_totals "
-    f"WHERE experiment_key = {{key:String}} AND cohort_day > '{NEVER_EXPOSED_DAY}' "
+    f"WHERE experiment_key = {{key:String}} AND cohort_day > '{NEVER_EXPOSED_DAY}' {{day_filter}} "
     "GROUP BY variant_key, cohort_day ORDER BY variant_key, cohort_day"
 )
 _BUCKETS = {"day": "toStartOfDay(s_first_impression)", "hour": "toStartOfHour(s_first_impression)"}
@@ -40,13 +44,10 @@ def whole_days(start: dt.datetime | None, end: dt.datetime | None) -> bool:
     return all(bound is None or _is_midnight_utc(bound) for bound in (start, end))
 
 
-def fetch_rollup_totals(
-    client: Client, keys: list[str], start: dt.datetime | None = None, end: dt.datetime | None = None
-) -> Totals:
-    """Totals from the rollup: all time, or the sessions first exposed in a window of whole UTC
-    days. A few rows per variant and day, whatever the number of events."""
+def _day_filter(start: dt.datetime | None, end: dt.datetime | None) -> tuple[str, dict[str, object]]:
+    """The rollup rows of the sessions first exposed in a window of whole UTC days (none: all)."""
     conditions = []
-    parameters: dict[str, object] = {"keys": keys}
+    parameters: dict[str, object] = {}
     if start is not None or end is not None:
         conditions.append(f"AND cohort_day > '{NEVER_EXPOSED_DAY}'")
     if start is not None:
@@ -55,8 +56,28 @@ def fetch_rollup_totals(
     if end is not None:
         conditions.append("AND cohort_day < {end:Date}")
         parameters["end"] = end.astimezone(dt.timezone.utc).date()
-    sql = ROLLUP_TOTALS_SQL.replace("{day_filter}", " ".join(conditions))
-    return _by_variant(client.query(sql, parameters=parameters).result_rows)
+    return " ".join(conditions), parameters
+
+
+def fetch_rollup_totals(
+    client: Client, keys: list[str], start: dt.datetime | None = None, end: dt.datetime | None = None
+) -> Totals:
+    """Totals from the rollup: all time, or the sessions first exposed in a window of whole UTC
+    days. A few rows per variant and day, whatever the number of events."""
+    day_filter, parameters = _day_filter(start, end)
+    sql = ROLLUP_TOTALS_SQL.replace("{day_filter}", day_filter)
+    return _by_variant(client.query(sql, parameters={"keys": keys, **parameters}).result_rows)
+
+
+def fetch_rollup_day_totals(
+    client: Client, key: str, start: dt.datetime | None = None, end: dt.datetime | None = None
+) -> list[tuple[str, dt.date, VariantRollup]]:
+    """(variant, UTC day of first exposure, totals) from the rollup, all time or in a window of
+    whole UTC days; 1970-01-01 holds the sessions never exposed."""
+    day_filter, parameters = _day_filter(start, end)
+    sql = ROLLUP_DAY_TOTALS_SQL.replace("{day_filter}", day_filter)
+    rows = client.query(sql, parameters={"key": key, **parameters}).result_rows
+    return [(variant_key, day, VariantRollup(*numbers)) for variant_key, day, *numbers in rows]
 
 
 # The sessions first exposed in a window, found from impressions alone (a session whose first
@@ -101,21 +122,35 @@ def fetch_cohort_totals(
     return {(e, v, c): VariantRollup(*numbers) for e, v, c, *numbers in rows}
 
 
-def fetch_rollup_days(client: Client, key: str) -> dict[str, list[tuple[dt.datetime, int, int]]]:
+def fetch_rollup_days(
+    client: Client, key: str, start: dt.datetime | None = None, end: dt.datetime | None = None
+) -> dict[str, list[tuple[dt.datetime, int, int]]]:
     """Per variant, from the rollup: (UTC day, sessions first exposed that day that saw only this
-    variant, how many of them converted), in day order."""
+    variant, how many of them converted), in day order; all days, or a window of whole UTC days."""
+    day_filter, parameters = _day_filter(start, end)
+    sql = ROLLUP_DAYS_SQL.replace("{day_filter}", day_filter)
     points: dict[str, list[tuple[dt.datetime, int, int]]] = {}
-    for variant_key, day, exposed, converted in client.query(ROLLUP_DAYS_SQL, parameters={"key": key}).result_rows:
+    for variant_key, day, exposed, converted in client.query(sql, parameters={"key": key, **parameters}).result_rows:
         bucket = dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc)
         points.setdefault(variant_key, []).append((bucket, exposed, converted))
     return points
 
 
-def fetch_event_buckets(client: Client, key: str, interval: str) -> dict[str, list[tuple[dt.datetime, int, int]]]:
-    """As ``fetch_rollup_days``, per day or hour of first exposure, computed from abacus.events."""
-    sql = variant_totals_sql(EVENTS_SOURCE, cohort=_BUCKETS[interval], cohort_filter="s_first_impression IS NOT NULL")
+def fetch_event_buckets(
+    client: Client, key: str, interval: str, start: dt.datetime | None = None, end: dt.datetime | None = None
+) -> dict[str, list[tuple[dt.datetime, int, int]]]:
+    """As ``fetch_rollup_days``, per day or hour of first exposure, computed from abacus.events;
+    all sessions, or those first exposed in [start, end) (a phase, say)."""
+    conditions, parameters = ["s_first_impression IS NOT NULL"], {"keys": [key]}
+    if start is not None:
+        conditions.append("s_first_impression >= {start:DateTime64(3, 'UTC')}")
+        parameters["start"] = start  # type: ignore[assignment]
+    if end is not None:
+        conditions.append("s_first_impression < {end:DateTime64(3, 'UTC')}")
+        parameters["end"] = end  # type: ignore[assignment]
+    sql = variant_totals_sql(EVENTS_SOURCE, cohort=_BUCKETS[interval], cohort_filter=" AND ".join(conditions))
     exposed_at, converted_at = 3 + TOTAL_FIELDS.index("clean_exposed"), 3 + TOTAL_FIELDS.index("clean_converted")
-    rows = sorted(client.query(sql, parameters={"keys": [key]}).result_rows, key=lambda row: (row[1], row[2]))
+    rows = sorted(client.query(sql, parameters=parameters).result_rows, key=lambda row: (row[1], row[2]))
     points: dict[str, list[tuple[dt.datetime, int, int]]] = {}
     for row in rows:
         if row[exposed_at]:

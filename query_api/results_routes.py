@@ -15,14 +15,23 @@ from litestar.params import FromQuery, QueryParameter
 from query_api.auth import requires_analyst
 from query_api.errors import BadQuery
 from query_api.results_analysis import ALL_PHASES, add_totals, analyse
-from query_api.results_phases import custom_event_types, fetch_phase_metrics, fetch_phase_totals, metric_plan
-from query_api.results_query import fetch_event_buckets, fetch_rollup_days, fetch_rollup_totals, fetch_rollups, whole_days
-from query_api.results_types import ExperimentResults, PhaseSummary, TimePoint, Timeseries, VariantCounts, VariantSeries
+from query_api.results_examples import results_example, timeseries_example
+from query_api.results_phases import custom_event_types, fetch_phase_metrics, metric_plan
+from query_api.results_query import fetch_event_buckets, fetch_rollup_totals, fetch_rollups, whole_days
+from query_api.results_sources import (
+    PhaseTotals,
+    combine,
+    phase_days_from_rollup,
+    phase_totals_from_events,
+    phase_totals_from_rollup,
+    results_freshness,
+    source_headers,
+)
+from query_api.results_types import ExperimentResults, PhaseSummary, Source, TimePoint, Timeseries, VariantCounts, VariantSeries
 from query_api.service import QueryService, in_thread
 from query_api.stats import rate_interval, validate_confidence
 from query_api.stats.phases import Phase, split_phases
 from shared.registry.models import DefinitionError, Experiment, MetricName, metric_problem
-from shared.rollup.protocol import Freshness
 from shared.rollup.totals import VariantRollup
 
 METRIC_NAME = re.compile(MetricName.__metadata__[0].pattern)
@@ -72,19 +81,7 @@ def experiments_for(service: QueryService, key: str | None) -> list[Experiment]:
     return [experiment]
 
 
-def source_headers(source: str, freshness: Freshness | None) -> dict[str, str]:
-    """Where the numbers came from and, for the rollup, what it had not folded yet: the events
-    the workers have stored (or are storing) for these experiments, and the oldest one's age."""
-    if source != "rollup" or freshness is None:
-        return {"X-Abacus-Source": source, "X-Abacus-Unfolded-Events": "0", "X-Abacus-Behind-Ms": "0"}
-    return {
-        "X-Abacus-Source": source,
-        "X-Abacus-Unfolded-Events": str(freshness.unfolded_events),
-        "X-Abacus-Behind-Ms": str(freshness.behind_ms),
-    }
-
-
-@get("/api/v1/experiments/results", guards=[requires_analyst], tags=["results"])
+@get("/api/v1/experiments/results", guards=[requires_analyst], tags=["results"], opt={"openapi_example": results_example})
 async def experiment_results(
     request: Request,
     experiment_key: FromQuery[str | None] = None,
@@ -100,9 +97,10 @@ async def experiment_results(
     phase of the definition history with its own SRM check; ``analysis`` covers the current phase,
     or ``phase=N`` (1-based), or ``phase=all`` (stratified by phase; not with ``sequential``).
     ``metrics=all`` (or a comma-separated list of metric names) adds metrics to those the
-    definition names. ``X-Abacus-Source`` says whether the totals came from the rollup (all time,
-    or whole UTC days, for an experiment with one phase) or from the events;
-    ``X-Abacus-Unfolded-Events`` and ``X-Abacus-Behind-Ms`` what the rollup had not folded yet."""
+    definition names. ``X-Abacus-Source`` says where the numbers came from: the rollup (all time,
+    or whole UTC days), the events, or ``rollup+events`` when some came from each (extra metrics,
+    or a day a phase started in); ``X-Abacus-Unfolded-Events`` and ``X-Abacus-Behind-Ms`` what the
+    rollup had not folded yet; each experiment's ``freshness`` says the same per experiment."""
     service: QueryService = request.app.state.query_service
     query = results_query(experiment_key, from_, to, confidence, sequential, phase, metrics)
     body, headers = await in_thread(build_results, service, query)
@@ -177,7 +175,8 @@ def only_phase(experiment: Experiment) -> Phase:
 
 
 def build_results(service: QueryService, query: ResultsQuery) -> tuple[list[ExperimentResults], dict[str, str]]:
-    """The body, and headers saying where its totals came from (``rollup`` or ``events``)."""
+    """The body, and headers saying where its numbers came from (``rollup``, ``events``, or
+    ``rollup+events`` when some came from each)."""
     experiments = experiments_for(service, query.experiment_key)
     start, end = query.start, query.end
     histories = service.store.histories([e.experiment_key for e in experiments]) if experiments else {}
@@ -187,35 +186,36 @@ def build_results(service: QueryService, query: ResultsQuery) -> tuple[list[Expe
         if isinstance(query.phase, int) and query.phase > count:
             raise BadQuery("phase", f"{experiment.experiment_key} has {count} phase(s), so there is no phase {query.phase}")
     client = service.clickhouse.client()
-    one_phase = [e.experiment_key for e in experiments if len(phases[e.experiment_key]) == 1]
-    freshness = service.rollup_freshness(one_phase) if one_phase and whole_days(start, end) else None
+    keys = [e.experiment_key for e in experiments]
+    freshness = service.rollup_freshness(keys) if keys and whole_days(start, end) else None
+    from_rollup = freshness is not None and freshness.current
+    one_phase = [key for key in keys if len(phases[key]) == 1]
     rollups: dict = {}
-    if one_phase and freshness is not None and freshness.current:
-        source, rollups = "rollup", fetch_rollup_totals(client, one_phase, start, end)
-    elif one_phase:
-        source, rollups = "events", fetch_rollups(client, one_phase, start, end)
-    else:
-        source = "events"
-    body = []
+    if one_phase:
+        # Experiments that never changed their allocations: all their totals in one query.
+        rollups = (fetch_rollup_totals if from_rollup else fetch_rollups)(client, one_phase, start, end)
+    body, sources = [], []
     for experiment in experiments:
         key = experiment.experiment_key
         its_phases = phases[key]
         if len(its_phases) == 1:
-            totals_by_phase = [{v.variant_key: rollups.get((key, v.variant_key), VariantRollup()) for v in experiment.variants}]
+            totals = PhaseTotals(
+                [{v.variant_key: rollups.get((key, v.variant_key), VariantRollup()) for v in experiment.variants}],
+                "rollup" if from_rollup else "events",
+            )
         else:
-            source = "events"
-            totals_by_phase = fetch_phase_totals(client, key, its_phases, start, end)
+            totals = (phase_totals_from_rollup if from_rollup else phase_totals_from_events)(client, key, its_phases, start, end)
         customs = custom_event_types(client, key) if query.all_metrics else ()
         plan = metric_plan(experiment, query.metrics, query.all_metrics, customs)
         metrics_by_phase = fetch_phase_metrics(client, key, its_phases, plan, start, end) if plan.needs_query else None
-        if metrics_by_phase is not None:
-            source = "events"
+        analysis_source: Source = "events" if metrics_by_phase is not None else totals.source
+        sources += [totals.source, analysis_source]
         selection = ALL_PHASES if query.phase == ALL_PHASES else (len(its_phases) if query.phase is None else query.phase) - 1
         summary, analysis = analyse(
-            experiment, its_phases, totals_by_phase, metrics_by_phase, plan, selection, query.confidence, query.sequential
+            experiment, its_phases, totals.by_phase, metrics_by_phase, plan, selection, query.confidence, query.sequential
         )
         all_time = {
-            v.variant_key: add_totals([phase.get(v.variant_key, VariantRollup()) for phase in totals_by_phase])
+            v.variant_key: add_totals([phase.get(v.variant_key, VariantRollup()) for phase in totals.by_phase])
             for v in experiment.variants
         }
         body.append(
@@ -231,34 +231,56 @@ def build_results(service: QueryService, query: ResultsQuery) -> tuple[list[Expe
                 analysis=analysis,
                 phases=msgspec.convert(summary, list[PhaseSummary]),
                 analysis_phase=analysis["phase"],
+                freshness=results_freshness(totals.source, analysis_source, freshness),
             )
         )
-    return body, source_headers(source, freshness if source == "rollup" else None)
+    return body, source_headers(combine(sources) if sources else "rollup" if from_rollup else "events", freshness)
 
 
-@get("/api/v1/experiments/results/timeseries", guards=[requires_analyst], tags=["results"])
+@get(
+    "/api/v1/experiments/results/timeseries",
+    guards=[requires_analyst],
+    tags=["results"],
+    opt={"openapi_example": timeseries_example},
+)
 async def experiment_timeseries(
     request: Request,
     experiment_key: FromQuery[str],
     interval: FromQuery[Literal["day", "hour"]] = "day",
     confidence: FromQuery[float] = 0.95,
+    phase: FromQuery[str | None] = None,
 ) -> Response[Timeseries]:
     """Cumulative exposed and converted sessions per day (or hour) of first exposure, leaving out
-    sessions exposed to more than one variant. Daily points come from the rollup when it is
-    current, hourly ones from the events; the headers say which, as for the results."""
+    sessions exposed to more than one variant. The phase is chosen as for the results: the
+    current one by default, ``phase=N``, or ``phase=all`` (every session). Daily points come from
+    the rollup's per-day totals when it is current (a day the phase starts or ends within: that
+    day's cohort from the events), hourly ones from the events; the headers say which."""
     service: QueryService = request.app.state.query_service
     level = parse_confidence(confidence)
-    body, headers = await in_thread(build_timeseries, service, experiment_key, interval, level)
+    body, headers = await in_thread(build_timeseries, service, experiment_key, interval, level, parse_phase(phase))
     return Response(body, headers=headers)
 
 
-def build_timeseries(service: QueryService, key: str, interval: str, confidence: float) -> tuple[Timeseries, dict[str, str]]:
+def build_timeseries(
+    service: QueryService, key: str, interval: str, confidence: float, selection: int | str | None = None
+) -> tuple[Timeseries, dict[str, str]]:
     experiment = experiments_for(service, key)[0]
+    phases = split_phases(service.store.histories([key]).get(key, [])) or [only_phase(experiment)]
+    if isinstance(selection, int) and selection > len(phases):
+        raise BadQuery("phase", f"{key} has {len(phases)} phase(s), so there is no phase {selection}")
+    number = len(phases) if selection is None else selection
+    start = end = None
+    if number != ALL_PHASES and len(phases) > 1:
+        chosen = phases[int(number) - 1]
+        # Phase 1 also holds the sessions first exposed before the first version (as the results).
+        start, end = (chosen.start if chosen.number > 1 else None), chosen.end
     freshness = service.rollup_freshness([key]) if interval == "day" else None
+    client = service.clickhouse.client()
+    source: Source
     if freshness is not None and freshness.current:
-        source, points = "rollup", fetch_rollup_days(service.clickhouse.client(), key)
+        points, source = phase_days_from_rollup(client, key, start, end)
     else:
-        source, points = "events", fetch_event_buckets(service.clickhouse.client(), key, interval)
+        source, points = "events", fetch_event_buckets(client, key, interval, start, end)
     variants = []
     for variant in experiment.variants:
         exposed = converted = 0
@@ -269,7 +291,8 @@ def build_timeseries(service: QueryService, key: str, interval: str, confidence:
             rate, low, high = rate_interval(converted, exposed, confidence)
             series.append(TimePoint(bucket.isoformat(), exposed, converted, rate, low, high))
         variants.append(VariantSeries(variant.variant_key, variant.is_control, series))
-    return Timeseries(key, interval, confidence, variants), source_headers(source, freshness)
+    phase = ALL_PHASES if number == ALL_PHASES else int(number)
+    return Timeseries(key, interval, confidence, variants, phase), source_headers(source, freshness)  # type: ignore[arg-type]
 
 
 RESULTS_ROUTES = [experiment_results, experiment_timeseries]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import msgspec
+
+from query_api.stats.answer_types import Analysis
 
 
 class VariantCounts(msgspec.Struct):
@@ -51,6 +53,26 @@ class PhaseSummary(msgspec.Struct):
     srm: PhaseSrm
 
 
+Source = Literal["rollup", "events", "rollup+events"]
+
+
+class ResultsFreshness(msgspec.Struct):
+    """Where this experiment's numbers came from, and what the rollup had not folded yet."""
+
+    counts_source: Source
+    """Of `variants` and `phases` (the rollup's per-day totals; "rollup+events" when a day a phase
+    starts in was grouped from the events)."""
+    analysis_source: Source
+    """Of `analysis`: the events whenever a metric beyond the rollup's is computed (another event
+    type, a ratio, a capped value), since the rollup keeps no such statistics."""
+    behind: bool
+    """True when some number came from a rollup that had not folded every stored event."""
+    unfolded_events: int
+    """As X-Abacus-Unfolded-Events: measured over all the experiments of the request, together."""
+    behind_ms: int
+    message: str | None = None
+
+
 class ExperimentResults(msgspec.Struct):
     experiment_key: str
     name: str
@@ -62,11 +84,12 @@ class ExperimentResults(msgspec.Struct):
     to: str | None
     """The window's end (exclusive)."""
     variants: list[VariantCounts]
-    analysis: dict[str, Any]
+    analysis: Analysis
     phases: list[PhaseSummary] = []
     """Every phase of the definition history, with its allocations and its own SRM check."""
     analysis_phase: int | Literal["all"] = 1
     """The phase `analysis` covers (the current one unless `phase=` says otherwise), or "all"."""
+    freshness: ResultsFreshness | None = None
 
 
 class TimePoint(msgspec.Struct):
@@ -90,3 +113,5 @@ class Timeseries(msgspec.Struct):
     interval: str
     confidence: float
     variants: list[VariantSeries]
+    phase: int | Literal["all"] = 1
+    """The phase whose sessions the series follows (as `phase=` chose; the current one by default)."""

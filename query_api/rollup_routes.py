@@ -50,7 +50,18 @@ def rollup_status(service: QueryService) -> RollupStatus:
     )
 
 
-@get("/api/v1/admin/rollup", guards=[requires_admin], tags=["admin"], summary="Results rollup status")
+def rollup_status_example() -> dict[str, object]:
+    """A live rollup with a few events of the last batch not folded yet (for the OpenAPI schema)."""
+    return msgspec.to_builtins(RollupStatus(True, True, True, 180, 42, True, 2000, False, 1))
+
+
+@get(
+    "/api/v1/admin/rollup",
+    guards=[requires_admin],
+    tags=["admin"],
+    summary="Results rollup status",
+    opt={"openapi_example": rollup_status_example},
+)
 async def get_rollup_status(request: Request) -> RollupStatus:
     service: QueryService = request.app.state.query_service
     return await in_thread(rollup_status, service)

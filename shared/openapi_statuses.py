@@ -1,4 +1,4 @@
-"""Every status an operation can answer, and the bearer scheme, in the app's OpenAPI schema.
+"""Every status an operation can answer, the bearer scheme and the examples, in the app's OpenAPI schema.
 
 Litestar documents a route's success and its 400 from validation; the statuses that guards, the
 registry and the dependencies add are derived here from what each route is (its guards, its
@@ -7,21 +7,33 @@ parameters, its method), in one place, so a new route is documented by the same 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from litestar import Litestar
-from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, Schema
+from litestar.openapi.spec import BaseSchemaObject, Example, OpenAPIMediaType, OpenAPIResponse, Schema
 from litestar.openapi.spec.enums import OpenAPIType
 from litestar.routes import HTTPRoute
 
 from shared.app_config import BEARER
 
-_ERROR = Schema(
+# The one error body of both services (query_api/errors.py, ingest's refusals).
+ERROR_BODY = Schema(
     type=OpenAPIType.OBJECT,
-    properties={"status_code": Schema(type=OpenAPIType.INTEGER), "detail": Schema(type=OpenAPIType.STRING)},
-    required=["status_code", "detail"],
+    properties={
+        "ok": Schema(type=OpenAPIType.BOOLEAN, const=False),
+        "error": Schema(type=OpenAPIType.STRING, description="What was wrong, in a sentence"),
+        "field": Schema(
+            type=[OpenAPIType.STRING, OpenAPIType.NULL],
+            description="The offending input: a JSON path into the body ($.variants[0].allocation) or a parameter name",
+        ),
+    },
+    required=["ok", "error", "field"],
+    examples=[{"ok": False, "error": "confidence must be between 0.5 and 0.999", "field": "confidence"}],
 )
 _DESCRIPTIONS = {
     304: "Not modified: the If-None-Match ETag is current",
-    400: "A parameter, header or body the API cannot use; `detail` (and `field` where known) name it",
+    400: "A parameter, header or body the API cannot use; `error` says why and `field` (where known) names it",
     401: "Missing, invalid or expired bearer token (WWW-Authenticate: Bearer)",
     403: "The token's role may not do this",
     404: "No such experiment, or experiments are switched off for the site",
@@ -57,10 +69,35 @@ def document_statuses(app: Litestar) -> None:
                 statuses, needs_token = _statuses(route.path_format, method, handler)
                 responses = operation.responses if operation.responses is not None else {}
                 for status in sorted(statuses):
-                    responses.setdefault(str(status), _response(status))
+                    # Replaces Litestar's own 400 too: its schema is Litestar's default error body,
+                    # which the exception handlers never answer.
+                    responses[str(status)] = _response(status)
+                _add_example(responses, handler)
                 operation.responses = responses
                 if needs_token:
                     operation.security = [{BEARER: []}]
+
+
+@dataclass
+class _Verbatim(BaseSchemaObject):
+    """An example value rendered as it is: Litestar's rendering drops every None in a spec object,
+    which would take the null fields (required ones too) out of an example answer."""
+
+    value: Any
+
+    def to_schema(self) -> Any:  # type: ignore[override]
+        return self.value
+
+
+def _add_example(responses: dict, handler: object) -> None:
+    """The success answer's example, from the callable a route names as ``opt["openapi_example"]``
+    (computed now, when the schema is built, never at import)."""
+    build = (getattr(handler, "opt", None) or {}).get("openapi_example")
+    success = responses.get("200")
+    if build is None or success is None or not success.content or "application/json" not in success.content:
+        return
+    media = success.content["application/json"]
+    media.examples = {"typical": Example(summary="A typical answer", value=_Verbatim(build()))}
 
 
 def _statuses(path: str, method: str, handler: object) -> tuple[set[int], bool]:
@@ -82,5 +119,5 @@ def _statuses(path: str, method: str, handler: object) -> tuple[set[int], bool]:
 
 
 def _response(status: int) -> OpenAPIResponse:
-    content = None if status == 304 else {"application/json": OpenAPIMediaType(schema=_ERROR)}
+    content = None if status == 304 else {"application/json": OpenAPIMediaType(schema=ERROR_BODY)}
     return OpenAPIResponse(description=_DESCRIPTIONS[status], content=content)

@@ -11,7 +11,10 @@ from litestar.testing import TestClient
 from abacus.serve import create_serve_app
 from query_api.auth import mint_token
 from shared.settings import Settings
+from worker.rows import COLUMNS as _WORKER_COLUMNS
 
+EVENT_COLUMNS = list(_WORKER_COLUMNS)
+"""The columns of abacus.events in the order the worker inserts them (for rows a test writes by hand)."""
 BROWSER_UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
 
 

@@ -1,6 +1,7 @@
 """Schemathesis against the whole serve app on real Valkey and chDB (issue 11): generated valid and
-invalid requests for every documented operation never get a 5xx, and every status they get is one
-the OpenAPI schema documents for that operation. Bounded and derandomized (a fixed seed), so a
+invalid requests for every documented operation never get a 5xx, every status they get is one
+the OpenAPI schema documents for that operation, and every body matches its documented schema (the
+typed results, and the one error body on every error). Bounded and derandomized (a fixed seed), so a
 failure reproduces."""
 
 from __future__ import annotations
@@ -10,13 +11,17 @@ import schemathesis
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error, status_code_conformance
+from schemathesis.checks import not_a_server_error, response_schema_conformance, status_code_conformance
+from schemathesis.core.failures import FailureGroup
 
 from tests.helpers import auth, serve_client
 
 pytestmark = pytest.mark.slow
 EXAMPLES_PER_OPERATION = 12
-CHECKS = [not_a_server_error, status_code_conformance]
+CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance]
+# Operations whose error body is not yet the common one (owned elsewhere; named in the query15
+# report): ingest/sdk_routes.py answers an unknown SDK file with {"status_code", "detail"}.
+BODY_NOT_YET_CHECKED = {"GET /sdk/{name}"}
 
 
 def test_generated_requests_get_no_5xx_and_only_documented_statuses(settings):
@@ -46,13 +51,14 @@ def test_generated_requests_get_no_5xx_and_only_documented_statuses(settings):
                     }
                     response = client.request(**sent)
                     try:
-                        case.validate_response(response, checks=CHECKS)
-                    except Exception as exc:  # collect every operation's failure, then report them together
+                        checks = CHECKS[:2] if operation.label in BODY_NOT_YET_CHECKED else CHECKS
+                        case.validate_response(response, checks=checks)
+                    except (Exception, FailureGroup) as exc:  # collect every operation's failure, then report them together
                         failures.append(f"{operation.label} ({mode.value}): {response.status_code} {exc}".splitlines()[0])
                         raise
 
                 try:
                     check()
-                except Exception:  # recorded above; hypothesis re-raises the shrunk one
+                except (Exception, FailureGroup):  # recorded above; hypothesis re-raises the shrunk one
                     pass
         assert not failures, "\n".join(sorted(set(failures)))

@@ -15,6 +15,7 @@ import pytest
 
 from query_api.results_query import fetch_rollup_totals, fetch_rollups
 from shared.clickhouse import ClickHouse, migrate
+from tests.helpers import EVENT_COLUMNS
 from worker import rollup_store
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
@@ -118,20 +119,6 @@ def _event(i: int, session: int, variant: str, event_type: str, event_id: str) -
     return [event_id, "exp", variant, f"s{session}", event_type, "/", None, "{}", None, received]
 
 
-COLUMNS = [
-    "event_id",
-    "experiment_key",
-    "variant_key",
-    "session_id",
-    "event_type",
-    "path",
-    "conversion_value",
-    "metadata",
-    "client_ts",
-    "received_at",
-]
-
-
 def test_two_shards_hold_the_events_and_every_query_stays_exact(cluster_urls):
     first, second = (ClickHouse(url, CLUSTER) for url in cluster_urls)
     try:
@@ -144,9 +131,9 @@ def test_two_shards_hold_the_events_and_every_query_stays_exact(cluster_urls):
             if session % 3 == 0:
                 rows.append(_event(2 * session + 1, session, variant, "conversion", f"c{session}"))
         client = first.client()
-        client.insert("abacus.events", rows, column_names=COLUMNS)
+        client.insert("abacus.events", rows, column_names=EVENT_COLUMNS)
         # Every copy of an event again, in another insert: it lands on the same shard as the first.
-        client.insert("abacus.events", rows[:50], column_names=COLUMNS, settings={"insert_deduplicate": 0})
+        client.insert("abacus.events", rows[:50], column_names=EVENT_COLUMNS, settings={"insert_deduplicate": 0})
         local_counts = [
             ClickHouse(url).client().query("SELECT count() FROM abacus.events_local FINAL").result_rows[0][0]
             for url in cluster_urls
@@ -198,7 +185,7 @@ def test_retention_and_erase_reach_the_local_tables_of_every_shard(cluster_urls)
             for s in range(20)
             for i in range(3)
         ]
-        first.client().insert("abacus.events", rows, column_names=COLUMNS)
+        first.client().insert("abacus.events", rows, column_names=EVENT_COLUMNS)
 
         def count(where: str) -> int:
             return (

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from tests.conftest import count_events, wait_for
-from tests.helpers import auth, beacon, rebuild_rollup, serve_client
+from tests.helpers import EVENT_COLUMNS, auth, beacon, rebuild_rollup, serve_client
 
 
 @pytest.fixture()
@@ -83,18 +83,7 @@ def test_experiment_results_aggregate_by_variant(client, clean_clickhouse, admin
             [eid, "pricing_cta_test", variant, session, kind, "/our-pricing", value, "{}", at, at]
             for eid, variant, session, kind, value, at in rows
         ],
-        column_names=[
-            "event_id",
-            "experiment_key",
-            "variant_key",
-            "session_id",
-            "event_type",
-            "path",
-            "conversion_value",
-            "metadata",
-            "client_ts",
-            "received_at",
-        ],
+        column_names=EVENT_COLUMNS,
     )
     rebuild_rollup(client, admin_headers)  # rows written by hand, not through the stream
     response = client.get("/api/v1/experiments/results?experiment_key=pricing_cta_test", headers=admin_headers)

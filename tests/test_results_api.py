@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from tests.conftest import count_events, wait_for
-from tests.helpers import auth, beacon, rebuild_rollup, serve_client
+from tests.helpers import EVENT_COLUMNS, auth, beacon, rebuild_rollup, serve_client
 
 NINE_KEYS = [
     "variant_key",
@@ -27,18 +27,6 @@ NINE_KEYS = [
     "unique_sessions",
     "conversion_rate",
     "conversion_value_total",
-]
-COLUMNS = [
-    "event_id",
-    "experiment_key",
-    "variant_key",
-    "session_id",
-    "event_type",
-    "path",
-    "conversion_value",
-    "metadata",
-    "client_ts",
-    "received_at",
 ]
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 
@@ -62,7 +50,7 @@ def insert(clickhouse, rows) -> None:
                 at,
             ]
         )
-    clickhouse.client().insert("abacus.events", data, column_names=COLUMNS)
+    clickhouse.client().insert("abacus.events", data, column_names=EVENT_COLUMNS)
 
 
 @pytest.fixture(params=["events", "rollup"])

@@ -95,7 +95,8 @@ def test_metrics_match_an_independent_computation(client, analyst, clean_clickho
     rows, data = generate(17, {"control": 0.3, "treat": 0.4}, {"control": 20.0, "treat": 20.0})
     insert(clean_clickhouse, rows)
     response = results(client, analyst, "&metrics=all")
-    assert response.headers["x-abacus-source"] == "events"  # these metrics are not in the rollup
+    # These metrics are not in the rollup: the analysis comes from the events (the counts from the rollup when it runs).
+    assert response.headers["x-abacus-source"] == ("events" if client.source == "events" else "rollup+events")
     analysis = response.json()[0]["analysis"]
     assert analysis["primary_metric"] == "form_submit"
     assert analysis["guardrail_metrics"] == ["value_per_session", "form_submit/form_start"]
@@ -158,3 +159,29 @@ def test_a_guardrail_regression_sets_the_status(client, analyst, clean_clickhous
     assert treat["status_code"] == "guardrail_regression"
     assert "value_per_session" in treat["status_message"]
     assert treat["metrics"] == {}  # nothing beyond the built-in metrics was asked for
+
+
+def test_the_source_says_counts_came_from_the_rollup_and_the_extra_metrics_from_the_events(settings, analyst, clean_clickhouse):
+    """The nine counts come from the rollup while a metric beyond it comes from the events: the
+    header and the freshness fields must name both, not claim the events (and so current)."""
+    with serve_client(dataclasses.replace(settings, rollup=True)) as client:
+        client.admin = auth(settings, "admin")  # type: ignore[attr-defined]
+        create(client)
+        rows, _ = generate(3, {"control": 0.3, "treat": 0.3}, {"control": 10.0, "treat": 10.0}, sessions=200)
+        insert(clean_clickhouse, rows)
+        rebuild_rollup(client, client.admin)
+        # Rows the rollup never folded (they bypass the stream): the events have them, the rollup not.
+        late = [(KEY, "treat", "late-session", "impression", None, START + timedelta(hours=1))]
+        insert(clean_clickhouse, late)
+        plain = results(client, analyst)
+        assert plain.headers["x-abacus-source"] == "rollup"
+        assert plain.json()[0]["freshness"]["counts_source"] == plain.json()[0]["freshness"]["analysis_source"] == "rollup"
+        response = results(client, analyst, "&metrics=form_start")
+        assert response.headers["x-abacus-source"] == "rollup+events"
+        body = response.json()[0]
+        assert body["freshness"]["counts_source"] == "rollup" and body["freshness"]["analysis_source"] == "events"
+        assert "Counts from the rollup, analysis from the events" in body["freshness"]["message"]
+        treat_counts = next(v for v in body["variants"] if v["variant_key"] == "treat")
+        treat_analysis = next(v for v in body["analysis"]["variants"] if v["variant_key"] == "treat")
+        assert treat_counts["unique_sessions"] == 200  # the rollup's
+        assert treat_analysis["sessions"] == 201  # the events'

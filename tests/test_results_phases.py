@@ -77,7 +77,9 @@ def two_phases(client, clickhouse) -> list[dict]:
 def get(client, headers, query: str):
     response = client.get(f"/api/v1/experiments/results?experiment_key={KEY}{query}", headers=headers)
     assert response.status_code == 200, response.text
-    assert response.headers["x-abacus-source"] == "events"  # two phases: grouped by phase from the events
+    # Two phases: from the events, or from the rollup's per-day totals with the day the second
+    # phase starts in (it has sessions) grouped by phase from the events.
+    assert response.headers["x-abacus-source"] == ("events" if client.source == "events" else "rollup+events")
     return response.json()[0]
 
 
@@ -244,3 +246,88 @@ def test_results_csv_follows_the_phase_parameter(client, analyst, clean_clickhou
             assert {r["variant_key"]: int(r["exposed_sessions"]) for r in rows} == {k: n for k, (n, _) in sessions.items()}
         assert {r["variant_key"]: r["status_code"] for r in rows}["treat"] == "no_difference"
     assert client.get(f"/api/v1/experiments/results.csv?experiment_key={KEY}&phase=9", headers=analyst).status_code == 400
+
+
+def test_the_day_a_phase_starts_in_is_split_between_the_phases(client, analyst, clean_clickhouse):
+    history = two_phases(client, clean_clickhouse)
+    change_at = datetime.fromisoformat(history[1]["changed_at"])
+    if (change_at - timedelta(seconds=5)).date() != change_at.date():
+        pytest.skip("the allocation change fell within seconds of midnight")
+    # More phase-1 sessions on the day the second phase starts, just before it started.
+    extra = {"control": (30, 3), "treat": (10, 1)}
+    rows = [
+        (KEY, v, f"late-{s}", kind, value, at)
+        for (_, v, s, kind, value, at) in sessions_rows(1, extra, change_at - timedelta(seconds=4))
+    ]
+    insert(clean_clickhouse, rows)
+    if client.source == "rollup":
+        rebuild_rollup(client, client.admin)
+    body = get(client, analyst, "&phase=1")
+    assert body["phases"][0]["sessions"] == {k: PHASE_1[k][0] + extra[k][0] for k in PHASE_1}
+    assert body["phases"][1]["sessions"] == {k: n for k, (n, _) in PHASE_2.items()}
+    rows_by_key = {v["variant_key"]: (v["sessions"], v["conversions"]) for v in body["analysis"]["variants"]}
+    assert rows_by_key == {k: (PHASE_1[k][0] + extra[k][0], PHASE_1[k][1] + extra[k][1]) for k in PHASE_1}
+    assert body["freshness"]["counts_source"] == ("events" if client.source == "events" else "rollup+events")
+    # The time series of phase 1 ends within that day: its share of the day comes from the events.
+    series = client.get(f"/api/v1/experiments/results/timeseries?experiment_key={KEY}&phase=1", headers=analyst)
+    assert series.headers["x-abacus-source"] == ("events" if client.source == "events" else "rollup+events")
+    last = {
+        s["variant_key"]: (s["points"][-1]["exposed_sessions"], s["points"][-1]["converted_sessions"])
+        for s in series.json()["variants"]
+    }
+    assert last == rows_by_key
+
+
+def test_two_phases_come_from_the_rollup_alone_when_no_session_began_on_the_boundary_day(client, analyst, clean_clickhouse):
+    admin = client.admin
+    assert client.post("/api/admin/experiments", json=DEFINITION, headers=admin).status_code == 201
+    changed = {k: DEFINITION[k] for k in ("name", "cookie_name", "variants")}
+    changed["variants"] = [{**changed["variants"][0], "allocation": 20}, {**changed["variants"][1], "allocation": 80}]
+    assert client.put(f"/api/admin/experiments/{KEY}?force=true", json=changed, headers=admin).status_code == 200
+    history = client.get(f"/api/admin/experiments/{KEY}/history", headers=admin).json()
+    change_at = datetime.fromisoformat(history[1]["changed_at"])
+    insert(clean_clickhouse, sessions_rows(1, PHASE_1, change_at - timedelta(days=2)))
+    if client.source == "rollup":
+        rebuild_rollup(client, admin)
+    response = client.get(f"/api/v1/experiments/results?experiment_key={KEY}&phase=1", headers=analyst)
+    assert response.status_code == 200, response.text
+    assert response.headers["x-abacus-source"] == client.source
+    body = response.json()[0]
+    assert body["phases"][0]["sessions"] == {k: n for k, (n, _) in PHASE_1.items()}
+    assert body["phases"][1]["sessions"] == {"control": 0, "treat": 0}
+    assert {v["variant_key"]: v["conversions"] for v in body["analysis"]["variants"]} == {k: c for k, (_, c) in PHASE_1.items()}
+    series = client.get(f"/api/v1/experiments/results/timeseries?experiment_key={KEY}&phase=1", headers=analyst)
+    assert series.headers["x-abacus-source"] == client.source
+    last = {
+        s["variant_key"]: (s["points"][-1]["exposed_sessions"], s["points"][-1]["converted_sessions"])
+        for s in series.json()["variants"]
+    }
+    assert last == PHASE_1
+
+
+def test_the_timeseries_follows_the_phase_choice(client, analyst, clean_clickhouse):
+    two_phases(client, clean_clickhouse)
+    url = f"/api/v1/experiments/results/timeseries?experiment_key={KEY}"
+
+    def last_points(query: str) -> tuple[object, dict]:
+        response = client.get(url + query, headers=analyst)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        return body["phase"], {
+            s["variant_key"]: (s["points"][-1]["exposed_sessions"], s["points"][-1]["converted_sessions"])
+            for s in body["variants"]
+        }
+
+    assert last_points("") == (2, PHASE_2)  # the current phase, as the results' analysis
+    # Daily: the rollup's days, with the day the phase starts in (it has sessions) from the events.
+    daily = client.get(url, headers=analyst).headers["x-abacus-source"]
+    assert daily == ("events" if client.source == "events" else "rollup+events")
+    assert last_points("&phase=2") == (2, PHASE_2)
+    assert last_points("&phase=1") == (1, PHASE_1)
+    assert last_points("&phase=all&interval=hour") == (
+        "all",
+        {k: (PHASE_1[k][0] + PHASE_2[k][0], PHASE_1[k][1] + PHASE_2[k][1]) for k in PHASE_1},
+    )
+    for bad in ("&phase=3", "&phase=zero"):
+        answer = client.get(url + bad, headers=analyst)
+        assert answer.status_code == 400 and answer.json()["field"] == "phase"

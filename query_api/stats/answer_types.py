@@ -6,7 +6,7 @@ key they write, and the results API's OpenAPI schema (msgspec and Litestar both 
 describes every field. Every number is None where it is undefined, with a `message` saying why.
 """
 
-from typing import NotRequired, TypedDict
+from typing import Literal, NotRequired, TypedDict
 
 
 class Interval(TypedDict):
@@ -141,6 +141,14 @@ class SequentialTuning(TypedDict):
     planned_sessions_per_comparison: dict[str, float]
 
 
+class ValueCap(TypedDict):
+    """The winsorization of value per session (when the definition sets `value_cap_percentile`)."""
+
+    percentile: float
+    cap: float | None
+    """The positive session value at that percentile, over every variant (None: no positive value)."""
+
+
 class Analysis(TypedDict):
     """One experiment's analysis: settings used, warnings (`messages`, `srm`,
     `multi_variant_sessions`) and one row per variant."""
@@ -162,3 +170,6 @@ class Analysis(TypedDict):
     srm: SrmCheck
     multi_variant_sessions: MultiVariantSessions
     variants: list[VariantAnalysis]
+    phase: NotRequired[int | Literal["all"]]
+    """The phase analysed (1-based), or "all" (stratified); set by the results endpoint."""
+    value_cap: NotRequired[ValueCap]

@@ -16,21 +16,10 @@ from query_api.metrics.sql import metric_statistics_sql
 from query_api.stats.distributions import normal_cdf, normal_ppf
 from query_api.stats.frequentist import two_proportion_z_test, welch_t_test
 from query_api.stats.ratio import RatioStats, ratio_test
+from tests.helpers import EVENT_COLUMNS
 
 from . import references
 
-COLUMNS = [
-    "event_id",
-    "experiment_key",
-    "variant_key",
-    "session_id",
-    "event_type",
-    "path",
-    "conversion_value",
-    "metadata",
-    "client_ts",
-    "received_at",
-]
 AT = datetime(2026, 3, 1, tzinfo=timezone.utc)
 
 
@@ -159,7 +148,7 @@ def test_metric_sql_against_chdb(clean_clickhouse):
     rng = np.random.default_rng(12)
     rows, sessions = _session_events(rng)
     client = clean_clickhouse.client()
-    client.insert("abacus.events", rows, column_names=COLUMNS)
+    client.insert("abacus.events", rows, column_names=EVENT_COLUMNS)
     query = metric_statistics_sql(
         "exp",
         event_types=("cta_click", "form_start", "form_submit", "conversion", "custom_x"),

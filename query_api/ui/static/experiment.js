@@ -53,6 +53,7 @@ export function warnings(result, headers) {
   const notes = [];
   if (source === "events") notes.push("Computed from the raw events (the rollup is not live or a window was asked for).");
   if (source === "rollup") notes.push("From the live rollup.");
+  if (source === "rollup+events") notes.push("Counts from the live rollup, the rest computed from the raw events.");
   return h("section", { "aria-labelledby": "warnings-title", class: "warnings" },
     h("h2", { id: "warnings-title" }, items.length ? `Warnings (${items.length})` : "Warnings"),
     items.length ? h("ul", {}, items.map((text) => h("li", {}, text))) : h("p", { class: "notice" }, "No warning: no sample ratio mismatch, no session in more than one variant."),
