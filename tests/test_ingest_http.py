@@ -361,3 +361,27 @@ def test_generated_event_ids_differ_between_endpoints_and_processes():
     # The beacons of one batch share a request prefix and differ by their index.
     batch = [event_id(prefix, i) for prefix in (first.for_request(), first.for_request()) for i in range(500)]
     assert len(set(batch)) == 1000 and {len(i) for i in batch} == {32}
+
+
+def test_an_append_too_few_replicas_confirmed_is_a_503_counted_on_metrics(settings, redis_client):
+    """ABACUS_REDIS_WAIT_REPLICAS=1 against a server with no replica: the beacon is refused with
+    Retry-After (it may be on the primary: the client resends the same event_id) and the
+    refusal is counted where an operator looks."""
+    import dataclasses
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def refused(client) -> float:
+        families = text_string_to_metric_families(client.get("/metrics").text)
+        found = [s.value for f in families for s in f.samples if s.name == "abacus_ingest_wait_refused_total"]
+        assert found, "the counter is exported"
+        return found[0]
+
+    waiting = dataclasses.replace(settings, redis_wait_replicas=1, redis_wait_timeout_ms=50)
+    with serve_client(waiting) as client:
+        assert refused(client) == 0
+        response = client.post(EVENT, json=beacon())
+        assert response.status_code == 503, response.text
+        assert response.headers["retry-after"]
+        assert response.json()["ok"] is False
+        assert refused(client) == 1
