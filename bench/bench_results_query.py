@@ -361,7 +361,7 @@ def main() -> None:
             if shape != VARIANTS:
                 raise SystemExit(f"registry is not the 2 x 3 bench registry: {shape}")
             litestar_app = app
-            while not hasattr(litestar_app, "state"):  # under the CORS and beacon-dispatch wrappers
+            while not hasattr(litestar_app, "state"):  # under the HEAD, body-deadline, CORS, ingest-edge and metrics wrappers
                 litestar_app = litestar_app.app
             service = litestar_app.state.query_service  # the app's own ClickHouse and registry
             for rows in sizes:

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from bench.bench_ingest import BEACON, run_wrk
-from bench.common import REPO, free_port, machine, python, spawn, wait_http
+from bench.common import free_port, machine, publish_seed_registry, python, spawn, wait_http
 
 
 def start_single(nodes) -> None:
@@ -65,35 +65,6 @@ def start_single(nodes) -> None:
             pass
         time.sleep(0.1)
     raise RuntimeError("the replica did not link up")
-
-
-def seed_registry(url: str, cluster: bool = True) -> None:
-    """The example registry, as bench.common.publish_seed_registry puts it, through the cluster client when on one."""
-    from datetime import datetime, timezone
-
-    import msgspec
-    import redis
-    from redis.cluster import RedisCluster
-
-    from query_api.registry_seed import load_seed
-    from shared import redis_keys
-    from shared.registry.models import Experiment, RegistrySnapshot, SiteSettings
-
-    seed = load_seed(REPO / "deploy" / "registry.example.json")
-    now = datetime.now(timezone.utc)
-    experiments = [
-        Experiment(
-            experiment_key=e.experiment_key, version=1, updated_at=now, updated_by="bench", **msgspec.structs.asdict(e.fields())
-        )
-        for e in seed.experiments
-    ]
-    client = RedisCluster.from_url(url) if cluster else redis.Redis.from_url(url)
-    client.set(
-        redis_keys.REGISTRY_SNAPSHOT,
-        msgspec.json.encode(RegistrySnapshot(generation=1, settings=SiteSettings(), experiments=experiments)),
-    )
-    client.set(redis_keys.REGISTRY_GENERATION, 1)
-    client.close()
 
 
 def landed_beacons(url: str, cluster: bool) -> int:
@@ -169,7 +140,7 @@ def main() -> None:
     ratios = []
     try:
         start_single(cluster) if args.single else cluster.start()
-        seed_registry(cluster.url, not args.single)
+        publish_seed_registry(cluster.url, cluster=not args.single)
         print(f"machine: {machine()}; {args.connections} connections, {args.seconds}s, batches of {args.batch_size}")
         for n in range(args.rounds):
             got = {}

@@ -44,9 +44,11 @@ def start_valkey():  # type: ignore[no-untyped-def]
     return server
 
 
-def publish_seed_registry(redis_url: str) -> None:
-    """Put the example registry into Redis as the query API would, without needing ClickHouse."""
+def publish_seed_registry(redis_url: str, cluster: bool = False) -> None:
+    """Put the example registry into Redis as the query API would, without needing ClickHouse
+    (through the cluster client when ``cluster``)."""
     import redis
+    from redis.cluster import RedisCluster
 
     from query_api.registry_seed import load_seed
     from shared import redis_keys
@@ -61,7 +63,7 @@ def publish_seed_registry(redis_url: str) -> None:
         for e in seed.experiments
     ]
     snapshot = RegistrySnapshot(generation=1, settings=SiteSettings(), experiments=experiments)
-    client = redis.Redis.from_url(redis_url)
+    client = RedisCluster.from_url(redis_url) if cluster else redis.Redis.from_url(redis_url)
     client.set(redis_keys.REGISTRY_SNAPSHOT, msgspec.json.encode(snapshot))
     client.set(redis_keys.REGISTRY_GENERATION, 1)
     client.close()

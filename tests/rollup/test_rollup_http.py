@@ -119,7 +119,7 @@ def test_results_still_answer_from_the_events_when_redis_is_down(settings, redis
 
     app = create_serve_app(settings)
     litestar_app = app
-    while not hasattr(litestar_app, "state"):  # under the CORS and beacon-dispatch wrappers
+    while not hasattr(litestar_app, "state"):  # under the HEAD, body-deadline, CORS, ingest-edge and metrics wrappers
         litestar_app = litestar_app.app
     with TestClient(app=app, raise_server_exceptions=False) as client:  # type: ignore[arg-type]
         # The query API's Redis goes away (the rest of the app keeps its own connections).
