@@ -22,7 +22,7 @@ from clickhouse_connect.driver.client import Client
 
 from query_api.metrics.rows import VariantMetrics, cohort_metrics
 from query_api.metrics.sql import DEFAULT_EVENT_TYPES, metric_statistics_sql
-from query_api.results_query import fetch_cohort_totals
+from query_api.results_query import fetch_cohort_totals, first_exposure_window
 from query_api.stats.phases import Phase
 from shared.registry.models import VALUE_METRIC, Experiment
 from shared.rollup.totals import TOTAL_FIELDS, VariantRollup
@@ -95,13 +95,8 @@ def fetch_phase_metrics(
     client: Client, key: str, phases: list[Phase], plan: MetricPlan, start: dt.datetime | None, end: dt.datetime | None
 ) -> list[dict[str, VariantMetrics]]:
     """Per phase, in order: {variant_key: the plan's metrics over its clean exposed sessions}."""
-    conditions, parameters = [], {"phase_starts": phase_starts(phases)}
-    if start is not None:
-        conditions.append("s_first_impression >= {start:DateTime64(3, 'UTC')}")
-        parameters["start"] = start  # type: ignore[assignment]
-    if end is not None:
-        conditions.append("s_first_impression < {end:DateTime64(3, 'UTC')}")
-        parameters["end"] = end  # type: ignore[assignment]
+    conditions, parameters = first_exposure_window(start, end)
+    parameters["phase_starts"] = phase_starts(phases)
     query = metric_statistics_sql(
         key,
         event_types=("conversion", *(e for e in plan.event_types if e != "conversion")),

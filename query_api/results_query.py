@@ -94,6 +94,19 @@ def fetch_rollups(client: Client, keys: list[str], start: dt.datetime | None, en
     return {(e, v): totals for (e, v, _), totals in fetch_cohort_totals(client, keys, start, end).items()}
 
 
+def first_exposure_window(start: dt.datetime | None, end: dt.datetime | None) -> tuple[list[str], dict[str, object]]:
+    """SQL conditions (and their parameters) keeping the sessions first exposed in [start, end)."""
+    conditions: list[str] = []
+    parameters: dict[str, object] = {}
+    if start is not None:
+        conditions.append("s_first_impression >= {start:DateTime64(3, 'UTC')}")
+        parameters["start"] = start
+    if end is not None:
+        conditions.append("s_first_impression < {end:DateTime64(3, 'UTC')}")
+        parameters["end"] = end
+    return conditions, parameters
+
+
 def fetch_cohort_totals(
     client: Client,
     keys: list[str],
@@ -104,14 +117,8 @@ def fetch_cohort_totals(
 ) -> dict[tuple[str, str, object], VariantRollup]:
     """As ``fetch_rollups``, per (experiment, variant, cohort): ``cohort`` is an SQL expression over
     ``s_first_impression`` (a phase number, say) whose parameters come in ``cohort_parameters``."""
-    conditions = []
-    parameters: dict[str, object] = {"keys": keys, **(cohort_parameters or {})}
-    if start is not None:
-        conditions.append("s_first_impression >= {start:DateTime64(3, 'UTC')}")
-        parameters["start"] = start
-    if end is not None:
-        conditions.append("s_first_impression < {end:DateTime64(3, 'UTC')}")
-        parameters["end"] = end
+    conditions, window = first_exposure_window(start, end)
+    parameters: dict[str, object] = {"keys": keys, **(cohort_parameters or {}), **window}
     source = EVENTS_SOURCE
     if conditions:
         first_in_window = " AND ".join(c.replace("s_first_impression", "min(received_at)") for c in conditions)
@@ -141,13 +148,9 @@ def fetch_event_buckets(
 ) -> dict[str, list[tuple[dt.datetime, int, int]]]:
     """As ``fetch_rollup_days``, per day or hour of first exposure, computed from abacus.events;
     all sessions, or those first exposed in [start, end) (a phase, say)."""
-    conditions, parameters = ["s_first_impression IS NOT NULL"], {"keys": [key]}
-    if start is not None:
-        conditions.append("s_first_impression >= {start:DateTime64(3, 'UTC')}")
-        parameters["start"] = start  # type: ignore[assignment]
-    if end is not None:
-        conditions.append("s_first_impression < {end:DateTime64(3, 'UTC')}")
-        parameters["end"] = end  # type: ignore[assignment]
+    window, parameters = first_exposure_window(start, end)
+    conditions = ["s_first_impression IS NOT NULL", *window]
+    parameters["keys"] = [key]
     sql = variant_totals_sql(EVENTS_SOURCE, cohort=_BUCKETS[interval], cohort_filter=" AND ".join(conditions))
     exposed_at, converted_at = 3 + TOTAL_FIELDS.index("clean_exposed"), 3 + TOTAL_FIELDS.index("clean_converted")
     rows = sorted(client.query(sql, parameters=parameters).result_rows, key=lambda row: (row[1], row[2]))
