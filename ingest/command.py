@@ -17,5 +17,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
     require_servers(settings, "abacus ingest", clickhouse=False)
+    from ingest.sink import lean_address
+
+    # The WAIT settings are checked here, so a bad one is one sentence, not a traceback from
+    # each granian worker process building its app.
+    lean_address(settings)
     # RSGI: the beacon POSTs skip granian's ASGI layer, half of their cost (see ingest.edge_rsgi).
     return serve_granian(settings, "ingest.app:app_from_env", args.host, args.port, args.workers, rsgi=True)

@@ -37,6 +37,21 @@ def test_roles_need_redis(role):
     assert "ABACUS_REDIS_URL" in result.stderr
 
 
+@pytest.mark.parametrize("timeout_ms", ["0", "4001"])
+def test_ingest_refuses_a_wait_timeout_out_of_range_in_one_sentence(timeout_ms):
+    # Checked before granian starts: not as a traceback from each server worker process.
+    result = abacus(
+        "ingest",
+        "--port",
+        "1",
+        ABACUS_REDIS_URL="redis://127.0.0.1:1/0",
+        ABACUS_REDIS_WAIT_REPLICAS="1",
+        ABACUS_REDIS_WAIT_TIMEOUT_MS=timeout_ms,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == f"abacus: ABACUS_REDIS_WAIT_TIMEOUT_MS={timeout_ms} must be between 1 and 4000"
+
+
 def test_query_api_refuses_to_start_without_a_strong_secret():
     base = {"ABACUS_REDIS_URL": "redis://127.0.0.1:6379/0", "ABACUS_CLICKHOUSE_URL": "http://127.0.0.1:8123"}
     assert "ABACUS_JWT_SECRET is not set" in abacus("query-api", **base).stderr
