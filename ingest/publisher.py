@@ -75,8 +75,6 @@ class StreamPublisher:
         self._sink = sink
         self._on_append = on_append
         self._on_replicas_behind = on_replicas_behind
-        self.replicas_behind = 0
-        """Appends answered 503 because too few replicas confirmed them (ABACUS_REDIS_WAIT_REPLICAS)."""
         self._events: list[StreamEvent] = []
         self._waiters: list[asyncio.Future[None]] = []
         self._flushing = False
@@ -112,10 +110,8 @@ class StreamPublisher:
             if self._on_append is not None:
                 self._on_append(time.perf_counter() - started, len(events))
         except SINK_ERRORS as exc:
-            if isinstance(exc, ReplicasBehind):
-                self.replicas_behind += 1
-                if self._on_replicas_behind is not None:
-                    self._on_replicas_behind()
+            if isinstance(exc, ReplicasBehind) and self._on_replicas_behind is not None:
+                self._on_replicas_behind()
             _log_failure(exc)
             _resolve(waiters, SinkUnavailable(f"Redis unavailable: {exc}", UNAVAILABLE_ANSWER))
             return
@@ -140,10 +136,6 @@ class ShardedPublisher:
         self, sinks: list[Sink], on_append: AppendObserver | None = None, on_replicas_behind: ShortfallObserver | None = None
     ) -> None:
         self._shards = [StreamPublisher(sink, on_append, on_replicas_behind) for sink in sinks]
-
-    @property
-    def replicas_behind(self) -> int:
-        return sum(shard.replicas_behind for shard in self._shards)
 
     async def publish(self, events: list[StreamEvent]) -> None:
         count = len(self._shards)
