@@ -76,3 +76,35 @@ def test_every_field_has_a_variable_the_parser_reads():
             continue
         parsed = Settings.from_env({env_name(field.name): text})
         assert getattr(parsed, field.name) == default, field.name
+
+
+def _documented_values() -> list[tuple[str, str]]:
+    """Every concrete ``ABACUS_X=value`` the README shows (placeholders such as ``n`` or ``<name>``
+    left out), every value of the Kubernetes ConfigMap and what docker-compose.yml sets by default."""
+    import re
+
+    import yaml
+
+    from shared.settings import settings_doc
+    from tests.conftest import REPO
+
+    known = {variable for variable, _, _ in settings_doc()}
+    found = re.findall(r"\b(ABACUS_[A-Z_]+)=([^\s`|<>$)]+)", (REPO / "README.md").read_text())
+    values = [(variable, raw) for variable, raw in found if variable in known and not re.fullmatch(r"[nN]", raw)]
+    config = next(
+        doc for doc in yaml.safe_load_all((REPO / "deploy/k8s/base/configmap.yaml").read_text()) if doc["kind"] == "ConfigMap"
+    )
+    values += list(config["data"].items())
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    for service in compose["services"].values():
+        environment = service.get("environment") or {}
+        pairs = environment.items() if isinstance(environment, dict) else (e.split("=", 1) for e in environment)
+        # ${VAR:-default} as compose resolves it when VAR is unset; ${VAR:?...} needs a real value.
+        resolved = [(k, re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(v))) for k, v in pairs]
+        values += [(k, v) for k, v in resolved if k in known and "${" not in v]
+    return sorted(set(values))
+
+
+@pytest.mark.parametrize(("variable", "raw"), _documented_values())
+def test_every_documented_example_value_parses(variable, raw):
+    Settings.from_env({variable: raw})
