@@ -12,7 +12,8 @@ from typing import Any
 
 import msgspec
 
-from ingest.request import BATCH_BODY_LIMIT, SINGLE_BODY_LIMIT, ImpressionBeacon, ItemError
+from ingest.handler import BatchResult
+from ingest.request import BATCH_BODY_LIMIT, SINGLE_BODY_LIMIT, ImpressionBeacon
 from ingest.sdk_routes import SDK_PATH, VisitorCookieRequest
 from shared.wire import MAX_BATCH_ITEMS, Beacon
 
@@ -22,13 +23,6 @@ _REF = "#/components/schemas/{name}"
 class BeaconAnswer(msgspec.Struct):
     ok: bool
     accepted: bool
-
-
-class BatchAnswer(msgspec.Struct):
-    ok: bool
-    accepted: int
-    rejected: int
-    errors: list[ItemError] | None = None
 
 
 class ErrorAnswer(msgspec.Struct):
@@ -105,7 +99,7 @@ def beacon_and_sdk_paths(*, public_registry: bool) -> dict[str, Any]:
         "/api/experiments/batch": _beacon_operation(
             f"Record up to {MAX_BATCH_ITEMS} beacons; invalid items are reported, valid ones taken",
             {"type": "array", "items": _ref(Beacon)},
-            BatchAnswer,
+            BatchResult,
             BATCH_BODY_LIMIT,
         ),
         SDK_PATH: _get(
@@ -152,7 +146,7 @@ def beacon_and_sdk_paths(*, public_registry: bool) -> dict[str, Any]:
 def components() -> dict[str, Any]:
     """The schemas the path items refer to."""
     _, schemas = msgspec.json.schema_components(
-        [Beacon, ImpressionBeacon, BeaconAnswer, BatchAnswer, ErrorAnswer, VisitorCookieRequest], ref_template=_REF
+        [Beacon, ImpressionBeacon, BeaconAnswer, BatchResult, ErrorAnswer, VisitorCookieRequest], ref_template=_REF
     )
     return schemas
 

@@ -83,6 +83,11 @@ def test_the_openapi_document_describes_the_beacon_routes_from_the_wire_structs(
     assert {"202", "400", "408", "413", "415", "500", "503"} <= set(event["responses"])
     beacon_schema = document["components"]["schemas"]["Beacon"]
     assert {"experiment_key", "variant_key", "session_id"} <= set(beacon_schema["required"])
+    # The batch answer is described by the struct the handler encodes: `errors` is left out when
+    # empty, never null.
+    batch_answer = document["paths"][BATCH]["post"]["responses"]["202"]["content"]["application/json"]["schema"]
+    assert batch_answer == {"$ref": "#/components/schemas/BatchResult"}
+    assert document["components"]["schemas"]["BatchResult"]["properties"]["errors"]["type"] == "array"
     # Every reference resolves.
     text = client.get("/schema/openapi.json").text
     for name in {part.split('"')[0] for part in text.split("#/components/schemas/")[1:]}:
