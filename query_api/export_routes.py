@@ -14,11 +14,11 @@ from query_api.results_csv import results_csv
 from query_api.results_routes import build_results, experiments_for, parse_instant, results_query
 from query_api.service import QueryService, in_thread
 from query_api.sql_exec import FORMATS, STREAM_SETTINGS, QueryFailed, stream_query
+from shared.event_columns import COLUMN_NAMES
 from shared.settings import Settings
 
-EVENT_COLUMNS = (
-    "event_id, experiment_key, variant_key, session_id, event_type, path, conversion_value, metadata, client_ts, received_at"
-)
+EVENT_COLUMNS = ", ".join(COLUMN_NAMES)
+"""Every column of abacus.events, in the table's order (shared/event_columns.py): an export is the events as stored."""
 
 
 @get("/api/v1/experiments/results.csv", guards=[requires_analyst], tags=["results"], summary="Results as CSV")

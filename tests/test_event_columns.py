@@ -70,6 +70,14 @@ def _insert(clickhouse, events: list[StreamEvent], entry: bytes = b"1-1") -> Non
     ClickHouseSink(clickhouse).insert(decode_entries([(entry, [b"e", raw])]))
 
 
+def test_both_exports_are_the_events_as_stored():
+    # The export route and the export job take their column list from the one definition.
+    from jobs.export import EXPORTED_COLUMNS
+    from query_api.export_routes import EVENT_COLUMNS as ROUTE_COLUMNS
+
+    assert ROUTE_COLUMNS == EXPORTED_COLUMNS == ", ".join(COLUMN_NAMES)
+
+
 def test_an_insert_stores_every_field_in_its_column(clean_clickhouse):
     events = [_event(1), _event(2, conversion_value=None, client_ts_ms=None)]
     _insert(clean_clickhouse, events)
