@@ -205,7 +205,7 @@ def test_serve_documents_every_page_route(client):
 
 
 def test_abacus_ingest_alone_serves_the_sdk_the_registry_and_assignments(redis_url):
-    """`abacus ingest` as a process (RSGI, these GETs through its ASGI bridge): everything the SDK
+    """`abacus ingest` as a process (RSGI, these GETs answered by its one edge): everything the SDK
     needs is on the ingest origin, the registry included, in the query API's shape."""
     import os
     import subprocess
