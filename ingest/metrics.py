@@ -90,7 +90,7 @@ class IngestMetrics:
 
 
 class Flusher:
-    """Starts and stops ``run_flusher`` with the app (Litestar's startup and shutdown hooks)."""
+    """Starts and stops ``run_flusher`` with the app (the ingest edge's startup and shutdown hooks, or serve's Litestar ones)."""
 
     def __init__(self, metrics: IngestMetrics) -> None:
         self._metrics = metrics
