@@ -48,7 +48,8 @@ class BadQuery(ValueError):
 
 
 _PATH_IN_MESSAGE = re.compile(r" - at `(\$[^`]*)`$")
-_MISSING_FIELD = re.compile(r"missing required field `([^`]*)`")
+# A missing or an unknown field is named in the sentence; the path is its object's.
+_NAMED_FIELD = re.compile(r"(?:missing required|unknown) field `([^`]*)`")
 
 
 def error_body(message: str, field: str | None = None) -> dict[str, object]:
@@ -72,7 +73,8 @@ def _registry_error(_: Request, exc: RegistryError) -> Response:
 
 
 def _field_error(_: Request, exc: DefinitionError | BadQuery) -> Response:
-    return Response(error_body(str(exc), exc.field), status_code=400)
+    # DefinitionError ends its text with msgspec's " - at `$.path`"; the path goes in `field`.
+    return Response(error_body(_PATH_IN_MESSAGE.sub("", str(exc)), exc.field), status_code=400)
 
 
 def _http_error(_: Request, exc: HTTPException) -> Response:
@@ -83,16 +85,17 @@ def _http_error(_: Request, exc: HTTPException) -> Response:
         first = exc.extra[0] if isinstance(exc.extra[0], dict) else {}
         message = str(first.get("message") or message)
         located = _PATH_IN_MESSAGE.search(message)
-        missing = _MISSING_FIELD.search(message)
-        where = located.group(1) if located else "$"
-        if missing:
-            field = f"{where}.{missing.group(1)}"
-        elif located:
-            field = where
-        elif first.get("key"):
-            # Litestar names a body field by its path without "$." and a parameter by its name.
-            key = str(first["key"])
-            field = key if first.get("source") != "body" or key.startswith("$") else f"$.{key}"
+        message = _PATH_IN_MESSAGE.sub("", message)
+        named = _NAMED_FIELD.search(message)
+        key = str(first.get("key") or "")
+        if located:
+            where = located.group(1)
+        elif first.get("source") != "body":
+            where = key  # a query parameter or header, by its name
+        else:
+            # Litestar names a body value by its path without "$.", and the body itself "data".
+            where = "$" if key in ("", "data") else key if key.startswith("$") else f"$.{key}"
+        field = f"{where}.{named.group(1)}" if named and where.startswith("$") else where or None
     return Response(error_body(message, field), status_code=exc.status_code, headers=exc.headers)
 
 

@@ -37,7 +37,7 @@ async def results_as_csv(
     body, freshness_headers = await in_thread(build_results, service, query)
     return Response(
         results_csv(body),
-        media_type="text/csv; charset=utf-8",
+        media_type="text/csv",
         headers={**freshness_headers, "Content-Disposition": 'attachment; filename="results.csv"'},
     )
 

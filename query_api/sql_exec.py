@@ -40,15 +40,15 @@ _CODE = re.compile(r"Code: (\d+)")
 @dataclass(frozen=True)
 class OutputFormat:
     clickhouse: str
-    media_type: str
+    media_type: str  # without a charset: Litestar appends "; charset=utf-8" to text/* itself
     extension: str
     header: str | None = None  # the *WithNames variant, when the streamed one lacks its header
 
 
 FORMATS = {
     "json": OutputFormat("JSONEachRow", "application/x-ndjson", "ndjson"),
-    "csv": OutputFormat("CSV", "text/csv; charset=utf-8", "csv", header="CSVWithNames"),
-    "tsv": OutputFormat("TSV", "text/tab-separated-values; charset=utf-8", "tsv", header="TSVWithNames"),
+    "csv": OutputFormat("CSV", "text/csv", "csv", header="CSVWithNames"),
+    "tsv": OutputFormat("TSV", "text/tab-separated-values", "tsv", header="TSVWithNames"),
     "parquet": OutputFormat("Parquet", "application/vnd.apache.parquet", "parquet"),
 }
 

@@ -140,7 +140,8 @@ def _variants(*allocations_and_controls):
             },
             "variants",
         ),
-        ({"unexpected": 1}, "unexpected"),
+        ({"unexpected": 1}, "$.unexpected"),
+        ({"variants": [dict(v, extra=1) for v in _variants((50, True), (50, False))]}, "$.variants[0].extra"),
         ({"planned_sessions": 1}, "planned_sessions"),
         ({"planned_sessions": 1.5}, "planned_sessions"),
         ({"planned_sessions": 10_000, "target_mde": 0.05}, "target_mde"),
@@ -164,7 +165,9 @@ def test_invalid_definitions_are_400_naming_the_field_and_change_nothing(client,
     body = copy.deepcopy(NEW) | change
     response = client.post("/api/admin/experiments", json=body, headers=admin)
     assert response.status_code == 400, response.text
-    assert field in response.text
+    assert field in response.json()["field"]
+    # The path is in `field`; the sentence does not repeat it (the dashboard shows it to people).
+    assert " - at `" not in response.json()["error"], response.text
     put_body = {k: v for k, v in body.items() if k != "experiment_key"}
     if "experiment_key" not in change:
         put = client.put("/api/admin/experiments/homepage_hero_test", json=put_body, headers=admin)

@@ -54,9 +54,11 @@ def test_select_answers_json_rows_csv_tsv_and_parquet(client, clickhouse):
         {"variant_key": "variant_b", "n": 1},
     ]
     as_csv = sql(client, query, format="csv")
-    assert as_csv.status_code == 200 and as_csv.headers["content-type"].startswith("text/csv")
+    # One charset parameter: Litestar appends it to every text/* media type itself.
+    assert as_csv.status_code == 200 and as_csv.headers["content-type"] == "text/csv; charset=utf-8"
     assert list(csv.reader(io.StringIO(as_csv.text))) == [["variant_key", "n"], ["control", "1"], ["variant_b", "1"]]
     as_tsv = client.post("/api/v1/sql?format=tsv", json={"query": query}, headers=client.analyst)
+    assert as_tsv.headers["content-type"] == "text/tab-separated-values; charset=utf-8"
     assert as_tsv.text.splitlines() == ["variant_key\tn", "control\t1", "variant_b\t1"]
     parquet = sql(client, query, format="parquet")
     assert parquet.status_code == 200 and parquet.content[:4] == b"PAR1" and parquet.content[-4:] == b"PAR1"
@@ -127,7 +129,7 @@ def test_results_csv_has_one_row_per_variant_with_the_nine_counts(client, clickh
     )
     answer = client.get("/api/v1/experiments/results.csv?experiment_key=homepage_hero_test", headers=client.analyst)
     assert answer.status_code == 200, answer.text
-    assert answer.headers["content-type"].startswith("text/csv") and answer.headers["x-abacus-source"] == "events"
+    assert answer.headers["content-type"] == "text/csv; charset=utf-8" and answer.headers["x-abacus-source"] == "events"
     rows = list(csv.DictReader(io.StringIO(answer.text)))
     json_body = client.get("/api/v1/experiments/results?experiment_key=homepage_hero_test", headers=client.analyst).json()[0]
     assert [r["variant_key"] for r in rows] == [v["variant_key"] for v in json_body["variants"]]
@@ -153,6 +155,7 @@ def test_raw_events_export_in_a_window_as_csv_and_parquet(client, clickhouse):
     window = f"from={(NOW - timedelta(days=1)).isoformat()}&to={NOW.isoformat()}".replace("+", "%2B")
     answer = client.get(f"/api/v1/experiments/events?experiment_key=homepage_hero_test&{window}", headers=client.analyst)
     assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"] == "text/csv; charset=utf-8"
     rows = list(csv.DictReader(io.StringIO(answer.text)))
     assert [(r["session_id"], r["event_type"], r["conversion_value"]) for r in rows] == [("s2", "conversion", "3")]
     everything = client.get("/api/v1/experiments/events?experiment_key=homepage_hero_test&format=parquet", headers=client.analyst)

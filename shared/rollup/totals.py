@@ -1,7 +1,7 @@
 """The per-variant sufficient statistics the results endpoint reports and analyses.
 
 Both ways of computing them produce this shape: the raw query over ``abacus.events`` and the
-rollup maintained incrementally from the stream (``abacus.rollup_totals``).
+rollup maintained incrementally from the stream (``abacus.rollup_day_totals``).
 """
 
 from __future__ import annotations
