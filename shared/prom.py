@@ -11,6 +11,7 @@ the process, in a registry of their own per app, so two apps in one test process
 
 from __future__ import annotations
 
+import glob
 import os
 from collections.abc import Callable, Iterable
 
@@ -62,7 +63,26 @@ class Metrics:
         if not directory:
             return generate_latest(self.registry)
         combined = CollectorRegistry(auto_describe=False)
-        MultiProcessCollector(combined, path=directory)
+        _SizedFilesCollector(combined, path=directory)
         for collector in self._scrape_time:
             combined.register(collector)
         return generate_latest(combined)
+
+
+class _SizedFilesCollector(MultiProcessCollector):
+    """prometheus_client's multiprocess collector, skipping value files that are still empty.
+
+    A process creates its value file first and sizes it a moment later, and a scrape that reads
+    the file in that moment fails as a whole (prometheus/client_python#1199, open upstream):
+    `abacus ingest --workers 2` answered /metrics with a 500 when a scrape met the second
+    process's first counter. An empty file holds no value yet, so leaving it out loses nothing."""
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        files = []
+        for name in glob.glob(os.path.join(self._path, "*.db")):
+            try:
+                if os.path.getsize(name) > 0:
+                    files.append(name)
+            except OSError:
+                continue  # removed since the listing (a process marked dead): nothing to read
+        return self.merge(files, accumulate=True)

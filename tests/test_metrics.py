@@ -246,3 +246,20 @@ def test_status_without_redis_or_serve_says_so_in_one_line(tmp_path) -> None:
         f"abacus: no ABACUS_REDIS_URL set and no `abacus serve` running on {tmp_path} (its embedded Valkey does not "
         "answer): start serve, give its --data-dir, or set ABACUS_REDIS_URL"
     )
+
+
+def test_a_scrape_while_another_process_creates_its_value_file_still_answers(tmp_path, monkeypatch) -> None:
+    """A process creates its value file and sizes it a moment later (prometheus/client_python
+    #1199); a scrape in that moment must still sum the other processes' values, not fail."""
+    from prometheus_client.mmap_dict import MmapedDict, mmap_key
+
+    from shared.metrics_dir import MULTIPROC_ENV
+
+    written = MmapedDict(str(tmp_path / "counter_101.db"))  # a process that counted 7 beacons
+    key = mmap_key("abacus_ingest_accepted", "abacus_ingest_accepted_total", [], [], "Beacons appended to the stream.")
+    written.write_value(key, 7.0, 0.0)
+    written.close()
+    (tmp_path / "counter_102.db").touch()  # the second process, between creating and sizing
+    monkeypatch.setenv(MULTIPROC_ENV, str(tmp_path))
+    text = Metrics().render().decode()
+    assert value(text, "abacus_ingest_accepted_total") == 7.0
