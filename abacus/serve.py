@@ -125,9 +125,10 @@ def create_serve_app(settings: Settings, liveness: dict[str, LivenessCheck] | No
             ),
         ],
         state=State(query.state),
-        on_startup=[registry.start, ingest.metrics_flusher.start, start_worker],
+        on_startup=[registry.start, query.registry_loader.start, ingest.metrics_flusher.start, start_worker],
         on_shutdown=bounded_shutdown(
             stop_worker,
+            query.registry_loader.stop,
             registry.stop,
             ingest.metrics_flusher.stop,
             ingest.publisher.close,

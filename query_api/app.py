@@ -15,6 +15,7 @@ from query_api.auth import TokenVerifier
 from query_api.errors import EXCEPTION_HANDLERS
 from query_api.job_routes import JOB_ROUTES
 from query_api.plan_routes import PLAN_ROUTES
+from query_api.registry_loading import RegistryLoader
 from query_api.registry_routes import REGISTRY_ROUTES
 from query_api.registry_seed import NO_SEED, find_seed, load_seed
 from query_api.registry_store import RegistryStore
@@ -42,13 +43,14 @@ log = logging.getLogger(__name__)
 class QueryParts:
     service: QueryService
     route_handlers: list
+    registry_loader: RegistryLoader
     state: dict = field(default_factory=dict)
 
     async def readiness(self) -> str | None:
         # Abandoned, not awaited, when the probe's bound passes: a Redis that hangs holds the
         # thread for its socket timeout (and retries), not /readyz.
         await anyio.to_thread.run_sync(self.service.readiness, abandon_on_cancel=True)
-        if self.service.registry.snapshot is None:
+        if not self.registry_loader.loaded or self.service.registry.snapshot is None:
             return "experiment registry not loaded"
         return None
 
@@ -62,7 +64,8 @@ def build_query(settings: Settings, clickhouse: ClickHouse, registry: RegistryCa
     if seed_path is None and str(settings.registry_seed) != NO_SEED:
         log.warning("registry seed %s not found; an empty registry starts empty", settings.registry_seed)
     seed = load_seed(seed_path) if seed_path is not None else None
-    registry.install(store.load(seed))
+    loader = RegistryLoader(lambda: store.load(seed), registry)
+    loader.try_now()  # if ClickHouse or Redis is not up yet, the app's start-up keeps trying
     service = QueryService(
         store,
         registry,
@@ -74,6 +77,7 @@ def build_query(settings: Settings, clickhouse: ClickHouse, registry: RegistryCa
         rollup_shards=settings.rollup_shards,
     )
     return QueryParts(
+        registry_loader=loader,
         service=service,
         route_handlers=[*REGISTRY_ROUTES, *RESULTS_ROUTES, *ROLLUP_ROUTES, *PLAN_ROUTES, *ANALYST_TOOL_ROUTES, *JOB_ROUTES],
         # rq's queue: on the main Redis unless ABACUS_JOBS_REDIS_URL names another (a cluster must).
@@ -108,8 +112,8 @@ def create_app(settings: Settings) -> Any:
     app = Litestar(
         route_handlers=[*parts.route_handlers, *health_handlers({"query": parts.readiness}), metrics_handler(metrics)],
         state=State(parts.state),
-        on_startup=[registry.start],
-        on_shutdown=bounded_shutdown(registry.stop, redis_client.aclose, close_clickhouse),
+        on_startup=[registry.start, parts.registry_loader.start],
+        on_shutdown=bounded_shutdown(parts.registry_loader.stop, registry.stop, redis_client.aclose, close_clickhouse),
         **app_config("Abacus query API", EXCEPTION_HANDLERS),  # type: ignore[arg-type]
     )
     document_statuses(app)
