@@ -94,6 +94,11 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
         raise CliError(f"another `abacus serve` is running on {data_dir}") from None
 
     _require_embedded(settings)
+    if not settings.redis_url and settings.redis_wait_replicas:
+        raise CliError(
+            f"ABACUS_REDIS_WAIT_REPLICAS={settings.redis_wait_replicas} needs Redis replicas, and the embedded Valkey has "
+            "none: every beacon would be refused. Unset it, or set ABACUS_REDIS_URL to a server with replicas"
+        )
     valkey = None
     overrides: dict[str, object] = {}
     if not settings.redis_url:

