@@ -5,6 +5,7 @@ validation error next to the field and then the saved version, and an analyst ca
 from __future__ import annotations
 
 import random
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -224,9 +225,12 @@ def test_admin_archives_restores_and_flips_the_kill_switch(browser, served):
         page.get_by_role("button", name="Turn all experiments off").click()
         page.get_by_role("button", name="Turn experiments back on").wait_for()
         assert httpx.get(f"{served.base_url}/api/experiments").json() == []
+        row = page.get_by_role("row", name=re.compile("pricing_cta_test"))
+        assert row.locator(".status").inner_text() == "paused (kill switch)"  # enabled, yet not running
         page.get_by_role("button", name="Turn experiments back on").click()
         page.get_by_role("button", name="Turn all experiments off").wait_for()
         assert len(httpx.get(f"{served.base_url}/api/experiments").json()) == 2
+        assert page.get_by_role("row", name=re.compile("pricing_cta_test")).locator(".status").inner_text() == "running"
     finally:
         context.close()
 

@@ -49,7 +49,7 @@ async function listPage() {
   const rows = experiments.map((e) => h("tr", {},
     h("th", { scope: "row" }, h("a", { href: `#/experiments/${enc(e.experiment_key)}` }, e.experiment_key)),
     h("td", { class: "left" }, e.name),
-    h("td", { class: "left" }, statusBadge(e)),
+    h("td", { class: "left" }, statusBadge(e, settings.experiments_enabled)),
     h("td", {}, e.version),
     h("td", { class: "left" }, `${e.updated_at.slice(0, 16).replace("T", " ")} by ${e.updated_by}`)));
   const table = h("table", {},

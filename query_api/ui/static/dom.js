@@ -42,7 +42,9 @@ export const percent = (x, digits = 1) => (x === null || x === undefined ? "–"
 export const number = (x) => (x === null || x === undefined ? "–" : Number(x).toLocaleString("en-US"));
 export const COLORS = ["#0969da", "#cf222e", "#1a7f37", "#8250df", "#bc4c00", "#1b7c83", "#bf3989", "#6e7781"];
 
-export function statusBadge(experiment) {
-  const status = experiment.archived ? "archived" : experiment.enabled ? "running" : "disabled";
-  return h("span", { class: `status ${status}` }, status);
+// siteOn: the kill switch's state; an enabled experiment does not run while it is off.
+export function statusBadge(experiment, siteOn = true) {
+  const status = experiment.archived ? "archived" : !experiment.enabled ? "disabled" : siteOn ? "running" : "paused";
+  const label = status === "paused" ? "paused (kill switch)" : status;
+  return h("span", { class: `status ${status}` }, label);
 }
