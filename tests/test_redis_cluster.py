@@ -22,6 +22,7 @@ from query_api.registry_seed import find_seed, load_seed
 from query_api.registry_store import RegistryStore
 from query_api.results_query import fetch_rollup_totals, fetch_rollups
 from shared import redis_keys
+from shared.clickhouse import ClickHouse
 from shared.redis_conn import sync_client_for
 from tests.conftest import wait_for
 from tests.helpers import BROWSER_UA, beacon
@@ -171,47 +172,63 @@ def test_beacons_through_ingest_two_workers_and_the_roller_on_three_shards(clust
     assert sum(w.inserted_rows for w in pipeline.workers) >= 400
 
 
+class _Traffic:
+    """Batches of 10 beacons sent one after another; what got a 202 and how many got a 503."""
+
+    def __init__(self, ingest) -> None:  # type: ignore[no-untyped-def]
+        self.ingest = ingest
+        self.accepted: list[dict] = []
+        self.refused = 0
+        self._numbers = itertools.count()
+
+    def send(self, seconds: float) -> int:
+        """Send for ``seconds``; the batches answered 202."""
+        got = 0
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            batch = _beacons(next(self._numbers) * 10, 10)
+            response = self.ingest.post("/api/experiments/batch", json=batch)
+            if response.status_code == 202:
+                self.accepted.extend(batch)
+                got += 1
+            else:
+                assert response.status_code == 503, response.text
+                assert response.headers.get("retry-after"), "a 503 says when to retry"
+                self.refused += 1
+        return got
+
+    def stored_once_rolled(self, pipeline, clickhouse: ClickHouse) -> tuple[set[str], list[dict]]:  # type: ignore[no-untyped-def]
+        """Wait until every 202'd beacon is stored and the rollup has folded what is stored:
+        (the 202'd event ids, every sent beacon that is stored)."""
+        wanted = {b["event_id"] for b in self.accepted}
+        wait_for(lambda: wanted <= _stored_event_ids(clickhouse), timeout=90)
+        # Beyond the 202s, only a batch answered 503 whose append landed anyway may be stored.
+        sent = _beacons(0, 10 * next(self._numbers))
+        stored_beacons = [b for b in sent if b["event_id"] in _stored_event_ids(clickhouse)]
+        _wait_rolled(pipeline, clickhouse, stored_beacons)
+        return wanted, stored_beacons
+
+
 def test_a_primary_failing_over_mid_traffic_loses_no_accepted_beacon(cluster_settings, clean_clickhouse, valkey_cluster):
     _seed_registry(cluster_settings, clean_clickhouse)
     shard0 = redis_keys.stream_layout(cluster_settings)[0].stream
     old_primary = valkey_cluster.primary_of_key(shard0)
     replica = valkey_cluster.replica_of(old_primary)
-    accepted: list[dict] = []
-    refused = 0
-    numbers = itertools.count()
     with _ingest(cluster_settings) as ingest, Pipeline(cluster_settings, clean_clickhouse) as pipeline:
-
-        def send(seconds: float) -> None:
-            nonlocal refused
-            deadline = time.monotonic() + seconds
-            while time.monotonic() < deadline:
-                batch = _beacons(next(numbers) * 10, 10)
-                response = ingest.post("/api/experiments/batch", json=batch)
-                if response.status_code == 202:
-                    accepted.extend(batch)
-                else:
-                    assert response.status_code == 503, response.text
-                    refused += 1
-
-        send(1.0)
+        traffic = _Traffic(ingest)
+        traffic.send(1.0)
         # The replica takes over (after catching up with its primary), then the old primary dies.
         redis.Redis(port=replica).execute_command("CLUSTER", "FAILOVER")
-        send(1.0)
+        traffic.send(1.0)
         wait_for(lambda: valkey_cluster.role_of(replica) == "master", timeout=20)
         valkey_cluster.kill(old_primary)
-        send(3.0)
+        traffic.send(3.0)
         assert valkey_cluster.primary_of_key(shard0) == replica
-        before = len(accepted)
-        send(1.0)
-        assert len(accepted) > before, "ingest accepts beacons again after the failover"
-        wanted = {b["event_id"] for b in accepted}
-        wait_for(lambda: wanted <= _stored_event_ids(clean_clickhouse), timeout=90)
-        # Beyond the 202s, only a batch answered 503 whose append landed anyway may be stored.
-        stored_beacons = [b for b in _beacons(0, 10 * next(numbers)) if b["event_id"] in _stored_event_ids(clean_clickhouse)]
-        _wait_rolled(pipeline, clean_clickhouse, stored_beacons)
+        assert traffic.send(1.0) > 0, "ingest accepts beacons again after the failover"
+        wanted, stored_beacons = traffic.stored_once_rolled(pipeline, clean_clickhouse)
     stored = _stored_event_ids(clean_clickhouse)
     assert wanted <= stored
-    assert len(stored - wanted) <= refused * 10
+    assert len(stored - wanted) <= traffic.refused * 10
     _assert_results_exact(clean_clickhouse, stored_beacons)
 
 
@@ -225,53 +242,31 @@ def test_a_primary_crashing_mid_traffic_loses_no_accepted_beacon_with_wait_1(clu
     shard0 = redis_keys.stream_layout(settings)[0].stream
     old_primary = valkey_cluster.primary_of_key(shard0)
     replica = valkey_cluster.replica_of(old_primary)
-    accepted: list[dict] = []
-    refused = 0
-    numbers = itertools.count()
     with _ingest(settings) as ingest, Pipeline(settings, clean_clickhouse) as pipeline:
-
-        def send(seconds: float) -> int:
-            nonlocal refused
-            got = 0
-            deadline = time.monotonic() + seconds
-            while time.monotonic() < deadline:
-                batch = _beacons(next(numbers) * 10, 10)
-                response = ingest.post("/api/experiments/batch", json=batch)
-                if response.status_code == 202:
-                    accepted.extend(batch)
-                    got += 1
-                else:
-                    assert response.status_code == 503, response.text
-                    assert response.headers.get("retry-after"), "a 503 says when to retry"
-                    refused += 1
-            return got
-
-        assert send(1.0) > 0, "ingest accepts with WAIT 1 while every primary has its replica"
+        traffic = _Traffic(ingest)
+        assert traffic.send(1.0) > 0, "ingest accepts with WAIT 1 while every primary has its replica"
         # The crash lands while requests are in flight: the sender never pauses for it.
         crash = threading.Timer(0.5, valkey_cluster.kill, [old_primary])
         crash.start()
-        send(1.0)
+        traffic.send(1.0)
         crash.join()
         wait_for(lambda: valkey_cluster.role_of(replica) == "master", timeout=20)
         # The promoted replica has no replica of its own: WAIT 1 refuses its shard's appends
         # (503) until the old primary is back, as its replica. Other shards still accept.
-        before = len(accepted)
-        send(1.0)
-        alone = {redis_keys.session_shard(b["session_id"], 3) for b in accepted[before:]}
+        before = len(traffic.accepted)
+        traffic.send(1.0)
+        alone = {redis_keys.session_shard(b["session_id"], 3) for b in traffic.accepted[before:]}
         assert 0 not in alone, "no batch touching the replica-less shard was answered 202"
         valkey_cluster.restart(old_primary)
         wait_for(lambda: valkey_cluster.role_of(old_primary) == "slave", timeout=20)
-        wait_for(lambda: send(0.3) > 0, timeout=30)
+        wait_for(lambda: traffic.send(0.3) > 0, timeout=30)
         assert valkey_cluster.primary_of_key(shard0) == replica
-        wanted = {b["event_id"] for b in accepted}
-        wait_for(lambda: wanted <= _stored_event_ids(clean_clickhouse), timeout=90)
-        stored_beacons = [b for b in _beacons(0, 10 * next(numbers)) if b["event_id"] in _stored_event_ids(clean_clickhouse)]
-        _wait_rolled(pipeline, clean_clickhouse, stored_beacons)
-    assert refused, "the crash and the replica-less shard were answered 503"
+        wanted, stored_beacons = traffic.stored_once_rolled(pipeline, clean_clickhouse)
+    assert traffic.refused, "the crash and the replica-less shard were answered 503"
     stored = _stored_event_ids(clean_clickhouse)
     assert wanted <= stored
     # Beyond the 202s, only batches answered 503 whose append landed anyway ("503 means maybe").
-    assert len(stored - wanted) <= refused * 10
+    assert len(stored - wanted) <= traffic.refused * 10
     count = clean_clickhouse.client().query("SELECT count() FROM abacus.events FINAL").result_rows[0][0]
     assert count == len(stored), "every stored beacon once"
     _assert_results_exact(clean_clickhouse, stored_beacons)
