@@ -362,8 +362,7 @@ def main() -> None:
                 raise SystemExit(f"registry is not the 2 x 3 bench registry: {shape}")
             litestar_app = app
             while not hasattr(litestar_app, "state"):  # under the HEAD, body-deadline, CORS, ingest-edge and metrics wrappers
-                # each wrapper holds the next as .app; the ingest edge holds the query API as .fallback
-                litestar_app = litestar_app.app if hasattr(litestar_app, "app") else litestar_app.fallback
+                litestar_app = litestar_app.app
             service = litestar_app.state.query_service  # the app's own ClickHouse and registry
             for rows in sizes:
                 args.split_phases = rows == sizes[-1]

@@ -22,14 +22,15 @@ class IngestASGI:
 
     def __init__(self, edge: IngestEdge, fallback: Any = None) -> None:
         self._edge = edge
-        self.fallback = fallback
+        # .app, as every ASGI wrapper in the stack names the app it wraps (tools walk them by it)
+        self.app = fallback
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope["type"]
-        if kind == "http" and (self.fallback is None or self._edge.route(scope["path"]) is not None):
+        if kind == "http" and (self.app is None or self._edge.route(scope["path"]) is not None):
             await self._http(scope, receive, send)
-        elif self.fallback is not None:
-            await self.fallback(scope, receive, send)
+        elif self.app is not None:
+            await self.app(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 

@@ -120,8 +120,7 @@ def test_results_still_answer_from_the_events_when_redis_is_down(settings, redis
     app = create_serve_app(settings)
     litestar_app = app
     while not hasattr(litestar_app, "state"):  # under the HEAD, body-deadline, CORS, ingest-edge and metrics wrappers
-        # each wrapper holds the next as .app; the ingest edge holds the query API as its .fallback
-        litestar_app = litestar_app.app if hasattr(litestar_app, "app") else litestar_app.fallback
+        litestar_app = litestar_app.app
     with TestClient(app=app, raise_server_exceptions=False) as client:  # type: ignore[arg-type]
         # The query API's Redis goes away (the rest of the app keeps its own connections).
         litestar_app.state.query_service.redis = redis_py.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
