@@ -50,10 +50,15 @@ def _two_shards_with_work(settings, redis_client):  # type: ignore[no-untyped-de
     """Shard 0: 3 entries, all undelivered. Shard 1: 5 entries, 2 pending, 1 dead letter."""
     sharded = dataclasses.replace(settings, stream_shards=2)
     layout = redis_keys.stream_layout(sharded)
+    # Entry ids written 5 s in the past on the server's clock: the lag gauge has millisecond
+    # resolution, so entries added "now" could read as 0 s behind when scraped in the same ms.
+    seconds, micros = redis_client.time()
+    past_ms = int(seconds) * 1000 + int(micros) // 1000 - 5_000
     for shard, entries in zip(layout, (3, 5)):
         redis_client.xgroup_create(shard.stream, settings.consumer_group, id="0", mkstream=True)
         for i in range(entries):
-            redis_client.xadd(shard.stream, {b"e": msgspec.msgpack.encode(StreamEnvelope(events=[_event(f"e{i}", "s")]))})
+            envelope = msgspec.msgpack.encode(StreamEnvelope(events=[_event(f"e{i}", "s")]))
+            redis_client.xadd(shard.stream, {b"e": envelope}, id=f"{past_ms}-{i + 1}")
     redis_client.xreadgroup(settings.consumer_group, "crashed-worker", {layout[1].stream: ">"}, count=2)
     redis_client.xadd(layout[1].dead_letter, {b"source_id": b"1-0", b"reason": b"test"})
     return sharded, layout
@@ -74,7 +79,8 @@ def test_the_stream_gauges_cover_every_shard(settings, redis_client):
     assert [value(text, "abacus_stream_dead_letters", shard=s) for s in ("0", "1")] == [0, 1]
     assert [value(text, "abacus_group_pending", group=group, shard=s) for s in ("0", "1")] == [0, 2]
     assert [value(text, "abacus_group_undelivered", group=group, shard=s) for s in ("0", "1")] == [3, 3]
-    assert all(value(text, "abacus_group_lag_seconds", group=group, shard=s) > 0 for s in ("0", "1"))
+    # Both shards' oldest waiting entry (undelivered in shard 0, pending in shard 1) is 5 s old.
+    assert all(5 <= value(text, "abacus_group_lag_seconds", group=group, shard=s) < 60 for s in ("0", "1"))
     assert value(text, "abacus_stream_status_up") == 1
 
 
