@@ -9,8 +9,9 @@ window; 70% impressions, 15% cta_click, 6% form_start, 4% form_submit, 5% conver
 value. The rows bypass the stream, so the results rollup is then rebuilt from them (the admin
 endpoint; its duration is printed). The whole `abacus serve` app answers over HTTP in-process
 (litestar TestClient, admin token): all-time results of both experiments with the analysis (read
-from the rollup), one experiment, a 7-day window of whole UTC days (summed from the rollup's
-per-day totals), an hourly window (computed from the events: not whole days), and the daily
+from the rollup), one experiment, a 7-day window of whole UTC days and a whole hour (summed
+from the rollup's per-minute totals), an hour from :30 s (computed from the events: its bounds
+cut minutes), `metrics=all` (from the rollup's metric columns), and the daily
 time series (from the rollup), after a warm-up; each series checks the source it came from. The baseline is `SELECT count() FROM abacus.events` on the same chDB
 (answered from part metadata, so it stays ~1 ms at any size: the ratio is mostly the results
 latency itself). Background merges are left to settle after generating, then stopped while
@@ -174,7 +175,7 @@ def measure_size(client_http, headers: dict[str, str], service, rows: int, args:
             ch.command(f"SYSTEM START MERGES abacus.{table}")
 
 
-_TIMED_TABLES = ("events", "rollup_events", "rollup_day_totals")
+_TIMED_TABLES = ("events", "rollup_events", "rollup_cohort_totals")
 
 
 def timings(client_http, headers, service, ch, rows, generated_s, waited_s, still_running, args, rebuild_s) -> dict[str, float]:  # type: ignore[no-untyped-def]
@@ -198,11 +199,13 @@ def timings(client_http, headers, service, ch, rows, generated_s, waited_s, stil
     print(" HTTP, whole app in-process (auth, registry, SQL, analysis, JSON):")
     week = "from=2026-01-08T00:00:00Z&to=2026-01-15T00:00:00Z"
     hour = "from=2026-01-10T10:00:00Z&to=2026-01-10T11:00:00Z"
+    odd_hour = "from=2026-01-10T10:00:30Z&to=2026-01-10T11:00:30Z"  # bounds inside minutes
     for key, label, path, source in (
         ("results", "GET /results (2 experiments, analysis; rollup)", api, "rollup"),
         ("results_one", f"GET /results?experiment_key={one}", f"{api}?experiment_key={one}", "rollup"),
         ("results_week", "GET /results, 7 whole days (rollup)", f"{api}?{week}", "rollup"),
-        ("results_window", "GET /results, one hour (events)", f"{api}?{hour}", "events"),
+        ("results_window", "GET /results, one whole hour (rollup)", f"{api}?{hour}", "rollup"),
+        ("results_odd_window", "GET /results, one hour from :30 s (events)", f"{api}?{odd_hour}", "events"),
         (
             "timeseries",
             f"GET /results/timeseries ({one}, day; rollup)",
@@ -214,10 +217,13 @@ def timings(client_http, headers, service, ch, rows, generated_s, waited_s, stil
         if got != source:
             raise RuntimeError(f"{path}: expected the {source}, the answer came from the {got}")
         out[key], out[key + "_p95"] = line(label, timed(http_get(client_http, path, headers), calls, warmup))
-    # Metrics beyond the rollup's (a binomial metric per event type, the ratio): from the events.
+    # A binomial metric per event type and the ratio: the rollup carries them for the built-in
+    # types (the bench has no custom ones).
     path = f"{api}?experiment_key={one}&metrics=all"
+    if (got := client_http.get(path, headers=headers).headers["x-abacus-source"]) != "rollup":
+        raise RuntimeError(f"{path}: expected the rollup, the answer came from the {got}")
     out["results_metrics"], out["results_metrics_p95"] = line(
-        f"GET /results?experiment_key={one}&metrics=all (events)", timed(http_get(client_http, path, headers), calls, warmup)
+        f"GET /results?experiment_key={one}&metrics=all (rollup)", timed(http_get(client_http, path, headers), calls, warmup)
     )
     print(" baseline:")
     out["baseline"], out["baseline_p95"] = line(
@@ -262,9 +268,9 @@ def timings(client_http, headers, service, ch, rows, generated_s, waited_s, stil
     ):
         path = f"{api}?experiment_key={one}{query}"
         answer = client_http.get(path, headers=headers)
-        # The second phase starts today, after the data: every cohort day is whole in phase 1.
+        # The second phase starts today, after the data: every cohort minute is whole in phase 1.
         if answer.headers["x-abacus-source"] != "rollup" or len(answer.json()[0]["phases"]) != 2:
-            raise RuntimeError(f"{path}: expected two phases from the rollup's per-day totals")
+            raise RuntimeError(f"{path}: expected two phases from the rollup's per-minute totals")
         out[key], out[key + "_p95"] = line(label, timed(http_get(client_http, path, headers), calls, warmup))
     return out
 
@@ -272,21 +278,34 @@ def timings(client_http, headers, service, ch, rows, generated_s, waited_s, stil
 def split_phase_and_metric_sql(service, ch, key: str, calls: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
     """The queries behind two phases and metrics=all, one at a time: where their time goes."""
     from query_api.results_phases import PHASE_INDEX, custom_event_types, fetch_phase_metrics, fetch_phase_totals, metric_plan
-    from query_api.results_query import fetch_cohort_totals, fetch_rollup_day_totals
+    from query_api.results_query import fetch_cohort_totals, fetch_rollup_phase_totals
+    from query_api.results_sources import cut_minutes, phase_totals_from_rollup
     from query_api.stats.phases import Phase
 
     experiment = service.store.snapshot().find(key)
-    split_at = dt.datetime(2026, 1, 12, 12, 0, tzinfo=dt.timezone.utc)  # a phase boundary inside the data
+    # A phase boundary inside the data, inside a minute: that minute's sessions are split.
+    split_at = dt.datetime(2026, 1, 12, 12, 0, 30, 500_000, tzinfo=dt.timezone.utc)
     phases = [Phase(1, split_at - dt.timedelta(days=30), split_at, {}), Phase(2, split_at, None, {})]
-    day = dt.datetime(2026, 1, 12, tzinfo=dt.timezone.utc)
+    minute = split_at.replace(second=0, microsecond=0)
     plan = metric_plan(experiment, (), True, custom_event_types(ch, key))
     out: dict[str, float] = {}
     for name, label, call in (
-        ("sql_rollup_days", "rollup per-day rows of one experiment", lambda: fetch_rollup_day_totals(ch, key)),
+        (
+            "sql_rollup_days",
+            "rollup per-phase rows of one experiment",
+            lambda: fetch_rollup_phase_totals(ch, key, [split_at], cut_minutes(phases)),
+        ),
         (
             "sql_boundary_day",
-            "  + a cut day's sessions by phase (events, semi-join)",
-            lambda: fetch_cohort_totals(ch, [key], day, day + dt.timedelta(days=1), PHASE_INDEX, {"phase_starts": [split_at]}),
+            "  + the cut minute's sessions by phase (events, candidates then semi-join)",
+            lambda: fetch_cohort_totals(
+                ch, [key], minute, minute + dt.timedelta(minutes=1), PHASE_INDEX, {"phase_starts": [split_at]}
+            ),
+        ),
+        (
+            "sql_phases_cut",
+            "two phases split inside a minute, all together (rollup + cut minute)",
+            lambda: phase_totals_from_rollup(ch, key, phases, None, None),
         ),
         (
             "sql_phase_totals_events",
@@ -375,11 +394,13 @@ def main() -> None:
     for rows, r in results.items():
         print(
             f"{rows:>12,} events: results p50 {r['results']:.1f} ms from the rollup (rebuild {r['rebuild_s']:.1f} s); "
-            f"7 whole days {r['results_week']:.1f} ms from the rollup; one hour {r['results_window']:.1f} ms from the events "
+            f"7 whole days {r['results_week']:.1f} ms and one hour {r['results_window']:.1f} ms from the rollup; "
+            f"an hour from :30 s {r['results_odd_window']:.1f} ms from the events "
             f"(SQL alone over all events {r['sql']:.1f} ms); daily time series {r['timeseries']:.1f} ms; "
-            f"metrics=all {r['results_metrics']:.1f} ms from the events; "
+            f"metrics=all {r['results_metrics']:.1f} ms from the rollup; two phases cut inside a minute "
+            f"{r['sql_phases_cut']:.1f} ms (rollup + the minute's sessions from the events); "
             + (
-                f"two phases {r['results_phases']:.1f} ms (phase=all {r['results_phases_all']:.1f} ms) from the rollup days; "
+                f"two phases {r['results_phases']:.1f} ms (phase=all {r['results_phases_all']:.1f} ms) from the rollup; "
                 if "results_phases" in r
                 else ""
             )
@@ -389,7 +410,8 @@ def main() -> None:
     r = results[largest]
     print(
         f"at {largest:,} events, p50: all-time {r['results']:.1f} ms (rollup), 7-day window {r['results_week']:.1f} ms (rollup), "
-        f"hourly window {r['results_window']:.1f} ms (events)"
+        f"hourly window {r['results_window']:.1f} ms (rollup), metrics=all {r['results_metrics']:.1f} ms (rollup), "
+        f"two phases cut inside a minute {r['sql_phases_cut']:.1f} ms (SQL), an hour from :30 s {r['results_odd_window']:.1f} ms (events)"
     )
 
 

@@ -9,8 +9,10 @@ in; the first phase also holds the sessions first exposed before the definition'
 An experiment that never changed its allocations has one phase, its totals are the ones the
 results body already has (from the rollup when it can answer), and nothing else is queried. With
 several phases, one query over the events groups the sessions by phase (`PHASE_INDEX`). Metrics
-beyond the conversion rate and the raw value per session (another event type, a ratio, a capped
-value) come from one more query over the events (`query_api.metrics.sql`), grouped by phase the same way.
+beyond the conversion rate and the raw value per session come from the same totals when they are
+binomial or ratio metrics of the built-in event types (the totals carry their statistics, from the
+rollup or the events alike); a custom event type or a capped value needs one more query over the
+events (`query_api.metrics.sql`), grouped by phase the same way.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 
 from clickhouse_connect.driver.client import Client
 
+from query_api.metrics.from_rollup import metrics_from_totals, rollup_carries
 from query_api.metrics.rows import VariantMetrics, cohort_metrics
 from query_api.metrics.sql import DEFAULT_EVENT_TYPES, metric_statistics_sql
 from query_api.results_query import fetch_cohort_totals, first_exposure_window
@@ -110,6 +113,20 @@ def fetch_phase_metrics(
     for (index, variant_key), metrics in cohort_metrics(query, rows).items():
         by_phase[int(index)][variant_key] = metrics  # type: ignore[call-overload]
     return by_phase
+
+
+def phase_metrics_from_totals(
+    plan: MetricPlan, totals_by_phase: list[dict[str, VariantRollup]]
+) -> list[dict[str, VariantMetrics]] | None:
+    """As ``fetch_phase_metrics``, from the phases' totals when they carry every statistic the
+    plan needs (built-in event types, no value cap; query_api/metrics/from_rollup.py); else None."""
+    event_types = ("conversion", *(e for e in plan.event_types if e != "conversion"))
+    if not rollup_carries(event_types, plan.ratios, plan.cap_fraction):
+        return None
+    return [
+        {variant_key: metrics_from_totals(totals, event_types, plan.ratios) for variant_key, totals in phase.items()}
+        for phase in totals_by_phase
+    ]
 
 
 def add_totals(parts: list[VariantRollup]) -> VariantRollup:

@@ -2,9 +2,9 @@
 
 Both select the same sessions: all of them for all time; for a ``from``/``to`` window, the
 *exposure cohort*, sessions whose first impression in the experiment falls in the window (their
-events count whenever they arrived). The rollup (``abacus.rollup_day_totals``, kept by the
-rollers per UTC day of first exposure) answers all time and any window of whole UTC days by
-summing days, in milliseconds whatever the data size. Other windows are answered from
+events count whenever they arrived). The rollup (``abacus.rollup_cohort_totals``, kept by the
+rollers per UTC minute of first exposure) answers all time and any window of whole UTC minutes
+by summing minutes, in milliseconds whatever the data size. Other windows are answered from
 ``abacus.events``: the inner query folds events into one row per session (FINAL makes a beacon
 that arrived twice count once), the outer one folds sessions into variants.
 Besides the nine counts of the API both return the sufficient statistics the analysis needs over
@@ -17,45 +17,56 @@ import datetime as dt
 
 from clickhouse_connect.driver.client import Client
 
-from shared.rollup.results_sql import EVENTS_SOURCE, NEVER_EXPOSED_DAY, variant_totals_sql
+from shared.rollup.results_sql import EVENTS_SOURCE, NEVER_EXPOSED_MINUTE, variant_totals_sql
 from shared.rollup.totals import TOTAL_FIELDS, VariantRollup
 
 Totals = dict[tuple[str, str], VariantRollup]
 
 _ROLLUP_SUMS = ", ".join(f"sum({name}) AS total_{name}" for name in TOTAL_FIELDS)
 ROLLUP_TOTALS_SQL = (
-    f"SELECT experiment_key, variant_key, {_ROLLUP_SUMS} FROM abacus.rollup_day_totals "
-    "WHERE experiment_key IN {keys:Array(String)} {day_filter} GROUP BY experiment_key, variant_key"
+    f"SELECT experiment_key, variant_key, {_ROLLUP_SUMS} FROM abacus.rollup_cohort_totals "
+    "WHERE experiment_key IN {keys:Array(String)} {minute_filter} GROUP BY experiment_key, variant_key"
 )
-ROLLUP_DAY_TOTALS_SQL = (
-    f"SELECT variant_key, cohort_day, {_ROLLUP_SUMS} FROM abacus.rollup_day_totals "
-    "WHERE experiment_key = {key:String} {day_filter} GROUP BY variant_key, cohort_day"
+# Per phase (how many later phases had started by the minute: every session of a minute no phase
+# start cuts belongs to one phase) and, for a minute a phase starts within, that minute apart.
+ROLLUP_PHASE_TOTALS_SQL = (
+    "SELECT variant_key, arrayCount(b -> b <= cohort_minute, {phase_starts:Array(DateTime64(3, 'UTC'))}) AS phase, "
+    f"if(has({{cut_minutes:Array(DateTime('UTC'))}}, cohort_minute), cohort_minute, {NEVER_EXPOSED_MINUTE}) AS cut, "
+    f"{_ROLLUP_SUMS} FROM abacus.rollup_cohort_totals "
+    "WHERE experiment_key = {key:String} {minute_filter} GROUP BY variant_key, phase, cut"
 )
-ROLLUP_DAYS_SQL = (
-    "SELECT variant_key, cohort_day, sum(clean_exposed), sum(clean_converted) FROM abacus.rollup_day_totals "
-    f"WHERE experiment_key = {{key:String}} AND cohort_day > '{NEVER_EXPOSED_DAY}' {{day_filter}} "
-    "GROUP BY variant_key, cohort_day ORDER BY variant_key, cohort_day"
+ROLLUP_BUCKETS_SQL = (
+    "SELECT variant_key, {bucket} AS bucket, sum(clean_exposed), sum(clean_converted) FROM abacus.rollup_cohort_totals "
+    f"WHERE experiment_key = {{key:String}} AND cohort_minute > {NEVER_EXPOSED_MINUTE} {{minute_filter}} "
+    "GROUP BY variant_key, bucket ORDER BY variant_key, bucket"
 )
+_ROLLUP_BUCKETS = {"day": "toStartOfDay(cohort_minute)", "hour": "toStartOfHour(cohort_minute)"}
 _BUCKETS = {"day": "toStartOfDay(s_first_impression)", "hour": "toStartOfHour(s_first_impression)"}
 
 
-def whole_days(start: dt.datetime | None, end: dt.datetime | None) -> bool:
-    """Whether a window is made of whole UTC days (either bound may be open)."""
-    return all(bound is None or _is_midnight_utc(bound) for bound in (start, end))
+def whole_minutes(start: dt.datetime | None, end: dt.datetime | None) -> bool:
+    """Whether a window is made of whole UTC minutes (either bound may be open): the rollup's."""
+    return all(bound is None or is_minute(bound) for bound in (start, end))
 
 
-def _day_filter(start: dt.datetime | None, end: dt.datetime | None) -> tuple[str, dict[str, object]]:
-    """The rollup rows of the sessions first exposed in a window of whole UTC days (none: all)."""
+def is_minute(moment: dt.datetime) -> bool:
+    """Whether an instant is the start of a UTC minute."""
+    utc = moment.astimezone(dt.timezone.utc)
+    return utc.second == 0 and utc.microsecond == 0
+
+
+def _minute_filter(start: dt.datetime | None, end: dt.datetime | None) -> tuple[str, dict[str, object]]:
+    """The rollup rows of the sessions first exposed in a window of whole UTC minutes (none: all)."""
     conditions = []
     parameters: dict[str, object] = {}
     if start is not None or end is not None:
-        conditions.append(f"AND cohort_day > '{NEVER_EXPOSED_DAY}'")
+        conditions.append(f"AND cohort_minute > {NEVER_EXPOSED_MINUTE}")
     if start is not None:
-        conditions.append("AND cohort_day >= {start:Date}")
-        parameters["start"] = start.astimezone(dt.timezone.utc).date()
+        conditions.append("AND cohort_minute >= toDateTime({start_s:Int64}, 'UTC')")
+        parameters["start_s"] = int(start.timestamp())
     if end is not None:
-        conditions.append("AND cohort_day < {end:Date}")
-        parameters["end"] = end.astimezone(dt.timezone.utc).date()
+        conditions.append("AND cohort_minute < toDateTime({end_s:Int64}, 'UTC')")
+        parameters["end_s"] = int(end.timestamp())
     return " ".join(conditions), parameters
 
 
@@ -63,29 +74,48 @@ def fetch_rollup_totals(
     client: Client, keys: list[str], start: dt.datetime | None = None, end: dt.datetime | None = None
 ) -> Totals:
     """Totals from the rollup: all time, or the sessions first exposed in a window of whole UTC
-    days. A few rows per variant and day, whatever the number of events."""
-    day_filter, parameters = _day_filter(start, end)
-    sql = ROLLUP_TOTALS_SQL.replace("{day_filter}", day_filter)
+    minutes. A sum over one row per variant and minute, whatever the number of events."""
+    minute_filter, parameters = _minute_filter(start, end)
+    sql = ROLLUP_TOTALS_SQL.replace("{minute_filter}", minute_filter)
     return _by_variant(client.query(sql, parameters={"keys": keys, **parameters}).result_rows)
 
 
-def fetch_rollup_day_totals(
-    client: Client, key: str, start: dt.datetime | None = None, end: dt.datetime | None = None
-) -> list[tuple[str, dt.date, VariantRollup]]:
-    """(variant, UTC day of first exposure, totals) from the rollup, all time or in a window of
-    whole UTC days; 1970-01-01 holds the sessions never exposed."""
-    day_filter, parameters = _day_filter(start, end)
-    sql = ROLLUP_DAY_TOTALS_SQL.replace("{day_filter}", day_filter)
-    rows = client.query(sql, parameters={"key": key, **parameters}).result_rows
-    return [(variant_key, day, VariantRollup(*numbers)) for variant_key, day, *numbers in rows]
+def fetch_rollup_phase_totals(
+    client: Client,
+    key: str,
+    phase_starts: list[dt.datetime],
+    cut_minutes: list[dt.datetime],
+    start: dt.datetime | None = None,
+    end: dt.datetime | None = None,
+) -> list[tuple[str, int, dt.datetime | None, VariantRollup]]:
+    """(variant, phase index, cut minute, totals) from the rollup, all time or in a window of whole
+    UTC minutes: the phase of every minute that no phase start cuts (sessions never exposed in the
+    first), and each of ``cut_minutes`` on its own row (cut minute None for the others)."""
+    minute_filter, parameters = _minute_filter(start, end)
+    sql = ROLLUP_PHASE_TOTALS_SQL.replace("{minute_filter}", minute_filter)
+    parameters |= {"key": key, "phase_starts": phase_starts, "cut_minutes": cut_minutes}
+    rows = client.query(sql, parameters=parameters).result_rows
+    return [
+        (variant_key, int(phase), cut if cut.timestamp() > 0 else None, VariantRollup(*numbers))
+        for variant_key, phase, cut, *numbers in rows
+    ]
 
 
 # The sessions first exposed in a window, found from impressions alone (a session whose first
 # impression is before `end` has an impression before it), so only their events are grouped.
+# With both bounds, only sessions with an impression inside the window can be in it: that
+# candidate list reads the parts holding that time range (each part's min/max of received_at,
+# the partition key's column, skips the others), and the first-impression check and the
+# grouping then read only the candidates' rows, by the sorting key's session_id. A phase cut
+# inside one minute reads that minute's sessions, not every impression of the experiment.
 _COHORT_SESSIONS = (
     " AND (experiment_key, session_id) IN (SELECT experiment_key, session_id FROM abacus.events FINAL "
-    "WHERE experiment_key IN {keys:Array(String)} AND event_type = 'impression' {before_end} "
+    "WHERE experiment_key IN {keys:Array(String)} AND event_type = 'impression' {before_end} {candidates} "
     "GROUP BY experiment_key, session_id HAVING {first_in_window})"
+)
+_CANDIDATES = (
+    "AND session_id IN (SELECT session_id FROM abacus.events WHERE experiment_key IN {keys:Array(String)} "
+    "AND event_type = 'impression' AND received_at >= {start:DateTime64(3, 'UTC')} AND received_at < {end:DateTime64(3, 'UTC')})"
 )
 
 
@@ -123,30 +153,33 @@ def fetch_cohort_totals(
     if conditions:
         first_in_window = " AND ".join(c.replace("s_first_impression", "min(received_at)") for c in conditions)
         before_end = "AND received_at < {end:DateTime64(3, 'UTC')}" if end is not None else ""
+        candidates = _CANDIDATES if start is not None and end is not None else ""
         source += _COHORT_SESSIONS.replace("{before_end}", before_end).replace("{first_in_window}", first_in_window)
+        source = source.replace("{candidates}", candidates)
     sql = variant_totals_sql(source, cohort=cohort, cohort_filter=" AND ".join(conditions) or "1")
     rows = client.query(sql, parameters=parameters).result_rows
     return {(e, v, c): VariantRollup(*numbers) for e, v, c, *numbers in rows}
 
 
-def fetch_rollup_days(
-    client: Client, key: str, start: dt.datetime | None = None, end: dt.datetime | None = None
+def fetch_rollup_buckets(
+    client: Client, key: str, interval: str, start: dt.datetime | None = None, end: dt.datetime | None = None
 ) -> dict[str, list[tuple[dt.datetime, int, int]]]:
-    """Per variant, from the rollup: (UTC day, sessions first exposed that day that saw only this
-    variant, how many of them converted), in day order; all days, or a window of whole UTC days."""
-    day_filter, parameters = _day_filter(start, end)
-    sql = ROLLUP_DAYS_SQL.replace("{day_filter}", day_filter)
+    """Per variant, from the rollup: (UTC day or hour, sessions first exposed in it that saw only
+    this variant, how many of them converted), in time order; all of them, or those first exposed
+    in a window of whole UTC minutes."""
+    minute_filter, parameters = _minute_filter(start, end)
+    sql = ROLLUP_BUCKETS_SQL.replace("{minute_filter}", minute_filter).replace("{bucket}", _ROLLUP_BUCKETS[interval])
     points: dict[str, list[tuple[dt.datetime, int, int]]] = {}
-    for variant_key, day, exposed, converted in client.query(sql, parameters={"key": key, **parameters}).result_rows:
-        bucket = dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc)
-        points.setdefault(variant_key, []).append((bucket, exposed, converted))
+    for variant_key, bucket, exposed, converted in client.query(sql, parameters={"key": key, **parameters}).result_rows:
+        moment = bucket if bucket.tzinfo is not None else bucket.replace(tzinfo=dt.timezone.utc)
+        points.setdefault(variant_key, []).append((moment, exposed, converted))
     return points
 
 
 def fetch_event_buckets(
     client: Client, key: str, interval: str, start: dt.datetime | None = None, end: dt.datetime | None = None
 ) -> dict[str, list[tuple[dt.datetime, int, int]]]:
-    """As ``fetch_rollup_days``, per day or hour of first exposure, computed from abacus.events;
+    """As ``fetch_rollup_buckets``, computed from abacus.events;
     all sessions, or those first exposed in [start, end) (a phase, say)."""
     window, parameters = first_exposure_window(start, end)
     conditions = ["s_first_impression IS NOT NULL", *window]
@@ -160,11 +193,6 @@ def fetch_event_buckets(
             bucket = row[2] if row[2].tzinfo is not None else row[2].replace(tzinfo=dt.timezone.utc)
             points.setdefault(row[1], []).append((bucket, row[exposed_at], row[converted_at]))
     return points
-
-
-def _is_midnight_utc(moment: dt.datetime) -> bool:
-    utc = moment.astimezone(dt.timezone.utc)
-    return (utc.hour, utc.minute, utc.second, utc.microsecond) == (0, 0, 0, 0)
 
 
 def _by_variant(rows: list) -> Totals:

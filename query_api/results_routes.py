@@ -16,12 +16,13 @@ from query_api.auth import requires_analyst
 from query_api.errors import BadQuery
 from query_api.results_analysis import ALL_PHASES, add_totals, analyse
 from query_api.results_examples import results_example, timeseries_example
-from query_api.results_phases import custom_event_types, fetch_phase_metrics, metric_plan
-from query_api.results_query import fetch_event_buckets, fetch_rollup_totals, fetch_rollups, whole_days
+from query_api.results_phases import custom_event_types, metric_plan
+from query_api.results_query import fetch_event_buckets, fetch_rollup_totals, fetch_rollups, whole_minutes
 from query_api.results_sources import (
     PhaseTotals,
     combine,
-    phase_days_from_rollup,
+    phase_buckets_from_rollup,
+    phase_metrics,
     phase_totals_from_events,
     phase_totals_from_rollup,
     results_freshness,
@@ -98,8 +99,9 @@ async def experiment_results(
     or ``phase=N`` (1-based), or ``phase=all`` (stratified by phase; not with ``sequential``).
     ``metrics=all`` (or a comma-separated list of metric names) adds metrics to those the
     definition names. ``X-Abacus-Source`` says where the numbers came from: the rollup (all time,
-    or whole UTC days), the events, or ``rollup+events`` when some came from each (extra metrics,
-    or a day a phase started in); ``X-Abacus-Unfolded-Events`` and ``X-Abacus-Behind-Ms`` what the
+    or whole UTC minutes), the events, or ``rollup+events`` when some came from each (a minute a
+    phase started in); extra metrics of a custom event type or a capped value come from the
+    events, other metrics with the counts; ``X-Abacus-Unfolded-Events`` and ``X-Abacus-Behind-Ms`` what the
     rollup had not folded yet; each experiment's ``freshness`` says the same per experiment."""
     service: QueryService = request.app.state.query_service
     query = results_query(experiment_key, from_, to, confidence, sequential, phase, metrics)
@@ -187,7 +189,7 @@ def build_results(service: QueryService, query: ResultsQuery) -> tuple[list[Expe
             raise BadQuery("phase", f"{experiment.experiment_key} has {count} phase(s), so there is no phase {query.phase}")
     client = service.clickhouse.client()
     keys = [e.experiment_key for e in experiments]
-    freshness = service.rollup_freshness(keys) if keys and whole_days(start, end) else None
+    freshness = service.rollup_freshness(keys) if keys and whole_minutes(start, end) else None
     from_rollup = freshness is not None and freshness.current
     one_phase = [key for key in keys if len(phases[key]) == 1]
     rollups: dict = {}
@@ -207,8 +209,7 @@ def build_results(service: QueryService, query: ResultsQuery) -> tuple[list[Expe
             totals = (phase_totals_from_rollup if from_rollup else phase_totals_from_events)(client, key, its_phases, start, end)
         customs = custom_event_types(client, key) if query.all_metrics else ()
         plan = metric_plan(experiment, query.metrics, query.all_metrics, customs)
-        metrics_by_phase = fetch_phase_metrics(client, key, its_phases, plan, start, end) if plan.needs_query else None
-        analysis_source: Source = "events" if metrics_by_phase is not None else totals.source
+        metrics_by_phase, analysis_source = phase_metrics(client, key, its_phases, plan, totals, start, end)
         sources += [totals.source, analysis_source]
         selection = ALL_PHASES if query.phase == ALL_PHASES else (len(its_phases) if query.phase is None else query.phase) - 1
         summary, analysis = analyse(
@@ -252,9 +253,9 @@ async def experiment_timeseries(
 ) -> Response[Timeseries]:
     """Cumulative exposed and converted sessions per day (or hour) of first exposure, leaving out
     sessions exposed to more than one variant. The phase is chosen as for the results: the
-    current one by default, ``phase=N``, or ``phase=all`` (every session). Daily points come from
-    the rollup's per-day totals when it is current (a day the phase starts or ends within: that
-    day's cohort from the events), hourly ones from the events; the headers say which."""
+    current one by default, ``phase=N``, or ``phase=all`` (every session). Points come from the
+    rollup's per-minute totals when it is current (a minute the phase starts or ends within: that
+    minute's cohort from the events), else from the events; the headers say which."""
     service: QueryService = request.app.state.query_service
     level = parse_confidence(confidence)
     body, headers = await in_thread(build_timeseries, service, experiment_key, interval, level, parse_phase(phase))
@@ -274,11 +275,11 @@ def build_timeseries(
         chosen = phases[int(number) - 1]
         # Phase 1 also holds the sessions first exposed before the first version (as the results).
         start, end = (chosen.start if chosen.number > 1 else None), chosen.end
-    freshness = service.rollup_freshness([key]) if interval == "day" else None
+    freshness = service.rollup_freshness([key])
     client = service.clickhouse.client()
     source: Source
     if freshness is not None and freshness.current:
-        points, source = phase_days_from_rollup(client, key, start, end)
+        points, source = phase_buckets_from_rollup(client, key, interval, start, end)
     else:
         source, points = "events", fetch_event_buckets(client, key, interval, start, end)
     variants = []

@@ -1,14 +1,13 @@
 """Where one experiment's per-phase totals come from, and so what the answer says about them.
 
 A session belongs to the phase its first impression falls in, and the rollup keeps totals per UTC
-day of first exposure, so every day that no phase boundary cuts belongs to one phase whole: its
-rollup rows are that phase's, exactly. Only a day a phase starts in (at an instant other than
-midnight) needs the events, and only the sessions first exposed that day (the cohort semi-join of
-`fetch_cohort_totals`), grouped by phase; when the rollup says no session was first exposed that
-day, not even that. Before, every experiment with two or more phases was grouped from all its
-events (seconds at 10M events); now the common case is a few rollup rows per variant and day.
+minute of first exposure, so every minute that no phase start cuts belongs to one phase whole:
+its rollup rows are that phase's, exactly, and the rollup sums them by phase in one query. Only a
+minute a phase starts in (at an instant other than the minute's start) needs the events, and only
+the sessions first exposed in that minute (`fetch_cohort_totals`, which reads just their rows),
+grouped by phase; when the rollup says no session was first exposed then, not even that.
 
-`Source` names where the numbers came from ("rollup", "events", or both when a boundary day came
+`Source` names where the numbers came from ("rollup", "events", or both when a cut minute came
 from the events); the results answer reports it per experiment and in `X-Abacus-Source`.
 """
 
@@ -19,14 +18,23 @@ from dataclasses import dataclass
 
 from clickhouse_connect.driver.client import Client
 
-from query_api.results_phases import PHASE_INDEX, add_totals, fetch_phase_totals, phase_starts
-from query_api.results_query import fetch_cohort_totals, fetch_rollup_day_totals, fetch_rollup_days
+from query_api.metrics.rows import VariantMetrics
+from query_api.results_phases import (
+    PHASE_INDEX,
+    MetricPlan,
+    add_totals,
+    fetch_phase_metrics,
+    fetch_phase_totals,
+    phase_metrics_from_totals,
+    phase_starts,
+)
+from query_api.results_query import fetch_cohort_totals, fetch_rollup_buckets, fetch_rollup_phase_totals, is_minute
 from query_api.results_types import ResultsFreshness, Source
 from query_api.stats.phases import Phase
 from shared.rollup.protocol import Freshness
 from shared.rollup.totals import TOTAL_FIELDS, VariantRollup
 
-_DAY = dt.timedelta(days=1)
+_MINUTE = dt.timedelta(minutes=1)
 
 
 def combine(sources: list[Source]) -> Source:
@@ -44,48 +52,57 @@ class PhaseTotals:
     source: Source
 
 
-def boundary_days(phases: list[Phase]) -> list[dt.date]:
-    """The UTC days a later phase starts in at an instant other than midnight: split between phases."""
-    days = set()
-    for start in phase_starts(phases):
-        utc = start.astimezone(dt.timezone.utc)
-        if utc != utc.replace(hour=0, minute=0, second=0, microsecond=0):
-            days.add(utc.date())
-    return sorted(days)
+def cut_minutes(phases: list[Phase]) -> list[dt.datetime]:
+    """The UTC minutes a later phase starts in at an instant other than the minute's start: split
+    between phases."""
+    return sorted({_minute_of(start) for start in phase_starts(phases) if not is_minute(start)})
 
 
-def _phase_of_day(phases: list[Phase], day: dt.date) -> int:
-    """The (0-based) phase of every session first exposed on a day no boundary cuts (as PHASE_INDEX)."""
-    midnight = dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc)
-    return sum(1 for start in phase_starts(phases) if start <= midnight)
-
-
-def _midnight(day: dt.date) -> dt.datetime:
-    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc)
+def _minute_of(moment: dt.datetime) -> dt.datetime:
+    return moment.astimezone(dt.timezone.utc).replace(second=0, microsecond=0)
 
 
 def phase_totals_from_rollup(
     client: Client, key: str, phases: list[Phase], start: dt.datetime | None, end: dt.datetime | None
 ) -> PhaseTotals:
-    """Per-phase totals from the rollup's per-day rows (all time, or a window of whole UTC days),
-    with only the cut days' sessions grouped from the events."""
-    cut = set(boundary_days(phases))
+    """Per-phase totals from the rollup's per-minute rows (all time, or a window of whole UTC
+    minutes), with only the cut minutes' sessions grouped from the events."""
+    starts = phase_starts(phases)
+    cuts = cut_minutes(phases)
     by_phase: list[dict[str, VariantRollup]] = [{} for _ in phases]
-    cut_days_with_sessions = set()
-    for variant_key, day, totals in fetch_rollup_day_totals(client, key, start, end):
-        if day in cut:
+    cuts_with_sessions = set()
+    for variant_key, index, cut, totals in fetch_rollup_phase_totals(client, key, starts, cuts, start, end):
+        if cut is not None:
             if any(getattr(totals, name) for name in TOTAL_FIELDS):
-                cut_days_with_sessions.add(day)
+                cuts_with_sessions.add(cut)
             continue
-        phase = by_phase[_phase_of_day(phases, day)]
+        phase = by_phase[index]
         phase[variant_key] = add_totals([phase.get(variant_key, VariantRollup()), totals])
-    starts: dict[str, object] = {"phase_starts": phase_starts(phases)}
-    for day in sorted(cut_days_with_sessions):
-        rows = fetch_cohort_totals(client, [key], _midnight(day), _midnight(day) + _DAY, PHASE_INDEX, starts)
-        for (_, variant_key, index), totals in rows.items():
-            phase = by_phase[int(index)]  # type: ignore[call-overload]
+    for minute in sorted(cuts_with_sessions):
+        rows = fetch_cohort_totals(client, [key], minute, minute + _MINUTE, PHASE_INDEX, {"phase_starts": starts})
+        for (_, variant_key, cohort), totals in rows.items():
+            phase = by_phase[int(cohort)]  # type: ignore[call-overload]
             phase[variant_key] = add_totals([phase.get(variant_key, VariantRollup()), totals])
-    return PhaseTotals(by_phase, "rollup+events" if cut_days_with_sessions else "rollup")
+    return PhaseTotals(by_phase, "rollup+events" if cuts_with_sessions else "rollup")
+
+
+def phase_metrics(
+    client: Client,
+    key: str,
+    phases: list[Phase],
+    plan: MetricPlan,
+    totals: PhaseTotals,
+    start: dt.datetime | None,
+    end: dt.datetime | None,
+) -> tuple[list[dict[str, VariantMetrics]] | None, Source]:
+    """The plan's extra metrics per phase (None when it has none) and where they came from: with
+    the totals when those carry them, else (a custom event type, a value cap) from the events."""
+    if not plan.needs_query:
+        return None, totals.source
+    from_totals = phase_metrics_from_totals(plan, totals.by_phase)
+    if from_totals is not None:
+        return from_totals, totals.source
+    return fetch_phase_metrics(client, key, phases, plan, start, end), "events"
 
 
 def phase_totals_from_events(
@@ -124,32 +141,57 @@ def results_freshness(counts: Source, analysis: Source, freshness: Freshness | N
 Points = dict[str, list[tuple[dt.datetime, int, int]]]
 
 
-def phase_days_from_rollup(client: Client, key: str, start: dt.datetime | None, end: dt.datetime | None) -> tuple[Points, Source]:
-    """Daily (exposed, converted) points of the sessions first exposed in [start, end) (a phase):
-    the rollup's rows for the days inside it, and for a day the phase starts or ends within, that
-    day's share of its cohort from the events (only when the rollup has sessions on that day)."""
-    first = start.astimezone(dt.timezone.utc).date() if start is not None else None
-    last = end.astimezone(dt.timezone.utc).date() if end is not None else None
-    rollup_end = None if end is None or last is None else end if end == _midnight(last) else _midnight(last) + _DAY
-    points = fetch_rollup_days(client, key, _midnight(first) if first else None, rollup_end)
-    partial = {}
-    if start is not None and first is not None and start != _midnight(first):
-        partial[first] = (start, _midnight(first) + _DAY)
-    if end is not None and last is not None and end != _midnight(last):
-        low = max(start, _midnight(last)) if start is not None else _midnight(last)
-        partial[last] = (low, end)
+def phase_buckets_from_rollup(
+    client: Client, key: str, interval: str, start: dt.datetime | None, end: dt.datetime | None
+) -> tuple[Points, Source]:
+    """Daily or hourly (exposed, converted) points of the sessions first exposed in [start, end)
+    (a phase): the rollup's rows for the whole minutes inside it, and for a minute the phase
+    starts or ends within, that minute's share of its cohort from the events (only when the
+    rollup has sessions in that minute)."""
+    inner_start = None if start is None else _minute_of(start) if is_minute(start) else _minute_of(start) + _MINUTE
+    inner_end = None if end is None else _minute_of(end)
+    points = fetch_rollup_buckets(client, key, interval, inner_start, inner_end)
+    partial = []  # (low, high): the parts of cut minutes inside [start, end); one when both cut the same minute
+    if start is not None and not is_minute(start):
+        after = _minute_of(start) + _MINUTE
+        partial.append((start, after if end is None else min(after, end)))
+    if end is not None and not is_minute(end):
+        partial.append((_minute_of(end) if start is None else max(start, _minute_of(end)), end))
     from_events = False
-    for day, (low, high) in partial.items():
-        bucket = _midnight(day)
-        had_sessions = any(b == bucket and exposed for series in points.values() for b, exposed, _ in series)
-        for variant_key in points:
-            points[variant_key] = [p for p in points[variant_key] if p[0] != bucket]
-        if not had_sessions:
+    for low, high in dict.fromkeys(partial):
+        if low >= high or not _rollup_has_sessions(client, key, _minute_of(low)):
             continue
         from_events = True
+        bucket = _bucket_of(low, interval)
         for (_, variant_key, _), totals in fetch_cohort_totals(client, [key], low, high).items():
             if totals.clean_exposed:
-                points.setdefault(variant_key, []).append((bucket, totals.clean_exposed, totals.clean_converted))
+                _add_point(points.setdefault(variant_key, []), bucket, totals.clean_exposed, totals.clean_converted)
     for series in points.values():
         series.sort(key=lambda point: point[0])
     return points, "rollup+events" if from_events else "rollup"
+
+
+def _rollup_has_sessions(client: Client, key: str, minute: dt.datetime) -> bool:
+    return any(
+        exposed
+        for series in fetch_rollup_buckets(client, key, "hour", minute, minute + _MINUTE).values()
+        for _, exposed, _ in series
+    )
+
+
+def _bucket_of(moment: dt.datetime, interval: str) -> dt.datetime:
+    utc = moment.astimezone(dt.timezone.utc)
+    return (
+        utc.replace(minute=0, second=0, microsecond=0)
+        if interval == "hour"
+        else utc.replace(hour=0, minute=0, second=0, microsecond=0)
+    )
+
+
+def _add_point(series: list[tuple[dt.datetime, int, int]], bucket: dt.datetime, exposed: int, converted: int) -> None:
+    """Add to the bucket's point, or start it."""
+    for index, (moment, old_exposed, old_converted) in enumerate(series):
+        if moment == bucket:
+            series[index] = (moment, old_exposed + exposed, old_converted + converted)
+            return
+    series.append((bucket, exposed, converted))

@@ -6,7 +6,7 @@
   sharded by ``cityHash64(experiment_key, session_id)``: a session's events, and every copy of
   one event, land on one shard, so ReplacingMergeTree's deduplication (FINAL) and every
   per-session GROUP BY are exact on each shard alone.
-- The rollup's per-day totals are additive (signed differences summed), so any shard may hold
+- The rollup's per-minute totals are additive (signed differences summed), so any shard may hold
   any row; they are sharded by ``(experiment_key, variant_key)``.
 - The registry's version tables and the migration record are small and read whole: replicated
   to every node (one replication path for the whole cluster), not sharded.
@@ -26,6 +26,7 @@ SHARDED = {
     "rollup_sessions": SESSION_KEY,
     "rollup_totals": "cityHash64(experiment_key, variant_key)",
     "rollup_day_totals": "cityHash64(experiment_key, variant_key)",
+    "rollup_cohort_totals": "cityHash64(experiment_key, variant_key)",
 }
 """Table (in database abacus) -> the sharding key of its Distributed table."""
 REPLICATED = ("experiment_versions", "settings_versions", "schema_migrations", "erasure_audit")

@@ -27,14 +27,21 @@ ROLLUP_ROLLERS = "abacus:rollup:rollers"
 the work, so each takes its fair number of shares."""
 
 
+ROLLUP_BUILT = "built-layout3"
+"""The share key set once its tables hold everything up to its bookmark (``rollup_shard_key``),
+named after the layout of the rollup's tables: a migration that changes them
+(shared/clickhouse_schema/0006_rollup_by_exposure_minute.sql made it layout 3) renames the key, so
+every share is rebuilt once into the new tables instead of trusting the old bookmark."""
+
+
 def rollup_group(shard: int, shards: int) -> str:
     return ROLLUP_GROUP if shards == 1 else f"{ROLLUP_GROUP}:{shard}of{shards}"
 
 
 def rollup_shard_key(name: str, shard: int, shards: int) -> str:
     """A key of one share: ``lock`` (held, with a TTL its roller renews, by the one process folding
-    it), ``built`` ("<generation> <rebuild request served>", set once its tables hold everything
-    up to its bookmark), ``step`` (the stream range being folded, redone exactly after a crash),
+    it), ``ROLLUP_BUILT`` ("<generation> <rebuild request served>", set once its tables hold
+    everything up to its bookmark), ``step`` (the stream range being folded, redone exactly after a crash),
     ``alive`` (refreshed by its roller, expiring minutes after it last ran: once gone, trimming no
     longer waits for the share and its next roller rebuilds)."""
     base = f"abacus:rollup:{name}"

@@ -24,7 +24,7 @@ TABLES = (
     "abacus.experiment_versions",
     "abacus.settings_versions",
     "abacus.rollup_events",
-    "abacus.rollup_day_totals",
+    "abacus.rollup_cohort_totals",
     "abacus.erasure_audit",
 )
 

@@ -116,8 +116,8 @@ def test_unknown_statements_and_bad_cluster_names_are_refused():
 def test_rollup_rebuild_clears_the_local_tables_on_every_node():
     assert clear_table("abacus.rollup_events", "") == "TRUNCATE TABLE abacus.rollup_events"
     assert clear_table("abacus.rollup_events", CLUSTER) == f"TRUNCATE TABLE abacus.rollup_events_local ON CLUSTER {CLUSTER} SYNC"
-    assert clear_table("abacus.rollup_day_totals", CLUSTER, "x = 1") == (
-        f"DELETE FROM abacus.rollup_day_totals_local ON CLUSTER {CLUSTER} WHERE x = 1"
+    assert clear_table("abacus.rollup_cohort_totals", CLUSTER, "x = 1") == (
+        f"DELETE FROM abacus.rollup_cohort_totals_local ON CLUSTER {CLUSTER} WHERE x = 1"
     )
 
 

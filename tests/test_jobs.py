@@ -220,7 +220,7 @@ def test_verification_finds_the_rollup_equal_to_the_events_and_reports_a_differe
     assert "abacus_rollup_verification_mismatches 0.0" in metrics
     # A rollup row that no event explains, as a bug would leave it:
     clean_clickhouse.client().command(
-        "INSERT INTO abacus.rollup_day_totals (experiment_key, variant_key, cohort_day, impressions) "
+        "INSERT INTO abacus.rollup_cohort_totals (experiment_key, variant_key, cohort_minute, impressions) "
         "VALUES ('homepage_hero_test', 'control', today(), 1)"
     )
     differs = finished(client, admin, client.post("/api/v1/admin/rollup/verify", headers=admin))

@@ -68,18 +68,23 @@ def analyst(settings):
 
 def results(client, headers, query: str = ""):
     all_time = "from=" not in query and "to=" not in query
-    whole_days = all(
-        f"{bound}=" not in query or f"{bound}=" in query and "T00:00:00Z" in query.split(f"{bound}=")[1].split("&")[0]
-        for bound in ("from", "to")
+    whole_minutes = all(
+        f"{bound}=" not in query or datetime.fromisoformat(_bound(query, bound)).second == 0 for bound in ("from", "to")
     )
-    if client.source == "rollup" and (all_time or whole_days) and not getattr(client, "rebuilt", False):
+    if client.source == "rollup" and (all_time or whole_minutes) and not getattr(client, "rebuilt", False):
         rebuild_rollup(client, client.admin)
         client.rebuilt = True  # type: ignore[attr-defined]
     response = client.get(f"/api/v1/experiments/results{query}", headers=headers)
     assert response.status_code == 200, response.text
-    # All time and whole UTC days come from the rollup when it runs; other windows from the events.
-    assert response.headers["x-abacus-source"] == (client.source if whole_days else "events")
+    # All time and whole UTC minutes come from the rollup when it runs; other windows from the events.
+    assert response.headers["x-abacus-source"] == (client.source if whole_minutes else "events")
     return response.json()
+
+
+def _bound(query: str, name: str) -> str:
+    from urllib.parse import unquote
+
+    return unquote(query.split(f"{name}=")[1].split("&")[0]).replace("Z", "+00:00")
 
 
 def test_counts_per_variant_with_exactly_nine_keys_in_definition_order(client, analyst, clean_clickhouse):
@@ -149,7 +154,12 @@ def test_a_window_selects_the_sessions_first_exposed_in_it(client, analyst, clea
     )
     midnight = day1.replace(hour=0).strftime("%Y-%m-%dT00:00:00Z")
     next_midnight = day2.replace(hour=0).strftime("%Y-%m-%dT00:00:00Z")
-    for window in (f"&from={midnight}&to={next_midnight}", f"&from={day1.isoformat().replace('+00:00', 'Z')}&to={next_midnight}"):
+    half_minute_before = (day1 - timedelta(seconds=30)).isoformat().replace("+00:00", "Z")  # not whole minutes: the events
+    for window in (
+        f"&from={midnight}&to={next_midnight}",
+        f"&from={day1.isoformat().replace('+00:00', 'Z')}&to={next_midnight}",
+        f"&from={half_minute_before}&to={next_midnight}",
+    ):
         first_day = results(client, analyst, f"?experiment_key={p}{window}")[0]["variants"][0]
         # Day 1's cohort is "early": its conversion on day 2 counts with it.
         assert (first_day["impressions"], first_day["conversions"], first_day["unique_sessions"]) == (1, 1, 1)
@@ -278,7 +288,7 @@ def test_timeseries_is_cumulative_per_bucket(client, analyst, clean_clickhouse):
     assert control["points"][1]["ci_low"] < 1 / 3 < control["points"][1]["ci_high"]
     assert [pt["exposed_sessions"] for pt in treatment["points"]] == [1]
     hourly = client.get(f"/api/v1/experiments/results/timeseries?experiment_key={p}&interval=hour", headers=analyst)
-    assert hourly.status_code == 200 and hourly.headers["x-abacus-source"] == "events"
+    assert hourly.status_code == 200 and hourly.headers["x-abacus-source"] == client.source  # whole hours too
     hourly_control = hourly.json()["variants"][0]["points"]
     assert [(pt["exposed_sessions"], pt["converted_sessions"]) for pt in hourly_control] == [(2, 1), (3, 1)]
     bad = client.get(f"/api/v1/experiments/results/timeseries?experiment_key={p}&interval=week", headers=analyst)

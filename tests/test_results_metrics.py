@@ -162,8 +162,9 @@ def test_a_guardrail_regression_sets_the_status(client, analyst, clean_clickhous
 
 
 def test_the_source_says_counts_came_from_the_rollup_and_the_extra_metrics_from_the_events(settings, analyst, clean_clickhouse):
-    """The nine counts come from the rollup while a metric beyond it comes from the events: the
-    header and the freshness fields must name both, not claim the events (and so current)."""
+    """The nine counts come from the rollup while a metric beyond it (a custom event type) comes
+    from the events: the header and the freshness fields must name both, not claim the events
+    (and so current). A metric of a built-in event type comes from the rollup with the counts."""
     with serve_client(dataclasses.replace(settings, rollup=True)) as client:
         client.admin = auth(settings, "admin")  # type: ignore[attr-defined]
         create(client)
@@ -176,7 +177,11 @@ def test_the_source_says_counts_came_from_the_rollup_and_the_extra_metrics_from_
         plain = results(client, analyst)
         assert plain.headers["x-abacus-source"] == "rollup"
         assert plain.json()[0]["freshness"]["counts_source"] == plain.json()[0]["freshness"]["analysis_source"] == "rollup"
-        response = results(client, analyst, "&metrics=form_start")
+        built_in = results(client, analyst, "&metrics=form_start,form_submit/form_start")
+        assert built_in.headers["x-abacus-source"] == "rollup"
+        assert built_in.json()[0]["freshness"]["analysis_source"] == "rollup"
+        assert next(v for v in built_in.json()[0]["analysis"]["variants"] if v["variant_key"] == "treat")["sessions"] == 200
+        response = results(client, analyst, "&metrics=newsletter_signup")
         assert response.headers["x-abacus-source"] == "rollup+events"
         body = response.json()[0]
         assert body["freshness"]["counts_source"] == "rollup" and body["freshness"]["analysis_source"] == "events"

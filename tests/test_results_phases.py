@@ -68,18 +68,32 @@ def two_phases(client, clickhouse) -> list[dict]:
     history = client.get(f"{url}/history", headers=admin).json()
     change_at = datetime.fromisoformat(history[1]["changed_at"])
     insert(clickhouse, sessions_rows(1, PHASE_1, change_at - timedelta(days=2)))
-    insert(clickhouse, sessions_rows(2, PHASE_2, change_at + timedelta(seconds=1)))
+    # Phase 2's first sessions come right after the change, in the minute it cut (unless it fell
+    # on the last millisecond of a minute, or exactly on a minute's start: then no minute is cut).
+    first_after = change_at + timedelta(milliseconds=1)
+    insert(clickhouse, sessions_rows(2, PHASE_2, first_after))
+    client.cut_has_sessions = change_at != minute_of(change_at) and minute_of(first_after) == minute_of(change_at)
     if client.source == "rollup":
         rebuild_rollup(client, admin)
     return history
 
 
+def minute_of(moment: datetime) -> datetime:
+    return moment.replace(second=0, microsecond=0)
+
+
+def expected_source(client) -> str:
+    """Two phases: from the events, or from the rollup's per-minute totals with the minute the
+    second phase starts in (when it has sessions) grouped by phase from the events."""
+    if client.source == "events":
+        return "events"
+    return "rollup+events" if client.cut_has_sessions else "rollup"
+
+
 def get(client, headers, query: str):
     response = client.get(f"/api/v1/experiments/results?experiment_key={KEY}{query}", headers=headers)
     assert response.status_code == 200, response.text
-    # Two phases: from the events, or from the rollup's per-day totals with the day the second
-    # phase starts in (it has sessions) grouped by phase from the events.
-    assert response.headers["x-abacus-source"] == ("events" if client.source == "events" else "rollup+events")
+    assert response.headers["x-abacus-source"] == expected_source(client)
     return response.json()[0]
 
 
@@ -248,17 +262,18 @@ def test_results_csv_follows_the_phase_parameter(client, analyst, clean_clickhou
     assert client.get(f"/api/v1/experiments/results.csv?experiment_key={KEY}&phase=9", headers=analyst).status_code == 400
 
 
-def test_the_day_a_phase_starts_in_is_split_between_the_phases(client, analyst, clean_clickhouse):
+def test_the_minute_a_phase_starts_in_is_split_between_the_phases(client, analyst, clean_clickhouse):
     history = two_phases(client, clean_clickhouse)
     change_at = datetime.fromisoformat(history[1]["changed_at"])
-    if (change_at - timedelta(seconds=5)).date() != change_at.date():
-        pytest.skip("the allocation change fell within seconds of midnight")
-    # More phase-1 sessions on the day the second phase starts, just before it started.
+    if change_at - minute_of(change_at) < timedelta(milliseconds=40):
+        pytest.skip("the allocation change fell within 40 ms of a minute's start: no room before it")
+    # More phase-1 sessions in the minute the second phase starts in, before it started (one per ms
+    # from the minute's start).
     extra = {"control": (30, 3), "treat": (10, 1)}
     rows = [
-        (KEY, v, f"late-{s}", kind, value, at)
-        for (_, v, s, kind, value, at) in sessions_rows(1, extra, change_at - timedelta(seconds=4))
+        (KEY, v, f"late-{s}", kind, value, at) for (_, v, s, kind, value, at) in sessions_rows(1, extra, minute_of(change_at))
     ]
+    client.cut_has_sessions = True
     insert(clean_clickhouse, rows)
     if client.source == "rollup":
         rebuild_rollup(client, client.admin)
@@ -267,10 +282,10 @@ def test_the_day_a_phase_starts_in_is_split_between_the_phases(client, analyst, 
     assert body["phases"][1]["sessions"] == {k: n for k, (n, _) in PHASE_2.items()}
     rows_by_key = {v["variant_key"]: (v["sessions"], v["conversions"]) for v in body["analysis"]["variants"]}
     assert rows_by_key == {k: (PHASE_1[k][0] + extra[k][0], PHASE_1[k][1] + extra[k][1]) for k in PHASE_1}
-    assert body["freshness"]["counts_source"] == ("events" if client.source == "events" else "rollup+events")
-    # The time series of phase 1 ends within that day: its share of the day comes from the events.
+    assert body["freshness"]["counts_source"] == expected_source(client)
+    # The time series of phase 1 ends within that minute: its share of it comes from the events.
     series = client.get(f"/api/v1/experiments/results/timeseries?experiment_key={KEY}&phase=1", headers=analyst)
-    assert series.headers["x-abacus-source"] == ("events" if client.source == "events" else "rollup+events")
+    assert series.headers["x-abacus-source"] == expected_source(client)
     last = {
         s["variant_key"]: (s["points"][-1]["exposed_sessions"], s["points"][-1]["converted_sessions"])
         for s in series.json()["variants"]
@@ -319,9 +334,9 @@ def test_the_timeseries_follows_the_phase_choice(client, analyst, clean_clickhou
         }
 
     assert last_points("") == (2, PHASE_2)  # the current phase, as the results' analysis
-    # Daily: the rollup's days, with the day the phase starts in (it has sessions) from the events.
+    # Daily: the rollup's minutes, with the minute the phase starts in (if it has sessions) from the events.
     daily = client.get(url, headers=analyst).headers["x-abacus-source"]
-    assert daily == ("events" if client.source == "events" else "rollup+events")
+    assert daily == expected_source(client)
     assert last_points("&phase=2") == (2, PHASE_2)
     assert last_points("&phase=1") == (1, PHASE_1)
     assert last_points("&phase=all&interval=hour") == (

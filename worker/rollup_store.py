@@ -1,4 +1,4 @@
-"""The rollup's ClickHouse side: folded events and signed per-day total differences in, session
+"""The rollup's ClickHouse side: folded events and signed per-minute total differences in, session
 states out.
 
 Each roller step writes under deduplication tokens named after the stream range it folded, so a
@@ -7,7 +7,6 @@ step redone after a crash (same range, same prior state) stores nothing twice.
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Callable
 
 import msgspec
@@ -15,7 +14,7 @@ from clickhouse_connect.driver.client import Client
 
 from shared.clickhouse_cluster import clear_table
 from shared.rollup.results_sql import (
-    COHORT_DAY,
+    COHORT_MINUTE,
     ROLLUP_EVENTS_SOURCE,
     SESSION_SUMMARY_STRUCTURE,
     SUMMARY_WIDTH,
@@ -23,7 +22,7 @@ from shared.rollup.results_sql import (
     summary_totals_sql,
     variant_totals_sql,
 )
-from shared.rollup.session import DayTotals, SessionState
+from shared.rollup.session import SessionState
 from shared.rollup.totals import TOTAL_FIELDS
 from worker.rows import COLUMNS, Decoded
 from worker.sink import ClickHouseSink
@@ -32,8 +31,8 @@ SessionKey = tuple[str, str]
 """(experiment_key, session_id)"""
 
 EVENTS_TABLE = "abacus.rollup_events"
-DAY_TOTALS_TABLE = "abacus.rollup_day_totals"
-_TOTALS_COLUMNS = ["experiment_key", "variant_key", "cohort_day", *TOTAL_FIELDS]
+COHORT_TOTALS_TABLE = "abacus.rollup_cohort_totals"
+_TOTALS_COLUMNS = ["experiment_key", "variant_key", "cohort_minute", *TOTAL_FIELDS]
 # Keeps each lookup's SQL text small; a step's misses are looked up in a few queries at most.
 _LOOKUP_CHUNK = 5000
 _encoder = msgspec.msgpack.Encoder()
@@ -101,7 +100,7 @@ def summary_rows(state: SessionState, experiment_key: str) -> tuple[bytes, ...]:
     collector does not walk."""
     rows = state.rows
     if rows is None:
-        day = state.cohort_day
+        minute = state.cohort_minute
         variants = state.variants
         exposed = 0
         for variant in variants.values():
@@ -114,7 +113,7 @@ def summary_rows(state: SessionState, experiment_key: str) -> tuple[bytes, ...]:
                     1,
                     experiment_key,
                     variant_key,
-                    day,
+                    minute,
                     variant.impressions,
                     variant.cta_clicks,
                     variant.form_starts,
@@ -135,19 +134,13 @@ def insert_summaries(sink: ClickHouseSink, rows: bytes, token: str) -> None:
     the results over events."""
     if not rows:
         return
+    # Always a token: without one ClickHouse deduplicates by the block's content, and two steps
+    # can legitimately add identical difference rows (one new session each, say).
     insert = (
-        f"INSERT INTO {DAY_TOTALS_TABLE} ({', '.join(_TOTALS_COLUMNS)}) "
+        f"INSERT INTO {COHORT_TOTALS_TABLE} ({', '.join(_TOTALS_COLUMNS)}) "
         f"SETTINGS insert_deduplication_token = '{token}', insert_deduplicate = 1 " + summary_totals_sql("{source}")
     )
     sink.insert_msgpack(insert, SESSION_SUMMARY_STRUCTURE, rows)
-
-
-def insert_day_totals(client: Client, differences: DayTotals, token: str) -> None:
-    """Add total differences computed in Python (tests compare both ways of computing them)."""
-    if not differences:
-        return
-    rows = [[experiment, variant, _date(day), *vector] for (experiment, variant, day), vector in differences.items()]
-    client.insert(DAY_TOTALS_TABLE, rows, column_names=_TOTALS_COLUMNS, settings=_dedup(token))
 
 
 def insert_events(sink: ClickHouseSink, events: list, token: str) -> None:
@@ -175,7 +168,7 @@ def rebuild_from_events(client: Client, shard: int = 0, shards: int = 1, cluster
     then compute the totals from that copy (not from the events again, which workers may have
     added to meanwhile), so folded events and totals agree with each other."""
     condition = shard_condition(shard, shards)
-    for table in (EVENTS_TABLE, DAY_TOTALS_TABLE):
+    for table in (EVENTS_TABLE, COHORT_TOTALS_TABLE):
         client.command(clear_table(table, cluster, None if shards == 1 else condition))
     # No deduplication: a rebuild must store its rows even if an earlier one produced the same.
     once = {"insert_deduplicate": 0}
@@ -185,19 +178,6 @@ def rebuild_from_events(client: Client, shard: int = 0, shards: int = 1, cluster
     )
     source = ROLLUP_EVENTS_SOURCE.replace("{shard_filter}", f"WHERE {condition}")
     client.command(
-        f"INSERT INTO {DAY_TOTALS_TABLE} ({', '.join(_TOTALS_COLUMNS)}) {variant_totals_sql(source, COHORT_DAY)}",
+        f"INSERT INTO {COHORT_TOTALS_TABLE} ({', '.join(_TOTALS_COLUMNS)}) {variant_totals_sql(source, COHORT_MINUTE)}",
         settings=once,
     )
-
-
-_EPOCH_ORDINAL = datetime.date(1970, 1, 1).toordinal()
-
-
-def _date(days_since_epoch: int) -> datetime.date:
-    return datetime.date.fromordinal(_EPOCH_ORDINAL + days_since_epoch)
-
-
-def _dedup(token: str) -> dict[str, object]:
-    # Always a token: without one ClickHouse deduplicates by the block's content, and two steps
-    # can legitimately add identical difference rows (one new session each, say).
-    return {"insert_deduplication_token": token, "insert_deduplicate": 1}

@@ -123,7 +123,7 @@ class RollupProtocol:
         pipe.time()
         pipe.get(redis_keys.ROLLUP_REBUILD)
         for shard in shares:
-            pipe.get(self._share_key("built", shard, self.shards))
+            pipe.get(self._share_key(redis_keys.ROLLUP_BUILT, shard, self.shards))
             pipe.exists(self._share_key("lock", shard, self.shards))
         now, requested, *per_share = pipe.execute()
         now_ms = int(now[0]) * 1000 + int(now[1]) // 1000
@@ -234,12 +234,12 @@ class RollupProtocol:
         if not self.tagged:
             pipe = self.redis.pipeline(transaction=True)
             pipe.xgroup_destroy(stream.stream, group)
-            pipe.delete(redis_keys.rollup_shard_key("built", shard, shards), stream.rollup_step(shard, shards))
+            pipe.delete(redis_keys.rollup_shard_key(redis_keys.ROLLUP_BUILT, shard, shards), stream.rollup_step(shard, shards))
             pipe.execute()
             return
         # The keys are in different slots: built goes first, so whatever happens next, the
         # share's next roller rebuilds (and re-creates this bookmark at the stream's start).
-        self.redis.delete(self._share_key("built", shard, shards))
+        self.redis.delete(self._share_key(redis_keys.ROLLUP_BUILT, shard, shards))
         pipe = self.redis.pipeline(transaction=True)
         pipe.xgroup_destroy(stream.stream, group)
         pipe.delete(stream.rollup_step(shard, shards))

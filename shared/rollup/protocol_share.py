@@ -56,7 +56,7 @@ class Share:
         self.tagged = bool(streams[0].tag)
         self.lock_key = redis_keys.rollup_share_key("lock", shard, shards, self.tagged)
         self._alive = redis_keys.rollup_share_key("alive", shard, shards, self.tagged)
-        self._built = redis_keys.rollup_share_key("built", shard, shards, self.tagged)
+        self._built = redis_keys.rollup_share_key(redis_keys.ROLLUP_BUILT, shard, shards, self.tagged)
         self._steps = [stream.rollup_step(shard, shards) for stream in streams]
         self._acquire = client.register_script(_ACQUIRE_LOCK)
         self._renew = client.register_script(_RENEW_LOCK)

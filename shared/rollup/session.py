@@ -9,8 +9,9 @@ results query exactly, so the two agree:
 - a session counts once per variant it has any event in (``unique_sessions``), as *exposed* where it
   has an impression, and as *clean* where it was exposed to exactly one variant of the experiment;
 - conversion value is the sum of its conversion events' values;
-- its *cohort day* is the UTC day of its first impression in the experiment (any variant), where
-  its whole contribution is filed, so windows of whole days select sessions by first exposure.
+- its *cohort minute* is the UTC minute of its first impression in the experiment (any variant),
+  where its whole contribution is filed, so windows of whole minutes (hours, days) select sessions
+  by first exposure, and a phase that starts at an instant cuts at most one minute.
 
 The state keeps its events (as ``abacus.rollup_events`` holds them, one row each) plus running
 counts per variant, so folding an event and computing a contribution cost the same however long the
@@ -24,9 +25,11 @@ from __future__ import annotations
 
 import msgspec
 
-from shared.rollup.totals import TOTAL_FIELDS
+from shared.rollup.totals import ROLLUP_EVENT_TYPES, TOTAL_FIELDS, event_pairs
 
 _WIDTH = len(TOTAL_FIELDS)
+_BASE_WIDTH = TOTAL_FIELDS.index("clean_with_cta_click")
+"""The fields before the metric sums (``_metric_sums``)."""
 (
     _IMPRESSIONS,
     _CTA_CLICKS,
@@ -42,10 +45,10 @@ _WIDTH = len(TOTAL_FIELDS)
     _CLEAN_VALUE_SUM,
     _CLEAN_VALUE_SQUARES,
     _MULTI_VARIANT_SHARE,
-) = range(_WIDTH)
-_MS_PER_DAY = 86_400_000
+) = range(_BASE_WIDTH)
+_MS_PER_MINUTE = 60_000
 NEVER_EXPOSED = 0
-"""The cohort day (days since 1970-01-01) of a session without an impression."""
+"""The cohort minute (seconds since 1970-01-01 UTC) of a session without an impression."""
 
 Contribution = dict[str, list[float]]
 """variant_key -> a vector in ``TOTAL_FIELDS`` order."""
@@ -55,7 +58,7 @@ UNCHANGED, ADDED, REPLACED = 0, 1, 2
 """What ``SessionState.apply`` did with an event."""
 
 Summary = tuple[int, int, list[tuple]]
-"""(cohort day, variants exposed, per variant (variant_key, impressions, cta_clicks, form_starts,
+"""(cohort minute, variants exposed, per variant (variant_key, impressions, cta_clicks, form_starts,
 form_submits, conversions, value)): all a session's contribution depends on."""
 
 
@@ -119,10 +122,11 @@ class SessionState(msgspec.Struct, gc=False):
         return state
 
     @property
-    def cohort_day(self) -> int:
-        """Days since 1970-01-01 (UTC) of the first impression; ``NEVER_EXPOSED`` without one."""
+    def cohort_minute(self) -> int:
+        """The UTC minute of the first impression, as seconds since 1970-01-01; ``NEVER_EXPOSED``
+        without one."""
         first = self.first_ms
-        return NEVER_EXPOSED if first is None else first // _MS_PER_DAY
+        return NEVER_EXPOSED if first is None else first // _MS_PER_MINUTE * 60
 
     def __len__(self) -> int:
         return sum(len(variant.events) for variant in self.variants.values())
@@ -176,13 +180,13 @@ class SessionState(msgspec.Struct, gc=False):
             if variant.impressions > 0:
                 exposed += 1
             parts.append(variant.part(variant_key))
-        return self.cohort_day, exposed, parts
+        return self.cohort_minute, exposed, parts
 
     def contribution(self) -> Contribution:
         """What the session adds to each variant's totals, in Python: the roller has ClickHouse
         compute it from ``summary()`` with the SQL of shared/rollup/results_sql.py; this one
         states the same arithmetic where tests can check it against that SQL."""
-        day, exposed_variants, parts = self.summary()
+        _, exposed_variants, parts = self.summary()
         out: Contribution = {}
         for variant_key, impressions, cta_clicks, form_starts, form_submits, conversions, value in parts:
             exposed = impressions > 0
@@ -203,32 +207,48 @@ class SessionState(msgspec.Struct, gc=False):
                 0.0,
                 0.0,
             ]
-            if exposed and exposed_variants == 1:
+            clean = exposed and exposed_variants == 1
+            if clean:
                 vector[_CLEAN_EXPOSED] = 1
                 vector[_CLEAN_CONVERTED] = int(converted)
                 vector[_CLEAN_VALUE_SUM] = value
                 vector[_CLEAN_VALUE_SQUARES] = value * value
             elif exposed:
                 vector[_MULTI_VARIANT_SHARE] = 1 / exposed_variants
+            vector += _metric_sums(dict(zip(ROLLUP_EVENT_TYPES, (cta_clicks, form_starts, form_submits, conversions))), clean)
             out[variant_key] = vector
         return out
 
 
-DayTotals = dict[tuple[str, str, int], list[float]]
-"""(experiment_key, variant_key, cohort day) -> a vector in ``TOTAL_FIELDS`` order."""
+def _metric_sums(counts: dict[str, int], clean: bool) -> list[float]:
+    """The metric fields of a session's vector (``TOTAL_FIELDS`` after multi_variant_share)."""
+    if not clean:
+        return [0] * (_WIDTH - _BASE_WIDTH)
+    with_any = [int(counts[kind] > 0) for kind in ROLLUP_EVENT_TYPES[:3]]
+    sums = [x for kind in ROLLUP_EVENT_TYPES for x in (counts[kind], counts[kind] * counts[kind])]
+    return [*with_any, *sums, *(counts[a] * counts[b] for a, b in event_pairs())]
+
+
+CohortTotals = dict[tuple[str, str, int], list[float]]
+"""(experiment_key, variant_key, cohort minute) -> a vector in ``TOTAL_FIELDS`` order."""
 
 
 def add_difference(
-    totals: DayTotals, experiment_key: str, before: Contribution, after: Contribution, before_day: int = 0, after_day: int = 0
+    totals: CohortTotals,
+    experiment_key: str,
+    before: Contribution,
+    after: Contribution,
+    before_cohort: int = 0,
+    after_cohort: int = 0,
 ) -> None:
-    """``totals[(experiment, variant, after_day)] += after[variant]`` and
-    ``totals[(experiment, variant, before_day)] -= before[variant]`` for every variant in either;
-    one subtraction per field when the session stayed on its day (the usual case)."""
-    same_day = before_day == after_day
+    """``totals[(experiment, variant, after_cohort)] += after[variant]`` and
+    ``totals[(experiment, variant, before_cohort)] -= before[variant]`` for every variant in either;
+    one subtraction per field when the session stayed in its cohort (the usual case)."""
+    same_cohort = before_cohort == after_cohort
     for variant_key, new in after.items():
-        key = (experiment_key, variant_key, after_day)
+        key = (experiment_key, variant_key, after_cohort)
         target = totals.get(key)
-        old = before.get(variant_key) if same_day else None
+        old = before.get(variant_key) if same_cohort else None
         if old is None:
             totals[key] = new[:] if target is None else [t + n for t, n in zip(target, new)]
         elif target is None:
@@ -236,8 +256,8 @@ def add_difference(
         else:
             totals[key] = [t + n - o for t, n, o in zip(target, new, old)]
     for variant_key, old in before.items():
-        if not same_day or variant_key not in after:
-            key = (experiment_key, variant_key, before_day)
+        if not same_cohort or variant_key not in after:
+            key = (experiment_key, variant_key, before_cohort)
             target = totals.get(key)
             totals[key] = [-o for o in old] if target is None else [t - o for t, o in zip(target, old)]
 

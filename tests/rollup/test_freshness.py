@@ -17,7 +17,7 @@ from tests.rollup.test_roller import EXPERIMENTS, assert_rollup_matches_events, 
 from worker.main import build_roller, build_worker
 from worker.rows import decode_entries
 
-BUILT = redis_keys.rollup_shard_key("built", 0, 1)
+BUILT = redis_keys.rollup_shard_key(redis_keys.ROLLUP_BUILT, 0, 1)
 LOCK = redis_keys.rollup_shard_key("lock", 0, 1)
 
 

@@ -27,7 +27,7 @@ from worker.rollup import LostLock, Roller, step_token
 from worker.rows import decode_entries
 
 LOCK = redis_keys.rollup_shard_key("lock", 0, 1)
-BUILT = redis_keys.rollup_shard_key("built", 0, 1)
+BUILT = redis_keys.rollup_shard_key(redis_keys.ROLLUP_BUILT, 0, 1)
 STEP = redis_keys.rollup_shard_key("step", 0, 1)
 ALIVE = redis_keys.rollup_shard_key("alive", 0, 1)
 

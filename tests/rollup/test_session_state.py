@@ -101,30 +101,31 @@ def test_from_arrays_rebuilds_the_same_state():
 
 
 DAY_MS = 86_400_000
+MINUTE_MS = 60_000
 
 
-def test_the_cohort_day_is_the_first_impressions_utc_day_in_any_variant():
+def test_the_cohort_is_the_first_impressions_utc_minute_in_any_variant():
     state = SessionState()
     state.apply("control", "e1", "conversion", 2.0, 20 * DAY_MS + 5)
-    assert state.cohort_day == 0, "never exposed"
-    state.apply("variant_b", "e2", "impression", None, 21 * DAY_MS + 7)
-    assert state.cohort_day == 21
+    assert state.cohort_minute == 0, "never exposed"
+    state.apply("variant_b", "e2", "impression", None, 21 * DAY_MS + 3 * MINUTE_MS + 59_999)
+    assert state.cohort_minute == 21 * 86_400 + 3 * 60, "seconds since 1970 of the minute's start"
     state.apply("control", "e3", "impression", None, 20 * DAY_MS + 3)  # a late event from earlier
-    assert state.cohort_day == 20
+    assert state.cohort_minute == 20 * 86_400
     state.apply("control", "e3", "cta_click", None, 20 * DAY_MS + 3)  # its copy with other contents replaces it
-    assert state.cohort_day == 21
+    assert state.cohort_minute == 21 * 86_400 + 3 * 60
 
 
-def test_a_session_moving_to_an_earlier_day_moves_its_whole_contribution():
+def test_a_session_moving_to_an_earlier_minute_moves_its_whole_contribution():
     state = SessionState()
     state.apply("control", "e1", "impression", None, 21 * DAY_MS)
     state.apply("control", "e2", "conversion", 4.0, 22 * DAY_MS)
-    before_day, before = state.cohort_day, state.contribution()
-    state.apply("control", "e0", "impression", None, 20 * DAY_MS)
+    before_cohort, before = state.cohort_minute, state.contribution()
+    state.apply("control", "e0", "impression", None, 21 * DAY_MS - MINUTE_MS)
     totals: dict[tuple[str, str, int], list[float]] = {}
-    add_difference(totals, "exp", before, state.contribution(), before_day, state.cohort_day)
-    old_day = dict(zip(TOTAL_FIELDS, totals[("exp", "control", 21)]))
-    new_day = dict(zip(TOTAL_FIELDS, totals[("exp", "control", 20)]))
+    add_difference(totals, "exp", before, state.contribution(), before_cohort, state.cohort_minute)
+    old_day = dict(zip(TOTAL_FIELDS, totals[("exp", "control", 21 * 86_400)]))
+    new_day = dict(zip(TOTAL_FIELDS, totals[("exp", "control", 21 * 86_400 - 60)]))
     assert old_day["unique_sessions"] == -1 and old_day["impressions"] == -1 and old_day["conversions"] == -1
     assert new_day["unique_sessions"] == 1 and new_day["impressions"] == 2 and new_day["conversions"] == 1
     assert new_day["clean_value_sum"] == 4.0 and old_day["clean_value_sum"] == -4.0

@@ -176,6 +176,32 @@ def test_metric_sql_against_chdb(clean_clickhouse):
         assert got.capped_value.sum_squares == pytest.approx((capped**2).sum())
 
 
+def test_the_rollups_metrics_equal_the_events_query(clean_clickhouse):
+    """Every binomial and ratio metric of the built-in event types, from the rollup's totals (a
+    rebuild folds the same events), equals what the events' metric query computes."""
+    from query_api.metrics.from_rollup import metrics_from_totals
+    from query_api.results_query import fetch_rollup_totals
+    from shared.rollup.totals import ROLLUP_EVENT_TYPES, event_pairs
+    from worker.rollup_store import rebuild_from_events
+
+    rng = np.random.default_rng(7)
+    rows, _ = _session_events(rng, sessions=300)
+    client = clean_clickhouse.client()
+    client.insert("abacus.events", rows, column_names=EVENT_COLUMNS)
+    rebuild_from_events(client)
+    ratios = tuple((*pair,) for pair in event_pairs()) + tuple((b, a) for a, b in event_pairs()) + (("form_start", "form_start"),)
+    query = metric_statistics_sql("exp", event_types=ROLLUP_EVENT_TYPES, ratios=ratios)
+    from_events = variant_metrics(query, client.query(query.sql, parameters=query.parameters).result_rows)
+    totals = fetch_rollup_totals(client, ["exp"])
+    assert set(from_events) == {"a", "b"}
+    for variant, expected in from_events.items():
+        got = metrics_from_totals(totals[("exp", variant)], ROLLUP_EVENT_TYPES, ratios)
+        assert got.sessions == expected.sessions > 0
+        assert got.binomial == expected.binomial
+        assert got.ratios == expected.ratios
+        assert got.value.sum == pytest.approx(expected.value.sum) and got.value.n == expected.value.n
+
+
 def test_metric_sql_rejects_a_bad_percentile():
     with pytest.raises(ValueError):
         metric_statistics_sql("exp", cap_percentile=1.0)
