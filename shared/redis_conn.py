@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
 
-from shared.settings import Settings, SettingsError
+from shared.settings import Settings
 
 _CONNECT_TIMEOUT = 2.0
 
@@ -43,10 +43,7 @@ def sync_client(url: str, socket_timeout: float = 5.0, *, cluster: bool = False,
 
 
 def _check(settings: Settings) -> None:
-    if settings.redis_cluster and settings.redis_sentinel_master:
-        raise SettingsError(
-            "ABACUS_REDIS_CLUSTER and ABACUS_REDIS_SENTINEL_MASTER exclude each other: a cluster fails over by itself"
-        )
+    settings.refuse_conflicts()  # also for settings built in code, not read by from_env
 
 
 def async_client_for(settings: Settings) -> aioredis.Redis:

@@ -146,7 +146,17 @@ class Settings:
                 continue
             values[name] = _parse(name, kind, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+        settings = cls(**values)
+        settings.refuse_conflicts()
+        return settings
+
+    def refuse_conflicts(self) -> None:
+        """Settings that are each valid but exclude each other: refused when they are read, so
+        every command stops with the message instead of a process failing later on its own."""
+        if self.redis_cluster and self.redis_sentinel_master:
+            raise SettingsError(
+                "ABACUS_REDIS_CLUSTER and ABACUS_REDIS_SENTINEL_MASTER exclude each other: a cluster fails over by itself"
+            )
 
     @property
     def hash_tagged(self) -> bool:

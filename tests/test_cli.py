@@ -52,6 +52,22 @@ def test_ingest_refuses_a_wait_timeout_out_of_range_in_one_sentence(timeout_ms):
     assert result.stderr.strip() == f"abacus: ABACUS_REDIS_WAIT_TIMEOUT_MS={timeout_ms} must be between 1 and 4000"
 
 
+@pytest.mark.parametrize("role", ["ingest", "worker", "serve"])
+def test_cluster_and_sentinel_together_are_refused_in_one_sentence(role):
+    # Read with the settings: not a traceback from a server worker process once it connects.
+    result = abacus(
+        role,
+        ABACUS_REDIS_URL="redis://127.0.0.1:1/0",
+        ABACUS_REDIS_CLUSTER="true",
+        ABACUS_REDIS_SENTINEL_MASTER="mymaster",
+        ABACUS_CLICKHOUSE_URL="http://127.0.0.1:1",
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == (
+        "abacus: ABACUS_REDIS_CLUSTER and ABACUS_REDIS_SENTINEL_MASTER exclude each other: a cluster fails over by itself"
+    )
+
+
 def test_query_api_refuses_to_start_without_a_strong_secret():
     base = {"ABACUS_REDIS_URL": "redis://127.0.0.1:6379/0", "ABACUS_CLICKHOUSE_URL": "http://127.0.0.1:8123"}
     assert "ABACUS_JWT_SECRET is not set" in abacus("query-api", **base).stderr
