@@ -90,7 +90,8 @@ class CORS:
         """Whether an answer on ``path`` without CORS headers still says ``Vary: Origin``."""
         # The public registry is cached by browsers and CDNs: an answer without CORS headers
         # must not be served to an allowed origin from cache, nor the reverse.
-        return path == _VARIED_PATH and (self._any or bool(self._origins))
+        # Litestar serves the route with a trailing slash too: it varies the same.
+        return path.rstrip("/") == _VARIED_PATH and (self._any or bool(self._origins))
 
     async def _preflight(self, origin: bytes, send: Any) -> None:
         status, headers = self.preflight_answer(origin)

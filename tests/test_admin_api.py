@@ -304,9 +304,11 @@ def test_removing_a_variant_with_events_needs_force(client, admin, clickhouse):
     assert client.put(f"{url}?force=true", json=without_shorter, headers=admin).status_code == 200
 
 
-def test_public_registry_varies_on_origin_on_every_answer(client):
+@pytest.mark.parametrize("path", ["/api/experiments", "/api/experiments/"])
+def test_public_registry_varies_on_origin_on_every_answer(client, path):
     for headers in ({}, {"Origin": "https://site.example"}, {"Origin": "https://elsewhere.example"}):
-        answer = client.get("/api/experiments", headers=headers)
+        answer = client.get(path, headers=headers)
+        assert answer.status_code == 200
         assert "origin" in answer.headers.get("vary", "").lower(), (headers, answer.headers)
-        again = client.get("/api/experiments", headers={**headers, "If-None-Match": answer.headers["etag"]})
+        again = client.get(path, headers={**headers, "If-None-Match": answer.headers["etag"]})
         assert again.status_code == 304 and "origin" in again.headers.get("vary", "").lower()
