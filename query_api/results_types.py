@@ -73,7 +73,7 @@ class ResultsFreshness(msgspec.Struct):
     message: str | None = None
 
 
-class ExperimentResults(msgspec.Struct):
+class ExperimentResults(msgspec.Struct, kw_only=True):
     experiment_key: str
     name: str
     enabled: bool
@@ -89,7 +89,8 @@ class ExperimentResults(msgspec.Struct):
     """Every phase of the definition history, with its allocations and its own SRM check."""
     analysis_phase: int | Literal["all"] = 1
     """The phase `analysis` covers (the current one unless `phase=` says otherwise), or "all"."""
-    freshness: ResultsFreshness | None = None
+    freshness: ResultsFreshness
+    """Where the counts and the analysis came from and what the rollup had not folded yet."""
 
 
 class TimePoint(msgspec.Struct):

@@ -95,6 +95,7 @@ def test_every_key_of_real_answers_is_in_the_schema(served, settings):
     assert analysis["variants"][1]["comparison"]["conversion_rate"]["bayesian"]["chance_to_beat_control"] is not None
     # The analysis is typed all the way down, not a free-form object.
     results = resolve(spec, ok_schema(spec, "/api/v1/experiments/results")["items"])
+    assert "freshness" in results["required"], "every answer says where its numbers came from"
     typed = alternatives(spec, results["properties"]["analysis"])
     assert any("variants" in s.get("properties", {}) for s in typed)
 
