@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 from query_api.metrics.rows import VariantMetrics
-from query_api.results_phases import MetricPlan, add_totals
+from query_api.results_phases import MetricPlan, add_totals, cohort_start
 from query_api.stats import ProportionStats, SampleMeanStats, VariantInput, analyze_experiment
 from query_api.stats.answer_types import Analysis
 from query_api.stats.phases import Phase, phases_summary
@@ -121,7 +121,7 @@ def analyse(
         if len(phases) > 1:
             analysis["messages"].insert(
                 0,
-                f"Phase {index + 1} of {len(phases)} (sessions first exposed since {phases[index].start.isoformat()}); "
+                f"Phase {index + 1} of {len(phases)} (sessions first exposed since {cohort_start(phases[index].start).isoformat()}); "
                 "phase=all gives the stratified all-phases analysis.",
             )
     analysis["phase"] = "all" if selection == ALL_PHASES else int(selection) + 1

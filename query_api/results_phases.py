@@ -3,8 +3,9 @@ per-variant statistics, and the definition's extra metrics, all as sufficient st
 
 Phases come from the definition history (`query_api.stats.phases.split_phases`): every change of
 allocations starts one. A session belongs to the phase its first impression in the experiment falls
-in; the first phase also holds the sessions first exposed before the definition's first version
-(backfilled events), so no exposed session is left out of every phase.
+in, phases counted in whole UTC minutes (`cohort_start`: the minute of a change still belongs to the
+phase before); the first phase also holds the sessions first exposed before the definition's first
+version (backfilled events), so no exposed session is left out of every phase.
 
 An experiment that never changed its allocations has one phase, its totals are the ones the
 results body already has (from the rollup when it can answer), and nothing else is queried. With
@@ -80,7 +81,22 @@ def custom_event_types(client: Client, key: str) -> tuple[str, ...]:
 
 
 def phase_starts(phases: list[Phase]) -> list[dt.datetime]:
-    return [phase.start for phase in phases[1:]]
+    """Where each later phase's cohort starts: its start rounded up to a whole UTC minute."""
+    return [cohort_start(phase.start) for phase in phases[1:]]
+
+
+def cohort_start(moment: dt.datetime) -> dt.datetime:
+    """The first whole UTC minute at or after ``moment``.
+
+    A phase's sessions are those first exposed from there on: the minute an allocation changed
+    in still belongs to the phase before. Pages pick a new split up within the registry's cache
+    time (5 s) and a session keeps the variant it was first given, so that minute is a mix of
+    both splits whichever phase gets it; giving it to the earlier phase keeps the current phase
+    (the default analysis) pure, and makes every phase a range of whole minutes, which the
+    rollup sums without reading a single event."""
+    utc = moment.astimezone(dt.timezone.utc)
+    floor = utc.replace(second=0, microsecond=0)
+    return floor if floor == utc else floor + dt.timedelta(minutes=1)
 
 
 def fetch_phase_totals(

@@ -27,13 +27,11 @@ ROLLUP_TOTALS_SQL = (
     f"SELECT experiment_key, variant_key, {_ROLLUP_SUMS} FROM abacus.rollup_cohort_totals "
     "WHERE experiment_key IN {keys:Array(String)} {minute_filter} GROUP BY experiment_key, variant_key"
 )
-# Per phase (how many later phases had started by the minute: every session of a minute no phase
-# start cuts belongs to one phase) and, for a minute a phase starts within, that minute apart.
+# Per phase: how many later phases' cohorts had started by the minute (they start on whole minutes).
 ROLLUP_PHASE_TOTALS_SQL = (
     "SELECT variant_key, arrayCount(b -> b <= cohort_minute, {phase_starts:Array(DateTime64(3, 'UTC'))}) AS phase, "
-    f"if(has({{cut_minutes:Array(DateTime('UTC'))}}, cohort_minute), cohort_minute, {NEVER_EXPOSED_MINUTE}) AS cut, "
     f"{_ROLLUP_SUMS} FROM abacus.rollup_cohort_totals "
-    "WHERE experiment_key = {key:String} {minute_filter} GROUP BY variant_key, phase, cut"
+    "WHERE experiment_key = {key:String} {minute_filter} GROUP BY variant_key, phase"
 )
 ROLLUP_BUCKETS_SQL = (
     "SELECT variant_key, {bucket} AS bucket, sum(clean_exposed), sum(clean_converted) FROM abacus.rollup_cohort_totals "
@@ -84,21 +82,17 @@ def fetch_rollup_phase_totals(
     client: Client,
     key: str,
     phase_starts: list[dt.datetime],
-    cut_minutes: list[dt.datetime],
     start: dt.datetime | None = None,
     end: dt.datetime | None = None,
-) -> list[tuple[str, int, dt.datetime | None, VariantRollup]]:
-    """(variant, phase index, cut minute, totals) from the rollup, all time or in a window of whole
-    UTC minutes: the phase of every minute that no phase start cuts (sessions never exposed in the
-    first), and each of ``cut_minutes`` on its own row (cut minute None for the others)."""
+) -> list[tuple[str, int, VariantRollup]]:
+    """(variant, phase index, totals) from the rollup, all time or in a window of whole UTC
+    minutes, for phases whose cohorts start at ``phase_starts`` (whole minutes; sessions never
+    exposed count in the first phase, as ``PHASE_INDEX`` puts them)."""
     minute_filter, parameters = _minute_filter(start, end)
     sql = ROLLUP_PHASE_TOTALS_SQL.replace("{minute_filter}", minute_filter)
-    parameters |= {"key": key, "phase_starts": phase_starts, "cut_minutes": cut_minutes}
+    parameters |= {"key": key, "phase_starts": phase_starts}
     rows = client.query(sql, parameters=parameters).result_rows
-    return [
-        (variant_key, int(phase), cut if cut.timestamp() > 0 else None, VariantRollup(*numbers))
-        for variant_key, phase, cut, *numbers in rows
-    ]
+    return [(variant_key, int(phase), VariantRollup(*numbers)) for variant_key, phase, *numbers in rows]
 
 
 # The sessions first exposed in a window, found from impressions alone (a session whose first

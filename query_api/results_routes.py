@@ -16,7 +16,7 @@ from query_api.auth import requires_analyst
 from query_api.errors import BadQuery
 from query_api.results_analysis import ALL_PHASES, add_totals, analyse
 from query_api.results_examples import results_example, timeseries_example
-from query_api.results_phases import custom_event_types, metric_plan
+from query_api.results_phases import cohort_start, custom_event_types, metric_plan
 from query_api.results_query import fetch_event_buckets, fetch_rollup_totals, fetch_rollups, whole_minutes
 from query_api.results_sources import (
     PhaseTotals,
@@ -274,7 +274,8 @@ def build_timeseries(
     if number != ALL_PHASES and len(phases) > 1:
         chosen = phases[int(number) - 1]
         # Phase 1 also holds the sessions first exposed before the first version (as the results).
-        start, end = (chosen.start if chosen.number > 1 else None), chosen.end
+        start = cohort_start(chosen.start) if chosen.number > 1 else None
+        end = cohort_start(chosen.end) if chosen.end is not None else None
     freshness = service.rollup_freshness([key])
     client = service.clickhouse.client()
     source: Source

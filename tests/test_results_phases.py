@@ -14,6 +14,7 @@ import pytest
 from scipy import stats as sps
 from statsmodels.stats.proportion import proportions_ztest
 
+from query_api.results_phases import cohort_start
 from tests.helpers import auth, rebuild_rollup, serve_client
 from tests.test_results_api import insert
 
@@ -68,11 +69,9 @@ def two_phases(client, clickhouse) -> list[dict]:
     history = client.get(f"{url}/history", headers=admin).json()
     change_at = datetime.fromisoformat(history[1]["changed_at"])
     insert(clickhouse, sessions_rows(1, PHASE_1, change_at - timedelta(days=2)))
-    # Phase 2's first sessions come right after the change, in the minute it cut (unless it fell
-    # on the last millisecond of a minute, or exactly on a minute's start: then no minute is cut).
-    first_after = change_at + timedelta(milliseconds=1)
-    insert(clickhouse, sessions_rows(2, PHASE_2, first_after))
-    client.cut_has_sessions = change_at != minute_of(change_at) and minute_of(first_after) == minute_of(change_at)
+    # Phase 2's sessions from the first whole minute after the change: the minute it fell in
+    # still belongs to phase 1 (query_api.results_phases.cohort_start).
+    insert(clickhouse, sessions_rows(2, PHASE_2, cohort_start(change_at)))
     if client.source == "rollup":
         rebuild_rollup(client, admin)
     return history
@@ -82,18 +81,11 @@ def minute_of(moment: datetime) -> datetime:
     return moment.replace(second=0, microsecond=0)
 
 
-def expected_source(client) -> str:
-    """Two phases: from the events, or from the rollup's per-minute totals with the minute the
-    second phase starts in (when it has sessions) grouped by phase from the events."""
-    if client.source == "events":
-        return "events"
-    return "rollup+events" if client.cut_has_sessions else "rollup"
-
-
 def get(client, headers, query: str):
     response = client.get(f"/api/v1/experiments/results?experiment_key={KEY}{query}", headers=headers)
     assert response.status_code == 200, response.text
-    assert response.headers["x-abacus-source"] == expected_source(client)
+    # Phases count whole minutes of first exposure: the rollup alone answers, when it runs.
+    assert response.headers["x-abacus-source"] == client.source
     return response.json()[0]
 
 
@@ -262,30 +254,34 @@ def test_results_csv_follows_the_phase_parameter(client, analyst, clean_clickhou
     assert client.get(f"/api/v1/experiments/results.csv?experiment_key={KEY}&phase=9", headers=analyst).status_code == 400
 
 
-def test_the_minute_a_phase_starts_in_is_split_between_the_phases(client, analyst, clean_clickhouse):
+def test_the_minute_a_phase_starts_in_counts_in_the_phase_before(client, analyst, clean_clickhouse):
     history = two_phases(client, clean_clickhouse)
     change_at = datetime.fromisoformat(history[1]["changed_at"])
-    if change_at - minute_of(change_at) < timedelta(milliseconds=40):
-        pytest.skip("the allocation change fell within 40 ms of a minute's start: no room before it")
-    # More phase-1 sessions in the minute the second phase starts in, before it started (one per ms
-    # from the minute's start).
-    extra = {"control": (30, 3), "treat": (10, 1)}
+    if cohort_start(change_at) - change_at < timedelta(milliseconds=25) or change_at - minute_of(change_at) < timedelta(
+        milliseconds=35
+    ):
+        pytest.skip("the allocation change fell within milliseconds of a minute's start or end: no room for both sides")
+    # Sessions first exposed in the minute of the change, before it and after it (one per ms from
+    # the minute's start, and from the change): all of them count in phase 1.
+    before = {"control": (30, 3), "treat": (10, 1)}
+    after = {"control": (5, 1), "treat": (20, 2)}
     rows = [
-        (KEY, v, f"late-{s}", kind, value, at) for (_, v, s, kind, value, at) in sessions_rows(1, extra, minute_of(change_at))
+        (KEY, v, f"late-{s}", kind, value, at) for (_, v, s, kind, value, at) in sessions_rows(1, before, minute_of(change_at))
     ]
-    client.cut_has_sessions = True
+    rows += [(KEY, v, f"after-{s}", kind, value, at) for (_, v, s, kind, value, at) in sessions_rows(1, after, change_at)]
     insert(clean_clickhouse, rows)
     if client.source == "rollup":
         rebuild_rollup(client, client.admin)
     body = get(client, analyst, "&phase=1")
+    extra = {k: (before[k][0] + after[k][0], before[k][1] + after[k][1]) for k in before}
     assert body["phases"][0]["sessions"] == {k: PHASE_1[k][0] + extra[k][0] for k in PHASE_1}
     assert body["phases"][1]["sessions"] == {k: n for k, (n, _) in PHASE_2.items()}
     rows_by_key = {v["variant_key"]: (v["sessions"], v["conversions"]) for v in body["analysis"]["variants"]}
     assert rows_by_key == {k: (PHASE_1[k][0] + extra[k][0], PHASE_1[k][1] + extra[k][1]) for k in PHASE_1}
-    assert body["freshness"]["counts_source"] == expected_source(client)
-    # The time series of phase 1 ends within that minute: its share of it comes from the events.
+    assert body["freshness"]["counts_source"] == client.source
+    # The time series of phase 1 ends with that minute, from the rollup alone.
     series = client.get(f"/api/v1/experiments/results/timeseries?experiment_key={KEY}&phase=1", headers=analyst)
-    assert series.headers["x-abacus-source"] == expected_source(client)
+    assert series.headers["x-abacus-source"] == client.source
     last = {
         s["variant_key"]: (s["points"][-1]["exposed_sessions"], s["points"][-1]["converted_sessions"])
         for s in series.json()["variants"]
@@ -334,9 +330,9 @@ def test_the_timeseries_follows_the_phase_choice(client, analyst, clean_clickhou
         }
 
     assert last_points("") == (2, PHASE_2)  # the current phase, as the results' analysis
-    # Daily: the rollup's minutes, with the minute the phase starts in (if it has sessions) from the events.
+    # Daily: the rollup's minutes, when it runs.
     daily = client.get(url, headers=analyst).headers["x-abacus-source"]
-    assert daily == expected_source(client)
+    assert daily == client.source
     assert last_points("&phase=2") == (2, PHASE_2)
     assert last_points("&phase=1") == (1, PHASE_1)
     assert last_points("&phase=all&interval=hour") == (

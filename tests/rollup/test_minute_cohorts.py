@@ -1,6 +1,6 @@
 """The rollup's per-minute cohorts against the events, on chDB: phases that start at arbitrary
-instants, windows of whole minutes and the daily and hourly time series give exactly what the
-same questions computed from abacus.events give, cut minutes included."""
+instants (their cohorts in whole minutes), windows of whole minutes and the daily and hourly time
+series give exactly what the same questions computed from abacus.events give."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from query_api.results_phases import fetch_phase_totals
+from query_api.results_phases import cohort_start, fetch_phase_totals
 from query_api.results_query import fetch_event_buckets, fetch_rollup_totals, fetch_rollups
-from query_api.results_sources import cut_minutes, phase_buckets_from_rollup, phase_totals_from_rollup
+from query_api.results_sources import phase_buckets_from_rollup, phase_totals_from_rollup
 from query_api.stats.phases import Phase
 from tests.helpers import EVENT_COLUMNS
 from worker.rollup_store import rebuild_from_events
@@ -61,12 +61,25 @@ def _phases() -> list[Phase]:
 
 def test_phases_starting_inside_minutes_equal_the_events(folded):
     phases = _phases()
-    assert cut_minutes(phases) == [START + timedelta(minutes=61), START + timedelta(minutes=150)]
     from_rollup = phase_totals_from_rollup(folded, KEY, phases, None, None)
     from_events = fetch_phase_totals(folded, KEY, phases, None, None)
-    assert from_rollup.source == "rollup+events"
+    assert from_rollup.source == "rollup"
     assert all(phase for phase in from_events), "every phase has sessions: the test would prove little otherwise"
     assert from_rollup.by_phase == from_events
+
+
+def test_the_minute_of_a_change_counts_in_the_phase_before(folded):
+    change = START + timedelta(minutes=61, seconds=30)
+    assert cohort_start(change) == START + timedelta(minutes=62)
+    assert cohort_start(START + timedelta(minutes=62)) == START + timedelta(minutes=62), "a whole minute stays"
+    minute = START + timedelta(minutes=61)
+    inside_before = fetch_rollups(folded, [KEY], minute, change)
+    inside_after = fetch_rollups(folded, [KEY], change, minute + timedelta(minutes=1))
+    assert all(sum(t.exposed_sessions for t in part.values()) for part in (inside_before, inside_after)), "sessions on both sides"
+    first_phase = phase_totals_from_rollup(folded, KEY, _phases(), None, None).by_phase[0]
+    up_to_the_minutes_end = fetch_rollups(folded, [KEY], None, minute + timedelta(minutes=1))
+    for variant in ("control", "treat"):
+        assert first_phase[variant].exposed_sessions == up_to_the_minutes_end[(KEY, variant)].exposed_sessions
 
 
 def test_windows_of_whole_minutes_equal_the_events(folded):
@@ -83,9 +96,10 @@ def test_windows_of_whole_minutes_equal_the_events(folded):
 @pytest.mark.parametrize("interval", ["day", "hour"])
 def test_the_time_series_of_each_phase_equals_the_events(folded, interval):
     for phase in _phases():
-        start = phase.start if phase.number > 1 else None
-        points, source = phase_buckets_from_rollup(folded, KEY, interval, start, phase.end)
-        expected = fetch_event_buckets(folded, KEY, interval, start, phase.end)
+        start = cohort_start(phase.start) if phase.number > 1 else None
+        end = cohort_start(phase.end) if phase.end is not None else None
+        points, source = phase_buckets_from_rollup(folded, KEY, interval, start, end)
+        expected = fetch_event_buckets(folded, KEY, interval, start, end)
         assert points == expected, (interval, phase.number)
         assert sum(exposed for series in expected.values() for _, exposed, _ in series) > 0
-        assert source == "rollup+events"  # every phase starts or ends inside a minute with sessions
+        assert source == "rollup"
