@@ -75,10 +75,9 @@ class SessionCache:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self._states: OrderedDict[tuple[str, str], SessionState] = OrderedDict()
-
-    def get(self, key: tuple[str, str]) -> SessionState | None:
-        """The cached state, left where it is: a step puts back every state it got (``put_all``)."""
-        return self._states.get(key)
+        # The cached state, left where it is: a step puts back every state it got (``put_all``).
+        # The dict's own method, called once per session a step touches (``clear`` keeps the dict).
+        self.get = self._states.get
 
     def put_all(self, states: dict[tuple[str, str], SessionState]) -> None:
         """Keep ``states`` as the most recently touched, then let go of the oldest beyond capacity."""
@@ -96,6 +95,58 @@ class SessionCache:
 
     def __len__(self) -> int:
         return len(self._states)
+
+
+class _Step:
+    """What one step's fold gathers: the states it touched, the sessions it created, the
+    events that replaced another copy, and the summary rows of the changed sessions."""
+
+    def __init__(self) -> None:
+        self.states: dict[tuple[str, str], SessionState] = {}
+        self.created: list[tuple[str, str]] = []
+        self.replaced: list[FoldEvent] = []
+        self.rows: list[rollup_store.SummaryRow] = []
+        self._late: list[tuple[str, SessionState, tuple[rollup_store.SummaryRow, ...]]] = []
+
+    def apply(self, key: tuple[str, str], state: SessionState | None, group: list[FoldEvent]) -> None:
+        """Apply one session's events of the step (a new state when ``state`` is None), then
+        add its summary before (-1) and after (+1) to the step's rows if it changed. A state
+        that changed has let go of its cached rows (``SessionState.apply``), so the rows from
+        before are this step's to flip."""
+        if state is None:
+            state = SessionState()
+            before: tuple[rollup_store.SummaryRow, ...] = ()
+        else:
+            before = rollup_store.summary_rows(state, key[0])
+        self.states[key] = state
+        apply, replaced = state.apply, self.replaced
+        replaced_before = len(replaced)
+        for event in group:
+            if (
+                apply(event.variant_key, event.event_id, event.event_type, event.conversion_value, event.received_at_ms)
+                == REPLACED
+            ):
+                replaced.append(event)
+        if state.rows is not None:
+            return  # every event was already there: nothing changed
+        if len(replaced) != replaced_before:
+            # The copy abacus.events keeps is read back first (ShareFolder._as_stored).
+            self._late.append((key[0], state, before))
+            return
+        self._add_rows(key[0], state, before)
+
+    def add_late_rows(self) -> None:
+        """The rows of the sessions whose copies were read back, now that they have been."""
+        for experiment_key, state, before in self._late:
+            self._add_rows(experiment_key, state, before)
+        self._late = []
+
+    def _add_rows(self, experiment_key: str, state: SessionState, before: tuple[rollup_store.SummaryRow, ...]) -> None:
+        rows = self.rows
+        for row in before:
+            row.sign = -1
+            rows.append(row)
+        rows.extend(rollup_store.summary_rows(state, experiment_key))
 
 
 class ShareFolder:
@@ -130,7 +181,8 @@ class ShareFolder:
         if self.shards > 1:
             events = [event for event in events if self._owns(event.experiment_key)]
         # Each session's events together, in stream order: its state is looked up, and its
-        # contribution before and after the step computed, once per step, not once per event.
+        # summary before and after the step built, once per step, not once per event; and all
+        # of a session's work is done in one go, while its state is in the CPU's caches.
         by_session: dict[tuple[str, str], list[FoldEvent]] = {}
         for event in events:
             key = (event.experiment_key, event.session_id)
@@ -140,60 +192,37 @@ class ShareFolder:
             else:
                 group.append(event)
         known = self._known_sessions()
-        states: dict[tuple[str, str], SessionState] = {}
-        missing = []
         pinned = self.pinned
         cache_get = self.cache.get
-        for key in by_session:
+        step = _Step()
+        states = step.states
+        evicted = []
+        for key, group in by_session.items():
             state = cache_get(key)
             if state is None:
                 state = pinned.get(key)
-            if state is not None:
-                states[key] = state
-            elif known.may_contain(*key):
-                missing.append(key)  # folded once and since evicted (or a rare false positive)
-        if missing:
-            states.update(rollup_store.load_sessions(self.clickhouse.client(), missing))
-        # States change in place: if this step fails, the cache is cleared and the states are
-        # read back from ClickHouse, as they were before the step.
-        changed: list[tuple[tuple[str, str], SessionState, tuple[bytes, ...]]] = []
-        created = []
-        replaced = []
-        summary_rows = rollup_store.summary_rows
-        for key, group in by_session.items():
-            state = states.get(key)
-            if state is None:
-                state = states[key] = SessionState()
-                created.append(key)
-                before: tuple[bytes, ...] = ()
-            else:
-                before = summary_rows(state, key[0])
-            apply = state.apply
-            touched = False
-            for event in group:
-                outcome = apply(event.variant_key, event.event_id, event.event_type, event.conversion_value, event.received_at_ms)
-                if outcome:
-                    touched = True
-                    if outcome == REPLACED:
-                        replaced.append(event)
-            if touched:
-                changed.append((key, state, before))
-        events = self._as_stored(events, replaced, states)
-        # Each changed session's contribution before (-1) and after (+1) the step, as summaries:
-        # ClickHouse turns them into the per-day total differences with the results' own SQL.
-        pieces: list[bytes] = []
-        add = pieces.append
-        subtracted = rollup_store.SUBTRACTED_PREFIX
-        for key, state, before in changed:
-            for row in before:
-                add(subtracted + row[2:])
-            pieces.extend(summary_rows(state, key[0]))
+                if state is None:
+                    if known.may_contain(*key):
+                        evicted.append(key)  # folded once and since evicted (or a rare false positive)
+                        continue
+                    step.created.append(key)  # brand new: nothing to look up or subtract
+            step.apply(key, state, group)
+        if evicted:
+            loaded = rollup_store.load_sessions(self.clickhouse.client(), evicted)
+            for key in evicted:
+                state = loaded.get(key)
+                if state is None:
+                    step.created.append(key)
+                step.apply(key, state, by_session[key])
+        events = self._as_stored(events, step.replaced, states)
+        step.add_late_rows()
+        encoded = rollup_store.summaries(step.rows)
         # Before the inserts: a session marked folded that never was costs one needless lookup,
         # while one folded but not marked would be counted as new.
-        for key in created:
+        for key in step.created:
             known.add(*key)
         self.cache.put_all(states)
-        return b"".join(pieces), events, read, states
+        return encoded, events, read, states
 
     def _as_stored(self, events: list[FoldEvent], replaced: list[FoldEvent], states: dict) -> list[FoldEvent]:
         """The step's events, one copy per event as abacus.events keeps it.
