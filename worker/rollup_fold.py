@@ -1,10 +1,9 @@
-"""The in-memory half of a rollup step: a share's events applied to its session states.
+"""The in-memory half of the rollup: a share's session states, and decoding what it folds.
 
-Given the events a step read, ``ShareFolder.fold`` finds each touched session's state (the
-cache, the step in flight, else ``abacus.rollup_events``), applies the events and returns the
-signed session summaries ClickHouse turns into per-day total differences, plus the events one
-copy each as ``abacus.events`` keeps them. It writes nothing: worker/rollup_share.py records,
-writes and bookmarks the step (the protocol's part).
+``ShareFolder`` keeps a share's session states (a bounded cache, the step in flight's, and a
+filter of the sessions ever folded) and finds the copy of an event abacus.events keeps;
+worker/rollup_step.py folds one step's events into them, and worker/rollup_share.py records,
+writes and bookmarks the step (the protocol's part). Nothing here writes.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ import msgspec
 from shared.clickhouse import ClickHouse
 from shared.rollup.known_sessions import KnownSessions
 from shared.rollup.protocol import shard_of
-from shared.rollup.session import REPLACED, SessionState
+from shared.rollup.session import SessionState
 from shared.wire import StreamEnvelope, StreamEvent
 from worker import rollup_store
 from worker.rows import envelope_bytes
@@ -97,58 +96,6 @@ class SessionCache:
         return len(self._states)
 
 
-class _Step:
-    """What one step's fold gathers: the states it touched, the sessions it created, the
-    events that replaced another copy, and the summary rows of the changed sessions."""
-
-    def __init__(self) -> None:
-        self.states: dict[tuple[str, str], SessionState] = {}
-        self.created: list[tuple[str, str]] = []
-        self.replaced: list[FoldEvent] = []
-        self.rows: list[rollup_store.SummaryRow] = []
-        self._late: list[tuple[str, SessionState, tuple[rollup_store.SummaryRow, ...]]] = []
-
-    def apply(self, key: tuple[str, str], state: SessionState | None, group: list[FoldEvent]) -> None:
-        """Apply one session's events of the step (a new state when ``state`` is None), then
-        add its summary before (-1) and after (+1) to the step's rows if it changed. A state
-        that changed has let go of its cached rows (``SessionState.apply``), so the rows from
-        before are this step's to flip."""
-        if state is None:
-            state = SessionState()
-            before: tuple[rollup_store.SummaryRow, ...] = ()
-        else:
-            before = rollup_store.summary_rows(state, key[0])
-        self.states[key] = state
-        apply, replaced = state.apply, self.replaced
-        replaced_before = len(replaced)
-        for event in group:
-            if (
-                apply(event.variant_key, event.event_id, event.event_type, event.conversion_value, event.received_at_ms)
-                == REPLACED
-            ):
-                replaced.append(event)
-        if state.rows is not None:
-            return  # every event was already there: nothing changed
-        if len(replaced) != replaced_before:
-            # The copy abacus.events keeps is read back first (ShareFolder._as_stored).
-            self._late.append((key[0], state, before))
-            return
-        self._add_rows(key[0], state, before)
-
-    def add_late_rows(self) -> None:
-        """The rows of the sessions whose copies were read back, now that they have been."""
-        for experiment_key, state, before in self._late:
-            self._add_rows(experiment_key, state, before)
-        self._late = []
-
-    def _add_rows(self, experiment_key: str, state: SessionState, before: tuple[rollup_store.SummaryRow, ...]) -> None:
-        rows = self.rows
-        for row in before:
-            row.sign = -1
-            rows.append(row)
-        rows.extend(rollup_store.summary_rows(state, experiment_key))
-
-
 class ShareFolder:
     """One share's session states: a bounded cache, the states of the step being written, and
     a filter of the sessions ever folded (so brand-new sessions are never looked up)."""
@@ -173,58 +120,7 @@ class ShareFolder:
         self.forget()
         self._known = None
 
-    def fold(self, events: list[FoldEvent]) -> tuple[bytes, list[FoldEvent], int, dict]:
-        """Apply this share's ``events`` (of the step's entries) to the session states: (the
-        step's signed session summaries as msgpack rows, its events one copy each as
-        abacus.events keeps them, events read, the states it touched)."""
-        read = len(events)
-        if self.shards > 1:
-            events = [event for event in events if self._owns(event.experiment_key)]
-        # Each session's events together, in stream order: its state is looked up, and its
-        # summary before and after the step built, once per step, not once per event; and all
-        # of a session's work is done in one go, while its state is in the CPU's caches.
-        by_session: dict[tuple[str, str], list[FoldEvent]] = {}
-        for event in events:
-            key = (event.experiment_key, event.session_id)
-            group = by_session.get(key)
-            if group is None:
-                by_session[key] = [event]
-            else:
-                group.append(event)
-        known = self._known_sessions()
-        pinned = self.pinned
-        cache_get = self.cache.get
-        step = _Step()
-        states = step.states
-        evicted = []
-        for key, group in by_session.items():
-            state = cache_get(key)
-            if state is None:
-                state = pinned.get(key)
-                if state is None:
-                    if known.may_contain(*key):
-                        evicted.append(key)  # folded once and since evicted (or a rare false positive)
-                        continue
-                    step.created.append(key)  # brand new: nothing to look up or subtract
-            step.apply(key, state, group)
-        if evicted:
-            loaded = rollup_store.load_sessions(self.clickhouse.client(), evicted)
-            for key in evicted:
-                state = loaded.get(key)
-                if state is None:
-                    step.created.append(key)
-                step.apply(key, state, by_session[key])
-        events = self._as_stored(events, step.replaced, states)
-        step.add_late_rows()
-        encoded = rollup_store.summaries(step.rows)
-        # Before the inserts: a session marked folded that never was costs one needless lookup,
-        # while one folded but not marked would be counted as new.
-        for key in step.created:
-            known.add(*key)
-        self.cache.put_all(states)
-        return encoded, events, read, states
-
-    def _as_stored(self, events: list[FoldEvent], replaced: list[FoldEvent], states: dict) -> list[FoldEvent]:
+    def as_stored(self, events: list[FoldEvent], replaced: list[FoldEvent], states: dict) -> list[FoldEvent]:
         """The step's events, one copy per event as abacus.events keeps it.
 
         Two copies of one event (same experiment, variant, session and event_id) with other
@@ -247,13 +143,13 @@ class ShareFolder:
                 )
         return list(latest.values())
 
-    def _owns(self, experiment_key: str) -> bool:
+    def owns(self, experiment_key: str) -> bool:
         shard = self._shard_of.get(experiment_key)
         if shard is None:
             shard = self._shard_of[experiment_key] = shard_of(experiment_key, self.shards)
         return shard == self.shard
 
-    def _known_sessions(self) -> KnownSessions:
+    def known_sessions(self) -> KnownSessions:
         """The filter of folded sessions, built from ClickHouse when missing or overfull."""
         if self._known is None or self._known.overfull:
             started = time.monotonic()

@@ -169,11 +169,16 @@ def insert_day_totals(client: Client, differences: DayTotals, token: str) -> Non
     client.insert(DAY_TOTALS_TABLE, rows, column_names=_TOTALS_COLUMNS, settings=_dedup(token))
 
 
-def insert_events(sink: ClickHouseSink, events: list, token: str) -> None:
-    """The folded events (``StreamEvent``s' layout), as ingest wrote them: ClickHouse parses the
-    msgpack (worker/sink.py)."""
-    if events:
-        sink.insert(Decoded(row_count=len(events), chunks=[_rows(events)]), token=token)
+def insert_events(sink: ClickHouseSink, rows: bytes, count: int, token: str) -> None:
+    """The folded events (``event_rows``, ``count`` of them), as ingest wrote them: ClickHouse
+    parses the msgpack (worker/sink.py)."""
+    if count:
+        sink.insert(Decoded(row_count=count, chunks=[rows]), token=token)
+
+
+def event_rows(events: list) -> bytes:
+    """Events (``StreamEvent``s' layout) as the msgpack rows ``insert_events`` takes."""
+    return _rows(events) if events else b""
 
 
 def _rows(values: list) -> bytes:
