@@ -128,12 +128,11 @@ class ShareRoller:
                 in_hand = self.share.step_in_hand(stream)
                 if in_hand is not None:  # left by a crash: redo exactly that range, before anything else
                     start, end = in_hand
-                    entries = self.stream.read_range(start, end, None, stream)
-                    self._update_dead_letters(stream)
+                    self._update_dead_letters(stream)  # the range was stored (or dead-lettered) whole
                     token = step_token(generation, self.share.shard, start, end, self._stream_tag(stream))
-                    folded = self._fold(entries, token, stream)
+                    entries, folded = self._redo(start, end, token, stream)
                     self.share.finish_step(end, stream)
-                    self._moved_past(stream, end, len(entries), folded.event_count, folded.read)
+                    self._moved_past(stream, end, entries, folded.event_count, folded.read)
                     return True
         count = max(1, min(_MAX_ENTRIES_PER_STEP, int(_EVENTS_PER_STEP / self._events_per_entry)))
         for offset in self._streams:
@@ -166,18 +165,20 @@ class ShareRoller:
     def _stream_tag(self, stream: int) -> str:
         return "" if len(self._streams) == 1 else str(stream)
 
-    def _read_into(self, step: FoldStep, after: bytes, until: str | bytes, count: int, stream: int) -> tuple[int, bytes | None]:
-        """Fold the events of up to ``count`` entries of stream shard ``stream`` after ``after``
-        up to ``until`` into ``step``: (entries read, the last entry's id, None when there was
-        none).
+    def _read_into(
+        self, step: FoldStep, after: bytes, until: str | bytes, count: int | None, stream: int
+    ) -> tuple[int, bytes | None]:
+        """Fold the events of up to ``count`` entries (every one when None) of stream shard
+        ``stream`` after ``after`` up to ``until`` into ``step``: (entries read, the last entry's
+        id, None when there was none).
 
         Read in chunks, each decoded and folded as it arrives: the step never holds more than a
         chunk of decoded events (worker/rollup_step.py), and a chunk's reply and events are gone
         before the garbage collector's full collections could walk them."""
         entries = 0
         last = None
-        while entries < count:
-            want = min(_READ_CHUNK, count - entries)
+        while count is None or entries < count:
+            want = _READ_CHUNK if count is None else min(_READ_CHUNK, count - entries)
             chunk = self.stream.read_range(after, until, want, stream)
             if not chunk:
                 break
@@ -206,15 +207,15 @@ class ShareRoller:
         dead, self._dead_cursor[stream] = self.stream.dead_letters_after(self._dead_cursor[stream], stream)
         self._dead[stream].update(dead)
 
-    def _fold(self, entries: list[Entry], token: str, stream: int = 0) -> FoldedStep:
-        """Fold this share's events of ``entries`` and write them, at once."""
+    def _redo(self, start: bytes, end: bytes, token: str, stream: int) -> tuple[int, FoldedStep]:
+        """Fold and write, at once, the recorded range a crash left; (entries, the fold)."""
         step = FoldStep(self.folder)
-        step.add(self._decoded(entries, stream))
-        folded = step.finish(lambda: self._decoded(entries, stream))
+        entries, _ = self._read_into(step, start, end, None, stream)
+        folded = step.finish(lambda: self._decoded(self.stream.read_range(start, end, None, stream), stream))
         self._fence()
         rollup_store.insert_summaries(self.sink, folded.summaries, token)
         rollup_store.insert_events(self.sink, folded.events, folded.event_count, token)
-        return folded
+        return entries, folded
 
     def _write(self, folded: FoldedStep, token: str, end: bytes, stream: int) -> None:
         """A step's inserts, then its bookmark: on the writer thread."""
