@@ -19,7 +19,7 @@ from shared.clickhouse import ClickHouse
 from shared.rollup.known_sessions import KnownSessions
 from shared.rollup.protocol import shard_of
 from shared.rollup.session import SessionState
-from shared.wire import StreamEnvelope, StreamEvent
+from shared.wire import ENVELOPE_FIELD, StreamEnvelope, StreamEvent
 from worker import rollup_store
 from worker.rows import envelope_bytes
 from worker.stream import Entry
@@ -57,11 +57,15 @@ def decode_into(events: list[FoldEvent], entries: list[Entry], dead: set[bytes])
     extend = events.extend
     decode = _decoder.decode
     for entry_id, fields in entries:
-        if entry_id in dead:
+        if dead and entry_id in dead:
             continue
-        raw = envelope_bytes(fields) if fields else None  # None: trimmed away before it was read
-        if raw is None:
-            continue
+        # As ingest writes entries (the envelope the only field) inline: this runs per entry.
+        if type(fields) is list and len(fields) == 2 and fields[0] == ENVELOPE_FIELD:
+            raw = fields[1]
+        else:
+            raw = envelope_bytes(fields) if fields else None  # None: trimmed away before it was read
+            if raw is None:
+                continue
         try:
             extend(decode(raw).events)
         except (msgspec.DecodeError, msgspec.ValidationError):
