@@ -1,10 +1,9 @@
-"""The in-memory half of a rollup step: a share's events applied to its session states.
+"""The in-memory half of the rollup: a share's session states, and decoding what it folds.
 
-Given the events a step read, ``ShareFolder.fold`` finds each touched session's state (the
-cache, the step in flight, else ``abacus.rollup_events``), applies the events and returns the
-signed session summaries ClickHouse turns into per-day total differences, plus the events one
-copy each as ``abacus.events`` keeps them. It writes nothing: worker/rollup_share.py records,
-writes and bookmarks the step (the protocol's part).
+``ShareFolder`` keeps a share's session states (a bounded cache, the step in flight's, and a
+filter of the sessions ever folded) and finds the copy of an event abacus.events keeps;
+worker/rollup_step.py folds one step's events into them, and worker/rollup_share.py records,
+writes and bookmarks the step (the protocol's part). Nothing here writes.
 """
 
 from __future__ import annotations
@@ -19,8 +18,8 @@ import msgspec
 from shared.clickhouse import ClickHouse
 from shared.rollup.known_sessions import KnownSessions
 from shared.rollup.protocol import shard_of
-from shared.rollup.session import REPLACED, SessionState
-from shared.wire import StreamEnvelope, StreamEvent
+from shared.rollup.session import SessionState
+from shared.wire import ENVELOPE_FIELD, StreamEnvelope, StreamEvent
 from worker import rollup_store
 from worker.rows import envelope_bytes
 from worker.stream import Entry
@@ -58,11 +57,15 @@ def decode_into(events: list[FoldEvent], entries: list[Entry], dead: set[bytes])
     extend = events.extend
     decode = _decoder.decode
     for entry_id, fields in entries:
-        if entry_id in dead:
+        if dead and entry_id in dead:
             continue
-        raw = envelope_bytes(fields) if fields else None  # None: trimmed away before it was read
-        if raw is None:
-            continue
+        # As ingest writes entries (the envelope the only field) inline: this runs per entry.
+        if type(fields) is list and len(fields) == 2 and fields[0] == ENVELOPE_FIELD:
+            raw = fields[1]
+        else:
+            raw = envelope_bytes(fields) if fields else None  # None: trimmed away before it was read
+            if raw is None:
+                continue
         try:
             extend(decode(raw).events)
         except (msgspec.DecodeError, msgspec.ValidationError):
@@ -75,10 +78,9 @@ class SessionCache:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self._states: OrderedDict[tuple[str, str], SessionState] = OrderedDict()
-
-    def get(self, key: tuple[str, str]) -> SessionState | None:
-        """The cached state, left where it is: a step puts back every state it got (``put_all``)."""
-        return self._states.get(key)
+        # The cached state, left where it is: a step puts back every state it got (``put_all``).
+        # The dict's own method, called once per session a step touches (``clear`` keeps the dict).
+        self.get = self._states.get
 
     def put_all(self, states: dict[tuple[str, str], SessionState]) -> None:
         """Keep ``states`` as the most recently touched, then let go of the oldest beyond capacity."""
@@ -122,80 +124,7 @@ class ShareFolder:
         self.forget()
         self._known = None
 
-    def fold(self, events: list[FoldEvent]) -> tuple[bytes, list[FoldEvent], int, dict]:
-        """Apply this share's ``events`` (of the step's entries) to the session states: (the
-        step's signed session summaries as msgpack rows, its events one copy each as
-        abacus.events keeps them, events read, the states it touched)."""
-        read = len(events)
-        if self.shards > 1:
-            events = [event for event in events if self._owns(event.experiment_key)]
-        # Each session's events together, in stream order: its state is looked up, and its
-        # contribution before and after the step computed, once per step, not once per event.
-        by_session: dict[tuple[str, str], list[FoldEvent]] = {}
-        for event in events:
-            key = (event.experiment_key, event.session_id)
-            group = by_session.get(key)
-            if group is None:
-                by_session[key] = [event]
-            else:
-                group.append(event)
-        known = self._known_sessions()
-        states: dict[tuple[str, str], SessionState] = {}
-        missing = []
-        pinned = self.pinned
-        cache_get = self.cache.get
-        for key in by_session:
-            state = cache_get(key)
-            if state is None:
-                state = pinned.get(key)
-            if state is not None:
-                states[key] = state
-            elif known.may_contain(*key):
-                missing.append(key)  # folded once and since evicted (or a rare false positive)
-        if missing:
-            states.update(rollup_store.load_sessions(self.clickhouse.client(), missing))
-        # States change in place: if this step fails, the cache is cleared and the states are
-        # read back from ClickHouse, as they were before the step.
-        changed: list[tuple[tuple[str, str], SessionState, tuple[bytes, ...]]] = []
-        created = []
-        replaced = []
-        summary_rows = rollup_store.summary_rows
-        for key, group in by_session.items():
-            state = states.get(key)
-            if state is None:
-                state = states[key] = SessionState()
-                created.append(key)
-                before: tuple[bytes, ...] = ()
-            else:
-                before = summary_rows(state, key[0])
-            apply = state.apply
-            touched = False
-            for event in group:
-                outcome = apply(event.variant_key, event.event_id, event.event_type, event.conversion_value, event.received_at_ms)
-                if outcome:
-                    touched = True
-                    if outcome == REPLACED:
-                        replaced.append(event)
-            if touched:
-                changed.append((key, state, before))
-        events = self._as_stored(events, replaced, states)
-        # Each changed session's contribution before (-1) and after (+1) the step, as summaries:
-        # ClickHouse turns them into the per-day total differences with the results' own SQL.
-        pieces: list[bytes] = []
-        add = pieces.append
-        subtracted = rollup_store.SUBTRACTED_PREFIX
-        for key, state, before in changed:
-            for row in before:
-                add(subtracted + row[2:])
-            pieces.extend(summary_rows(state, key[0]))
-        # Before the inserts: a session marked folded that never was costs one needless lookup,
-        # while one folded but not marked would be counted as new.
-        for key in created:
-            known.add(*key)
-        self.cache.put_all(states)
-        return b"".join(pieces), events, read, states
-
-    def _as_stored(self, events: list[FoldEvent], replaced: list[FoldEvent], states: dict) -> list[FoldEvent]:
+    def as_stored(self, events: list[FoldEvent], replaced: list[FoldEvent], states: dict) -> list[FoldEvent]:
         """The step's events, one copy per event as abacus.events keeps it.
 
         Two copies of one event (same experiment, variant, session and event_id) with other
@@ -218,13 +147,13 @@ class ShareFolder:
                 )
         return list(latest.values())
 
-    def _owns(self, experiment_key: str) -> bool:
+    def owns(self, experiment_key: str) -> bool:
         shard = self._shard_of.get(experiment_key)
         if shard is None:
             shard = self._shard_of[experiment_key] = shard_of(experiment_key, self.shards)
         return shard == self.shard
 
-    def _known_sessions(self) -> KnownSessions:
+    def known_sessions(self) -> KnownSessions:
         """The filter of folded sessions, built from ClickHouse when missing or overfull."""
         if self._known is None or self._known.overfull:
             started = time.monotonic()

@@ -16,19 +16,22 @@ from shared.clickhouse import ClickHouse
 from shared.rollup.protocol import Share, id_key
 from worker import rollup_store
 from worker.rollup_fold import FoldEvent, ShareFolder, decode_into
+from worker.rollup_step import FoldedStep, FoldStep
 from worker.rollup_stream import RollupStream
 from worker.stream import Entry
 
 log = logging.getLogger(__name__)
 
 # Larger steps share ClickHouse's per-insert cost among more events, and a session touched
-# several times within one step has its summary built and written once (docs/performance.md,
-# rollup); bounded so a step's memory is. A roller that has caught up takes small steps anyway:
-# a step holds only what the workers stored since the last one.
-_EVENTS_PER_STEP = 100_000
-_MAX_ENTRIES_PER_STEP = 100_000
+# several times within one step is looked up and has its summary built and written once
+# (docs/performance.md, rollup). Bounded so a step's memory is: it holds its decoded events only
+# a chunk at a time (worker/rollup_step.py), its events encoded for the insert (~135 bytes each)
+# and the states it touched. A roller that has caught up takes small steps anyway: a step holds
+# only what the workers stored since the last one.
+_EVENTS_PER_STEP = 500_000
+_MAX_ENTRIES_PER_STEP = 500_000
 _MOST_EVENTS_PER_ENTRY = 500  # ingest's cap on the events it packs into one stream entry
-_READ_CHUNK = 5000  # entries per XRANGE within a step (see _read_events)
+_READ_CHUNK = 5000  # entries per XRANGE within a step (see _read_into)
 
 
 class LostLock(RedisError):
@@ -125,12 +128,11 @@ class ShareRoller:
                 in_hand = self.share.step_in_hand(stream)
                 if in_hand is not None:  # left by a crash: redo exactly that range, before anything else
                     start, end = in_hand
-                    entries = self.stream.read_range(start, end, None, stream)
-                    self._update_dead_letters(stream)
+                    self._update_dead_letters(stream)  # the range was stored (or dead-lettered) whole
                     token = step_token(generation, self.share.shard, start, end, self._stream_tag(stream))
-                    folded, read = self._fold(entries, token, stream)
+                    entries, folded = self._redo(start, end, token, stream)
                     self.share.finish_step(end, stream)
-                    self._moved_past(stream, end, len(entries), folded, read)
+                    self._moved_past(stream, end, entries, folded.event_count, folded.read)
                     return True
         count = max(1, min(_MAX_ENTRIES_PER_STEP, int(_EVENTS_PER_STEP / self._events_per_entry)))
         for offset in self._streams:
@@ -141,37 +143,38 @@ class ShareRoller:
             start = self._bookmarks[stream]
             # Dead letters first: every entry below ``until`` that a worker dead-lettered is listed by now.
             self._update_dead_letters(stream)
-            events, entries, end = self._read_events(start, until, count, stream)
+            step = FoldStep(self.folder)
+            entries, end = self._read_into(step, start, until, count, stream)
             if end is not None:
                 break
         else:
             self.settle()
             return False
         self._next_stream = (stream + 1) % len(self._streams)
-        summaries, events, read, states = self.folder.fold(events)
+        last: bytes = end
+        folded = step.finish(lambda: self._decoded(self.stream.read_range(start, last, None, stream), stream))
         self.settle()  # the step before has landed: now this one may be recorded and written
         self.share.begin_step(start, end, stream)
         self._fence()
-        self.folder.pinned = states
+        self.folder.pinned = folded.states
         token = step_token(generation, self.share.shard, start, end, self._stream_tag(stream))
-        self._pending = self._writer.submit(self._write, summaries, events, token, end, stream)
-        self._moved_past(stream, end, entries, len(events), read)
+        self._pending = self._writer.submit(self._write, folded, token, end, stream)
+        self._moved_past(stream, end, entries, folded.event_count, folded.read)
         return True
 
     def _stream_tag(self, stream: int) -> str:
         return "" if len(self._streams) == 1 else str(stream)
 
-    def _read_events(
-        self, after: bytes, until: str | bytes, count: int | None, stream: int
-    ) -> tuple[list[FoldEvent], int, bytes | None]:
-        """The events of up to ``count`` entries (every one when None) of stream shard ``stream``
-        after ``after`` up to ``until``: (events, entries read, the last entry's id, None when
-        there was none).
+    def _read_into(
+        self, step: FoldStep, after: bytes, until: str | bytes, count: int | None, stream: int
+    ) -> tuple[int, bytes | None]:
+        """Fold the events of up to ``count`` entries (every one when None) of stream shard
+        ``stream`` after ``after`` up to ``until`` into ``step``: (entries read, the last entry's
+        id, None when there was none).
 
-        Read in chunks and decoded as each arrives: a whole step's reply holds two lists per
-        entry, which the garbage collector's full collections walked again and again while the
-        step was folded; a chunk's lists are gone before they reach the oldest generation."""
-        events: list[FoldEvent] = []
+        Read in chunks, each decoded and folded as it arrives: the step never holds more than a
+        chunk of decoded events (worker/rollup_step.py), and a chunk's reply and events are gone
+        before the garbage collector's full collections could walk them."""
         entries = 0
         last = None
         while count is None or entries < count:
@@ -179,12 +182,17 @@ class ShareRoller:
             chunk = self.stream.read_range(after, until, want, stream)
             if not chunk:
                 break
-            decode_into(events, chunk, self._dead[stream])
+            step.add(self._decoded(chunk, stream))
             entries += len(chunk)
             last = after = chunk[-1][0]
             if len(chunk) < want:
                 break
-        return events, entries, last
+        return entries, last
+
+    def _decoded(self, entries: list[Entry], stream: int) -> list[FoldEvent]:
+        events: list[FoldEvent] = []
+        decode_into(events, entries, self._dead[stream])
+        return events
 
     def _moved_past(self, stream: int, end: bytes, entries: int, folded: int, read: int) -> None:
         assert self._bookmarks is not None
@@ -199,23 +207,23 @@ class ShareRoller:
         dead, self._dead_cursor[stream] = self.stream.dead_letters_after(self._dead_cursor[stream], stream)
         self._dead[stream].update(dead)
 
-    def _fold(self, entries: list[Entry], token: str, stream: int = 0) -> tuple[int, int]:
-        """Fold this share's events of ``entries`` and write them, at once; (events folded, events read)."""
-        events: list[FoldEvent] = []
-        decode_into(events, entries, self._dead[stream])
-        summaries, events, read, _ = self.folder.fold(events)
+    def _redo(self, start: bytes, end: bytes, token: str, stream: int) -> tuple[int, FoldedStep]:
+        """Fold and write, at once, the recorded range a crash left; (entries, the fold)."""
+        step = FoldStep(self.folder)
+        entries, _ = self._read_into(step, start, end, None, stream)
+        folded = step.finish(lambda: self._decoded(self.stream.read_range(start, end, None, stream), stream))
         self._fence()
-        rollup_store.insert_summaries(self.sink, summaries, token)
-        rollup_store.insert_events(self.sink, events, token)
-        return len(events), read
+        rollup_store.insert_summaries(self.sink, folded.summaries, token)
+        rollup_store.insert_events(self.sink, folded.events, folded.event_count, token)
+        return entries, folded
 
-    def _write(self, summaries: bytes, events: list[FoldEvent], token: str, end: bytes, stream: int) -> None:
+    def _write(self, folded: FoldedStep, token: str, end: bytes, stream: int) -> None:
         """A step's inserts, then its bookmark: on the writer thread."""
         # The totals first, then the events, never both at once: a redo after only the totals
         # landed recomputes them (dropped by token); had only the events landed, the redo would
         # find them folded and add nothing, and the totals would lack them for good.
-        rollup_store.insert_summaries(self.sink, summaries, token)
-        rollup_store.insert_events(self.sink, events, token)
+        rollup_store.insert_summaries(self.sink, folded.summaries, token)
+        rollup_store.insert_events(self.sink, folded.events, folded.event_count, token)
         self.share.finish_step(end, stream)
 
     def _fence(self) -> None:

@@ -17,7 +17,6 @@ from shared.rollup.results_sql import (
     COHORT_MINUTE,
     ROLLUP_EVENTS_SOURCE,
     SESSION_SUMMARY_STRUCTURE,
-    SUMMARY_WIDTH,
     shard_condition,
     summary_totals_sql,
     variant_totals_sql,
@@ -36,10 +35,26 @@ _TOTALS_COLUMNS = ["experiment_key", "variant_key", "cohort_minute", *TOTAL_FIEL
 # Keeps each lookup's SQL text small; a step's misses are looked up in a few queries at most.
 _LOOKUP_CHUNK = 5000
 _encoder = msgspec.msgpack.Encoder()
-# A summary row is a msgpack array of SUMMARY_WIDTH values, the sign first: an added row begins
-# with ADDED_PREFIX (array header, +1); the same row subtracted begins with SUBTRACTED_PREFIX.
-_HEADER = _encoder.encode((0,) * SUMMARY_WIDTH)[:1]
-ADDED_PREFIX, SUBTRACTED_PREFIX = _HEADER + _encoder.encode(1), _HEADER + _encoder.encode(-1)
+
+
+class SummaryRow(msgspec.Struct, array_like=True, gc=False):
+    """One signed session summary per variant, a ``SESSION_SUMMARY_STRUCTURE`` row: encoded as
+    a msgpack array of its fields in this order (tests/rollup/test_session_state.py checks they
+    are ``_SUMMARY_COLUMNS``' names). Mutable only for its sign: a step subtracts the rows the
+    last one added by flipping them to -1 (worker/rollup_fold.py), and gc=False as a roller caches
+    one per variant of hundreds of thousands of sessions."""
+
+    sign: int
+    experiment_key: str
+    variant_key: str
+    cohort_minute: int
+    s_impressions: int
+    s_cta_clicks: int
+    s_form_starts: int
+    s_form_submits: int
+    s_conversions: int
+    s_value: float
+    s_exposed_variants: int
 
 
 def load_sessions(client: Client, keys: list[SessionKey]) -> dict[SessionKey, SessionState]:
@@ -92,12 +107,11 @@ def stored_session_keys(client: Client, shard: int, shards: int, block: Callable
             block(experiment_keys, session_ids)
 
 
-def summary_rows(state: SessionState, experiment_key: str) -> tuple[bytes, ...]:
-    """The session's summary (``SESSION_SUMMARY_STRUCTURE``) as msgpack rows, added (+1); for
-    the same rows subtracted, put ``SUBTRACTED_PREFIX`` in front of each row's ``[2:]`` (the
-    array header and the sign are one byte each). Cached in the state until it changes, so a
-    step subtracts what the last one added without computing it again; bytes, which the garbage
-    collector does not walk."""
+def summary_rows(state: SessionState, experiment_key: str) -> tuple[SummaryRow, ...]:
+    """The session's summary (``SessionState.summary()``) as rows added (+1), cached in the
+    state until it changes, so a step subtracts what the last one added without computing it
+    again. The caller owns the cached rows once the state has changed: ``summaries`` flips
+    them to -1 as it encodes them."""
     rows = state.rows
     if rows is None:
         minute = state.cohort_minute
@@ -106,10 +120,9 @@ def summary_rows(state: SessionState, experiment_key: str) -> tuple[bytes, ...]:
         for variant in variants.values():
             if variant.impressions > 0:
                 exposed += 1
-        encode = _encoder.encode
         rows = state.rows = tuple(
-            encode(
-                (
+            [
+                SummaryRow(
                     1,
                     experiment_key,
                     variant_key,
@@ -122,10 +135,16 @@ def summary_rows(state: SessionState, experiment_key: str) -> tuple[bytes, ...]:
                     variant.value,
                     exposed,
                 )
-            )
-            for variant_key, variant in variants.items()
+                for variant_key, variant in variants.items()
+            ]
         )
     return rows
+
+
+def summaries(rows: list[SummaryRow]) -> bytes:
+    """A step's summary rows as msgpack, one array per row back to back (``insert_summaries``):
+    one encoder call for the whole step."""
+    return _rows(rows) if rows else b""
 
 
 def insert_summaries(sink: ClickHouseSink, rows: bytes, token: str) -> None:
@@ -143,11 +162,16 @@ def insert_summaries(sink: ClickHouseSink, rows: bytes, token: str) -> None:
     sink.insert_msgpack(insert, SESSION_SUMMARY_STRUCTURE, rows)
 
 
-def insert_events(sink: ClickHouseSink, events: list, token: str) -> None:
-    """The folded events (``StreamEvent``s' layout), as ingest wrote them: ClickHouse parses the
-    msgpack (worker/sink.py)."""
-    if events:
-        sink.insert(Decoded(row_count=len(events), chunks=[_rows(events)]), token=token)
+def insert_events(sink: ClickHouseSink, rows: bytes, count: int, token: str) -> None:
+    """The folded events (``event_rows``, ``count`` of them), as ingest wrote them: ClickHouse
+    parses the msgpack (worker/sink.py)."""
+    if count:
+        sink.insert(Decoded(row_count=count, chunks=[rows]), token=token)
+
+
+def event_rows(events: list) -> bytes:
+    """Events (``StreamEvent``s' layout) as the msgpack rows ``insert_events`` takes."""
+    return _rows(events) if events else b""
 
 
 def _rows(values: list) -> bytes:

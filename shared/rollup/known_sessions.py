@@ -22,26 +22,36 @@ class KnownSessions:
         self.capacity = bits // _BITS_PER_SESSION
         """Sessions it was sized for; past about twice that, rebuild it larger."""
 
+    # The probes are unrolled (_PROBES of them): both run once per session a step touches.
     def add(self, experiment_key: str, session_id: str) -> None:
         bits, mask = self._bits, self._mask
         h = hash((experiment_key, session_id))
         step = (h >> 32) | 1
-        for _ in range(_PROBES):
-            position = h & mask
-            bits[position >> 3] |= 1 << (position & 7)
-            h += step
+        p = h & mask
+        bits[p >> 3] |= 1 << (p & 7)
+        p = (h + step) & mask
+        bits[p >> 3] |= 1 << (p & 7)
+        p = (h + 2 * step) & mask
+        bits[p >> 3] |= 1 << (p & 7)
+        p = (h + 3 * step) & mask
+        bits[p >> 3] |= 1 << (p & 7)
         self.added += 1
 
     def may_contain(self, experiment_key: str, session_id: str) -> bool:
         bits, mask = self._bits, self._mask
         h = hash((experiment_key, session_id))
         step = (h >> 32) | 1
-        for _ in range(_PROBES):
-            position = h & mask
-            if not bits[position >> 3] & (1 << (position & 7)):
-                return False
-            h += step
-        return True
+        p = h & mask
+        if not bits[p >> 3] & (1 << (p & 7)):
+            return False
+        p = (h + step) & mask
+        if not bits[p >> 3] & (1 << (p & 7)):
+            return False
+        p = (h + 2 * step) & mask
+        if not bits[p >> 3] & (1 << (p & 7)):
+            return False
+        p = (h + 3 * step) & mask
+        return bool(bits[p >> 3] & (1 << (p & 7)))
 
     @property
     def overfull(self) -> bool:

@@ -103,9 +103,11 @@ class SessionState(msgspec.Struct, gc=False):
     variants: dict[str, _Variant] = msgspec.field(default_factory=dict)
     first_ms: int | None = None
     """Receive time (epoch ms) of the first impression in any variant."""
-    rows: tuple[bytes, ...] | None = None
-    """The roller's encoding of ``summary()`` (worker/rollup_store.py), kept until the state next
-    changes: what a step added for the session is what the next step touching it subtracts."""
+    rows: tuple | None = None
+    """The roller's rows of ``summary()`` (worker/rollup_store.py), kept until the state next
+    changes: what a step added for the session is what the next step touching it subtracts.
+    ``apply`` lets go of them whenever it changes the state, which is how the roller tells the
+    states a step changed."""
 
     @classmethod
     def from_arrays(
@@ -146,12 +148,26 @@ class SessionState(msgspec.Struct, gc=False):
         variant = self.variants.get(variant_key)
         if variant is None:
             variant = self.variants[variant_key] = _Variant()
-        old = variant.events.get(event_id)
+        events = variant.events
+        old = events.get(event_id)
         if old is None:
-            variant.events[event_id] = _Event(event_type, value, at_ms)
-            if event_type == "impression" and (self.first_ms is None or at_ms < self.first_ms):
-                self.first_ms = at_ms
-            variant.count(event_type, value, 1)
+            # A new event, nearly every one the roller folds: counted inline (``_Variant.count``
+            # with sign 1), as this runs once per event.
+            events[event_id] = _Event(event_type, value, at_ms)
+            if event_type == "impression":
+                variant.impressions += 1
+                first = self.first_ms
+                if first is None or at_ms < first:
+                    self.first_ms = at_ms
+            elif event_type == "cta_click":
+                variant.cta_clicks += 1
+            elif event_type == "conversion":
+                variant.conversions += 1
+                variant.value += value
+            elif event_type == "form_start":
+                variant.form_starts += 1
+            elif event_type == "form_submit":
+                variant.form_submits += 1
             self.rows = None
             return ADDED
         if old.event_type == event_type and old.value == value and old.at_ms == at_ms:

@@ -201,7 +201,7 @@ def test_a_step_redone_after_a_crash_counts_nothing_twice(settings, redis_client
         if landed == "totals only":
             rollup_store.insert_events = lambda *args, **kwargs: None  # type: ignore[assignment]
         try:
-            share._fold(entries, token)
+            share._redo(start, end, token, 0)
         finally:
             rollup_store.insert_events = real_insert_events  # type: ignore[assignment]
     redis_client.delete(LOCK)  # its lock expired
@@ -288,10 +288,11 @@ def test_a_roller_that_lost_its_lock_writes_nothing(settings, redis_client, clea
     stalled.elect()
     share = stalled.shares[0]
     start = share.share.bookmark()
+    assert start is not None
     entries = share.stream.read_range(start, share.stream.stored_until(), None)
     redis_client.set(LOCK, "another-roller")  # its lock lapsed and was taken
     with pytest.raises(LostLock):
-        share._fold(entries, "rollup:test")
+        share._redo(start, entries[-1][0], "rollup:test", 0)
     assert fetch_rollup_totals(clean_clickhouse.client(), list(EXPERIMENTS)) == {}
     redis_client.delete(LOCK)
     roll(settings, clean_clickhouse)

@@ -147,3 +147,33 @@ def test_the_roller_decodes_what_ingest_writes_without_the_collector_tracking_it
     assert [msgspec.structs.astuple(event) for event in decoded.events] == [msgspec.structs.astuple(e) for e in written]
     assert decoded.v == 1 and not gc.is_tracked(decoded) and not any(gc.is_tracked(e) for e in decoded.events)
     assert FoldEvent.__struct_fields__ == StreamEvent.__struct_fields__
+
+
+def test_the_summary_rows_are_the_summary_in_the_columns_clickhouse_reads():
+    import msgspec
+
+    from shared.rollup.results_sql import _SUMMARY_COLUMNS
+    from worker.rollup_store import SummaryRow, summaries, summary_rows
+
+    assert SummaryRow.__struct_fields__ == tuple(name for name, _ in _SUMMARY_COLUMNS)
+    state = SessionState()
+    state.apply("control", "e1", "impression", None, 86_400_000 * 3 + 5)
+    state.apply("variant_b", "e2", "conversion", 4.0, 86_400_000 * 3 + 9)
+    rows = summary_rows(state, "exp")
+    day, exposed, parts = state.summary()
+    expected = [(1, "exp", *part[:1], day, *part[1:], exposed) for part in parts]
+    assert [msgspec.structs.astuple(row) for row in rows] == expected and day == 3 * 86_400 and exposed == 1
+    assert summary_rows(state, "exp") is rows  # kept until the state changes
+    # A step that changes the session flips the rows it added last and adds the new ones: the
+    # encoded difference is the old summary subtracted, the new one added.
+    assert state.apply("variant_b", "e3", "impression", None, 86_400_000 * 2) and state.rows is None
+    for row in rows:
+        row.sign = -1
+    after = summary_rows(state, "exp")
+    encoded = summaries([*rows, *after])
+    # One msgpack array per row, back to back (ClickHouse's MsgPack rows): behind an array
+    # header (fixarray, 4 rows) they decode as one list.
+    decoded = msgspec.msgpack.decode(bytes([0x90 | 4]) + encoded, type=list[tuple])
+    day, exposed, parts = state.summary()
+    assert decoded == [(-1, *row[1:]) for row in expected] + [(1, "exp", p[0], day, *p[1:], exposed) for p in parts]
+    assert (day, exposed) == (2 * 86_400, 2)  # cohort minutes, as seconds since 1970

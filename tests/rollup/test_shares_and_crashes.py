@@ -15,7 +15,7 @@ from shared.rollup.protocol import RollupProtocol, shard_of
 from shared.wire import StreamEvent
 from tests.conftest import wait_for
 from tests.rollup.test_roller import assert_rollup_matches_events, drain_workers, publish
-from worker import rollup, rollup_fold, rollup_store
+from worker import rollup, rollup_step, rollup_store
 from worker.main import build_roller
 
 EXPERIMENTS = tuple(f"exp_{name}" for name in "abcdefgh")
@@ -150,13 +150,13 @@ def test_rollers_killed_at_random_points_never_claim_an_undercount(settings, red
     # The kill is timed by the events the roller has read, not by its steps, so it lands at a
     # random place in the round whatever the step size (one step or many per round).
     events_read = [0]
-    real_fold = rollup_fold.ShareFolder.fold
+    real_add = rollup_step.FoldStep.add
 
-    def counting_fold(self, events):  # type: ignore[no-untyped-def]
+    def counting_add(self, events):  # type: ignore[no-untyped-def]
         events_read[0] += len(events)
-        return real_fold(self, events)
+        return real_add(self, events)
 
-    monkeypatch.setattr(rollup_fold.ShareFolder, "fold", counting_fold)
+    monkeypatch.setattr(rollup_step.FoldStep, "add", counting_add)
     kills = 0
     for round_ in range(8):
         published = day_events(rng, 120, offset=1000 * round_)
