@@ -60,12 +60,13 @@ def decode_into(events: list[FoldEvent], entries: list[Entry], dead: set[bytes])
         if dead and entry_id in dead:
             continue
         # As ingest writes entries (the envelope the only field) inline: this runs per entry.
+        raw: bytes | None
         if type(fields) is list and len(fields) == 2 and fields[0] == ENVELOPE_FIELD:
             raw = fields[1]
         else:
             raw = envelope_bytes(fields) if fields else None  # None: trimmed away before it was read
-            if raw is None:
-                continue
+        if raw is None:
+            continue
         try:
             extend(decode(raw).events)
         except (msgspec.DecodeError, msgspec.ValidationError):
