@@ -261,5 +261,8 @@ def test_admin_edits_the_analysis_settings(browser, served):
         assert page.get_by_label("Target minimum detectable effect").input_value() == ""
         phases = page.locator("section", has=page.get_by_role("heading", name="Allocation phases"))
         assert "(analysed)" in phases.inner_text()
+        # The phase's start as a reader scans it (minutes, UTC), not the API's raw ISO instant.
+        start = phases.locator("tbody tr td").first.inner_text()
+        assert re.fullmatch(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC", start), start
     finally:
         context.close()

@@ -43,7 +43,8 @@ export function cumulativeChart(series, title) {
   const width = 720, height = 300, left = 56, right = 20, top = 16, bottom = 40;
   const times = [...new Set(series.flatMap((v) => v.points.map((p) => p.bucket)))].sort();
   const highs = series.flatMap((v) => v.points.map((p) => p.high)).filter(Number.isFinite);
-  const max = Math.max(0.01, ...highs) * 1.1;
+  // Headroom above the highest interval, but a rate never goes past 100 %.
+  const max = Math.min(1, Math.max(0.01, ...highs) * 1.1);
   const x = (bucket) => left + (times.length < 2 ? (width - left - right) / 2 : (times.indexOf(bucket) / (times.length - 1)) * (width - left - right));
   const y = (v) => top + (1 - v / max) * (height - top - bottom);
   const svg = s("svg", { class: "chart", viewBox: `0 0 ${width} ${height}`, "data-chart": "timeseries" });

@@ -39,6 +39,8 @@ export function announce(message) {
 }
 
 export const percent = (x, digits = 1) => (x === null || x === undefined ? "–" : `${(x * 100).toFixed(digits)}%`);
+// An instant from the API (ISO 8601) as a reader scans it: "2026-01-12 12:00 UTC".
+export const when = (iso) => (iso ? `${new Date(iso).toISOString().slice(0, 16).replace("T", " ")} UTC` : "–");
 export const number = (x) => (x === null || x === undefined ? "–" : Number(x).toLocaleString("en-US"));
 export const COLORS = ["#0969da", "#cf222e", "#1a7f37", "#8250df", "#bc4c00", "#1b7c83", "#bf3989", "#6e7781"];
 

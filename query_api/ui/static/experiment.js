@@ -2,7 +2,7 @@
 // conversion rate with its band, the definition (an editor for admins) and its history as a diff.
 import { api, enc, session } from "./api.js";
 import { cumulativeChart, intervalBars } from "./charts.js";
-import { h, number, percent, statusBadge } from "./dom.js";
+import { h, number, percent, statusBadge, when } from "./dom.js";
 import { definitionEditor, definitionView } from "./editor.js";
 import { historyDiff } from "./history.js";
 
@@ -97,7 +97,7 @@ function phasesSection(result) {
   const text = (object) => Object.entries(object || {}).map(([k, v]) => `${k} ${v}`).join(", ");
   const rows = phases.map((p) => h("tr", {},
     h("th", { scope: "row" }, `${p.phase}${p.phase === result.analysis_phase ? " (analysed)" : ""}`),
-    h("td", {}, p.start), h("td", {}, p.end || "now"), h("td", {}, text(Object.fromEntries(Object.entries(p.allocations).map(([k, v]) => [k, `${v}%`])))),
+    h("td", {}, when(p.start)), h("td", {}, p.end ? when(p.end) : "now"), h("td", {}, text(Object.fromEntries(Object.entries(p.allocations).map(([k, v]) => [k, `${v}%`])))),
     h("td", {}, text(p.sessions)),
     h("td", {}, p.srm.p_value === null || p.srm.p_value === undefined ? "–" : `p = ${p.srm.p_value.toPrecision(2)}${p.srm.flagged ? " (mismatch)" : ""}`)));
   return h("section", { "aria-labelledby": "phases-title" },
