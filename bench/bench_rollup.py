@@ -50,13 +50,14 @@ def fold_with_two_rollers(settings, clickhouse, keys: list[str], raw: dict) -> f
     import threading
 
     from shared.rollup.protocol import shard_of
+    from worker import rollup_store
     from worker.main import build_roller
 
     if {shard_of(key, 2) for key in keys} != {0, 1}:
         raise SystemExit("the bench experiments do not fall into both shares")
     settings = dataclasses.replace(settings, rollup_shards=2)
     client = clickhouse.client()
-    for table in ("abacus.rollup_events", "abacus.rollup_day_totals"):
+    for table in (rollup_store.EVENTS_TABLE, rollup_store.COHORT_TOTALS_TABLE):
         client.command(f"TRUNCATE TABLE {table}")
     rollers = [build_roller(settings, clickhouse) for _ in range(2)]
     for roller in rollers:
