@@ -97,21 +97,10 @@ def fetch_rollup_phase_totals(
 
 # The sessions first exposed in a window, found from impressions alone (a session whose first
 # impression is before `end` has an impression before it), so only their events are grouped.
-# With both bounds, only sessions with an impression inside the window can be in it: that
-# candidate list skips the parts outside the time range (each part's min/max of received_at, the
-# partition key's column) and narrows the first-impression check to the candidates. The check and
-# the grouping still read every granule holding a candidate, and a window's sessions are spread
-# over most of a table sorted by session, so a window whose bounds cut a minute stays seconds at
-# 10M events (an hour from :30 s: 3.0-6.2 s p50, against 9.1 s for an hour before; see
-# docs/performance.md). Whole-minute windows never come here while the rollup is current.
 _COHORT_SESSIONS = (
     " AND (experiment_key, session_id) IN (SELECT experiment_key, session_id FROM abacus.events FINAL "
-    "WHERE experiment_key IN {keys:Array(String)} AND event_type = 'impression' {before_end} {candidates} "
+    "WHERE experiment_key IN {keys:Array(String)} AND event_type = 'impression' {before_end} "
     "GROUP BY experiment_key, session_id HAVING {first_in_window})"
-)
-_CANDIDATES = (
-    "AND session_id IN (SELECT session_id FROM abacus.events WHERE experiment_key IN {keys:Array(String)} "
-    "AND event_type = 'impression' AND received_at >= {start:DateTime64(3, 'UTC')} AND received_at < {end:DateTime64(3, 'UTC')})"
 )
 
 
@@ -149,9 +138,7 @@ def fetch_cohort_totals(
     if conditions:
         first_in_window = " AND ".join(c.replace("s_first_impression", "min(received_at)") for c in conditions)
         before_end = "AND received_at < {end:DateTime64(3, 'UTC')}" if end is not None else ""
-        candidates = _CANDIDATES if start is not None and end is not None else ""
         source += _COHORT_SESSIONS.replace("{before_end}", before_end).replace("{first_in_window}", first_in_window)
-        source = source.replace("{candidates}", candidates)
     sql = variant_totals_sql(source, cohort=cohort, cohort_filter=" AND ".join(conditions) or "1")
     rows = client.query(sql, parameters=parameters).result_rows
     return {(e, v, c): VariantRollup(*numbers) for e, v, c, *numbers in rows}
