@@ -14,6 +14,8 @@ all-time totals (``unique_sessions``, conversions without an impression) and in 
 
 from __future__ import annotations
 
+import functools
+
 from shared.rollup.totals import ROLLUP_EVENT_TYPES, event_pairs
 
 # Sessions (one row per experiment, variant and session, as below) into per-variant totals.
@@ -104,6 +106,7 @@ _COUNT_COLUMN = {
 _CLEAN = "s_impressions > 0 AND s_exposed_variants = 1"
 
 
+@functools.cache  # the same text for every query and every roller step
 def _metric_sums() -> str:
     """The metric columns of ``TOTAL_FIELDS`` after ``multi_variant_share``, over clean sessions."""
     with_any = [
