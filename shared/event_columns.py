@@ -60,6 +60,14 @@ def select_list(alias: str = "e") -> str:
     return ", ".join(_select(f"{alias}.{position}", column) for position, column in enumerate(EVENT_COLUMNS, start=1))
 
 
+def select_columns(names: tuple[str, ...], alias: str = "e") -> str:
+    """The values of the named columns (in ``COLUMN_NAMES`` order) out of the wire tuple: for a
+    table that keeps only some of the event's columns (the roller's abacus.rollup_events)."""
+    return ", ".join(
+        _select(f"{alias}.{position}", column) for position, column in enumerate(EVENT_COLUMNS, start=1) if column.name in names
+    )
+
+
 def out_of_range(alias: str = "e") -> str:
     """A condition true for a row whose timestamps DateTime64(3) cannot hold (a NULL one can)."""
     checks = []

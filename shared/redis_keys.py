@@ -27,11 +27,12 @@ ROLLUP_ROLLERS = "abacus:rollup:rollers"
 the work, so each takes its fair number of shares."""
 
 
-ROLLUP_BUILT = "built-layout3"
+ROLLUP_BUILT = "built-layout4"
 """The share key set once its tables hold everything up to its bookmark (``rollup_shard_key``),
-named after the layout of the rollup's tables: a migration that changes them
-(shared/clickhouse_schema/0006_rollup_by_exposure_minute.sql made it layout 3) renames the key, so
-every share is rebuilt once into the new tables instead of trusting the old bookmark."""
+named after the layout of the rollup's tables: a migration that changes them renames the key, so
+every share is rebuilt once into the new tables instead of trusting the old bookmark
+(shared/clickhouse_schema/0006_rollup_by_exposure_minute.sql made it layout 3,
+0007_rollup_events_by_entry.sql layout 4)."""
 
 
 def rollup_group(shard: int, shards: int) -> str:

@@ -1,4 +1,4 @@
-"""The roller: folds the stream, in order, into the per-day totals the results endpoint reads.
+"""The roller: folds the stream, in order, into the per-minute totals the results endpoint reads.
 
 Experiments are split into shares (``ABACUS_ROLLUP_SHARDS``, by a hash of experiment_key); every
 roller process takes its fair number of shares (shares / rollers running), each under a Redis lock,
@@ -7,16 +7,19 @@ rebuild requests) is ``shared.rollup.protocol``'s. A share reads only entries th
 already stored in ClickHouse, so the totals never count what ``abacus.events`` does not hold; it
 skips dead-lettered entries for the same reason. Per step:
 
-1. record the stream range it is about to fold (so a crash redoes exactly that range);
-2. load the touched sessions' states (a cache, else ``abacus.rollup_events``) and apply the events;
-3. insert ``contribution(after) - contribution(before)`` per variant and cohort day, then the
-   folded events, each under a token named after the range: a redone step that already reached
-   ClickHouse is dropped;
+1. load the touched sessions' states (a cache, else ``abacus.rollup_events`` as of the step's
+   start) and apply the events, sending the folded events to ``abacus.rollup_events`` as it goes,
+   each row marked with the stream entry it was folded up to;
+2. record the stream range folded (so a crash redoes exactly that range);
+3. insert the rest of the events and ``contribution(after) - contribution(before)`` per variant
+   and cohort minute, each under a token named after the range: a redone step that already
+   reached ClickHouse is dropped;
 4. move its bookmark past the range.
 
-A redone step sees the prior states again only if step 3's second insert never landed, and then
-its first insert is a duplicate dropped by token; if both landed, the events are already in the
-states and change nothing. Either way nothing is counted twice.
+A redone step reads its sessions back as of its start: only rows folded up to the entry the step
+starts after count, so the rows it (or a step after it) sent before crashing are passed over, and
+it computes the same differences whichever of its inserts had landed; those are dropped by token.
+Nothing is counted twice, and nothing the totals lack is ever taken for counted.
 """
 
 from __future__ import annotations

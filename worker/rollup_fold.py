@@ -125,28 +125,23 @@ class ShareFolder:
         self.forget()
         self._known = None
 
-    def as_stored(self, events: list[FoldEvent], replaced: list[FoldEvent], states: dict) -> list[FoldEvent]:
-        """The step's events, one copy per event as abacus.events keeps it.
+    def stored_copies(self, replaced: list[FoldEvent], states: dict) -> list[FoldEvent]:
+        """The copy abacus.events keeps of each event whose copy this step replaced, made the
+        state's.
 
         Two copies of one event (same experiment, variant, session and event_id) with other
         contents, a client's retry received later say, are one row in abacus.events: the copy
         inserted last, which is not always the later in the stream (copies in one insert, or in
         batches two workers inserted out of order). So for every event whose copy this step
         replaced, the copy abacus.events holds is read back and becomes the state's (all the
-        copies are stored: the roller folds only stored entries)."""
-        if not replaced:
-            return events  # repeated copies, if any, are identical: any of them is the stored one
-        latest = {(e.experiment_key, e.variant_key, e.session_id, e.event_id): e for e in events}
-        if replaced:
-            keys = list(dict.fromkeys((e.experiment_key, e.variant_key, e.session_id, e.event_id) for e in replaced))
-            for row in rollup_store.stored_copies(self.clickhouse.client(), keys):
-                stored = FoldEvent(*row)
-                latest[(stored.experiment_key, stored.variant_key, stored.session_id, stored.event_id)] = stored
-                state = states[(stored.experiment_key, stored.session_id)]
-                state.apply(
-                    stored.variant_key, stored.event_id, stored.event_type, stored.conversion_value, stored.received_at_ms
-                )
-        return list(latest.values())
+        copies are stored: the roller folds only stored entries); the step writes them as
+        ``corrected`` rows, which win over the raw copies it sent (worker/rollup_store.py)."""
+        keys = list(dict.fromkeys((e.experiment_key, e.variant_key, e.session_id, e.event_id) for e in replaced))
+        copies = [FoldEvent(*row) for row in rollup_store.stored_copies(self.clickhouse.client(), keys)]
+        for stored in copies:
+            state = states[(stored.experiment_key, stored.session_id)]
+            state.apply(stored.variant_key, stored.event_id, stored.event_type, stored.conversion_value, stored.received_at_ms)
+        return copies
 
     def owns(self, experiment_key: str) -> bool:
         shard = self._shard_of.get(experiment_key)

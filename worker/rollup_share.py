@@ -2,12 +2,19 @@
 
 This module runs the protocol of a step (read what the workers stored, record the range, write
 under the range's token, move the bookmark) and pipelines the steps; applying the events to the
-session states is worker/rollup_fold.py's."""
+session states is worker/rollup_fold.py's.
+
+A step's folded events are sent to abacus.rollup_events while it is still reading and folding
+(every ``_EVENTS_PER_INSERT``), on the writer thread, so a large step's biggest insert overlaps
+its fold instead of following it. That is safe because a session is read back only as of a step's
+start (``rollup_store.load_sessions``): rows a step stored before its bookmark moved are passed
+over by a redo of it, and by any step before it."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from redis.exceptions import RedisError
@@ -32,6 +39,14 @@ _EVENTS_PER_STEP = 500_000
 _MAX_ENTRIES_PER_STEP = 500_000
 _MOST_EVENTS_PER_ENTRY = 500  # ingest's cap on the events it packs into one stream entry
 _READ_CHUNK = 5000  # entries per XRANGE within a step (see _read_into)
+# Folded events are sent in inserts of about this many while a step folds: large enough that
+# ClickHouse's per-insert cost and parts stay small, small enough that the insert left for the
+# step's end (the rest) is short. docs/performance.md (rollup, fifth pass) has the measurements.
+_EVENTS_PER_INSERT = 50_000
+
+SendEvents = Callable[[bytes, int, bytes, bytes], None]
+"""Stores a step's folded rows (rows, how many, the exclusive start and the end of the entries
+they came from) ahead of the step's end."""
 
 
 class LostLock(RedisError):
@@ -63,14 +78,18 @@ class ShareRoller:
         # only once the one before has landed, so at most one step is ever in flight.
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"rollup-write-{share.shard}")
         self._pending: Future | None = None
+        # The inserts of the step being folded, sent ahead of its end (``_send_events``), in order:
+        # the step's write waits for them before moving the bookmark.
+        self._sent: list[Future] = []
 
     def forget(self) -> None:
         """After a failed step: re-read the bookmark and the session states, as ClickHouse and
-        Redis hold them, before the next step (once the write in flight, if any, has ended)."""
+        Redis hold them, before the next step (once the writes in flight, if any, have ended)."""
         pending, self._pending = self._pending, None
-        if pending is not None:
+        sent, self._sent = self._sent, []
+        for future in [*sent, *([pending] if pending is not None else [])]:
             try:
-                pending.result()
+                future.result()
             except Exception:  # noqa: BLE001 - what ClickHouse and Redis hold now is re-read anyway
                 pass
         self.folder.forget()
@@ -129,8 +148,7 @@ class ShareRoller:
                 if in_hand is not None:  # left by a crash: redo exactly that range, before anything else
                     start, end = in_hand
                     self._update_dead_letters(stream)  # the range was stored (or dead-lettered) whole
-                    token = step_token(generation, self.share.shard, start, end, self._stream_tag(stream))
-                    entries, folded = self._redo(start, end, token, stream)
+                    entries, folded = self._redo(start, end, generation, stream)
                     self.share.finish_step(end, stream)
                     self._moved_past(stream, end, entries, folded.event_count, folded.read)
                     return True
@@ -143,22 +161,23 @@ class ShareRoller:
             start = self._bookmarks[stream]
             # Dead letters first: every entry below ``until`` that a worker dead-lettered is listed by now.
             self._update_dead_letters(stream)
-            step = FoldStep(self.folder)
-            entries, end = self._read_into(step, start, until, count, stream)
+            step = FoldStep(self.folder, rollup_store.entry_number(start))
+            send = self._sender(generation, stream)
+            entries, end = self._read_into(step, start, until, count, stream, send)
             if end is not None:
                 break
         else:
             self.settle()
             return False
         self._next_stream = (stream + 1) % len(self._streams)
-        last: bytes = end
-        folded = step.finish(lambda: self._decoded(self.stream.read_range(start, last, None, stream), stream))
+        folded = step.finish()
         self.settle()  # the step before has landed: now this one may be recorded and written
         self.share.begin_step(start, end, stream)
         self._fence()
         self.folder.pinned = folded.states
         token = step_token(generation, self.share.shard, start, end, self._stream_tag(stream))
-        self._pending = self._writer.submit(self._write, folded, token, end, stream)
+        sent, self._sent = self._sent, []
+        self._pending = self._writer.submit(self._write, folded, token, end, stream, sent)
         self._moved_past(stream, end, entries, folded.event_count, folded.read)
         return True
 
@@ -166,17 +185,18 @@ class ShareRoller:
         return "" if len(self._streams) == 1 else str(stream)
 
     def _read_into(
-        self, step: FoldStep, after: bytes, until: str | bytes, count: int | None, stream: int
+        self, step: FoldStep, after: bytes, until: str | bytes, count: int | None, stream: int, send: SendEvents
     ) -> tuple[int, bytes | None]:
         """Fold the events of up to ``count`` entries (every one when None) of stream shard
         ``stream`` after ``after`` up to ``until`` into ``step``: (entries read, the last entry's
-        id, None when there was none).
+        id, None when there was none). Every ``_EVENTS_PER_INSERT`` folded events go to ``send``.
 
         Read in chunks, each decoded and folded as it arrives: the step never holds more than a
         chunk of decoded events (worker/rollup_step.py), and a chunk's reply and events are gone
         before the garbage collector's full collections could walk them."""
         entries = 0
         last = None
+        sent_until = after
         while count is None or entries < count:
             want = _READ_CHUNK if count is None else min(_READ_CHUNK, count - entries)
             chunk = self.stream.read_range(after, until, want, stream)
@@ -185,9 +205,35 @@ class ShareRoller:
             step.add(self._decoded(chunk, stream))
             entries += len(chunk)
             last = after = chunk[-1][0]
+            if step.unsent_events >= _EVENTS_PER_INSERT:
+                rows, events = step.take_events()
+                send(rows, events, sent_until, last)
+                sent_until = last
             if len(chunk) < want:
                 break
         return entries, last
+
+    def _sender(self, generation: str, stream: int, background: bool = True) -> SendEvents:
+        """Sends a step's rows, by default on the writer thread behind the step before's write (one
+        thread: in order). Once one has failed, the step's later ones are not sent: the step fails
+        at its write, and its redo reads the sessions as of its start either way."""
+
+        def insert(rows: bytes, events: int, after: bytes, last: bytes, earlier: tuple[Future, ...] = ()) -> None:
+            for future in earlier:
+                future.result()  # done (the same thread ran it): raises its failure, if any
+            # Named after the entries the rows came from: sent again after a crash, the same
+            # entries are dropped; others (a step cut elsewhere) are kept, copies of the same events.
+            token = step_token(generation, self.share.shard, after, last, self._stream_tag(stream)) + ":sent"
+            rollup_store.insert_events(self.sink, rows, events, token, rollup_store.entry_number(last))
+
+        def send(rows: bytes, events: int, after: bytes, last: bytes) -> None:
+            self._fence()
+            if background:
+                self._sent.append(self._writer.submit(insert, rows, events, after, last, tuple(self._sent)))
+            else:
+                insert(rows, events, after, last)
+
+        return send
 
     def _decoded(self, entries: list[Entry], stream: int) -> list[FoldEvent]:
         events: list[FoldEvent] = []
@@ -207,24 +253,33 @@ class ShareRoller:
         dead, self._dead_cursor[stream] = self.stream.dead_letters_after(self._dead_cursor[stream], stream)
         self._dead[stream].update(dead)
 
-    def _redo(self, start: bytes, end: bytes, token: str, stream: int) -> tuple[int, FoldedStep]:
+    def _redo(self, start: bytes, end: bytes, generation: str, stream: int) -> tuple[int, FoldedStep]:
         """Fold and write, at once, the recorded range a crash left; (entries, the fold)."""
-        step = FoldStep(self.folder)
-        entries, _ = self._read_into(step, start, end, None, stream)
-        folded = step.finish(lambda: self._decoded(self.stream.read_range(start, end, None, stream), stream))
+        step = FoldStep(self.folder, rollup_store.entry_number(start))
+        entries, _ = self._read_into(step, start, end, None, stream, self._sender(generation, stream, background=False))
+        token = step_token(generation, self.share.shard, start, end, self._stream_tag(stream))
+        folded = step.finish()
         self._fence()
-        rollup_store.insert_summaries(self.sink, folded.summaries, token)
-        rollup_store.insert_events(self.sink, folded.events, folded.event_count, token)
+        self._store(folded, token, end)
         return entries, folded
 
-    def _write(self, folded: FoldedStep, token: str, end: bytes, stream: int) -> None:
-        """A step's inserts, then its bookmark: on the writer thread."""
-        # The totals first, then the events, never both at once: a redo after only the totals
-        # landed recomputes them (dropped by token); had only the events landed, the redo would
-        # find them folded and add nothing, and the totals would lack them for good.
-        rollup_store.insert_summaries(self.sink, folded.summaries, token)
-        rollup_store.insert_events(self.sink, folded.events, folded.event_count, token)
+    def _write(self, folded: FoldedStep, token: str, end: bytes, stream: int, sent: list[Future]) -> None:
+        """A step's inserts, then its bookmark: on the writer thread, after the rows it sent."""
+        for future in sent:
+            future.result()  # done (this thread ran them): raises the first failure
+        self._store(folded, token, end)
         self.share.finish_step(end, stream)
+
+    def _store(self, folded: FoldedStep, token: str, end: bytes) -> None:
+        """The rest of a step's events, the corrected copies, and the total differences. In any
+        order, each under its token: a redo reads the sessions as of the step's start, so it
+        computes the same differences whichever of them had landed (those are then dropped)."""
+        folded_entry = rollup_store.entry_number(end)
+        rollup_store.insert_events(self.sink, folded.events, folded.unsent_events, token, folded_entry)
+        rollup_store.insert_events(
+            self.sink, folded.corrected, folded.corrected_events, f"{token}:corrected", folded_entry, corrected=True
+        )
+        rollup_store.insert_summaries(self.sink, folded.summaries, token)
 
     def _fence(self) -> None:
         # Had this process stalled past the lock's lifetime, another roller may have folded

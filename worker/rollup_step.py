@@ -7,14 +7,15 @@ is looked up, and its summary built before and after, once per step however many
 the step holds: in a backlog whose sessions are spread thinly over it (the bench's), that
 per-session work was most of the fold.
 
-``finish`` returns the step's signed session summaries (which ClickHouse turns into per-day
-total differences) and its events one copy each as ``abacus.events`` keeps them. It writes
-nothing: worker/rollup_share.py records, writes and bookmarks the step.
+The encoded rows wait in the step until worker/rollup_share.py takes them (``take_events``) to
+send them while the step is still being read and folded; ``finish`` returns the step's signed
+session summaries (which ClickHouse turns into per-minute total differences), the rows not sent
+yet and, for events that arrived twice with other contents, the copies abacus.events keeps. It
+writes nothing: worker/rollup_share.py records, writes and bookmarks the step.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from shared.rollup.session import REPLACED, SessionState
@@ -31,8 +32,13 @@ class FoldedStep:
     summaries: bytes
     """The changed sessions' summaries before (-1) and after (+1), as msgpack rows."""
     events: bytes
-    """The step's events one copy each as abacus.events keeps them, as msgpack rows."""
+    """The step's events not yet taken (``FoldStep.take_events``), as msgpack rows."""
+    unsent_events: int
+    corrected: bytes
+    """The copies abacus.events keeps of the events that arrived with other contents."""
+    corrected_events: int
     event_count: int
+    """The share's events in the step."""
     read: int
     """Events read (of every share)."""
     states: dict[SessionKey, SessionState]
@@ -40,9 +46,13 @@ class FoldedStep:
 
 
 class FoldStep:
-    def __init__(self, folder: ShareFolder) -> None:
+    def __init__(self, folder: ShareFolder, folded_until: int) -> None:
+        """``folded_until``: the step's start (``rollup_store.entry_number``), as of which a
+        session is read back from ClickHouse."""
         self.folder = folder
+        self.folded_until = folded_until
         self.read = 0
+        self.event_count = 0
         self.states: dict[SessionKey, SessionState] = {}
         self._known = folder.known_sessions()
         self._before: dict[SessionKey, tuple[SummaryRow, ...]] = {}
@@ -92,20 +102,27 @@ class FoldStep:
         if events:
             self._stored.append(rollup_store.event_rows(events))
             self._stored_events += len(events)
+            self.event_count += len(events)
 
-    def finish(self, reread: Callable[[], list[FoldEvent]]) -> FoldedStep:
-        """The step's summaries and events. ``reread`` decodes the step's events again: needed
-        only when a copy of an event replaced another (a retry with other contents), to keep
-        one copy of each, the one abacus.events keeps (``ShareFolder.as_stored``)."""
+    @property
+    def unsent_events(self) -> int:
+        return self._stored_events
+
+    def take_events(self) -> tuple[bytes, int]:
+        """The rows of the events folded since the last call (every copy as the stream has it), and
+        how many: the caller stores them now, ahead of the step's end."""
+        rows, count = b"".join(self._stored), self._stored_events
+        self._stored, self._stored_events = [], 0
+        return rows, count
+
+    def finish(self) -> FoldedStep:
+        """The step's summaries, the rows not taken yet, and the corrected copies."""
         folder, states = self.folder, self.states
         if self._evicted:
             self._fold_evicted()
+        corrected: list[FoldEvent] = []
         if self._replaced:
-            events = reread()
-            if folder.shards > 1:
-                events = [event for event in events if folder.owns(event.experiment_key)]
-            events = folder.as_stored(events, self._replaced, states)
-            self._stored, self._stored_events = [rollup_store.event_rows(events)], len(events)
+            corrected = folder.stored_copies(self._replaced, states)
         # Each changed session's contribution before (-1) and after (+1) the step, as summaries:
         # ClickHouse turns them into the per-day total differences with the results' own SQL. A
         # state that changed has let go of its cached rows (``SessionState.apply``), so the rows
@@ -125,12 +142,15 @@ class FoldStep:
         for key in self._created:
             self._known.add(*key)
         folder.cache.put_all(states)
-        return FoldedStep(summaries, b"".join(self._stored), self._stored_events, self.read, states)
+        events, unsent = self.take_events()
+        return FoldedStep(
+            summaries, events, unsent, rollup_store.event_rows(corrected), len(corrected), self.event_count, self.read, states
+        )
 
     def _fold_evicted(self) -> None:
         """Read back the states of the sessions neither cached nor certainly new, then apply
         their events (a false positive of the filter gets a new state)."""
-        loaded = rollup_store.load_sessions(self.folder.clickhouse.client(), list(self._evicted))
+        loaded = rollup_store.load_sessions(self.folder.clickhouse.client(), list(self._evicted), self.folded_until)
         for key, group in self._evicted.items():
             state = loaded.get(key)
             if state is None:

@@ -2,7 +2,10 @@
 states out.
 
 Each roller step writes under deduplication tokens named after the stream range it folded, so a
-step redone after a crash (same range, same prior state) stores nothing twice.
+step redone after a crash (same range, same prior state) stores nothing twice. Every folded event
+row names the stream entry it was folded up to (``folded_entry``), and a session is read back as
+of a step's start: rows a step wrote before it was bookmarked (it sends its events while still
+folding) count only once the share's bookmark has passed them.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import msgspec
 from clickhouse_connect.driver.client import Client
 
 from shared.clickhouse_cluster import clear_table
+from shared.event_columns import EVENT_COLUMNS, select_columns, wire_structure
+from shared.rollup.protocol_ids import id_key
 from shared.rollup.results_sql import (
     COHORT_MINUTE,
     ROLLUP_EVENTS_SOURCE,
@@ -23,7 +28,6 @@ from shared.rollup.results_sql import (
 )
 from shared.rollup.session import SessionState
 from shared.rollup.totals import TOTAL_FIELDS
-from worker.rows import COLUMNS, Decoded
 from worker.sink import ClickHouseSink
 
 SessionKey = tuple[str, str]
@@ -31,6 +35,11 @@ SessionKey = tuple[str, str]
 
 EVENTS_TABLE = "abacus.rollup_events"
 COHORT_TOTALS_TABLE = "abacus.rollup_cohort_totals"
+# The columns of abacus.events a session's state is read back from: the only ones the roller keeps.
+_KEPT = ("event_id", "experiment_key", "variant_key", "session_id", "event_type", "conversion_value", "received_at")
+_KEPT_COLUMNS = ", ".join(column.name for column in EVENT_COLUMNS if column.name in _KEPT)
+_KEPT_SELECT = select_columns(_KEPT, "e")
+_EVENTS_STRUCTURE = wire_structure("e")
 _TOTALS_COLUMNS = ["experiment_key", "variant_key", "cohort_minute", *TOTAL_FIELDS]
 # Keeps each lookup's SQL text small; a step's misses are looked up in a few queries at most.
 _LOOKUP_CHUNK = 5000
@@ -57,8 +66,11 @@ class SummaryRow(msgspec.Struct, array_like=True, gc=False):
     s_exposed_variants: int
 
 
-def load_sessions(client: Client, keys: list[SessionKey]) -> dict[SessionKey, SessionState]:
-    """The folded state of each given session that has one (a session never folded has none)."""
+def load_sessions(client: Client, keys: list[SessionKey], folded_until: int) -> dict[SessionKey, SessionState]:
+    """The state of each given session that has one, as of the stream entry ``folded_until``
+    (``entry_number``; a step's start): only rows folded up to it count, and of an event's copies
+    the one folded last (the copy abacus.events keeps, written as ``corrected``, beats the raw
+    copies of its step). A session never folded has none."""
     by_experiment: dict[str, list[str]] = {}
     for experiment_key, session_id in keys:
         by_experiment.setdefault(experiment_key, []).append(session_id)
@@ -67,15 +79,25 @@ def load_sessions(client: Client, keys: list[SessionKey]) -> dict[SessionKey, Se
         for start in range(0, len(session_ids), _LOOKUP_CHUNK):
             # %(name)s: bound client-side into the SQL text, so long lists do not travel in a URL.
             rows = client.query(
-                "SELECT session_id, groupArray(variant_key), groupArray(event_id), groupArray(event_type), "
-                "groupArray(if(event_type = 'conversion', ifNull(conversion_value, 0), 0)), "
-                f"groupArray(toUnixTimestamp64Milli(received_at)) FROM {EVENTS_TABLE} FINAL "
-                "WHERE experiment_key = %(experiment)s AND session_id IN %(sessions)s GROUP BY session_id",
+                "SELECT session_id, groupArray(variant_key), groupArray(event_id), groupArray(copy.1), "
+                "groupArray(copy.2), groupArray(copy.3) FROM ("
+                "SELECT session_id, variant_key, event_id, argMax((event_type, "
+                "if(event_type = 'conversion', ifNull(conversion_value, 0), 0), toUnixTimestamp64Milli(received_at)), "
+                f"(folded_entry, corrected)) AS copy FROM {EVENTS_TABLE} "
+                "WHERE experiment_key = %(experiment)s AND session_id IN %(sessions)s "
+                f"AND folded_entry <= toUInt128('{int(folded_until)}') "
+                "GROUP BY session_id, variant_key, event_id) GROUP BY session_id",
                 parameters={"experiment": experiment_key, "sessions": tuple(session_ids[start : start + _LOOKUP_CHUNK])},
             ).result_rows
             for session_id, *arrays in rows:
                 found[(experiment_key, session_id)] = SessionState.from_arrays(*arrays)
     return found
+
+
+def entry_number(entry_id: bytes | str) -> int:
+    """A stream entry id as one number in the id order (ms * 2^64 + seq): ``folded_entry``."""
+    ms, seq = id_key(entry_id)
+    return (ms << 64) | seq
 
 
 def stored_copies(client: Client, keys: list[tuple[str, str, str, str]]) -> list[tuple]:
@@ -162,11 +184,18 @@ def insert_summaries(sink: ClickHouseSink, rows: bytes, token: str) -> None:
     sink.insert_msgpack(insert, SESSION_SUMMARY_STRUCTURE, rows)
 
 
-def insert_events(sink: ClickHouseSink, rows: bytes, count: int, token: str) -> None:
-    """The folded events (``event_rows``, ``count`` of them), as ingest wrote them: ClickHouse
-    parses the msgpack (worker/sink.py)."""
-    if count:
-        sink.insert(Decoded(row_count=count, chunks=[rows]), token=token)
+def insert_events(sink: ClickHouseSink, rows: bytes, count: int, token: str, folded_entry: int, corrected: bool = False) -> None:
+    """Folded events (``event_rows``, ``count`` of them), stored as folded up to the stream entry
+    ``folded_entry`` (``entry_number``); ``corrected``: the copies abacus.events keeps of events
+    that arrived with other contents. ClickHouse parses the msgpack (worker/sink.py)."""
+    if not count:
+        return
+    insert = (
+        f"INSERT INTO {EVENTS_TABLE} ({_KEPT_COLUMNS}, folded_entry, corrected) "
+        f"SETTINGS insert_deduplication_token = '{token}', insert_deduplicate = 1 "
+        f"SELECT {_KEPT_SELECT}, toUInt128('{int(folded_entry)}'), {int(corrected)} FROM {{source}}"
+    )
+    sink.insert_msgpack(insert, _EVENTS_STRUCTURE, rows)
 
 
 def event_rows(events: list) -> bytes:
@@ -196,9 +225,10 @@ def rebuild_from_events(client: Client, shard: int = 0, shards: int = 1, cluster
         client.command(clear_table(table, cluster, None if shards == 1 else condition))
     # No deduplication: a rebuild must store its rows even if an earlier one produced the same.
     once = {"insert_deduplicate": 0}
-    columns = ", ".join(COLUMNS)
+    # folded_entry 0: the copy counts for every step after the rebuild, which starts at the stream's start.
     client.command(
-        f"INSERT INTO {EVENTS_TABLE} ({columns}) SELECT {columns} FROM abacus.events FINAL WHERE {condition}", settings=once
+        f"INSERT INTO {EVENTS_TABLE} ({_KEPT_COLUMNS}) SELECT {_KEPT_COLUMNS} FROM abacus.events FINAL WHERE {condition}",
+        settings=once,
     )
     source = ROLLUP_EVENTS_SOURCE.replace("{shard_filter}", f"WHERE {condition}")
     client.command(

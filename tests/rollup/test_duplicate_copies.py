@@ -9,7 +9,8 @@ import dataclasses
 import msgspec
 
 from shared.wire import StreamEvent
-from tests.rollup.test_roller import assert_rollup_matches_events, drain_workers, publish, roll
+from tests.rollup.test_roller import assert_rollup_matches_events, drain_workers, publish, roll, store_and_acknowledge
+from worker.main import build_worker
 
 # 2026-01-31 23:59:59.000 UTC and a second later, in February: two months, so two partitions of
 # abacus.events (PARTITION BY toYYYYMM(received_at)).
@@ -68,4 +69,28 @@ def test_copies_differing_only_where_counts_do_not_look_count_once(settings, red
     drain_workers(settings, clean_clickhouse)
     roll(settings, clean_clickhouse)
     assert stored_rows(clean_clickhouse, "e1") == 1
+    assert_rollup_matches_events(clean_clickhouse, experiments=("exp_a",))
+
+
+def test_the_copy_abacus_events_keeps_is_the_one_a_later_roller_reads_back(settings, redis_client, clean_clickhouse):
+    roll(settings, clean_clickhouse)
+    impression = copy("e1", "impression", END_OF_JANUARY_MS - 5_000)
+    copies = [copy("e2", "conversion", END_OF_JANUARY_MS - 4_000 + i, value) for i, value in enumerate((10.0, 25.0, 7.0))]
+    publish(redis_client, settings, [impression, *copies], per_entry=1)
+    # A worker stores the copies out of stream order, so abacus.events keeps the middle one (the
+    # one inserted last): neither the first nor the last the roller reads.
+    worker = build_worker(settings, clean_clickhouse, consumer_name="w1")
+    worker.consumer.ensure_group()
+    delivered = worker.consumer.read_new(100, None)
+    for batch in ([delivered[0], delivered[1]], [delivered[3]], [delivered[2]]):
+        store_and_acknowledge(worker, batch)
+    kept = clean_clickhouse.client().query("SELECT conversion_value FROM abacus.events FINAL WHERE event_id = 'e2'")
+    assert kept.result_rows == [(25.0,)]
+    roll(settings, clean_clickhouse)
+    assert_rollup_matches_events(clean_clickhouse, experiments=("exp_a",))
+    # The session changes again: a new roller (a process with an empty cache) reads it back from
+    # ClickHouse and subtracts what the rollup holds for it, the kept copy's value.
+    publish(redis_client, settings, [copy("e3", "conversion", END_OF_JANUARY_MS - 1_000, 3.0)])
+    drain_workers(settings, clean_clickhouse)
+    roll(settings, clean_clickhouse)
     assert_rollup_matches_events(clean_clickhouse, experiments=("exp_a",))
