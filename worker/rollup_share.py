@@ -32,11 +32,11 @@ log = logging.getLogger(__name__)
 # Larger steps share ClickHouse's per-insert cost among more events, and a session touched
 # several times within one step is looked up and has its summary built and written once
 # (docs/performance.md, rollup). Bounded so a step's memory is: it holds its decoded events only
-# a chunk at a time (worker/rollup_step.py), its events encoded for the insert (~135 bytes each)
-# and the states it touched. A roller that has caught up takes small steps anyway: a step holds
-# only what the workers stored since the last one.
-_EVENTS_PER_STEP = 500_000
-_MAX_ENTRIES_PER_STEP = 500_000
+# a chunk at a time (worker/rollup_step.py), its encoded events until they are sent (at most
+# ~_EVENTS_PER_INSERT) and the states it touched (at most one per event). A roller that has
+# caught up takes small steps anyway: a step holds only what the workers stored since the last one.
+_EVENTS_PER_STEP = 1_000_000
+_MAX_ENTRIES_PER_STEP = 1_000_000
 _MOST_EVENTS_PER_ENTRY = 500  # ingest's cap on the events it packs into one stream entry
 _READ_CHUNK = 5000  # entries per XRANGE within a step (see _read_into)
 # Folded events are sent in inserts of about this many while a step folds: large enough that
