@@ -124,7 +124,7 @@ class FoldStep:
         if self._replaced:
             corrected = folder.stored_copies(self._replaced, states)
         # Each changed session's contribution before (-1) and after (+1) the step, as summaries:
-        # ClickHouse turns them into the per-day total differences with the results' own SQL. A
+        # ClickHouse turns them into the per-minute total differences with the results' own SQL. A
         # state that changed has let go of its cached rows (``SessionState.apply``), so the rows
         # from before are this step's to flip.
         rows: list[SummaryRow] = []
