@@ -197,20 +197,18 @@ class ShareRoller:
         entries = 0
         last = None
         sent_until = after
-        while count is None or entries < count:
-            want = _READ_CHUNK if count is None else min(_READ_CHUNK, count - entries)
-            chunk = self.stream.read_range(after, until, want, stream)
-            if not chunk:
-                break
-            step.add(self._decoded(chunk, stream))
-            entries += len(chunk)
-            last = after = chunk[-1][0]
-            if step.unsent_events >= _EVENTS_PER_INSERT:
-                rows, events = step.take_events()
-                send(rows, events, sent_until, last)
-                sent_until = last
-            if len(chunk) < want:
-                break
+        chunks = self.stream.read_chunks(after, until, count, _READ_CHUNK, stream)
+        try:
+            for chunk in chunks:
+                step.add(self._decoded(chunk, stream))
+                entries += len(chunk)
+                last = chunk[-1][0]
+                if step.unsent_events >= _EVENTS_PER_INSERT:
+                    rows, events = step.take_events()
+                    send(rows, events, sent_until, last)
+                    sent_until = last
+        finally:
+            chunks.close()  # now, not whenever a failure's traceback lets go: it holds a connection
         return entries, last
 
     def _sender(self, generation: str, stream: int, background: bool = True) -> SendEvents:
