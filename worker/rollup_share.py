@@ -78,7 +78,7 @@ class ShareRoller:
         # only once the one before has landed, so at most one step is ever in flight.
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"rollup-write-{share.shard}")
         self._pending: Future | None = None
-        # The inserts of the step being folded, sent ahead of its end (``_send_events``), in order:
+        # The inserts of the step being folded, sent ahead of its end (``_sender``), in order:
         # the step's write waits for them before moving the bookmark.
         self._sent: list[Future] = []
 
