@@ -81,7 +81,6 @@ def _require_embedded(settings: Settings) -> None:
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
     import dataclasses
-    import gc
     import signal
 
     data_dir = settings.data_dir
@@ -120,13 +119,15 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
         from granian.server.embed import Server
 
         from abacus.serve import create_serve_app
+        from shared.heap import settle_heap
         from shared.http_edge import allow_open_files, granian_options
 
         liveness = {"valkey": lambda: valkey.problem} if valkey is not None else {}
         app = create_serve_app(settings, liveness)
-        # As `abacus ingest` does: the start-up heap lives as long as the process, and frozen it
-        # is no longer walked by the full collections beacon traffic sets off (see ingest.app).
-        gc.freeze()
+        # As `abacus worker` does (shared/heap.py): the start-up heap frozen, so the full
+        # collections beacon traffic sets off no longer walk it, and young collections rarer, as
+        # the roller's and the worker's containers made them frequent and slow.
+        settle_heap()
         allow_open_files(settings.http_max_connections)
         server = Server(app, address=args.host, port=args.port, interface=Interfaces.ASGI, **granian_options(settings))
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import os
 import platform
 import socket
@@ -29,10 +28,12 @@ def machine() -> str:
 
 
 def freeze_heap() -> None:
-    """Freeze what is alive now, as `abacus worker` freezes its start-up heap (worker/main.py):
-    full collections then no longer walk it, so a timed phase pays only for its own garbage."""
-    gc.collect()
-    gc.freeze()
+    """Set up the collector as `abacus worker` and `abacus serve` do (shared/heap.py): what is
+    alive now frozen, so a timed phase pays only for its own garbage, and young collections as
+    rare as theirs."""
+    from shared.heap import settle_heap
+
+    settle_heap()
 
 
 def start_valkey():  # type: ignore[no-untyped-def]

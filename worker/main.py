@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import signal
 import threading
 
 from shared.clickhouse import ClickHouse
+from shared.heap import settle_heap
 from shared.ops_http import OpsServer
 from shared.prom import Metrics
 from shared.redis_conn import sync_client_for
@@ -132,11 +132,9 @@ def run_worker_process(settings: Settings, burst: bool = False) -> int:
             None if roller_thread.is_alive() or worker.stopping.is_set() else "the roller thread has stopped"
         )
     ops = None if burst else start_ops_server(settings, metrics, clickhouse, liveness)
-    # The start-up heap (every imported module) lives as long as the process. Frozen, it is no
-    # longer walked by the full collections that the stream replies set off: each took ~50 ms
-    # holding the GIL, stalling reads and inserts alike (a sixth of a drain's time).
-    gc.collect()
-    gc.freeze()
+    # The start-up heap frozen and young collections rarer (shared/heap.py): each full collection
+    # took ~50 ms holding the GIL, stalling reads and inserts alike (a sixth of a drain's time).
+    settle_heap()
 
     def on_signal(signum: int, _frame: object) -> None:
         if worker.stopping.is_set():
