@@ -8,8 +8,8 @@ Two measured reasons (docs/performance.md, "Sixth pass" of the rollup):
   tuples, which the collector tracks until it has looked at them) are, and were walked again by
   every full collection: at the default threshold (700 allocations) a roller ran 28 full
   collections per million events, 0.7 s of a 6 s fold, a worker 0.5 s of its drain. Young
-  collections every ``YOUNG_COLLECTION_EVERY`` allocations leave 4 (0.05 s). Nothing the
-  processes keep forms reference cycles, so garbage is freed as before, by reference counting.
+  collections every ``YOUNG_COLLECTION_EVERY`` allocations leave 4 (0.05 s). Garbage is freed
+  by reference counting as before; only the rare reference cycle waits longer to be collected.
 """
 
 from __future__ import annotations
