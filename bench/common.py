@@ -28,9 +28,9 @@ def machine() -> str:
 
 
 def freeze_heap() -> None:
-    """Set up the collector as `abacus worker` and `abacus serve` do (shared/heap.py): what is
-    alive now frozen, so a timed phase pays only for its own garbage, and young collections as
-    rare as theirs."""
+    """Set up the collector as `abacus worker`, `abacus rollup` and `abacus serve` do
+    (shared/heap.py): what is alive now frozen, so a timed phase pays only for its own garbage,
+    and young collections as rare as theirs."""
     from shared.heap import settle_heap
 
     settle_heap()

@@ -189,6 +189,7 @@ def run_roller_process(settings: Settings) -> int:
     metrics = Metrics()
     roller = build_roller(settings, clickhouse, metrics=metrics)
     ops = start_ops_server(settings, metrics, clickhouse)
+    settle_heap()  # as the workers' processes do: full collections walked every step's keys
 
     def on_signal(signum: int, _frame: object) -> None:
         if roller.stopping.is_set():

@@ -16,7 +16,7 @@ import msgspec
 from clickhouse_connect.driver.client import Client
 
 from shared.clickhouse_cluster import clear_table
-from shared.event_columns import EVENT_COLUMNS, select_columns, wire_structure
+from shared.event_columns import EVENT_COLUMNS, select_columns
 from shared.rollup.protocol_ids import id_key
 from shared.rollup.results_sql import (
     COHORT_MINUTE,
@@ -28,7 +28,7 @@ from shared.rollup.results_sql import (
 )
 from shared.rollup.session import SessionState
 from shared.rollup.totals import TOTAL_FIELDS
-from worker.sink import ClickHouseSink
+from worker.sink import EVENTS_STRUCTURE, ClickHouseSink
 
 SessionKey = tuple[str, str]
 """(experiment_key, session_id)"""
@@ -39,7 +39,6 @@ COHORT_TOTALS_TABLE = "abacus.rollup_cohort_totals"
 _KEPT = ("event_id", "experiment_key", "variant_key", "session_id", "event_type", "conversion_value", "received_at")
 _KEPT_COLUMNS = ", ".join(column.name for column in EVENT_COLUMNS if column.name in _KEPT)
 _KEPT_SELECT = select_columns(_KEPT, "e")
-_EVENTS_STRUCTURE = wire_structure("e")
 _TOTALS_COLUMNS = ["experiment_key", "variant_key", "cohort_minute", *TOTAL_FIELDS]
 # Keeps each lookup's SQL text small; a step's misses are looked up in a few queries at most.
 _LOOKUP_CHUNK = 5000
@@ -195,7 +194,7 @@ def insert_events(sink: ClickHouseSink, rows: bytes, count: int, token: str, fol
         f"SETTINGS insert_deduplication_token = '{token}', insert_deduplicate = 1 "
         f"SELECT {_KEPT_SELECT}, toUInt128('{int(folded_entry)}'), {int(corrected)} FROM {{source}}"
     )
-    sink.insert_msgpack(insert, _EVENTS_STRUCTURE, rows)
+    sink.insert_msgpack(insert, EVENTS_STRUCTURE, rows)
 
 
 def event_rows(events: list) -> bytes:
@@ -213,7 +212,9 @@ def _rows(values: list) -> bytes:
 
 
 def events_sink(clickhouse) -> ClickHouseSink:  # type: ignore[no-untyped-def]
-    return ClickHouseSink(clickhouse, table=EVENTS_TABLE)
+    """The roller's sink: its own inserts (``insert_events``, ``insert_summaries``) go through
+    ``insert_msgpack``, failures classified as the workers' are."""
+    return ClickHouseSink(clickhouse)
 
 
 def rebuild_from_events(client: Client, shard: int = 0, shards: int = 1, cluster: str = "") -> None:

@@ -43,18 +43,20 @@ def dedup_token(decoded: Decoded, scope: bytes = b"") -> str:
 # Generated from the one definition of the row (shared/event_columns.py). Timestamps come as raw
 # epoch milliseconds, unsigned: a value that DateTime64 cannot hold (negative ones included) is
 # refused by the range check instead of wrapping around silently.
-_EVENTS_STRUCTURE = wire_structure("e")
+EVENTS_STRUCTURE = wire_structure("e")
+"""The msgpack row of one event, in ``StreamEvent``'s layout: what ingest wrote, and what the
+roller sends to abacus.rollup_events (worker/rollup_store.py)."""
 _SELECT_ROWS = (
     f"SELECT {select_list('e')} FROM {{source}} WHERE NOT throwIf({out_of_range('e')}, 'timestamp out of DateTime64 range')"
 )
 
 
 class ClickHouseSink:
-    def __init__(self, clickhouse: ClickHouse, table: str = "abacus.events", token_scope: str = "") -> None:
+    def __init__(self, clickhouse: ClickHouse, token_scope: str = "") -> None:
         """``token_scope``: the stream shard's hash tag ("" for the one untagged stream)."""
         self._clickhouse = clickhouse
         self._token_scope = token_scope.encode() + b"\n" if token_scope else b""
-        self._insert_into = f"INSERT INTO {table} ({', '.join(COLUMN_NAMES)}) "
+        self._insert_into = f"INSERT INTO abacus.events ({', '.join(COLUMN_NAMES)}) "
         self._staging_dir = _staging_dir() if is_chdb(clickhouse.url) else None
 
     def insert(self, decoded: Decoded, token: str | None = None) -> None:
@@ -64,7 +66,7 @@ class ClickHouseSink:
         # and after the insert, which cost a quarter of the insert's time.
         token = token if token is not None else dedup_token(decoded, self._token_scope)
         insert = f"{self._insert_into}SETTINGS insert_deduplication_token = '{token}', insert_deduplicate = 1 {_SELECT_ROWS}"
-        self.insert_msgpack(insert, _EVENTS_STRUCTURE, decoded.rows_msgpack())
+        self.insert_msgpack(insert, EVENTS_STRUCTURE, decoded.rows_msgpack())
 
     def insert_msgpack(self, insert: str, structure: str, rows: bytes) -> None:
         """Run ``insert`` (an INSERT ... SELECT reading ``{source}``) over msgpack ``rows`` of the
