@@ -153,6 +153,10 @@ class EmbeddedValkey:
             start_new_session=True,
             umask=0o077,  # its AOF files and log: the owner's only
         )
+        # Recorded before it answers: from its first answer serve's clients use it, so whoever
+        # reads the state file from then on (an operator, the next serve) must find this one, not
+        # the process it replaces. A launch that fails leaves a dead pid there, which readers check.
+        private_file(self.dir / _STATE_FILE, json.dumps({"pid": process.pid, "port": port}))
         deadline = time.monotonic() + timeout_s
         while _ask(port, self.password) != "ok":
             if process.poll() is not None:
@@ -163,7 +167,6 @@ class EmbeddedValkey:
                 raise EmbeddedValkeyError(f"Valkey did not answer within {timeout_s}s; see {self.dir / 'valkey.log'}")
             time.sleep(0.05)
         self._process, self.pid, self.port, self.reused = process, process.pid, port, False
-        private_file(self.dir / _STATE_FILE, json.dumps({"pid": self.pid, "port": self.port}))
         log.info("started embedded Valkey (pid %s, port %s, data %s)", self.pid, self.port, self.dir)
 
     # ----- supervision -------------------------------------------------------------------
