@@ -43,6 +43,22 @@ class ThreadJobWorker(SimpleWorker):
             raise StopRequested()
         return super().heartbeat(*args, **kwargs)
 
+    def teardown(self) -> None:
+        # rq records the worker's death in Redis before it stops the listener on its command
+        # channel: with Redis gone the first raises, and the listener would be left running, one
+        # more (with its connection) after every outage.
+        try:
+            super().teardown()
+        finally:
+            listener = self.pubsub_thread
+            if listener is not None and listener.is_alive():
+                listener.stop()
+                listener.join(timeout=1)
+
+    def busy(self) -> bool:
+        """Whether its command-channel listener still runs (waiting on Redis)."""
+        return self.pubsub_thread is not None and self.pubsub_thread.is_alive()
+
 
 def job_redis(settings: Settings):  # type: ignore[no-untyped-def]
     """rq's client. Its timeout is longer than rq's blocking dequeue, or a quiet queue reads as a
@@ -104,6 +120,12 @@ class JobsThread:
         self.worker.request_thread_stop()
         self._schedule.stop()
         self._thread.join(timeout)
+        if self._thread.is_alive() or self.worker.busy():
+            # Still waiting on Redis (a hung server): closing its clients under it would crash
+            # the worker's threads mid-read. They end by themselves once Redis answers, or with
+            # the process.
+            log.warning("the jobs worker did not stop within %.0fs (Redis hung?); it ends once Redis answers", timeout)
+            return
         uninstall()
         self._redis.close()
         self._data_redis.close()
