@@ -153,10 +153,7 @@ class EmbeddedValkey:
             start_new_session=True,
             umask=0o077,  # its AOF files and log: the owner's only
         )
-        # Recorded before it answers: from its first answer serve's clients use it, so whoever
-        # reads the state file from then on (an operator, the next serve) must find this one, not
-        # the process it replaces. A launch that fails leaves a dead pid there, which readers check.
-        private_file(self.dir / _STATE_FILE, json.dumps({"pid": process.pid, "port": port}))
+        private_file(self.dir / _STATE_FILE, json.dumps({"pid": process.pid, "port": port}))  # before clients can use it
         deadline = time.monotonic() + timeout_s
         while _ask(port, self.password) != "ok":
             if process.poll() is not None:
