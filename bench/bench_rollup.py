@@ -14,7 +14,9 @@ Then two rollers fold the same stream again into a fresh rollup split into two s
 (ABACUS_ROLLUP_SHARDS=2), each taking one. chDB runs inside one process, so here the two rollers
 are two threads of this process sharing one interpreter lock: the figure shows what sharing the
 work costs (each roller still reads every entry); rollers as separate processes against a
-ClickHouse server are what adds cores. The last line is the one-roller/worker ratio.
+ClickHouse server are what adds cores. So one roller then folds one share of two alone, as each
+of two such processes would: the stream's events over its time is what two processes could keep
+up with together (each on a core of its own). The last line is the one-roller/worker ratio.
 """
 
 from __future__ import annotations
@@ -79,6 +81,37 @@ def fold_with_two_rollers(settings, clickhouse, keys: list[str], raw: dict) -> f
     return sum(roller.folded_events for roller in rollers) / elapsed
 
 
+def fold_one_share_of_two(settings, clickhouse, keys: list[str], stored: int) -> tuple[float, str]:  # type: ignore[no-untyped-def]
+    """Stream events/s (``stored`` of them) of one roller folding one share of two, alone, as each
+    of two roller processes would (against a ClickHouse server; chDB allows one process), and the
+    experiment it folded. Checked against the raw query for that experiment."""
+    from query_api.results_query import fetch_rollups
+    from shared.rollup.protocol import shard_of
+    from worker import rollup_store
+    from worker.main import build_roller
+
+    settings = dataclasses.replace(settings, rollup_shards=2)
+    client = clickhouse.client()
+    for table in (rollup_store.EVENTS_TABLE, rollup_store.COHORT_TOTALS_TABLE):
+        client.command(f"TRUNCATE TABLE {table}")
+    roller = build_roller(settings, clickhouse)
+    # Another roller said to run: this one then takes its fair number of shares, one.
+    roller.protocol.heartbeat("bench-other-roller", 120_000)
+    roller.protocol.heartbeat(roller.owner, 120_000)
+    for share in roller.shares:
+        share.share.finish_rebuild(share.share.begin_rebuild())
+    wait_for_merges(client, 60, quiet_s=2.0)
+    freeze_heap()
+    started = time.perf_counter()
+    roller.run(until_caught_up=True)
+    elapsed = time.perf_counter() - started
+    roller.redis.close()
+    (folded,) = [shard for shard, share in enumerate(roller.shares) if share.folded_events]
+    (key,) = [key for key in keys if shard_of(key, 2) == folded]
+    check_rollup(clickhouse, [key], fetch_rollups(client, [key], None, None))
+    return stored / elapsed, key
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--beacons", type=int, default=1_000_000)
@@ -141,6 +174,11 @@ def main() -> None:
             two_rate = fold_with_two_rollers(settings, clickhouse, keys, raw)
             print(
                 f"two rollers (2 shares, threads of one process): {two_rate:,.0f} events/s, {two_rate / fold_rate:.2f}x one roller"
+            )
+            share_rate, key = fold_one_share_of_two(settings, clickhouse, keys, worker.inserted_rows)
+            print(
+                f"one roller folding 1 share of 2 ({key}) alone, as each of two roller processes would: "
+                f"through the stream at {share_rate:,.0f} events/s, {share_rate / fold_rate:.2f}x one roller folding all"
             )
         print(f"ratio roller/worker events/s: {fold_rate / drain_rate:.2f}")
     finally:

@@ -235,7 +235,8 @@ class ShareRoller:
 
     def _decoded(self, entries: list[Entry], stream: int) -> list[FoldEvent]:
         events: list[FoldEvent] = []
-        decode_into(events, entries, self._dead[stream])
+        folder = self.folder
+        decode_into(events, entries, self._dead[stream], folder.owns if folder.shards > 1 else None)
         return events
 
     def _moved_past(self, stream: int, end: bytes, entries: int, folded: int, read: int) -> None:

@@ -42,3 +42,27 @@ def test_a_read_left_half_way_leaves_the_connections_usable(stream, redis_client
     for _ in range(3):
         assert rollup_stream.read_range(ids[4], "+", 2) == [[ids[5], [b"e", b"5"]], [ids[6], [b"e", b"6"]]]
     assert list(rollup_stream.read_chunks(ids[19], "+", None, 2))[0][0][0] == ids[20]
+
+
+def test_a_share_decodes_only_the_entries_holding_its_experiments() -> None:
+    import msgspec
+
+    from shared.wire import StreamEnvelope, StreamEvent
+    from worker.rollup_fold import decode_into
+
+    def event(n: int, experiment_key: str) -> StreamEvent:
+        return StreamEvent(f"e{n}", experiment_key, "control", f"s{n}", "impression", "/", None, "{}", None, 1_700_000_000_000)
+
+    encode = msgspec.msgpack.encode
+    entries = [
+        (b"1-1", [b"e", encode(StreamEnvelope(events=[event(1, "ours")]))]),
+        (b"1-2", [b"e", encode(StreamEnvelope(events=[event(2, "theirs")]))]),
+        (b"1-3", [b"e", encode(StreamEnvelope(events=[event(3, "theirs"), event(4, "ours")]))]),  # mixed: whole
+        (b"1-4", [b"e", b"\xc1 not msgpack"]),  # poison: skipped either way
+    ]
+    events: list = []
+    decode_into(events, entries, set(), lambda key: key == "ours")
+    assert [(e.event_id, e.experiment_key) for e in events] == [("e1", "ours"), ("e3", "theirs"), ("e4", "ours")]
+    everything: list = []
+    decode_into(everything, entries, set())
+    assert [e.event_id for e in everything] == ["e1", "e2", "e3", "e4"]
